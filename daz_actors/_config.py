@@ -1,0 +1,296 @@
+"""The configuration file: one TOML file, validated into attrs classes before anything starts.
+
+Layout::
+
+    data_dir = "..."                 # optional; default $DAZ_DATA_DIR or the user data dir
+    [database]   url = "..."         # optional; $DAZ_DATABASE_URL wins; none = embedded
+    [tree]       root = "daz"        # the root supervisor
+    [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
+    [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
+    [retry_policies.NAME]            # per operation type; merged over the built-in table
+
+Every error is a `ConfigError` whose message starts with the key path.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._backoff import BackoffPolicy, Jitter
+from ._config_reader import read_attrs
+from ._errors import ConfigError
+from ._kinds import ActorKinds
+from ._supervision_policy import Restart, Strategy, SupervisorPolicy
+
+__all__ = [
+    "DEFAULT_RETRY_POLICIES",
+    "ActorConfig",
+    "Config",
+    "DatabaseConfig",
+    "RetryPolicy",
+    "SupervisorConfig",
+    "default_config_text",
+    "load_config",
+    "parse_config",
+]
+
+ENV_DATABASE_URL = "DAZ_DATABASE_URL"
+ENV_DATA_DIR = "DAZ_DATA_DIR"
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DatabaseConfig:
+    """Where PostgreSQL is; no URL means the embedded server in the data directory."""
+
+    url: str | None = attrs.field(default=None, repr=False)  # may hold a password: never logged
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorConfig:
+    """A supervisor node of the tree."""
+
+    children: tuple[str, ...]  # names from [supervisors] or [actors], in start order
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = attrs.field(default=5, validator=_non_negative)
+    within_seconds: float = attrs.field(default=60.0, validator=_positive)
+    reset_after: float = attrs.field(default=30.0, validator=_non_negative)
+    backoff: BackoffPolicy = BackoffPolicy()
+    restart: Restart = Restart.PERMANENT  # as a child of its own supervisor
+    shutdown_timeout: float | None = attrs.field(default=None, validator=_non_negative)
+    # None: its parent waits until it has stopped its own children in order
+
+    def policy(self) -> SupervisorPolicy:
+        """The runtime policy this node describes."""
+        return SupervisorPolicy(
+            strategy=self.strategy,
+            max_restarts=self.max_restarts,
+            within_seconds=self.within_seconds,
+            backoff=self.backoff,
+            reset_after=self.reset_after,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ActorConfig:
+    """A leaf of the tree: an actor of a registered kind."""
+
+    kind: str  # a name registered in ActorKinds
+    restart: Restart = Restart.PERMANENT
+    shutdown_timeout: float | None = attrs.field(default=5.0, validator=_non_negative)
+    mailbox_size: int = attrs.field(default=100, validator=_positive)
+    params: dict[str, Any] = attrs.field(factory=dict)  # read into the kind's params class
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How the retry queue retries one operation type."""
+
+    max_retries: int = attrs.field(default=3, validator=_non_negative)
+    initial: float = attrs.field(default=60.0, validator=_non_negative)  # seconds
+    max_delay: float = attrs.field(default=3600.0, validator=_non_negative)  # seconds
+    multiplier: float = 2.0
+    jitter: Jitter = Jitter.NONE
+    attempt_timeout: float = attrs.field(default=30.0, validator=_positive)  # seconds
+
+    def __attrs_post_init__(self) -> None:
+        self.backoff()  # validates multiplier and max_delay >= initial
+
+    def backoff(self) -> BackoffPolicy:
+        """The delays between attempts as a `BackoffPolicy`."""
+        return BackoffPolicy(
+            initial=self.initial,
+            multiplier=self.multiplier,
+            max_delay=self.max_delay,
+            jitter=self.jitter,
+        )
+
+
+DEFAULT_RETRY_POLICIES: Mapping[str, Mapping[str, Any]] = {
+    "cytube_command": {
+        "max_retries": 5,
+        "initial": 5.0,
+        "max_delay": 300.0,
+        "multiplier": 2.0,
+        "attempt_timeout": 30.0,
+    },
+    "sql_operation": {
+        "max_retries": 3,
+        "initial": 2.0,
+        "max_delay": 60.0,
+        "multiplier": 1.5,
+        "attempt_timeout": 15.0,
+    },
+    "plugin_request": {
+        "max_retries": 3,
+        "initial": 1.0,
+        "max_delay": 30.0,
+        "multiplier": 2.0,
+        "attempt_timeout": 20.0,
+    },
+    "default": {
+        "max_retries": 3,
+        "initial": 60.0,
+        "max_delay": 3600.0,
+        "multiplier": 2.0,
+        "attempt_timeout": 30.0,
+    },
+}
+
+
+@attrs.frozen(kw_only=True)
+class _TreeSection:
+    root: str  # name of the root supervisor
+
+
+@attrs.frozen(kw_only=True)
+class _RawConfig:
+    tree: _TreeSection
+    data_dir: str | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    supervisors: dict[str, SupervisorConfig] = attrs.field(factory=dict)
+    actors: dict[str, ActorConfig] = attrs.field(factory=dict)
+    retry_policies: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A validated configuration."""
+
+    source: str  # the file it came from, or "<default>"
+    data_dir: Path  # where the embedded database, spool and state live
+    database: DatabaseConfig
+    root: str  # the root supervisor's name
+    supervisors: Mapping[str, SupervisorConfig]
+    actors: Mapping[str, ActorConfig]
+    actor_params: Mapping[str, Any]  # actor name -> its kind's params object
+    retry_policies: Mapping[str, RetryPolicy]
+
+    def retry_policy(self, operation: str) -> RetryPolicy:
+        """The policy for `operation`, or the ``default`` one."""
+        return self.retry_policies.get(operation) or self.retry_policies["default"]
+
+
+def default_data_dir() -> Path:
+    """$DAZ_DATA_DIR, else $XDG_DATA_HOME/daz-actors, else ~/.local/share/daz-actors."""
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "daz-actors"
+
+
+def default_config_text() -> str:
+    """The config that ships inside the package."""
+    return importlib.resources.files("daz_actors").joinpath("default_config.toml").read_text()
+
+
+def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Config:
+    """Read and validate a config file (the shipped default when `path` is None)."""
+    if path is None:
+        return parse_config(default_config_text(), kinds, source="<default>")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "", f"cannot read config file {os.fspath(path)!r}: {exc.strerror}"
+        ) from None
+    return parse_config(text, kinds, source=os.fspath(path))
+
+
+def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> Config:
+    """Validate config `text`; a `ConfigError` names the first key path that is wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{source} is not valid TOML: {exc}") from None
+    raw = read_attrs(data, _RawConfig, "")
+    _check_tree(raw)
+    params = {}
+    for name, actor in raw.actors.items():
+        kind = kinds.get(actor.kind, path=f"actors.{name}.kind")
+        params[name] = kind.read_params(actor.params, f"actors.{name}.params")
+    policies = {}
+    for name, table in {**DEFAULT_RETRY_POLICIES, **raw.retry_policies}.items():
+        merged = {**DEFAULT_RETRY_POLICIES.get(name, {}), **_table(table, f"retry_policies.{name}")}
+        policies[name] = read_attrs(merged, RetryPolicy, f"retry_policies.{name}")
+    url = os.environ.get(ENV_DATABASE_URL) or raw.database.url
+    return Config(
+        source=source,
+        data_dir=Path(raw.data_dir).expanduser() if raw.data_dir else default_data_dir(),
+        database=DatabaseConfig(url=url or None),
+        root=raw.tree.root,
+        supervisors=raw.supervisors,
+        actors=raw.actors,
+        actor_params=params,
+        retry_policies=policies,
+    )
+
+
+def _table(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(path, "expected a table")
+    return value
+
+
+def _check_tree(raw: _RawConfig) -> None:
+    """Names unique, every child defined, no cycles, everything reachable from the root."""
+    for name in raw.supervisors:
+        if name in raw.actors:
+            raise ConfigError(f"actors.{name}", f"name {name!r} is also a supervisor")
+    for section, names in (("supervisors", raw.supervisors), ("actors", raw.actors)):
+        for name in names:
+            if not name or any(c.isspace() for c in name) or "/" in name:
+                raise ConfigError(
+                    f"{section}.{name}", "names must be non-empty, without spaces or '/'"
+                )
+    if raw.tree.root not in raw.supervisors:
+        raise ConfigError("tree.root", f"{raw.tree.root!r} is not defined in [supervisors]")
+    parent: dict[str, str] = {}
+    for sup_name, sup in raw.supervisors.items():
+        for i, child in enumerate(sup.children):
+            path = f"supervisors.{sup_name}.children[{i}]"
+            if child not in raw.supervisors and child not in raw.actors:
+                raise ConfigError(path, f"{child!r} is not defined in [supervisors] or [actors]")
+            if child in parent:
+                raise ConfigError(
+                    path, f"duplicate name: {child!r} is already a child of {parent[child]!r}"
+                )
+            parent[child] = sup_name
+    # cycles: follow parents upward from every node
+    for start in parent:
+        seen = [start]
+        node = start
+        while node in parent:
+            node = parent[node]
+            if node in seen:
+                cycle = " -> ".join([*reversed(seen[seen.index(node) :]), node])
+                raise ConfigError(f"supervisors.{node}.children", f"cycle in the tree: {cycle}")
+            seen.append(node)
+    if raw.tree.root in parent:
+        raise ConfigError(
+            f"supervisors.{parent[raw.tree.root]}.children",
+            f"the root {raw.tree.root!r} cannot be a child",
+        )
+    for section, names in (("supervisors", raw.supervisors), ("actors", raw.actors)):
+        for name in names:
+            if name != raw.tree.root and name not in parent:
+                raise ConfigError(
+                    f"{section}.{name}",
+                    "defined but not placed in the tree (no supervisor lists it)",
+                )

@@ -1,0 +1,164 @@
+"""Bounded mailboxes and the one-shot reply slot behind `ask`.
+
+A mailbox belongs to a child slot in a supervisor, not to one incarnation of the actor,
+so messages queued while an actor restarts reach the next incarnation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import outcome
+import trio
+
+from ._errors import ActorCrashed, ActorStopped
+
+__all__ = ["Ask", "Mailbox"]
+
+log = logging.getLogger("daz_actors.mailbox")
+
+_correlation_ids = itertools.count(1)
+
+
+class Ask:
+    """A request in a mailbox: the message plus a one-shot slot for the reply.
+
+    The waiting task is parked with `trio.lowlevel.wait_task_rescheduled` and woken by
+    `reply`/`fail` through `trio.lowlevel.reschedule` (the cheapest request/reply in trio).
+    A reply that arrives after the asker gave up is dropped quietly: the asker already got
+    `AskTimeout`.
+    """
+
+    __slots__ = ("_result", "_settled", "_waiter", "correlation_id", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+        self.correlation_id = next(_correlation_ids)
+        self._waiter: trio.lowlevel.Task | None = None
+        self._result: outcome.Outcome[Any] | None = None
+        self._settled = False
+
+    @property
+    def settled(self) -> bool:
+        """True once a reply or error was given (or the asker gave up)."""
+        return self._settled
+
+    def reply(self, value: Any) -> None:
+        """Give the asker its reply."""
+        self._settle(outcome.Value(value))
+
+    def fail(self, error: BaseException) -> None:
+        """Make the asker's `ask` raise `error`."""
+        self._settle(outcome.Error(error))
+
+    def abandon(self) -> None:
+        """The asker gave up (timeout or cancel): later replies are dropped."""
+        self._settled = True
+        self._waiter = None
+
+    def _settle(self, result: outcome.Outcome[Any]) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter, result)
+        else:
+            self._result = result
+
+    async def wait(self) -> Any:
+        """Wait for the reply (cancellable)."""
+        if self._result is not None:
+            return self._result.unwrap()
+        if self._settled:  # abandoned before waiting: nothing will come
+            raise ActorStopped("the ask was abandoned")
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            self.abandon()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Mailbox:
+    """A bounded queue of messages for one child slot, kept across restarts."""
+
+    __slots__ = (
+        "_receive",
+        "_send",
+        "capacity",
+        "closed",
+        "dropped_on_close",
+        "full_count",
+        "name",
+    )
+
+    def __init__(self, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"mailbox capacity for {name!r} must be >= 1, got {capacity}")
+        self.name = name
+        self.capacity = capacity
+        self._send, self._receive = trio.open_memory_channel[Any](capacity)
+        self.full_count = 0  # try_send calls refused because the mailbox was full
+        self.dropped_on_close = 0  # tells still queued when the actor stopped for good
+        self.closed = False
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting in the mailbox now."""
+        return self._receive.statistics().current_buffer_used
+
+    async def put(self, message: Any) -> None:
+        """Queue `message`, waiting while the mailbox is full (backpressure)."""
+        try:
+            await self._send.send(message)
+        except trio.ClosedResourceError:
+            raise ActorStopped(f"actor {self.name!r} is stopped") from None
+
+    def try_put(self, message: Any) -> bool:
+        """Queue `message` if there is room now; count and return False if full."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.full_count += 1
+            return False
+        except trio.ClosedResourceError:
+            raise ActorStopped(f"actor {self.name!r} is stopped") from None
+        return True
+
+    async def get(self) -> Any:
+        """Take the next message (used by the actor's incarnation)."""
+        return await self._receive.receive()
+
+    def close(self) -> None:
+        """Stop taking messages for good: queued asks fail, queued tells are counted."""
+        if self.closed:
+            return
+        self.closed = True
+        self._send.close()
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if isinstance(item, Ask):
+                item.fail(ActorStopped(f"actor {self.name!r} stopped before answering"))
+            else:
+                self.dropped_on_close += 1
+        if self.dropped_on_close:
+            log.warning(
+                "actor %r stopped for good with %d unhandled messages",
+                self.name,
+                self.dropped_on_close,
+            )
+
+
+def crashed_error(name: str, exc: BaseException) -> ActorCrashed:
+    """The error an asker gets when the actor crashed on its message."""
+    err = ActorCrashed(f"actor {name!r} crashed handling the message: {exc!r}")
+    err.__cause__ = exc
+    return err

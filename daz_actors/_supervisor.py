@@ -1,0 +1,512 @@
+"""Supervisors: run children, restart them by OTP rules with backoff, stop them in order.
+
+A `Supervisor` object outlives its incarnations: the child slots (and so the mailboxes and
+refs) belong to it, so a ref stays valid when its actor restarts, and also when a whole
+subtree is restarted by the supervisor above it.
+
+One task per supervisor incarnation makes every decision (`_loop`); child incarnations run
+in their own tasks and report their exits on a channel. Backoff is a due time on the slot,
+not a sleeping task, so shutdown never waits one out.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._actor import ActorContext, Startable
+from ._bus import EventBus
+from ._errors import ActorStopped, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
+from ._events import ActorFailed
+from ._mailbox import Mailbox
+from ._ref import ActorRef
+from ._registry import Registry
+from ._supervision_policy import (
+    ExitKind,
+    Restart,
+    RestartIntensity,
+    SupervisorPolicy,
+    affected_children,
+    needs_restart,
+)
+
+__all__ = ["ChildInfo", "ChildSpec", "ChildState", "Supervisor"]
+
+log = logging.getLogger("daz_actors.supervisor")
+
+CRASH_TOPIC = "actor.crashed"
+
+
+class ChildState(enum.Enum):
+    """Where a child is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKING_OFF = "backing_off"  # waiting out its backoff before a restart
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def _valid_name(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"child name must be a non-empty string without spaces, got {value!r}")
+
+
+def _timeout(_inst: object, _attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (isinstance(value, int | float) and value >= 0):
+        raise ValueError(f"shutdown_timeout must be None or a number >= 0, got {value!r}")
+
+
+def _capacity(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"mailbox_size must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ChildSpec:
+    """How a supervisor runs one child."""
+
+    name: str = attrs.field(validator=_valid_name)  # unique among its siblings
+    start: Startable  # one call runs one incarnation (a Supervisor is a Startable too)
+    restart: Restart = Restart.PERMANENT  # when it is restarted
+    shutdown_timeout: float | None = attrs.field(default=5.0, validator=_timeout)
+    # seconds an orderly stop waits before cancelling; None waits as long as it takes
+    mailbox_size: int = attrs.field(default=100, validator=_capacity)  # mailbox capacity
+
+
+@attrs.frozen(kw_only=True)
+class ChildInfo:
+    """A snapshot of one child, from `Supervisor.which_children()`."""
+
+    name: str  # the child's name within its supervisor
+    registered_as: str  # its name in the registry
+    state: ChildState
+    restart: Restart
+    restarts: int  # times it was restarted since the supervisor object was made
+    incarnation: int  # 0 before the first start
+    last_error: str | None  # repr of the last exception, if it ever crashed
+    backoff_until: float | None  # trio clock time the backoff ends, while backing off
+    mailbox_depth: int  # messages waiting
+    children: tuple[ChildInfo, ...] | None  # a supervisor child's own children
+
+
+class _ReadyRelay:
+    """Passed to a child as its ``task_status``; remembers whether it reported ready."""
+
+    __slots__ = ("_status", "done")
+
+    def __init__(self, status: trio.TaskStatus[Any]) -> None:
+        self._status = status
+        self.done = False
+
+    def started(self, value: object = None) -> None:
+        if self.done:
+            raise RuntimeError("task_status.started() called twice")
+        self.done = True
+        self._status.started(None)
+
+
+@attrs.frozen
+class _StartError:
+    error: BaseException
+
+
+@attrs.frozen
+class _Exit:
+    slot: _Slot
+    incarnation: int
+    error: BaseException | None
+    start_failed: bool = False  # the incarnation never became ready
+
+
+class _StopRequested:
+    pass
+
+
+@attrs.define(eq=False)
+class _Slot:
+    spec: ChildSpec
+    mailbox: Mailbox
+    ref: ActorRef
+    registered_as: str
+    state: ChildState = ChildState.STOPPED
+    incarnation: int = 0
+    restarts: int = 0
+    attempt: int = 0  # consecutive restarts, for the backoff
+    last_delay: float | None = None
+    last_error: BaseException | None = None
+    due: float | None = None  # when to (re)start, while BACKING_OFF
+    started_at: float = 0.0
+    ctx: ActorContext | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
+class Supervisor:
+    """Runs children by an OTP strategy, with restart intensity and backoff.
+
+    Use it as a child of another supervisor (it is a `Startable`), or as the root with
+    `daz_actors.run_tree`. Children can be added and removed while it runs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        children: Sequence[ChildSpec] = (),
+        *,
+        policy: SupervisorPolicy | None = None,
+        registry: Registry,
+        bus: EventBus,
+        prefix: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy if policy is not None else SupervisorPolicy()
+        self.registry = registry
+        self.bus = bus
+        self.prefix = prefix  # prepended to children's registered names
+        self._rng = rng if rng is not None else random.Random()
+        self._slots: list[_Slot] = []
+        self._lock = trio.Lock()
+        self._nursery: trio.Nursery | None = None
+        self._exits: trio.MemorySendChannel[_Exit | _StopRequested] | None = None
+        self._intensity = RestartIntensity(self.policy.max_restarts, self.policy.within_seconds)
+        for spec in children:
+            self._add_slot(spec)
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.name!r} {self.policy.strategy.value}>"
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def running(self) -> bool:
+        """True while an incarnation of this supervisor runs."""
+        return self._nursery is not None
+
+    def ref(self, name: str) -> ActorRef:
+        """The ref of child `name` (valid whether or not the child runs now)."""
+        return self._slot(name).ref
+
+    def which_children(self) -> list[ChildInfo]:
+        """A snapshot of every child, in start order."""
+        return [self._info(slot) for slot in self._slots]
+
+    async def start_child(self, spec: ChildSpec) -> ActorRef:
+        """Add a child at run time and start it; raises `StartFailed` if it fails to start."""
+        async with self._lock:
+            self._require_running()
+            slot = self._add_slot(spec)
+            error = await self._start(slot)
+            if error is not None:
+                self._remove_slot(slot)
+                raise StartFailed(f"child {spec.name!r} failed to start: {error!r}") from error
+            return slot.ref
+
+    async def terminate_child(self, name: str) -> None:
+        """Stop child `name` in order and remove it; its ref then raises `ActorStopped`."""
+        async with self._lock:
+            slot = self._slot(name)
+            await self._stop(slot)
+            self._remove_slot(slot)
+
+    async def restart_child(self, name: str) -> None:
+        """Stop child `name` and start it again at once (a recovery action)."""
+        async with self._lock:
+            self._require_running()
+            slot = self._slot(name)
+            await self._stop(slot)
+            slot.restarts += 1
+            log.warning("%s: restarting %r on request", self.name, slot.registered_as)
+            error = await self._start(slot)
+            if error is not None and self._exits is not None:
+                # the supervisor's own task applies the policy (and may give up)
+                self._exits.send_nowait(_Exit(slot, slot.incarnation, error, start_failed=True))
+
+    def close(self) -> None:
+        """Stop taking messages for every child, recursively (after the last incarnation)."""
+        for slot in self._slots:
+            if isinstance(slot.spec.start, Supervisor):
+                slot.spec.start.close()
+            slot.mailbox.close()
+
+    # ----------------------------------------------------------------- running
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run one incarnation: start the children in order, report ready, supervise."""
+        ctx.idle = False  # an orderly stop must reach `_loop`, not cancel it
+        self._intensity = RestartIntensity(self.policy.max_restarts, self.policy.within_seconds)
+        send, receive = trio.open_memory_channel[_Exit | _StopRequested](math.inf)
+        self._exits = send
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._watch_stop, ctx, send)
+                try:
+                    await self._loop(receive, task_status)
+                except Exception as exc:  # giving up, or a bug: stop the children first
+                    failure = exc
+                await self._stop_all()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._exits = None
+        if failure is not None:
+            raise failure
+
+    async def _watch_stop(
+        self, ctx: ActorContext, send: trio.MemorySendChannel[_Exit | _StopRequested]
+    ) -> None:
+        await ctx.stop_requested.wait()
+        send.send_nowait(_StopRequested())
+
+    async def _loop(
+        self,
+        receive: trio.MemoryReceiveChannel[_Exit | _StopRequested],
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        now = trio.current_time()
+        for slot in self._slots:
+            slot.state, slot.due = ChildState.BACKING_OFF, now
+        ready = False
+        while True:
+            async with self._lock:
+                await self._start_due(in_order=not ready)
+                if not ready and all(s.state is not ChildState.BACKING_OFF for s in self._slots):
+                    ready = True
+                    task_status.started()
+            due = min((s.due for s in self._slots if s.due is not None), default=math.inf)
+            with trio.move_on_at(due):
+                event = await receive.receive()
+                if isinstance(event, _StopRequested):
+                    return
+                async with self._lock:
+                    slot = event.slot
+                    expected = ChildState.STOPPED if event.start_failed else ChildState.RUNNING
+                    if (
+                        slot in self._slots
+                        and event.incarnation == slot.incarnation
+                        and slot.state is expected
+                    ):
+                        await self._handle_exit(slot, event.error)
+
+    async def _start_due(self, *, in_order: bool) -> None:
+        """Start every slot whose backoff is over, in start order.
+
+        Before the supervisor is ready, a slot waits for every earlier one to run. After a
+        failed start the pass begins again, since the strategy may have rescheduled others.
+        """
+        again = True
+        while again:
+            again = False
+            for slot in list(self._slots):
+                if slot.state is not ChildState.BACKING_OFF or slot not in self._slots:
+                    continue
+                assert slot.due is not None
+                if slot.due > trio.current_time():
+                    if in_order:
+                        return
+                    continue
+                error = await self._start(slot)
+                if error is not None:
+                    await self._handle_exit(slot, error)
+                    again = True
+                    break
+
+    async def _start(self, slot: _Slot) -> BaseException | None:
+        """Start one incarnation; the error if it failed before reporting ready."""
+        assert self._nursery is not None
+        slot.incarnation += 1
+        slot.state, slot.due = ChildState.STARTING, None
+        slot.done = trio.Event()
+        ctx = ActorContext(
+            name=slot.registered_as,
+            mailbox=slot.mailbox,
+            ref=slot.ref,
+            registry=self.registry,
+            bus=self.bus,
+            incarnation=slot.incarnation,
+        )
+        slot.ctx = ctx
+        outcome = await self._nursery.start(self._run_child, slot, ctx)
+        if isinstance(outcome, _StartError):
+            slot.state = ChildState.STOPPED
+            return outcome.error
+        slot.state = ChildState.RUNNING
+        slot.started_at = trio.current_time()
+        return None
+
+    async def _run_child(
+        self, slot: _Slot, ctx: ActorContext, task_status: trio.TaskStatus[_StartError | None]
+    ) -> None:
+        relay = _ReadyRelay(task_status)
+        error: BaseException | None = None
+        scope = trio.CancelScope()
+        ctx._cancel_scope = scope
+        try:
+            with scope:
+                try:
+                    await slot.spec.start(ctx, task_status=relay)
+                except Exception as exc:
+                    error = exc
+            if not relay.done:
+                if error is None:
+                    error = StartFailed(f"{slot.registered_as!r} exited before it was ready")
+                task_status.started(_StartError(error))
+                return
+            if self._exits is not None and not ctx.stop_requested.is_set():
+                self._exits.send_nowait(_Exit(slot, ctx.incarnation, error))
+            elif error is not None:
+                log.warning("%s: %r failed while stopping: %r", self.name, ctx.name, error)
+        finally:
+            slot.done.set()
+
+    async def _handle_exit(self, slot: _Slot, error: BaseException | None) -> None:
+        """Apply the restart type, intensity and strategy to one child's exit."""
+        now = trio.current_time()
+        kind = ExitKind.NORMAL if error is None else ExitKind.CRASH
+        slot.state = ChildState.STOPPED
+        if error is not None:
+            slot.last_error = error
+            self._report_crash(slot, error)
+        if not needs_restart(slot.spec.restart, kind):
+            if slot.spec.restart is Restart.TEMPORARY:
+                self._remove_slot(slot)
+            return
+        if not self._intensity.record(now):
+            log.error(
+                "%s: giving up, %r exceeded %d restarts within %g s",
+                self.name,
+                slot.registered_as,
+                self.policy.max_restarts,
+                self.policy.within_seconds,
+            )
+            raise SupervisorGaveUp(
+                self.name, slot.registered_as, self.policy.max_restarts, self.policy.within_seconds
+            ) from error
+        if slot.incarnation > 0 and now - slot.started_at >= self.policy.reset_after:
+            slot.attempt = 0
+        delay = self.policy.backoff.delay(slot.attempt, rng=self._rng, previous=slot.last_delay)
+        slot.attempt += 1
+        slot.last_delay = delay
+        index = self._slots.index(slot)
+        group = [
+            self._slots[i] for i in affected_children(self.policy.strategy, index, len(self._slots))
+        ]
+        for other in reversed(group):
+            if other is not slot:
+                await self._stop(other)
+        for member in group:
+            if member is not slot and member.spec.restart is Restart.TEMPORARY:
+                self._remove_slot(member)
+                continue
+            member.restarts += 1
+            member.state, member.due = ChildState.BACKING_OFF, now + delay
+        if delay > 0:
+            log.info("%s: restarting %r in %.3f s", self.name, slot.registered_as, delay)
+
+    def _report_crash(self, slot: _Slot, error: BaseException) -> None:
+        ctx = slot.ctx
+        message = ctx.current_message if ctx is not None else None
+        log.warning(
+            "%s: %r crashed (incarnation %d) handling %s: %r",
+            self.name,
+            slot.registered_as,
+            slot.incarnation,
+            type(message).__name__ if message is not None else "no message",
+            error,
+            exc_info=error if log.isEnabledFor(logging.DEBUG) else None,
+        )
+        if self._nursery is not None and self.bus.subscriptions():
+            event = ActorFailed(
+                actor=slot.registered_as,
+                supervisor=self.name,
+                error=repr(error),
+                error_type=type(error).__name__,
+                message_type=type(message).__name__ if message is not None else None,
+                incarnation=slot.incarnation,
+            )
+            self._nursery.start_soon(self.bus.publish, CRASH_TOPIC, event)
+
+    async def _stop(self, slot: _Slot) -> None:
+        """Orderly stop of one child: ask, wait its shutdown timeout, then cancel."""
+        if slot.state is not ChildState.RUNNING:
+            slot.state, slot.due = ChildState.STOPPED, None
+            return
+        ctx = slot.ctx
+        assert ctx is not None
+        slot.state = ChildState.STOPPING
+        ctx._request_stop()
+        timeout = slot.spec.shutdown_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await slot.done.wait()
+        if not slot.done.is_set():
+            log.warning(
+                "%s: %r did not stop within %s s; cancelling it",
+                self.name,
+                slot.registered_as,
+                timeout,
+            )
+            if ctx._cancel_scope is not None:
+                ctx._cancel_scope.cancel()
+            await slot.done.wait()
+        slot.state = ChildState.STOPPED
+
+    async def _stop_all(self) -> None:
+        for slot in reversed(self._slots):
+            await self._stop(slot)
+
+    # ----------------------------------------------------------------- slots
+
+    def _add_slot(self, spec: ChildSpec) -> _Slot:
+        if any(s.spec.name == spec.name for s in self._slots):
+            raise NameTaken(f"supervisor {self.name!r} already has a child {spec.name!r}")
+        registered_as = self.prefix + spec.name
+        mailbox = Mailbox(registered_as, spec.mailbox_size)
+        ref = ActorRef(mailbox)
+        self.registry.register(registered_as, ref)
+        slot = _Slot(spec=spec, mailbox=mailbox, ref=ref, registered_as=registered_as)
+        self._slots.append(slot)
+        return slot
+
+    def _remove_slot(self, slot: _Slot) -> None:
+        if slot in self._slots:
+            self._slots.remove(slot)
+        self.registry.unregister(slot.registered_as)
+        if isinstance(slot.spec.start, Supervisor):
+            slot.spec.start.close()
+        slot.mailbox.close()
+
+    def _slot(self, name: str) -> _Slot:
+        for slot in self._slots:
+            if slot.spec.name == name:
+                return slot
+        raise NoSuchActor(f"supervisor {self.name!r} has no child {name!r}")
+
+    def _require_running(self) -> None:
+        if self._nursery is None:
+            raise ActorStopped(f"supervisor {self.name!r} is not running")
+
+    def _info(self, slot: _Slot) -> ChildInfo:
+        sub = slot.spec.start
+        return ChildInfo(
+            name=slot.spec.name,
+            registered_as=slot.registered_as,
+            state=slot.state,
+            restart=slot.spec.restart,
+            restarts=slot.restarts,
+            incarnation=slot.incarnation,
+            last_error=None if slot.last_error is None else repr(slot.last_error),
+            backoff_until=slot.due if slot.state is ChildState.BACKING_OFF else None,
+            mailbox_depth=slot.mailbox.depth,
+            children=tuple(sub.which_children()) if isinstance(sub, Supervisor) else None,
+        )
