@@ -49,6 +49,7 @@ class ActorContext:
 
     __slots__ = (
         "_cancel_scope",
+        "_finish",
         "_stop_requested",
         "bus",
         "current_message",
@@ -80,6 +81,14 @@ class ActorContext:
         self.current_message: Any = None  # the message being handled, for crash reports
         self._stop_requested = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
+        self._finish = False
+
+    def finish(self) -> None:
+        """End this incarnation normally once the current message is handled.
+
+        A normal exit: a ``transient`` or ``temporary`` child is then not restarted.
+        """
+        self._finish = True
 
     @property
     def stop_requested(self) -> trio.Event:
@@ -130,7 +139,7 @@ async def run_actor(instance: Actor, ctx: ActorContext, task_status: trio.TaskSt
     get = ctx.mailbox.get
     handle = instance.handle
     stop = ctx._stop_requested
-    while not stop.is_set():
+    while not stop.is_set() and not ctx._finish:
         message = await get()
         ctx.idle = False
         ctx.current_message = message

@@ -25,7 +25,7 @@ from ._actor import ActorContext, Startable
 from ._bus import EventBus
 from ._errors import ActorStopped, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
 from ._events import ActorFailed
-from ._mailbox import Mailbox
+from ._mailbox import Ask, Mailbox
 from ._ref import ActorRef
 from ._registry import Registry
 from ._supervision_policy import (
@@ -280,11 +280,10 @@ class Supervisor:
         ready = False
         while True:
             async with self._lock:
-                await self._start_due(in_order=not ready)
+                due = await self._start_due(in_order=not ready)
                 if not ready and all(s.state is not ChildState.BACKING_OFF for s in self._slots):
                     ready = True
                     task_status.started()
-            due = min((s.due for s in self._slots if s.due is not None), default=math.inf)
             with trio.move_on_at(due):
                 event = await receive.receive()
                 if isinstance(event, _StopRequested):
@@ -299,28 +298,32 @@ class Supervisor:
                     ):
                         await self._handle_exit(slot, event.error)
 
-    async def _start_due(self, *, in_order: bool) -> None:
-        """Start every slot whose backoff is over, in start order.
+    async def _start_due(self, *, in_order: bool) -> float:
+        """Start every slot whose backoff is over, in start order; the next due time.
 
         Before the supervisor is ready, a slot waits for every earlier one to run. After a
         failed start the pass begins again, since the strategy may have rescheduled others.
         """
         again = True
+        next_due = math.inf
         while again:
             again = False
+            next_due = math.inf
             for slot in list(self._slots):
                 if slot.state is not ChildState.BACKING_OFF or slot not in self._slots:
                     continue
                 assert slot.due is not None
                 if slot.due > trio.current_time():
+                    next_due = min(next_due, slot.due)
                     if in_order:
-                        return
+                        return next_due
                     continue
                 error = await self._start(slot)
                 if error is not None:
                     await self._handle_exit(slot, error)
                     again = True
                     break
+        return next_due
 
     async def _start(self, slot: _Slot) -> BaseException | None:
         """Start one incarnation; the error if it failed before reporting ready."""
@@ -417,6 +420,8 @@ class Supervisor:
     def _report_crash(self, slot: _Slot, error: BaseException) -> None:
         ctx = slot.ctx
         message = ctx.current_message if ctx is not None else None
+        if isinstance(message, Ask):
+            message = message.message
         log.warning(
             "%s: %r crashed (incarnation %d) handling %s: %r",
             self.name,
