@@ -25,6 +25,7 @@ import attrs
 
 from ._backoff import BackoffPolicy, Jitter
 from ._config_reader import read_attrs
+from ._embedded_pg import DATA_DIR_ENV, DATABASE_URL_ENV, default_data_dir
 from ._errors import ConfigError
 from ._kinds import ActorKinds
 from ._supervision_policy import Restart, Strategy, SupervisorPolicy
@@ -41,8 +42,6 @@ __all__ = [
     "parse_config",
 ]
 
-ENV_DATABASE_URL = "DAZ_DATABASE_URL"
-ENV_DATA_DIR = "DAZ_DATA_DIR"
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -187,14 +186,6 @@ class Config:
         return self.retry_policies.get(operation) or self.retry_policies["default"]
 
 
-def default_data_dir() -> Path:
-    """$DAZ_DATA_DIR, else $XDG_DATA_HOME/daz-actors, else ~/.local/share/daz-actors."""
-    if os.environ.get(ENV_DATA_DIR):
-        return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base).expanduser() / "daz-actors"
-
-
 def default_config_text() -> str:
     """The config that ships inside the package."""
     return importlib.resources.files("daz_actors").joinpath("default_config.toml").read_text()
@@ -208,7 +199,12 @@ def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Confi
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            "", f"cannot read config file {os.fspath(path)!r}: {exc.strerror}"
+            "", f"cannot read config file {os.fspath(path)!r}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "",
+            f"config file {os.fspath(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}",
         ) from None
     return parse_config(text, kinds, source=os.fspath(path))
 
@@ -229,10 +225,10 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
     for name, table in {**DEFAULT_RETRY_POLICIES, **raw.retry_policies}.items():
         merged = {**DEFAULT_RETRY_POLICIES.get(name, {}), **_table(table, f"retry_policies.{name}")}
         policies[name] = read_attrs(merged, RetryPolicy, f"retry_policies.{name}")
-    url = os.environ.get(ENV_DATABASE_URL) or raw.database.url
+    url = os.environ.get(DATABASE_URL_ENV) or raw.database.url
     return Config(
         source=source,
-        data_dir=Path(raw.data_dir).expanduser() if raw.data_dir else default_data_dir(),
+        data_dir=_data_dir(raw.data_dir),
         database=DatabaseConfig(url=url or None),
         root=raw.tree.root,
         supervisors=raw.supervisors,
@@ -240,6 +236,13 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         actor_params=params,
         retry_policies=policies,
     )
+
+
+def _data_dir(configured: str | None) -> Path:
+    """$DAZ_DATA_DIR wins (like $DAZ_DATABASE_URL), then the file's value, then the default."""
+    if configured and not os.environ.get(DATA_DIR_ENV):
+        return Path(configured).expanduser()
+    return default_data_dir()
 
 
 def _table(value: Any, path: str) -> dict[str, Any]:
@@ -279,7 +282,10 @@ def _check_tree(raw: _RawConfig) -> None:
         while node in parent:
             node = parent[node]
             if node in seen:
-                cycle = " -> ".join([*reversed(seen[seen.index(node) :]), node])
+                # `seen` runs child -> parent: print it parent -> child from `node`, whose
+                # children list (the key path) holds the next name in the loop
+                loop = [node, *reversed(seen[seen.index(node) + 1 :]), node]
+                cycle = " -> ".join(loop)
                 raise ConfigError(f"supervisors.{node}.children", f"cycle in the tree: {cycle}")
             seen.append(node)
     if raw.tree.root in parent:

@@ -39,6 +39,7 @@ __all__ = [
 logger = logging.getLogger("daz_actors.db")
 
 DATABASE_URL_ENV = "DAZ_DATABASE_URL"
+DATA_DIR_ENV = "DAZ_DATA_DIR"
 
 
 class DatabaseSource(enum.Enum):
@@ -67,8 +68,10 @@ class ResolvedDatabase:
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The per-user data dir: ``$XDG_DATA_HOME/daz-actors``, or ``~/.local/share/daz-actors``."""
+    """$DAZ_DATA_DIR, else ``$XDG_DATA_HOME/daz-actors``, else ``~/.local/share/daz-actors``."""
     env = os.environ if env is None else env
+    if env.get(DATA_DIR_ENV):
+        return Path(env[DATA_DIR_ENV]).expanduser()
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "daz-actors"
 

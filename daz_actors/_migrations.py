@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import DazActorsError
+from ._errors import MigrationError
 
 __all__ = [
     "AppliedMigration",
@@ -49,27 +49,6 @@ CREATE TABLE IF NOT EXISTS daz_schema_migrations (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-class MigrationError(DazActorsError, RuntimeError):
-    """A migration failed or the migration files are inconsistent.
-
-    For a failed statement, ``file`` names the file, ``statement_number`` counts from 1, and
-    the cause is the database's error.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        statement_number: int | None = None,
-        statement: str | None = None,
-    ) -> None:
-        self.file = file
-        self.statement_number = statement_number
-        self.statement = statement
-        super().__init__(message)
 
 
 @attrs.frozen(kw_only=True)

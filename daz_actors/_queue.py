@@ -270,7 +270,10 @@ async def complete(conn: Executor, lease: Lease) -> bool:
 
 
 async def complete_many(conn: Executor, leases: Iterable[Lease]) -> CompleteManyResult:
-    """Complete many leased items, one round trip per worker id (usually one)."""
+    """Complete many leased items, one round trip per worker id (usually one).
+
+    ``refused`` lists items none of whose given leases was current (nothing changed there).
+    """
     by_worker: dict[str, list[Lease]] = {}
     for lease in leases:
         by_worker.setdefault(lease.worker_id, []).append(lease)
@@ -286,7 +289,10 @@ async def complete_many(conn: Executor, leases: Iterable[Lease]) -> CompleteMany
         done = {row["id"] for row in rows}
         completed |= done
         refused |= {lease.item_id for lease in group} - done
-    return CompleteManyResult(completed=frozenset(completed), refused=frozenset(refused))
+    # an item whose current lease completed is not refused, even if a stale one came along
+    return CompleteManyResult(
+        completed=frozenset(completed), refused=frozenset(refused - completed)
+    )
 
 
 async def fail(

@@ -11,6 +11,8 @@ from typing import Any
 
 import attrs
 
+from ._errors import QueueInputError
+
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "AlertType",
@@ -28,13 +30,6 @@ __all__ = [
 
 # default limit for event_data + event_metadata + checkpoint, encoded as JSON
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-class QueueInputError(ValueError):
-    """An item was refused before anything was written; the message says which field and why.
-
-    (Kept here until it moves into `daz_actors._errors` under `DazActorsError`.)
-    """
 
 
 class RetryStatus(enum.Enum):

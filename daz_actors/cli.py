@@ -12,6 +12,7 @@ import trio
 from ._build import build_tree, format_tree
 from ._builtin_kinds import default_kinds
 from ._bus import EventBus
+from ._cli_db import migrate_command
 from ._config import Config, load_config
 from ._errors import ConfigError, SupervisorGaveUp
 from ._registry import Registry
@@ -84,3 +85,6 @@ def run(config_file: Path | None) -> None:
     except SupervisorGaveUp as exc:
         log.critical("the root supervisor gave up: %s (cause: %r)", exc, exc.__cause__)
         sys.exit(1)
+
+
+main.add_command(migrate_command)

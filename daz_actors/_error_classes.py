@@ -1,0 +1,99 @@
+"""Classifying errors as retryable or permanent, by SQLSTATE, type and message pattern.
+
+Retryable: the operation may succeed later as it is (connection lost, timeouts,
+serialization failure 40001, deadlock 40P01, classes 08 connection, 53 resources,
+57P0x operator intervention, websocket closed). Permanent: it never will (syntax,
+constraint violations, validation errors, unknown event types). Unknown errors are
+permanent unless a rule says otherwise, so that nothing loops forever on a bug.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import attrs
+
+__all__ = ["Classification", "ErrorClassifier"]
+
+DEFAULT_RETRYABLE_CODES = ("40001", "40P01", "08*", "53*", "57P0*", "55P03")
+DEFAULT_RETRYABLE_TYPES = (
+    "OSError",
+    "ConnectionError",
+    "TimeoutError",
+    "TooSlowError",
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "InterfaceError",
+    "CannotConnectNowError",
+    "ConnectionClosed",
+    "HandshakeError",
+    "DatabaseUnavailable",
+    "CircuitOpen",
+)
+
+
+@attrs.frozen(kw_only=True)
+class Classification:
+    """The verdict on one error."""
+
+    retryable: bool  # may succeed later as it is
+    code: str | None  # SQLSTATE or the error type's name
+    reason: str  # which rule decided
+
+
+def _code_matches(code: str, pattern: str) -> bool:
+    return code.startswith(pattern[:-1]) if pattern.endswith("*") else code == pattern
+
+
+def _type_names(exc: BaseException) -> list[str]:
+    return [cls.__name__ for cls in type(exc).__mro__]
+
+
+@attrs.frozen(kw_only=True)
+class ErrorClassifier:
+    """Rules, checked in order: permanent lists first, then retryable ones."""
+
+    retryable_codes: Sequence[str] = DEFAULT_RETRYABLE_CODES  # SQLSTATEs, "08*" = class
+    permanent_codes: Sequence[str] = ()  # win over retryable_codes
+    retryable_types: Sequence[str] = DEFAULT_RETRYABLE_TYPES  # exception class names (MRO)
+    permanent_types: Sequence[str] = ()
+    retryable_patterns: Sequence[str] = ()  # regexes searched in the message
+    permanent_patterns: Sequence[str] = ()
+
+    def __attrs_post_init__(self) -> None:
+        for pattern in (*self.retryable_patterns, *self.permanent_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid error pattern {pattern!r}: {exc}") from None
+
+    def classify(self, exc: BaseException) -> Classification:
+        """Decide whether `exc` is worth retrying."""
+        code = getattr(exc, "sqlstate", None)
+        if not isinstance(code, str):
+            code = None
+        message = str(exc)
+        names = _type_names(exc)
+        label = code or type(exc).__name__
+        if code is not None:
+            for pattern in self.permanent_codes:
+                if _code_matches(code, pattern):
+                    return Classification(retryable=False, code=code, reason=f"code {pattern}")
+        for pattern in self.permanent_patterns:
+            if re.search(pattern, message):
+                return Classification(retryable=False, code=label, reason=f"message /{pattern}/")
+        for name in self.permanent_types:
+            if name in names:
+                return Classification(retryable=False, code=label, reason=f"type {name}")
+        if code is not None:
+            for pattern in self.retryable_codes:
+                if _code_matches(code, pattern):
+                    return Classification(retryable=True, code=code, reason=f"code {pattern}")
+        for pattern in self.retryable_patterns:
+            if re.search(pattern, message):
+                return Classification(retryable=True, code=label, reason=f"message /{pattern}/")
+        for name in self.retryable_types:
+            if name in names:
+                return Classification(retryable=True, code=label, reason=f"type {name}")
+        return Classification(retryable=False, code=label, reason="no rule: permanent")
