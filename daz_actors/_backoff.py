@@ -31,19 +31,30 @@ class Jitter(enum.Enum):
     DECORRELATED = "decorrelated"
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _non_negative(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{attr.name} must be a finite number >= 0, got {value!r}")
 
 
 def _multiplier(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 1):
+    if not (_is_number(value) and math.isfinite(value) and value >= 1):
         raise ValueError(f"multiplier must be a finite number >= 1, got {value!r}")
 
 
 def _ratio(_inst: object, _attr: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, int | float) and 0 <= value <= 1):
+    if not (_is_number(value) and 0 <= value <= 1):
         raise ValueError(f"jitter_ratio must be between 0 and 1, got {value!r}")
+
+
+def _jitter(_inst: object, _attr: attrs.Attribute[Jitter], value: Jitter) -> None:
+    # A plain string such as "none" would otherwise fall through to decorrelated jitter.
+    if not isinstance(value, Jitter):
+        choices = ", ".join(repr(j.value) for j in Jitter)
+        raise ValueError(f"jitter must be a Jitter ({choices}), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -53,7 +64,7 @@ class BackoffPolicy:
     initial: float = attrs.field(default=0.1, validator=_non_negative)  # seconds, attempt 0
     multiplier: float = attrs.field(default=2.0, validator=_multiplier)  # growth per attempt
     max_delay: float = attrs.field(default=30.0, validator=_non_negative)  # cap, seconds
-    jitter: Jitter = Jitter.PROPORTIONAL  # how the delay is spread
+    jitter: Jitter = attrs.field(default=Jitter.PROPORTIONAL, validator=_jitter)  # spread
     jitter_ratio: float = attrs.field(default=0.25, validator=_ratio)  # for PROPORTIONAL
 
     def __attrs_post_init__(self) -> None:
@@ -66,11 +77,14 @@ class BackoffPolicy:
         """The delay before jitter for `attempt` (0 is the first retry)."""
         if attempt < 0:
             raise ValueError(f"attempt must be >= 0, got {attempt}")
+        if self.initial == 0:  # 0 * multiplier**attempt, even where the power overflows
+            return 0.0
         try:
-            value = self.initial * self.multiplier**attempt
+            # float power: an int multiplier with a huge attempt would build a huge int
+            growth = float(self.multiplier) ** attempt
         except OverflowError:
             return self.max_delay
-        return min(self.max_delay, value)
+        return min(self.max_delay, self.initial * growth)
 
     def bounds(self, attempt: int, previous: float | None = None) -> tuple[float, float]:
         """The closed interval every `delay(attempt, ...)` lies in."""
@@ -97,4 +111,5 @@ class BackoffPolicy:
         if low == high:
             return low
         source = rng if rng is not None else random
-        return source.uniform(low, high)
+        # uniform() computes low + (high - low) * r, which rounding may push past an end
+        return min(high, max(low, source.uniform(low, high)))

@@ -70,7 +70,7 @@ def describe_backoff(policy: BackoffPolicy) -> str:
     """One line: ``0.1 s x2 up to 30 s, jitter proportional ±25%``."""
     jitter = policy.jitter.value
     if policy.jitter is Jitter.PROPORTIONAL:
-        jitter += f" ±{policy.jitter_ratio:.0%}"
+        jitter += f" ±{policy.jitter_ratio * 100:.4g}%"  # 0.125 is ±12.5%, not a rounded ±12%
     return (
         f"backoff {policy.initial:g} s x{policy.multiplier:g} up to {policy.max_delay:g} s, "
         f"jitter {jitter}"

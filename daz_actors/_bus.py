@@ -75,7 +75,7 @@ class Subscription:
 
 def validate_topic(topic: str) -> None:
     """Raise ValueError unless `topic` is a dotted name."""
-    if not isinstance(topic, str) or not _TOPIC.match(topic):
+    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):  # "$" allows a final \n
         raise ValueError(f"invalid topic {topic!r}: expected dotted names like 'sql.exec.failed'")
 
 
@@ -121,10 +121,11 @@ class EventBus:
 
     async def publish(self, topic: str, event: Any) -> int:
         """Deliver `event` to every matching subscriber; returns how many got it."""
+        route = self._route(topic)  # validates the topic before anything is counted
         self.published += 1
         message = Published(topic=topic, event=event)
         delivered = 0
-        for sub in self._route(topic):
+        for sub in route:
             try:
                 if sub.overflow is Overflow.BLOCK:
                     await sub.ref.send(message)

@@ -67,9 +67,13 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(path, f"expected a number, got {_describe(value)}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)  # an int past the float range raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(path, f"expected a finite number, got {value!r}")
-        return float(value)
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(path, f"expected a string, got {_describe(value)}")
@@ -80,11 +84,21 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
             choices = ", ".join(repr(a) for a in allowed)
             raise ConfigError(path, f"expected one of {choices}, got {_describe(value)}")
         return tp(value)
-    if origin is tuple:
-        (item_type, _ellipsis) = typing.get_args(tp)
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(path, f"expected a list, got {_describe(value)}")
-        return tuple(read_value(v, item_type, f"{path}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            # a fixed-length tuple such as tuple[int, str]: one type per position
+            if len(value) != len(args):
+                raise ConfigError(path, f"expected a list of {len(args)} items, got {len(value)}")
+            return tuple(
+                read_value(v, t, f"{path}[{i}]")
+                for i, (v, t) in enumerate(zip(value, args, strict=True))
+            )
+        item_type = args[0] if args else Any
+        items = [read_value(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping) or tp is dict:
         args = typing.get_args(tp)
         item_type = args[1] if args else Any
@@ -101,26 +115,29 @@ def read_attrs(data: Any, cls: type[T], path: str, **fixed: Any) -> T:
     if not isinstance(data, dict):
         raise ConfigError(path, f"expected a table, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    fields = {a.name: a for a in attrs.fields(cls)}  # type: ignore[arg-type]
-    allowed = {name for name, a in fields.items() if a.init and name not in fixed}
+    # keys are the __init__ argument names: a private field ``_x`` is set by ``x``
+    fields = {a.alias: a for a in attrs.fields(cls) if a.init}  # type: ignore[arg-type]
+    allowed = {key for key in fields if key not in fixed}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(
-            _join(path, unknown[0]),
-            f"unknown key; expected one of {', '.join(sorted(allowed))}",
-        )
+        expected = f"expected one of {', '.join(sorted(allowed))}" if allowed else "no keys here"
+        raise ConfigError(_join(path, unknown[0]), f"unknown key; {expected}")
     kwargs: dict[str, Any] = dict(fixed)
-    for name in sorted(allowed):
-        field = fields[name]
-        if name in data:
-            kwargs[name] = read_value(data[name], hints[name], _join(path, name))
+    for key in sorted(allowed):
+        field = fields[key]
+        if key in data:
+            kwargs[key] = read_value(data[key], hints[field.name], _join(path, key))
         elif field.default is attrs.NOTHING:
-            raise ConfigError(_join(path, name), "required key is missing")
+            raise ConfigError(_join(path, key), "required key is missing")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         reason = str(exc)
-        key = next((n for n in allowed if reason.startswith(n + " ")), None)
+        # validators name the field (``initial must be ...``): find the key it stands for
+        key = next(
+            (k for k in sorted(allowed) if reason.startswith((k + " ", fields[k].name + " "))),
+            None,
+        )
         if key is None:  # a cross-field check: find a mentioned key, else the table
-            key = next((n for n in sorted(allowed) if n in reason and n in data), None)
+            key = next((k for k in sorted(allowed) if k in reason and k in data), None)
         raise ConfigError(_join(path, key) if key else path, reason) from None

@@ -41,7 +41,7 @@ class FailureEvent:
 
 @attrs.frozen(kw_only=True)
 class ActorFailed:
-    """An actor incarnation crashed; published on ``actor.<name>.failed``."""
+    """An actor incarnation crashed; published on the topic ``actor.crashed``."""
 
     actor: str  # the child's name
     supervisor: str  # the supervisor that owns it
