@@ -87,7 +87,9 @@ class CircuitBreaker:
             self._outcomes.clear()
             self._move(BreakerState.CLOSED)
             return
-        self._outcomes.append(True)
+        if self.state is BreakerState.CLOSED:
+            self._outcomes.append(True)
+            self._check(now)
 
     def record_failure(self, now: float) -> None:
         """A call that was allowed failed in a way that says the database is unwell."""
@@ -98,10 +100,13 @@ class CircuitBreaker:
         if self.state is BreakerState.OPEN:
             return
         self._outcomes.append(False)
-        failures = self._outcomes.count(False)
+        self._check(now)
+
+    def _check(self, now: float) -> None:
+        """Open when the window holds min_calls outcomes at or past the failure ratio."""
         if (
             len(self._outcomes) >= self.policy.min_calls
-            and failures / len(self._outcomes) >= self.policy.failure_ratio
+            and self._outcomes.count(False) / len(self._outcomes) >= self.policy.failure_ratio
         ):
             self._open(now)
 
