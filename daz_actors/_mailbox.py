@@ -15,46 +15,43 @@ import trio
 
 from ._errors import ActorCrashed, ActorStopped
 
-__all__ = ["Ask", "Mailbox"]
+__all__ = ["Ask", "Mailbox", "OneShot"]
 
 log = logging.getLogger("daz_actors.mailbox")
 
 _correlation_ids = itertools.count(1)
 
 
-class Ask:
-    """A request in a mailbox: the message plus a one-shot slot for the reply.
+class OneShot:
+    """A one-shot slot for a value or an error, awaited by one task.
 
     The waiting task is parked with `trio.lowlevel.wait_task_rescheduled` and woken by
     `reply`/`fail` through `trio.lowlevel.reschedule` (the cheapest request/reply in trio).
-    A reply that arrives after the asker gave up is dropped quietly: the asker already got
-    `AskTimeout`.
+    A value that arrives after the waiter gave up is dropped quietly.
     """
 
-    __slots__ = ("_result", "_settled", "_waiter", "correlation_id", "message")
+    __slots__ = ("_result", "_settled", "_waiter")
 
-    def __init__(self, message: Any) -> None:
-        self.message = message
-        self.correlation_id = next(_correlation_ids)
+    def __init__(self) -> None:
         self._waiter: trio.lowlevel.Task | None = None
         self._result: outcome.Outcome[Any] | None = None
         self._settled = False
 
     @property
     def settled(self) -> bool:
-        """True once a reply or error was given (or the asker gave up)."""
+        """True once a value or error was given (or the waiter gave up)."""
         return self._settled
 
     def reply(self, value: Any) -> None:
-        """Give the asker its reply."""
+        """Give the waiter its value."""
         self._settle(outcome.Value(value))
 
     def fail(self, error: BaseException) -> None:
-        """Make the asker's `ask` raise `error`."""
+        """Make the waiter's `wait` raise `error`."""
         self._settle(outcome.Error(error))
 
     def abandon(self) -> None:
-        """The asker gave up (timeout or cancel): later replies are dropped."""
+        """The waiter gave up (timeout or cancel): later values are dropped."""
         self._settled = True
         self._waiter = None
 
@@ -70,11 +67,11 @@ class Ask:
             self._result = result
 
     async def wait(self) -> Any:
-        """Wait for the reply (cancellable)."""
+        """Wait for the value (cancellable)."""
         if self._result is not None:
             return self._result.unwrap()
         if self._settled:  # abandoned before waiting: nothing will come
-            raise ActorStopped("the ask was abandoned")
+            raise ActorStopped("the request was abandoned")
         self._waiter = trio.lowlevel.current_task()
 
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
@@ -82,6 +79,17 @@ class Ask:
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class Ask(OneShot):
+    """A request in a mailbox: the message plus a one-shot slot for the reply."""
+
+    __slots__ = ("correlation_id", "message")
+
+    def __init__(self, message: Any) -> None:
+        super().__init__()
+        self.message = message
+        self.correlation_id = next(_correlation_ids)
 
 
 class Mailbox:
@@ -118,6 +126,16 @@ class Mailbox:
             await self._send.send(message)
         except trio.ClosedResourceError:
             raise ActorStopped(f"actor {self.name!r} is stopped") from None
+
+    def put_nowait(self, message: Any) -> bool:
+        """Queue `message` if there is room now (not counted as full when there is none)."""
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        except trio.ClosedResourceError:
+            raise ActorStopped(f"actor {self.name!r} is stopped") from None
+        return True
 
     def try_put(self, message: Any) -> bool:
         """Queue `message` if there is room now; count and return False if full."""

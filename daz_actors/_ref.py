@@ -7,6 +7,7 @@ from typing import Any
 
 import trio
 
+from ._ask_deadlines import watch_deadline
 from ._errors import AskTimeout
 from ._mailbox import Ask, Mailbox
 
@@ -58,6 +59,10 @@ class ActorRef:
         if not timeout > 0 or math.isnan(timeout):
             raise ValueError(f"ask timeout must be > 0 seconds, got {timeout!r}")
         request = Ask(message)
+        if self._mailbox.put_nowait(request):
+            # fast path: no cancel scope; a per-run task enforces the deadline
+            watch_deadline(request, timeout, self.name)
+            return await request.wait()
         with trio.move_on_after(timeout):
             await self._mailbox.put(request)
             return await request.wait()

@@ -25,7 +25,7 @@ from ._actor import ActorContext, Startable
 from ._bus import EventBus
 from ._errors import ActorStopped, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
 from ._events import ActorFailed
-from ._mailbox import Ask, Mailbox
+from ._mailbox import Ask, Mailbox, OneShot
 from ._ref import ActorRef
 from ._registry import Registry
 from ._supervision_policy import (
@@ -98,19 +98,19 @@ class ChildInfo:
 
 
 class _ReadyRelay:
-    """Passed to a child as its ``task_status``; remembers whether it reported ready."""
+    """Passed to a child as its ``task_status``; wakes the supervisor when it is ready."""
 
-    __slots__ = ("_status", "done")
+    __slots__ = ("_ready", "done")
 
-    def __init__(self, status: trio.TaskStatus[Any]) -> None:
-        self._status = status
+    def __init__(self, ready: OneShot) -> None:
+        self._ready = ready
         self.done = False
 
     def started(self, value: object = None) -> None:
         if self.done:
             raise RuntimeError("task_status.started() called twice")
         self.done = True
-        self._status.started(None)
+        self._ready.reply(None)
 
 
 @attrs.frozen
@@ -279,24 +279,43 @@ class Supervisor:
             slot.state, slot.due = ChildState.BACKING_OFF, now
         ready = False
         while True:
-            async with self._lock:
+            await self._acquire()
+            try:
                 due = await self._start_due(in_order=not ready)
                 if not ready and all(s.state is not ChildState.BACKING_OFF for s in self._slots):
                     ready = True
                     task_status.started()
-            with trio.move_on_at(due):
+            finally:
+                self._lock.release()
+            event: _Exit | _StopRequested | None = None
+            if due == math.inf:  # no timeout scope when nothing is due: restarts stay cheap
                 event = await receive.receive()
-                if isinstance(event, _StopRequested):
-                    return
-                async with self._lock:
-                    slot = event.slot
-                    expected = ChildState.STOPPED if event.start_failed else ChildState.RUNNING
-                    if (
-                        slot in self._slots
-                        and event.incarnation == slot.incarnation
-                        and slot.state is expected
-                    ):
-                        await self._handle_exit(slot, event.error)
+            else:
+                with trio.move_on_at(due):
+                    event = await receive.receive()
+                if event is None:
+                    continue
+            if isinstance(event, _StopRequested):
+                return
+            await self._acquire()
+            try:
+                slot = event.slot
+                expected = ChildState.STOPPED if event.start_failed else ChildState.RUNNING
+                if (
+                    slot in self._slots
+                    and event.incarnation == slot.incarnation
+                    and slot.state is expected
+                ):
+                    await self._handle_exit(slot, event.error)
+            finally:
+                self._lock.release()
+
+    async def _acquire(self) -> None:
+        """Take the lock; without a scheduling pass when it is free (the usual case)."""
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
 
     async def _start_due(self, *, in_order: bool) -> float:
         """Start every slot whose backoff is over, in start order; the next due time.
@@ -340,7 +359,10 @@ class Supervisor:
             incarnation=slot.incarnation,
         )
         slot.ctx = ctx
-        outcome = await self._nursery.start(self._run_child, slot, ctx)
+        # start_soon and a one-shot slot instead of nursery.start: no temporary nursery
+        ready = OneShot()
+        self._nursery.start_soon(self._run_child, slot, ctx, ready)
+        outcome = await ready.wait()
         if isinstance(outcome, _StartError):
             slot.state = ChildState.STOPPED
             return outcome.error
@@ -348,10 +370,8 @@ class Supervisor:
         slot.started_at = trio.current_time()
         return None
 
-    async def _run_child(
-        self, slot: _Slot, ctx: ActorContext, task_status: trio.TaskStatus[_StartError | None]
-    ) -> None:
-        relay = _ReadyRelay(task_status)
+    async def _run_child(self, slot: _Slot, ctx: ActorContext, ready: OneShot) -> None:
+        relay = _ReadyRelay(ready)
         error: BaseException | None = None
         scope = trio.CancelScope()
         ctx._cancel_scope = scope
@@ -364,13 +384,15 @@ class Supervisor:
             if not relay.done:
                 if error is None:
                     error = StartFailed(f"{slot.registered_as!r} exited before it was ready")
-                task_status.started(_StartError(error))
+                ready.reply(_StartError(error))
                 return
             if self._exits is not None and not ctx.stop_requested.is_set():
                 self._exits.send_nowait(_Exit(slot, ctx.incarnation, error))
             elif error is not None:
                 log.warning("%s: %r failed while stopping: %r", self.name, ctx.name, error)
         finally:
+            if not ready.settled:  # interrupted before ready: never leave the starter waiting
+                ready.reply(_StartError(StartFailed(f"{slot.registered_as!r} was interrupted")))
             slot.done.set()
 
     async def _handle_exit(self, slot: _Slot, error: BaseException | None) -> None:

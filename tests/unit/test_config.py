@@ -42,6 +42,7 @@ from daz_actors._config import (
 )
 from daz_actors._failure_log import FailureLogParams
 from daz_actors._kinds import ActorKind, ActorKinds, BuildContext, NoParams
+from daz_actors._sql_gateway import SqlGatewayParams
 
 # ---------------------------------------------------------------------------- test kinds
 
@@ -182,7 +183,10 @@ def test_shipped_default_config_loads() -> None:
     cfg = load_config(None, default_kinds())
     assert cfg.source == "<default>"
     assert cfg.root == "daz"
-    assert cfg.supervisors["daz"].children == ("failure-log",)
+    assert cfg.supervisors["daz"].children == ("storage", "failure-log")
+    assert cfg.supervisors["storage"].children == ("sql-gateway",)
+    assert cfg.supervisors["storage"].strategy is Strategy.REST_FOR_ONE
+    assert isinstance(cfg.actor_params["sql-gateway"], SqlGatewayParams)
     assert cfg.supervisors["daz"].strategy is Strategy.ONE_FOR_ONE
     assert cfg.actors["failure-log"].kind == "failure-log"
     assert isinstance(cfg.actor_params["failure-log"], FailureLogParams)
