@@ -111,9 +111,13 @@ def _encode(field: str, value: Any) -> str:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise QueueInputError(f"{field}: not JSON-serialisable: {exc}") from None
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):  # cheap test first
         raise QueueInputError(f"{field}: strings must not contain NUL characters (PostgreSQL)")
     return text
+
+
+def _utf8_size(*texts: str | None) -> int:
+    return sum(len(t.encode()) for t in texts if t is not None)
 
 
 def _encode_item(item: NewItem, max_payload_bytes: int) -> tuple[Any, ...]:
@@ -122,9 +126,9 @@ def _encode_item(item: NewItem, max_payload_bytes: int) -> tuple[Any, ...]:
     data = _encode("event_data", item.event_data)
     metadata = _encode("event_metadata", item.event_metadata)
     checkpoint = None if item.checkpoint is None else _encode("checkpoint", item.checkpoint)
-    size = len(data.encode()) + len(metadata.encode())
-    if checkpoint is not None:
-        size += len(checkpoint.encode())
+    chars = len(data) + len(metadata) + (len(checkpoint) if checkpoint is not None else 0)
+    # a character is at most 4 bytes in UTF-8: count bytes only when it could matter
+    size = chars if chars * 4 <= max_payload_bytes else _utf8_size(data, metadata, checkpoint)
     if size > max_payload_bytes:
         raise QueueInputError(
             f"event_data: payload of item {item.event_id!r} is {size} bytes as JSON "
