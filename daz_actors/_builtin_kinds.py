@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._failure_log import FailureLogParams, build_failure_log
 from ._kinds import ActorKind, ActorKinds
+from ._retry_kind import RetryParams, build_retry
 from ._sql_gateway import SqlGatewayParams, build_sql_gateway
 
 __all__ = ["default_kinds"]
@@ -26,6 +27,14 @@ def default_kinds() -> ActorKinds:
             params=SqlGatewayParams,
             build=build_sql_gateway,
             description="owns the PostgreSQL pool: queries, timeouts, circuit breaker",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name="retry",
+            params=RetryParams,
+            build=build_retry,
+            description="the retry subtree: failure capture, dispatcher and workers",
         )
     )
     return kinds

@@ -44,12 +44,14 @@ __all__ = [
     "cleanup",
     "complete",
     "complete_many",
+    "count_items",
     "enqueue",
     "enqueue_many",
     "fail",
     "get",
     "get_by_event_id",
     "history",
+    "release_many",
     "requeue_dead_letter",
     "save_checkpoint",
     "stats",
@@ -329,6 +331,27 @@ async def fail(
     return FailOutcome(accepted=True, item=item_from_row(row, json.loads))
 
 
+async def release_many(conn: Executor, leases: Iterable[Lease]) -> set[int]:
+    """Hand leased items back, due at once, without counting an attempt; the ids released.
+
+    For a worker that stops in order. Stale leases (items reclaimed by another worker)
+    change nothing and are left out of the result.
+    """
+    leases = list(leases)
+    if not leases:
+        return set()
+    workers = {lease.worker_id for lease in leases}
+    if len(workers) != 1:
+        raise QueueInputError(f"leases: all must belong to one worker, got {sorted(workers)}")
+    rows = await conn.fetch(
+        "SELECT release_retry_items($1::bigint[], $2, $3::uuid[]) AS id",
+        [lease.item_id for lease in leases],
+        workers.pop(),
+        [lease.lock_token for lease in leases],
+    )
+    return {row["id"] for row in rows}
+
+
 async def save_checkpoint(
     conn: Executor,
     lease: Lease,
@@ -461,5 +484,126 @@ async def cleanup(
         "SELECT cleanup_retry_queue($1, $2)",
         float(retention_days),
         None if dead_letter_retention_days is None else float(dead_letter_retention_days),
+    )
+    return int(deleted)
+
+
+def _filters(
+    *,
+    status: RetryStatus | None = None,
+    event_type: str | None = None,
+    older_than: timedelta | None = None,
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (``TRUE`` for no filter) and its arguments, ``$1`` onwards."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        if not isinstance(status, RetryStatus):
+            raise QueueInputError(f"status: must be a RetryStatus, got {status!r}")
+        args.append(status.value)
+        clauses.append(f"status = ${len(args)}")
+    if event_type is not None:
+        if not isinstance(event_type, str) or not event_type or "\x00" in event_type:
+            raise QueueInputError(f"event_type: must be a non-empty string, got {event_type!r}")
+        args.append(event_type)
+        clauses.append(f"event_type = ${len(args)}")
+    if older_than is not None:
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise QueueInputError(
+                f"older_than: must be a non-negative timedelta, got {older_than!r}"
+            )
+        args.append(older_than)
+        clauses.append(f"updated_at < now() - ${len(args)}::interval")
+    return (" AND ".join(clauses) or "TRUE"), args
+
+
+async def list_items(
+    conn: Executor,
+    *,
+    status: RetryStatus | None = None,
+    event_type: str | None = None,
+    limit: int = 50,
+) -> list[QueueItem]:
+    """Up to ``limit`` items, oldest (lowest id) first, optionally of one status and type."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise QueueInputError(f"limit: must be a positive integer, got {limit!r}")
+    where, args = _filters(status=status, event_type=event_type)
+    rows = await conn.fetch(
+        f"SELECT * FROM daz_retry_queue WHERE {where} ORDER BY id LIMIT ${len(args) + 1}",
+        *args,
+        limit,
+    )
+    return [item_from_row(row, json.loads) for row in rows]
+
+
+async def count_items(
+    conn: Executor,
+    *,
+    status: RetryStatus | None = None,
+    event_type: str | None = None,
+    older_than: timedelta | None = None,
+) -> int:
+    """How many items match; ``older_than`` compares with the last change (``updated_at``)."""
+    where, args = _filters(status=status, event_type=event_type, older_than=older_than)
+    return int(await conn.fetchval(f"SELECT count(*) FROM daz_retry_queue WHERE {where}", *args))
+
+
+async def requeue_dead_letters(
+    conn: Executor,
+    *,
+    event_type: str | None = None,
+    older_than: timedelta | None = None,
+) -> list[int]:
+    """Requeue every dead letter (of ``event_type``, dead for longer than ``older_than``).
+
+    Like `requeue_dead_letter` for each, in one statement: pending, due now, retry count
+    reset, one notification. Returns the ids requeued, ascending.
+    """
+    where, args = _filters(
+        status=RetryStatus.DEAD_LETTER, event_type=event_type, older_than=older_than
+    )
+    row = await conn.fetchrow(
+        f"""
+        WITH requeued AS (
+            UPDATE daz_retry_queue
+            SET status = 'pending', retry_count = 0, next_retry_at = now(), updated_at = now()
+            WHERE {where}
+            RETURNING id
+        ), counted AS (
+            SELECT coalesce(array_agg(id ORDER BY id), '{{}}'::bigint[]) AS ids,
+                   count(*) AS n
+            FROM requeued
+        )
+        SELECT ids,
+               CASE WHEN n > 0 THEN pg_notify('{NOTIFY_CHANNEL}', n::text)::text END AS notified
+        FROM counted
+        """,
+        *args,
+    )
+    return list(row["ids"])
+
+
+async def purge(
+    conn: Executor,
+    *,
+    status: RetryStatus,
+    older_than: timedelta,
+    event_type: str | None = None,
+) -> int:
+    """Delete items of ``status`` last changed longer than ``older_than`` ago; return how many.
+
+    Their history goes with them. Any status is accepted: deleting a pending or processing
+    item drops work that has not finished (a worker holding one is refused at completion),
+    so callers should ask before doing that.
+    """
+    if status is None:
+        raise QueueInputError("status: required for purge")
+    if older_than is None:
+        raise QueueInputError("older_than: required for purge")
+    where, args = _filters(status=status, event_type=event_type, older_than=older_than)
+    deleted = await conn.fetchval(
+        f"WITH gone AS (DELETE FROM daz_retry_queue WHERE {where} RETURNING 1) "
+        "SELECT count(*) FROM gone",
+        *args,
     )
     return int(deleted)

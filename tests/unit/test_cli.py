@@ -68,7 +68,7 @@ def test_config_check_without_a_file_checks_the_shipped_default() -> None:
     """``config check`` with no file validates the config inside the package."""
     result = invoke("config", "check")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("<default>: OK (2 supervisors, 2 actors, ")
+    assert result.output.startswith("<default>: OK (2 supervisors, 3 actors, ")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_config_check_without_a_file_checks_the_shipped_default() -> None:
         (
             ('kind = "failure-log"\n\n', 'kind = "log-everything"\n\n'),
             "actors.failures.kind",
-            "unknown actor kind 'log-everything' (known: failure-log, sql-gateway)",
+            "unknown actor kind 'log-everything' (known: failure-log, retry, sql-gateway)",
         ),
         (
             ("max_retries = 9", "max_retries = -9"),
@@ -134,7 +134,8 @@ def test_tree_without_a_file_prints_the_default_tree() -> None:
     assert "backoff 0.5 s x2 up to 30 s, jitter proportional ±25%" in lines[0]
     assert lines[1].startswith("├── storage (supervisor rest_for_one, permanent, ")
     assert lines[2:] == [
-        "│   └── sql-gateway (actor sql-gateway, permanent, shutdown 10 s, mailbox 1000)",
+        "│   ├── sql-gateway (actor sql-gateway, permanent, shutdown 10 s, mailbox 1000)",
+        "│   └── retry (actor retry, permanent, shutdown 30 s, mailbox 100)",
         "└── failure-log (actor failure-log, permanent, shutdown 5 s, mailbox 100)",
     ]
 

@@ -184,7 +184,7 @@ def test_shipped_default_config_loads() -> None:
     assert cfg.source == "<default>"
     assert cfg.root == "daz"
     assert cfg.supervisors["daz"].children == ("storage", "failure-log")
-    assert cfg.supervisors["storage"].children == ("sql-gateway",)
+    assert cfg.supervisors["storage"].children == ("sql-gateway", "retry")
     assert cfg.supervisors["storage"].strategy is Strategy.REST_FOR_ONE
     assert isinstance(cfg.actor_params["sql-gateway"], SqlGatewayParams)
     assert cfg.supervisors["daz"].strategy is Strategy.ONE_FOR_ONE

@@ -1,0 +1,104 @@
+"""The ``retry`` actor kind: the retry subtree (capture, dispatcher, N workers) as one node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._actor import actor_factory
+from ._error_classes import ErrorClassifier
+from ._kinds import BuildContext
+from ._retry_capture import RetryCapture
+from ._retry_dispatcher import RetryDispatcher
+from ._retry_handlers import HandlerRegistry, default_handlers
+from ._retry_worker import RetryWorker
+from ._supervision_policy import Strategy, SupervisorPolicy
+from ._supervisor import ChildSpec, Supervisor
+
+__all__ = ["RetryParams", "build_retry"]
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryParams:
+    """Parameters of the ``retry`` kind."""
+
+    worker_count: int = attrs.field(default=3, validator=_positive)  # workers
+    batch_size: int = attrs.field(default=10, validator=_positive)  # items per acquire
+    lock_timeout: float = attrs.field(default=300.0, validator=_positive)  # seconds
+    poll_interval: float = attrs.field(default=5.0, validator=_positive)  # seconds
+    cleanup_interval: float = attrs.field(default=3600.0, validator=_positive)  # seconds
+    retention_days: float = attrs.field(default=7.0, validator=_positive)  # finished rows kept
+    worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
+    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
+    ignore_event_types: tuple[str, ...] = ("sql.query",)  # reads cannot be redone later
+    disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
+
+
+def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
+    """Factory of the ``retry`` kind: needs the ``database_url`` resource (for LISTEN).
+
+    Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`), else the
+    built-in ones.
+    """
+    try:
+        dsn = ctx.resources["database_url"]
+    except KeyError:
+        raise RuntimeError("the retry actor needs the 'database_url' resource") from None
+    handlers = ctx.resources.get("retry_handlers") or default_handlers()
+    if not isinstance(handlers, HandlerRegistry):
+        raise TypeError("the 'retry_handlers' resource must be a HandlerRegistry")
+    handlers.disable(params.disabled_handlers)
+    classifier = ErrorClassifier()
+    workers = [f"retry-worker-{n}" for n in range(1, params.worker_count + 1)]
+    capture = actor_factory(
+        lambda: RetryCapture(
+            gateway=params.gateway,
+            patterns=params.capture_patterns,
+            ignore_event_types=params.ignore_event_types,
+            policies=ctx.config.retry_policies,
+        )
+    )
+    children = [
+        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000),
+        *(
+            ChildSpec(
+                name=name,
+                start=RetryWorker(
+                    index=n,
+                    handlers=handlers,
+                    classifier=classifier,
+                    gateway=params.gateway,
+                    batch_size=params.batch_size,
+                    lock_timeout=params.lock_timeout,
+                ),
+                shutdown_timeout=params.worker_shutdown_timeout,
+                mailbox_size=1,
+            )
+            for n, name in enumerate(workers, start=1)
+        ),
+        ChildSpec(
+            name="retry-dispatcher",
+            start=RetryDispatcher(
+                dsn=dsn,
+                workers=workers,
+                gateway=params.gateway,
+                poll_interval=params.poll_interval,
+                cleanup_interval=params.cleanup_interval,
+                retention_days=params.retention_days,
+            ),
+        ),
+    ]
+    return Supervisor(
+        ctx.name,
+        children,
+        policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ONE),
+        registry=ctx.registry,
+        bus=ctx.bus,
+    )

@@ -1,0 +1,232 @@
+"""A retry worker: acquire a batch, run each item's handler, complete or fail it.
+
+Woken by the dispatcher (`Wake`); drains the queue batch by batch, then waits again.
+Completions are written once per batch (one round trip). On an orderly stop the worker
+finishes its current attempt within its shutdown timeout; items it acquired but did not
+finish are handed back (due at once, not counted as an attempt). Items stranded by a
+killed process are reclaimed by any worker after the lock timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from . import _queue as queue
+from ._actor import ActorContext
+from ._error_classes import ErrorClassifier
+from ._errors import SqlError
+from ._queue_types import Lease, QueueItem, RetryStatus
+from ._registry import Registry
+from ._retry_handlers import (
+    AttemptContext,
+    Checkpoint,
+    HandlerRegistry,
+    PermanentError,
+    UnknownEventType,
+)
+from ._sql_messages import SqlClient
+
+__all__ = ["RetryWorker", "Wake", "WorkerStats", "worker_id"]
+
+log = logging.getLogger("daz_actors.retry")
+
+HAND_BACK_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Wake:
+    """Tell a worker there may be due items."""
+
+
+def worker_id(index: int) -> str:
+    """Unique per host, process and index, so processes and machines can share one queue."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+@attrs.define
+class WorkerStats:
+    """Counters of one worker (all incarnations)."""
+
+    attempts: int = 0
+    completed: int = 0
+    failed: int = 0  # failed attempts scheduled for another try
+    dead_lettered: int = 0
+    handed_back: int = 0
+
+
+class RetryWorker:
+    """A `Startable`: one incarnation drains the queue whenever it is woken."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        handlers: HandlerRegistry,
+        classifier: ErrorClassifier,
+        gateway: str,
+        batch_size: int,
+        lock_timeout: float,
+    ) -> None:
+        self.worker_id = worker_id(index)
+        self.handlers = handlers
+        self.classifier = classifier
+        self.gateway = gateway
+        self.batch_size = batch_size
+        self.lock_timeout = lock_timeout
+        self.stats = WorkerStats()
+        self._registry = Registry()  # the incarnation's registry, set when it starts
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._registry = ctx.registry
+        db = SqlClient(ctx.registry.lookup(self.gateway))
+        task_status.started()
+        while not ctx.stop_requested.is_set():
+            await ctx.mailbox.get()  # a Wake; idle here, so a stop cancels at once
+            with ctx.busy():
+                await self._drain(ctx, db)
+
+    async def _drain(self, ctx: ActorContext, db: SqlClient) -> None:
+        while not ctx.stop_requested.is_set():
+            try:
+                items = await db.run(
+                    partial(
+                        queue.acquire,
+                        worker_id=self.worker_id,
+                        batch_size=self.batch_size,
+                        lock_timeout=self.lock_timeout,
+                    ),
+                    name="retry.acquire",
+                )
+            except SqlError as exc:
+                log.warning("%s: cannot acquire items: %s", self.worker_id, exc)
+                return
+            if not items:
+                return
+            await self._run_batch(ctx, db, items)
+
+    async def _run_batch(self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]) -> None:
+        done: list[Lease] = []
+        unfinished = list(items)
+        try:
+            while unfinished and not ctx.stop_requested.is_set():
+                item = unfinished[0]
+                if await self._attempt(db, item):
+                    done.append(item.lease)
+                unfinished.pop(0)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
+                await self._settle(db, done, [i.lease for i in unfinished])
+
+    async def _settle(self, db: SqlClient, done: list[Lease], unfinished: list[Lease]) -> None:
+        try:
+            if done:
+                result = await db.run(
+                    partial(queue.complete_many, leases=done), name="retry.complete"
+                )
+                self.stats.completed += len(result.completed)
+                if result.refused:
+                    log.warning(
+                        "%s: %d completions refused (leases expired and reclaimed)",
+                        self.worker_id,
+                        len(result.refused),
+                    )
+            if unfinished:
+                released = await db.run(
+                    partial(queue.release_many, leases=unfinished), name="retry.release"
+                )
+                self.stats.handed_back += len(released)
+                log.info("%s: handed back %d unfinished items", self.worker_id, len(released))
+        except SqlError as exc:  # the items stay leased: reclaimed after the lock timeout
+            log.warning("%s: cannot record outcomes: %s", self.worker_id, exc)
+
+    async def _attempt(self, db: SqlClient, item: QueueItem) -> bool:
+        """Run one attempt; True if it succeeded (completion is written with the batch)."""
+        self.stats.attempts += 1
+        lease = item.lease
+        attempt = item.retry_count + 1
+        error: str | None = None
+        code: str | None = None
+        retryable = True
+        try:
+            handler = self.handlers.get(item.event_type)
+        except UnknownEventType as exc:
+            error, code, retryable = str(exc), "unknown_event_type", False
+        else:
+
+            async def save(checkpoint: dict[str, Any]) -> bool:
+                saved: bool = await db.run(
+                    partial(queue.save_checkpoint, lease=lease, checkpoint=checkpoint),
+                    name="retry.checkpoint",
+                )
+                return saved
+
+            context = AttemptContext(
+                event_id=item.event_id,
+                correlation_id=item.correlation_id,
+                attempt=attempt,
+                lease=lease,
+                checkpoint=Checkpoint(item.checkpoint, save),
+                registry=self._registry,
+                db=db,
+            )
+            with trio.move_on_after(item.attempt_timeout) as scope:
+                try:
+                    await handler(item, context)
+                except PermanentError as exc:
+                    error, code, retryable = str(exc), "permanent", False
+                except Exception as exc:
+                    verdict = self.classifier.classify(exc)
+                    retryable = getattr(exc, "retryable", verdict.retryable)
+                    code = getattr(exc, "code", None) or verdict.code
+                    error = f"{type(exc).__name__}: {exc}"
+            if scope.cancelled_caught:
+                error = f"attempt timed out after {item.attempt_timeout:g} s"
+                code, retryable = "attempt_timeout", True
+        if error is None:
+            log.info(
+                "%s: item %d (%s) succeeded on attempt %d, correlation %s",
+                self.worker_id, item.id, item.event_type, attempt, item.correlation_id,
+            )  # fmt: skip
+            return True
+        await self._fail(db, item, error, code, retryable)
+        return False
+
+    async def _fail(
+        self, db: SqlClient, item: QueueItem, error: str, code: str | None, retryable: bool
+    ) -> None:
+        try:
+            outcome = await db.run(
+                partial(
+                    queue.fail, lease=item.lease, error=error, error_code=code, retryable=retryable
+                ),
+                name="retry.fail",
+            )
+        except SqlError as exc:
+            log.warning("%s: cannot record failure of item %d: %s", self.worker_id, item.id, exc)
+            return
+        if not outcome.accepted or outcome.item is None:
+            log.warning("%s: failure of item %d refused (lease expired)", self.worker_id, item.id)
+            return
+        if outcome.item.status is RetryStatus.DEAD_LETTER:
+            self.stats.dead_lettered += 1
+            log.error(
+                "%s: item %d (%s) dead-lettered after attempt %d: %s [%s], correlation %s",
+                self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
+                item.correlation_id,
+            )  # fmt: skip
+        else:
+            self.stats.failed += 1
+            log.warning(
+                "%s: item %d (%s) attempt %d failed: %s [%s]; next at %s, correlation %s",
+                self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
+                outcome.item.next_retry_at.isoformat(), item.correlation_id,
+            )  # fmt: skip
