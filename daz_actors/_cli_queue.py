@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import attrs
 import click
+from click.core import ParameterSource
 
 from . import _queue as queue
 from ._embedded_pg import DATABASE_URL_ENV, default_data_dir, open_database, redact_dsn
@@ -200,6 +201,9 @@ def _with_connection(
         finally:
             await conn.close()
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("database_url") is ParameterSource.ENVIRONMENT:
+        database_url = None  # open_database reads it there too, and says where it came from
     with open_database(database_url, data_dir=data_dir or default_data_dir()) as db:
         _note(f"database: {db.redacted} ({db.source.value})")
 
@@ -299,7 +303,7 @@ def _item_table(items: Sequence[QueueItem]) -> str:
             "PLUGIN",
             "CHANNEL",
             "PRIO",
-            "TRIES",
+            "RETRIES",
             "NEXT RETRY",
             "UPDATED",
             "LAST ERROR",
@@ -325,7 +329,7 @@ def _item_table(items: Sequence[QueueItem]) -> str:
 
 def _dead_letter_table(items: Sequence[QueueItem]) -> str:
     return _table(
-        ["ID", "EVENT TYPE", "PLUGIN", "TRIES", "DEAD SINCE", "ERROR CODE", "LAST ERROR"],
+        ["ID", "EVENT TYPE", "PLUGIN", "RETRIES", "DEAD SINCE", "ERROR CODE", "LAST ERROR"],
         (
             [
                 i.id,
@@ -356,7 +360,7 @@ def _list(
 
     items = _with_connection(database_url, data_dir, fetch)
     if len(items) > limit:
-        _note(f"(only the first {limit} items are shown: raise --limit to see more)")
+        _note(f"(more items match: only the first {limit} are shown; raise --limit to see more)")
     return items[:limit]
 
 
@@ -423,8 +427,7 @@ def dead_letters_command(
 
 
 def _json_block(value: Any) -> str:
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-    return text.replace("\n", "\n" + " " * 20)
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 def _show_item(item: QueueItem, history: Sequence[HistoryEntry]) -> str:
@@ -436,11 +439,11 @@ def _show_item(item: QueueItem, history: Sequence[HistoryEntry]) -> str:
         ("plugin", item.plugin or "-"),
         ("operation_type", item.operation_type),
         ("priority", str(item.priority)),
-        ("retries", f"{item.retry_count} of {item.max_retries}"),
-        (
-            "backoff",
-            f"{item.retry_delay:g}s x{item.backoff_multiplier:g}, at most {item.max_delay:g}s",
-        ),
+        ("retry_count", str(item.retry_count)),
+        ("max_retries", str(item.max_retries)),
+        ("retry_delay", f"{item.retry_delay:g}s"),
+        ("backoff_multiplier", f"{item.backoff_multiplier:g}"),
+        ("max_delay", f"{item.max_delay:g}s"),
         ("attempt_timeout", f"{item.attempt_timeout:g}s"),
         ("next_retry_at", _ts(item.next_retry_at)),
         ("locked_by", item.locked_by or "-"),
@@ -460,7 +463,7 @@ def _show_item(item: QueueItem, history: Sequence[HistoryEntry]) -> str:
     ]
     lines = [f"item {item.id}"]
     for name, value in fields:
-        lines.append(f"  {name:<18}{value}".rstrip().replace("\n", "\n" + " " * 20))
+        lines.append(f"  {name:<20}{value}".rstrip().replace("\n", "\n" + " " * 22))
     lines.append("")
     if not history:
         lines.append("history: no attempts yet")
@@ -615,10 +618,14 @@ def purge_command(
             f"refusing to purge {chosen.value} items: they have not finished "
             "(add --force to drop them anyway)"
         )
-    what = (
-        f"{chosen.value} items{f' of type {event_type}' if event_type else ''} "
-        f"last changed more than {format_duration(older_than)} ago"
-    )
+
+    def what(count: int | None) -> str:
+        items = "items" if count != 1 else "item"
+        of_type = f" of type {event_type}" if event_type else ""
+        return (
+            f"{chosen.value} {items}{of_type} last changed more than "
+            f"{format_duration(older_than)} ago"
+        )
 
     async def run(conn: Any) -> int | None:
         found = await queue.count_items(
@@ -627,7 +634,7 @@ def purge_command(
         if found == 0:
             return 0
         if not yes and not click.confirm(
-            f"Delete {found} {what}, with their history?", default=False, err=True
+            f"Delete {found} {what(found)}, with their history?", default=False, err=True
         ):
             return None
         return await queue.purge(conn, status=chosen, event_type=event_type, older_than=older_than)
@@ -645,9 +652,9 @@ def purge_command(
             }
         )
     elif deleted == 0:
-        click.echo(f"nothing to purge: no {what}")
+        click.echo(f"nothing to purge: no {what(None)}")
     else:
-        click.echo(f"deleted {deleted} {what}")
+        click.echo(f"deleted {deleted} {what(deleted)}")
 
 
 @queue_group.command("cleanup")
@@ -722,7 +729,7 @@ def alerts_command(database_url: str | None, data_dir: Path | None, as_json: boo
                 "EVENT TYPE",
                 "PLUGIN",
                 "STATUS",
-                "TRIES",
+                "RETRIES",
                 "SINCE",
                 "LAST ERROR",
             ],

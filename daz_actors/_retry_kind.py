@@ -37,7 +37,7 @@ class RetryParams:
     worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
     gateway: str = "sql-gateway"  # the SQL gateway's registered name
     capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
-    ignore_event_types: tuple[str, ...] = ("sql.query",)  # reads cannot be redone later
+    ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
     disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
 
 

@@ -1,21 +1,14 @@
-"""The local spool: queue items that must not be lost while PostgreSQL is unreachable.
+"""The local spool (DESIGN section 7): queue items kept on disk while PostgreSQL is down.
 
-DESIGN section 7. Items are appended to an fsynced file in the data directory and later
-drained into the queue in order (``send_batch`` runs `._queue.enqueue_many`, idempotent by
-event id, so re-sending a batch whose acknowledgement was lost is harmless).
-
-File format, one line each::
-
-    DAZSPOOL 1 <file id>              header, written once when the file is (re)created
-    <crc32 of json, 8 hex> <json>     one record: the fields of a NewItem
-
-A torn last line (a kill mid-write) or a record whose checksum fails is skipped, counted in
-`Spool.skipped_records` and logged; the torn tail is cut off so the next append starts on a
-fresh line. Next to ``path`` live ``path.offset`` ("<file id> <offset>": where the first
-undrained record starts, replaced atomically after each acknowledged batch), ``path.lock``
-(an flock held while the spool is open: one process per spool) and briefly ``path.tmp``.
+The file holds a header line ``DAZSPOOL 1 <file id>`` then one line per record,
+``<crc32 of the JSON, 8 hex> <JSON of the NewItem's fields>``. A torn last line (a kill
+mid-write) or a record failing its checksum is skipped, counted and logged; a torn tail is
+cut so the next append starts on a fresh line. Beside it: ``<path>.offset`` ("<file id>
+<offset>" of the first undrained record, replaced atomically after each acknowledged batch),
+``<path>.lock`` (flocked while open: one process per spool) and briefly ``<path>.tmp``.
 Compaction rewrites the undrained tail under a new file id, so a checkpoint left stale by a
-kill between the two renames reads as "from the start" (a re-send), never as a skip.
+kill between the two renames reads as "send all again" (harmless: enqueue is idempotent by
+event id), never as a skip.
 """
 
 from __future__ import annotations
@@ -115,14 +108,6 @@ def _decode_record(line: bytes) -> NewItem | None:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -137,7 +122,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path)
+    try:  # make the rename durable; past the rename a failure here must not look like one
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # at worst a power loss brings the old file back: a re-send, no loss
+        log.exception("fsync of directory %s failed", path.parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -170,11 +162,9 @@ class Spool:
         self._lock = threading.Lock()  # file, offsets and counters
         self._drain_lock = trio.Lock()  # one drain at a time
         self._closed = False
-        # counters for metrics
-        self.appended = 0  # items appended by this object
-        self.refused_full = 0  # items refused with SpoolFull
-        self.skipped_records = 0  # damaged records skipped when opening
-        self.drained = 0  # items acknowledged by send_batch
+        # metrics: items appended, items refused with SpoolFull, damaged records skipped
+        # when opening, items acknowledged by send_batch
+        self.appended = self.refused_full = self.skipped_records = self.drained = 0
         self._lock_fd = self._take_lock()
         try:
             self._fd = self._open()
@@ -229,8 +219,6 @@ class Spool:
     def _open(self) -> int:
         if not self.path.exists() or self.path.stat().st_size == 0:
             self._new_file(b"")
-            self._pending = 0
-            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         with open(self.path, "rb") as f:
             header = f.readline()
             parts = header.split()

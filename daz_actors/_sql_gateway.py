@@ -122,6 +122,20 @@ def _describe(request: SqlRequest) -> tuple[str, str]:
     raise TypeError(f"the SQL gateway does not handle {type(request).__name__}")
 
 
+def _event_type(request: SqlRequest) -> str:
+    """``sql.exec`` (redoable by the built-in handler), ``sql.query`` or ``sql.run``.
+
+    Reads and calls of Python functions cannot be redone later by the queue: the caller
+    got the error; their failure events are for observation, and the retry capture
+    ignores them by default.
+    """
+    if isinstance(request, Query):
+        return "sql.query"
+    if isinstance(request, Execute | ExecuteMany):
+        return "sql.exec"
+    return "sql.run"
+
+
 def _retry_data(request: SqlRequest) -> dict[str, Any]:
     """What a retry handler needs to redo a write: SQL and JSON-able arguments."""
     if isinstance(request, Execute):
@@ -191,7 +205,11 @@ class SqlGateway:
         self.connected = trio.Event()
         limiter = trio.CapacityLimiter(self.params.max_concurrent_calls)
         async with trio_asyncio.open_loop(), trio.open_nursery() as background:
-            background.start_soon(self._keep_connected)
+            first_attempt = trio.Event()
+            background.start_soon(self._keep_connected, first_attempt)
+            # ready once the first connection attempt is over, whatever its outcome: the
+            # actors started after this one find a pool if the database is up
+            await first_attempt.wait()
             task_status.started()
             async with trio.open_nursery() as calls:
                 with trio.CancelScope() as accepting:
@@ -211,19 +229,21 @@ class SqlGateway:
         await ctx.stop_requested.wait()
         scope.cancel()
 
-    async def _keep_connected(self) -> None:
+    async def _keep_connected(self, first_attempt: trio.Event) -> None:
         backoff = self.params.reconnect_backoff()
         attempt = 0
         try:
             while self._pool is None:
                 try:
-                    self._pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                        self._dsn,
-                        min_size=self.params.pool_min_size,
-                        max_size=self.params.pool_max_size,
-                        timeout=self.params.connect_timeout,
-                    )
-                except Exception as exc:
+                    with trio.fail_after(self.params.connect_timeout * 2):
+                        self._pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
+                            self._dsn,
+                            min_size=self.params.pool_min_size,
+                            max_size=self.params.pool_max_size,
+                            timeout=self.params.connect_timeout,
+                        )
+                except Exception as exc:  # includes trio.TooSlowError
+                    first_attempt.set()
                     delay = backoff.delay(attempt)
                     attempt += 1
                     log.warning(
@@ -236,6 +256,7 @@ class SqlGateway:
                     await trio.sleep(delay)
             log.info("connected to %s", self.database)
             self.connected.set()
+            first_attempt.set()
             await trio.sleep_forever()
         finally:
             pool, self._pool = self._pool, None
@@ -339,7 +360,7 @@ class SqlGateway:
                     topic=topic,
                     source=self._name,
                     operation="sql_operation",
-                    event_type=f"sql.{operation}" if operation in ("query", "exec") else operation,
+                    event_type=_event_type(request),
                     error=str(error),
                     error_code=error.code,
                     retryable=error.retryable,

@@ -1,0 +1,345 @@
+"""The retry subsystem end to end: failure events become queue items that workers retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from daz_actors import ChildSpec, EventBus, FailureEvent, Registry, Strategy, Supervisor
+from daz_actors import _queue as queue
+from daz_actors._builtin_kinds import default_kinds
+from daz_actors._config import RetryPolicy, load_config
+from daz_actors._kinds import BuildContext
+from daz_actors._queue_types import NewItem, QueueItem, RetryStatus
+from daz_actors._retry_capture import ScheduleRetry
+from daz_actors._retry_handlers import AttemptContext, HandlerRegistry, PermanentError
+from daz_actors._retry_kind import RetryParams, build_retry
+from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.testing import fast_policy, open_tree, wait_until
+
+FAST = RetryPolicy(max_retries=2, initial=0.05, max_delay=0.2, multiplier=2.0, attempt_timeout=2)
+
+
+@attrs.define
+class Tree:
+    sup: Supervisor
+    bus: EventBus
+    registry: Registry
+    gateway: SqlGateway
+    retry: Supervisor
+
+
+def retry_tree(dsn: str, handlers: HandlerRegistry, **params: Any) -> Tree:
+    config = attrs.evolve(
+        load_config(None, default_kinds()),
+        retry_policies={"default": FAST, "sql_operation": FAST},
+    )
+    registry, bus = Registry(), EventBus()
+    gateway = SqlGateway(SqlGatewayParams(), dsn)
+    context = BuildContext(
+        name="retry",
+        config=config,
+        registry=registry,
+        bus=bus,
+        resources={"database_url": params.pop("listen_dsn", dsn), "retry_handlers": handlers},
+    )
+    settings = {"worker_count": 2, "poll_interval": 0.2, **params}
+    retry = build_retry(RetryParams(**settings), context)
+    sup = Supervisor(
+        "storage",
+        [
+            ChildSpec(name="sql-gateway", start=gateway),
+            ChildSpec(name="retry", start=retry, shutdown_timeout=None),
+        ],
+        policy=fast_policy(Strategy.REST_FOR_ONE),
+        registry=registry,
+        bus=bus,
+    )
+    return Tree(sup=sup, bus=bus, registry=registry, gateway=gateway, retry=retry)
+
+
+def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
+    return FailureEvent(
+        topic="test.op.failed",
+        source="test",
+        operation="default",
+        event_type=event_type,
+        error="boom",
+        retryable=True,
+        retry_data={"n": 1},
+        **kw,
+    )
+
+
+async def fetchval(db: Any, sql: str, *args: Any) -> Any:
+    """One value from the test's own connection (asyncpg on the trio-asyncio loop)."""
+    return await db.call(lambda conn: conn.fetchval(sql, *args))
+
+
+async def item(db: Any, event_id: str) -> QueueItem | None:
+    return await db.call(queue.get_by_event_id, event_id)
+
+
+async def item_in(db: Any, event_id: str, status: RetryStatus) -> QueueItem:
+    """Poll the queue (with a deadline) until the item has `status`; the item."""
+    with trio.fail_after(30):
+        while True:
+            row = await item(db, event_id)
+            if row is not None and row.status is status:
+                return row
+            await trio.sleep(0.05)
+
+
+async def test_failure_event_is_retried_until_it_succeeds_with_its_history(pg):
+    """A retryable failure event is queued once, retried on schedule and completed."""
+    handlers = HandlerRegistry()
+    calls: list[tuple[str, int, str | None]] = []
+
+    @handlers.register("test.flaky")
+    async def flaky(item: QueueItem, ctx: AttemptContext) -> None:
+        calls.append((ctx.event_id, ctx.attempt, ctx.correlation_id))
+        if ctx.attempt < 3:
+            raise ConnectionError("not yet")
+
+    tree = retry_tree(pg.dsn, handlers)
+    event = failure()
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await tree.bus.publish(event.topic, event)
+        await tree.bus.publish(event.topic, event)  # published twice, queued once
+        await wait_until(lambda: len(calls) == 3, timeout=30)
+        row = await item_in(db, event.event_id, RetryStatus.COMPLETED)
+        assert calls == [(event.event_id, n, event.correlation_id) for n in (1, 2, 3)]
+        assert row.correlation_id == event.correlation_id
+        assert row.retry_count == 2
+        history = await db.call(queue.history, row.id)
+        assert [h.outcome for h in history] == ["failed", "failed", "completed"]
+        count = await fetchval(
+            db, "SELECT count(*) FROM daz_retry_queue WHERE event_id = $1", event.event_id
+        )
+        assert count == 1
+
+
+async def test_exhausted_item_dead_letters_and_requeue_completes_it(pg):
+    """An item that keeps failing lands in dead letter; requeued, it completes."""
+    handlers = HandlerRegistry()
+    healthy = trio.Event()
+    attempts: list[int] = []
+
+    @handlers.register("test.flaky")
+    async def flaky(item: QueueItem, ctx: AttemptContext) -> None:
+        attempts.append(ctx.attempt)
+        if not healthy.is_set():
+            raise ConnectionError("still down")
+
+    tree = retry_tree(pg.dsn, handlers)
+    event = failure()
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await tree.bus.publish(event.topic, event)
+        row = await item_in(db, event.event_id, RetryStatus.DEAD_LETTER)
+        assert attempts == [1, 2, 3]  # max_retries=2: the first attempt and two retries
+        healthy.set()
+        assert await db.call(queue.requeue_dead_letter, row.id)
+        row = await item_in(db, event.event_id, RetryStatus.COMPLETED)
+        assert len(attempts) == 4
+
+
+async def test_permanent_errors_and_unknown_types_dead_letter_at_once(pg):
+    """PermanentError and an event type without a handler go straight to dead letter."""
+    handlers = HandlerRegistry()
+
+    @handlers.register("test.bad")
+    async def bad(item: QueueItem, ctx: AttemptContext) -> None:
+        raise PermanentError("this can never work")
+
+    tree = retry_tree(pg.dsn, handlers)
+    bad_event, unknown_event = failure("test.bad"), failure("test.nobody-handles-this")
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        for event in (bad_event, unknown_event):
+            await tree.bus.publish(event.topic, event)
+        with trio.fail_after(30):
+            while True:
+                rows = [await item(db, e.event_id) for e in (bad_event, unknown_event)]
+                if all(r is not None and r.status is RetryStatus.DEAD_LETTER for r in rows):
+                    break
+                await trio.sleep(0.05)
+        assert [r.last_error_code for r in rows] == ["permanent", "unknown_event_type"]
+        assert [r.retry_count for r in rows] == [1, 1]
+
+
+async def test_attempt_timeout_cancels_the_handler_and_fails_retryable(pg):
+    """A handler running past the attempt timeout is cancelled; the attempt is retryable."""
+    handlers = HandlerRegistry()
+    cancelled: list[int] = []
+
+    @handlers.register("test.slow")
+    async def slow(item: QueueItem, ctx: AttemptContext) -> None:
+        if ctx.attempt == 1:
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled.append(ctx.attempt)
+
+    tree = retry_tree(pg.dsn, handlers)
+    new = NewItem(event_id="slow-1", event_type="test.slow", attempt_timeout=0.3, retry_delay=0.05)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        assert await tree.registry.lookup("retry-capture").ask(ScheduleRetry(item=new))
+        row = await item_in(db, "slow-1", RetryStatus.COMPLETED)
+        assert cancelled == [1]
+        history = await db.call(queue.history, row.id)
+        assert history[0].error_code == "attempt_timeout"
+
+
+async def test_checkpoint_lets_the_next_attempt_resume_after_the_last_step(pg):
+    """A multi-step handler does not redo a step recorded by a failed earlier attempt."""
+    handlers = HandlerRegistry()
+    runs: list[str] = []
+
+    @handlers.register("test.steps")
+    async def steps(item: QueueItem, ctx: AttemptContext) -> None:
+        for step in ("fetch", "transform", "store"):
+            if ctx.checkpoint.done(step):
+                continue
+            runs.append(step)
+            if step == "transform" and ctx.attempt == 1:
+                raise ConnectionError("lost it mid-way")
+            await ctx.checkpoint.mark(step)
+
+    tree = retry_tree(pg.dsn, handlers)
+    new = NewItem(event_id="steps-1", event_type="test.steps", retry_delay=0.05)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await tree.registry.lookup("retry-capture").ask(ScheduleRetry(item=new))
+        row = await item_in(db, "steps-1", RetryStatus.COMPLETED)
+    assert runs == ["fetch", "transform", "transform", "store"]
+    assert row.checkpoint == {"steps": ["fetch", "transform", "store"]}
+
+
+async def test_notify_wakes_workers_well_before_the_poll(pg):
+    """With a poll interval of an hour, NOTIFY on enqueue still starts the work at once."""
+    handlers = HandlerRegistry()
+    done = trio.Event()
+
+    @handlers.register("test.quick")
+    async def quick(item: QueueItem, ctx: AttemptContext) -> None:
+        done.set()
+
+    tree = retry_tree(pg.dsn, handlers, poll_interval=3600.0)
+    dispatcher = tree.retry.which_children()[-1]
+    assert dispatcher.name == "retry-dispatcher"
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        listener = tree.retry._slot("retry-dispatcher").spec.start
+        await wait_until(lambda: listener.listening, timeout=30)
+        await db.call(queue.enqueue, NewItem(event_id="quick-1", event_type="test.quick"))
+        with trio.fail_after(30):  # far below the hour-long poll interval
+            await done.wait()
+        assert listener.notifications >= 1
+
+
+async def test_poll_picks_up_work_when_notifications_are_lost(pg, tmp_path):
+    """With no LISTEN connection at all, the poll interval still gets items handled."""
+    handlers = HandlerRegistry()
+    done = trio.Event()
+
+    @handlers.register("test.quick")
+    async def quick(item: QueueItem, ctx: AttemptContext) -> None:
+        done.set()
+
+    dead = f"postgresql://postgres@/postgres?host={tmp_path}&port=1"
+    tree = retry_tree(pg.dsn, handlers, poll_interval=0.3, listen_dsn=dead)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        listener = tree.retry._slot("retry-dispatcher").spec.start
+        await db.call(queue.enqueue, NewItem(event_id="quick-2", event_type="test.quick"))
+        with trio.fail_after(30):
+            await done.wait()
+        assert not listener.listening
+        assert listener.notifications == 0
+
+
+async def test_killed_listener_connection_reconnects(pg):
+    """Terminating the LISTEN backend makes the dispatcher reconnect and listen again."""
+    tree = retry_tree(pg.dsn, HandlerRegistry(), poll_interval=3600.0)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        listener = tree.retry._slot("retry-dispatcher").spec.start
+        await wait_until(lambda: listener.listening, timeout=30)
+        killed = await fetchval(
+            db,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        assert killed == 1
+        await wait_until(lambda: not listener.listening, timeout=30)
+        await wait_until(lambda: listener.listening, timeout=30)
+
+
+async def test_stopping_hands_unfinished_items_back_without_counting_them(pg):
+    """A worker stopped mid-attempt past its shutdown timeout hands its items back."""
+    handlers = HandlerRegistry()
+    started = trio.Event()
+
+    @handlers.register("test.stuck")
+    async def stuck(item: QueueItem, ctx: AttemptContext) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    tree = retry_tree(pg.dsn, handlers, worker_count=1, worker_shutdown_timeout=0.2)
+    items = [NewItem(event_id=f"stuck-{n}", event_type="test.stuck", attempt_timeout=600)
+             for n in range(3)]  # fmt: skip
+    async with pg.trio_connection() as db:
+        async with open_tree(tree.sup):
+            await tree.gateway.connected.wait()
+            await db.call(queue.enqueue_many, items)
+            with trio.fail_after(30):
+                await started.wait()
+        rows = [await item(db, i.event_id) for i in items]
+        assert [r.status for r in rows] == [RetryStatus.PENDING] * 3
+        assert [r.retry_count for r in rows] == [0, 0, 0]
+        assert all(r.locked_by is None for r in rows)
+        history = await db.call(queue.history, rows[0].id)
+        assert [h.outcome for h in history] == ["released"]
+
+
+async def test_non_retryable_and_query_failures_are_not_queued(pg):
+    """Permanent failures and failed reads are not queued (nothing could redo them)."""
+    tree = retry_tree(pg.dsn, HandlerRegistry())
+    permanent = attrs.evolve(failure(), retryable=False)
+    read = failure("sql.query")
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        capture = tree.registry.lookup("retry-capture")
+        for event in (permanent, read):
+            await tree.bus.publish(event.topic, event)
+        queued = await capture.ask(ScheduleRetry(item=NewItem(event_id="x", event_type="t")))
+        assert queued is True
+        assert await item(db, permanent.event_id) is None
+        assert await item(db, read.event_id) is None
+
+
+@pytest.mark.parametrize("count", [25])
+async def test_many_items_are_each_completed_exactly_once(pg, count):
+    """Several workers over many items: every item completed, each handled once."""
+    handlers = HandlerRegistry()
+    seen: list[str] = []
+
+    @handlers.register("test.many")
+    async def many(item: QueueItem, ctx: AttemptContext) -> None:
+        seen.append(ctx.event_id)
+
+    tree = retry_tree(pg.dsn, handlers, worker_count=3, batch_size=4)
+    items = [NewItem(event_id=f"m-{n}", event_type="test.many") for n in range(count)]
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await db.call(queue.enqueue_many, items)
+        await wait_until(lambda: len(seen) >= count, timeout=30)
+        for i in items:
+            await item_in(db, i.event_id, RetryStatus.COMPLETED)
+    assert sorted(seen) == sorted(i.event_id for i in items)
