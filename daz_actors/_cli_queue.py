@@ -207,21 +207,19 @@ def _with_connection(
     with open_database(database_url, data_dir=data_dir or default_data_dir()) as db:
         _note(f"database: {db.redacted} ({db.source.value})")
 
-        def fail(message: str, exc: BaseException) -> click.ClickException:
+        def fail(message: str) -> click.ClickException:
             return click.ClickException(_scrub(message, db.url))
 
         try:
             return asyncio.run(connected(db.url))
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError) as exc:
             raise fail(
-                f"database {db.redacted} has no retry queue ({exc}); "
-                "run `daz-actors migrate` first",
-                exc,
+                f"database {db.redacted} has no retry queue ({exc}); run `daz-actors migrate` first"
             ) from None
         except QueueInputError as exc:
             raise click.ClickException(str(exc)) from None
         except (ValueError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise fail(f"database {db.redacted}: {exc}", exc) from None
+            raise fail(f"database {db.redacted}: {exc}") from None
 
 
 def _scrub(message: str, url: str) -> str:

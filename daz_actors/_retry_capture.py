@@ -5,6 +5,11 @@ policy, so no event is dropped, and answers explicit `ScheduleRetry` requests (a
 accepted as events on the topic ``retry.schedule``). Enqueueing is idempotent by the
 event's id: a failure published twice is queued once. The item's retry settings come
 from the retry policy of the event's operation type.
+
+When PostgreSQL is unreachable, items go to the local spool (an fsynced file in the data
+directory) and are drained into the queue, in order, before any newer item: on start (so
+a process killed during an outage loses nothing it had spooled) and on every `DrainSpool`
+tick the dispatcher sends.
 """
 
 from __future__ import annotations
@@ -13,23 +18,32 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from . import _queue as queue
-from ._actor import Actor
+from ._actor import Actor, ActorContext, Startable, run_actor
 from ._bus import Overflow, Published
 from ._config import RetryPolicy
+from ._errors import SqlError
 from ._events import FailureEvent
 from ._queue_types import NewItem
+from ._spool import Spool
 from ._sql_messages import SqlClient
 
-__all__ = ["RetryCapture", "ScheduleRetry", "item_for_failure"]
+__all__ = ["DrainSpool", "RetryCapture", "ScheduleRetry", "capture_with_spool", "item_for_failure"]
 
 log = logging.getLogger("daz_actors.retry")
 
 SCHEDULE_TOPIC = "retry.schedule"
+
+
+@attrs.frozen
+class DrainSpool:
+    """Try to move spooled items into the queue now (sent by the dispatcher each poll)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -73,7 +87,9 @@ class RetryCapture(Actor):
         patterns: Sequence[str],
         ignore_event_types: Sequence[str],
         policies: Mapping[str, RetryPolicy],
+        spool: Spool,
     ) -> None:
+        self.spool = spool
         self.gateway = gateway
         self.patterns = tuple(patterns)
         self.ignore = frozenset(ignore_event_types)
@@ -81,6 +97,7 @@ class RetryCapture(Actor):
         self.queued = 0
         self.duplicates = 0
         self.skipped = 0
+        self.spooled = 0
 
     async def on_start(self) -> None:
         self.db = SqlClient(self.ctx.registry.lookup(self.gateway))
@@ -90,8 +107,27 @@ class RetryCapture(Actor):
                 bus.unsubscribe(sub)
         for pattern in (*self.patterns, SCHEDULE_TOPIC):
             bus.subscribe(pattern, self.ctx.ref, overflow=Overflow.BLOCK)
+        await self._drain()
+
+    async def _drain(self) -> bool:
+        """Move spooled items into the queue; True when the spool is empty."""
+        if not self.spool.pending_count:
+            return True
+
+        async def send(items: list[NewItem]) -> None:
+            await self.db.run(partial(queue.enqueue_many, items=items), name="retry.drain")
+
+        try:
+            drained = await self.spool.drain(send)
+        except SqlError as exc:
+            log.warning("spool: %d items wait for the database (%s)", self.spool.pending_count, exc)
+            return False
+        log.info("spool: moved %d items into the queue", drained)
+        return not self.spool.pending_count
 
     async def handle(self, message: Any) -> Any:
+        if isinstance(message, DrainSpool):
+            return await self._drain()
         if isinstance(message, ScheduleRetry):
             return await self._enqueue(message.item)
         if isinstance(message, Published):
@@ -109,16 +145,47 @@ class RetryCapture(Actor):
         raise TypeError(f"retry capture does not handle {type(message).__name__}")
 
     async def _enqueue(self, item: NewItem) -> bool:
-        # A database outage raises SqlError here: the actor crashes and the supervisor
-        # restarts it; the event stays in the failure log. (The local spool, issue 4 item 7,
-        # is what keeps it durable across a database outage.)
-        is_new: bool = await self.db.run(partial(queue.enqueue, item=item), name="retry.enqueue")
-        if is_new:
-            self.queued += 1
-            log.info(
-                "queued %s (%s) for retry, correlation %s",
-                item.event_id, item.event_type, item.correlation_id,
-            )  # fmt: skip
-        else:
-            self.duplicates += 1
-        return is_new
+        """Queue `item` (True if new), or spool it while the database is unreachable.
+
+        Spooled items are reported as new. Items already spooled go first, so order holds.
+        """
+        if await self._drain():
+            try:
+                is_new: bool = await self.db.run(
+                    partial(queue.enqueue, item=item), name="retry.enqueue"
+                )
+            except SqlError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("database unreachable (%s): spooling %s", exc.code, item.event_id)
+            else:
+                if is_new:
+                    self.queued += 1
+                    log.info(
+                        "queued %s (%s) for retry, correlation %s",
+                        item.event_id, item.event_type, item.correlation_id,
+                    )  # fmt: skip
+                else:
+                    self.duplicates += 1
+                return is_new
+        await self.spool.append_async(item)  # SpoolFull: the actor crashes, loudly
+        self.spooled += 1
+        return True
+
+
+def capture_with_spool(*, spool_path: Path, spool_max_bytes: int, **capture: Any) -> Startable:
+    """A Startable running `RetryCapture` with the spool open for the incarnation."""
+
+    async def start(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await trio.to_thread.run_sync(
+            partial(spool_path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+        )
+        spool = await Spool.open_async(spool_path, spool_max_bytes)
+        try:
+            await run_actor(RetryCapture(spool=spool, **capture), ctx, task_status)
+        finally:
+            spool.close()
+
+    return start

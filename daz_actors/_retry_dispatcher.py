@@ -22,6 +22,7 @@ from ._actor import ActorContext
 from ._backoff import BackoffPolicy, Jitter
 from ._embedded_pg import redact_dsn
 from ._errors import SqlError
+from ._retry_capture import DrainSpool
 from ._retry_worker import Wake
 from ._sql_messages import SqlClient
 
@@ -44,7 +45,9 @@ class RetryDispatcher:
         poll_interval: float,
         cleanup_interval: float,
         retention_days: float,
+        capture: str,
     ) -> None:
+        self.capture = capture
         self._dsn = dsn
         self.workers = tuple(workers)
         self.gateway = gateway
@@ -60,6 +63,7 @@ class RetryDispatcher:
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         refs = [ctx.registry.lookup(name) for name in self.workers]
+        capture = ctx.registry.lookup(self.capture)
         db = SqlClient(ctx.registry.lookup(self.gateway))
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             nursery.start_soon(self._listen)
@@ -69,6 +73,7 @@ class RetryDispatcher:
                 self.wakeups += 1
                 for ref in refs:
                     ref.try_send(Wake())  # a full mailbox already holds a Wake
+                capture.try_send(DrainSpool())  # spooled items go in once the database is back
                 with trio.move_on_after(self.poll_interval):
                     await self._wake.wait()
                 self._wake = trio.Event()

@@ -6,10 +6,9 @@ from typing import Any
 
 import attrs
 
-from ._actor import actor_factory
 from ._error_classes import ErrorClassifier
 from ._kinds import BuildContext
-from ._retry_capture import RetryCapture
+from ._retry_capture import capture_with_spool
 from ._retry_dispatcher import RetryDispatcher
 from ._retry_handlers import HandlerRegistry, default_handlers
 from ._retry_worker import RetryWorker
@@ -39,6 +38,8 @@ class RetryParams:
     capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
     ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
     disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
+    spool_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    # bound of the local spool used while PostgreSQL is unreachable
 
 
 def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
@@ -57,13 +58,13 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     handlers.disable(params.disabled_handlers)
     classifier = ErrorClassifier()
     workers = [f"retry-worker-{n}" for n in range(1, params.worker_count + 1)]
-    capture = actor_factory(
-        lambda: RetryCapture(
-            gateway=params.gateway,
-            patterns=params.capture_patterns,
-            ignore_event_types=params.ignore_event_types,
-            policies=ctx.config.retry_policies,
-        )
+    capture = capture_with_spool(
+        spool_path=ctx.config.data_dir / "retry-spool",
+        spool_max_bytes=params.spool_max_bytes,
+        gateway=params.gateway,
+        patterns=params.capture_patterns,
+        ignore_event_types=params.ignore_event_types,
+        policies=ctx.config.retry_policies,
     )
     children = [
         ChildSpec(name="retry-capture", start=capture, mailbox_size=1000),
@@ -92,6 +93,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 poll_interval=params.poll_interval,
                 cleanup_interval=params.cleanup_interval,
                 retention_days=params.retention_days,
+                capture="retry-capture",
             ),
         ),
     ]

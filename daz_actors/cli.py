@@ -11,6 +11,7 @@ import click
 from ._build import format_tree
 from ._builtin_kinds import default_kinds
 from ._cli_db import migrate_command
+from ._cli_queue import queue_group
 from ._config import Config, load_config
 from ._errors import ConfigError
 from ._runner import run_config
@@ -79,3 +80,4 @@ def run(config_file: Path | None) -> None:
 
 
 main.add_command(migrate_command)
+main.add_command(queue_group)

@@ -20,6 +20,14 @@ from daz_actors._retry_kind import RetryParams, build_retry
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
 from daz_actors.testing import fast_policy, open_tree, wait_until
 
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    """Each test's own data directory (where the retry spool lives)."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
 FAST = RetryPolicy(max_retries=2, initial=0.05, max_delay=0.2, multiplier=2.0, attempt_timeout=2)
 
 
