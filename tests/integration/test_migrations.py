@@ -27,6 +27,9 @@ from daz_actors._migrations import (
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+ALL = [m.version for m in load_migrations()]  # every shipped migration, in order
+LATEST = ALL[-1]
+BROKEN = f"{LATEST + 1:04d}_broken"  # a migration after the last shipped one
 
 CATALOG = """
 SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type
@@ -60,17 +63,17 @@ def test_up_down_up_gives_the_same_schema(pg_empty: Any) -> None:
     async def body(conn: Any) -> None:
         before = await catalog(conn)
         applied = await migrate(conn)
-        assert [m.version for m in applied] == [1, 2]
+        assert [m.version for m in applied] == ALL
         first = await catalog(conn)
         assert "view daz_retry_queue_stats" in " ".join(first)
         rolled = await rollback(conn, 0)
-        assert [m.version for m in rolled] == [2, 1]
+        assert [m.version for m in rolled] == ALL[::-1]
         # only the (now empty) version table remains
         assert [line for line in await catalog(conn) if "daz_schema_migrations" not in line] == [
             line for line in before if "daz_schema_migrations" not in line
         ]
         assert await conn.fetchval("SELECT count(*) FROM daz_schema_migrations") == 0
-        assert [m.version for m in await migrate(conn)] == [1, 2]
+        assert [m.version for m in await migrate(conn)] == ALL
         assert await catalog(conn) == first
 
     pg_empty.run(body)
@@ -82,15 +85,15 @@ def test_migrate_to_and_status(pg_empty: Any) -> None:
     async def body(conn: Any) -> None:
         report = await status(conn)
         assert report.current_version == 0
-        assert [m.version for m in report.pending] == [1, 2]
+        assert [m.version for m in report.pending] == ALL
         await migrate(conn, to=1)
         report = await status(conn)
         assert [a.version for a in report.applied] == [1]
-        assert [m.name for m in report.pending] == ["retry_functions"]
+        assert [m.version for m in report.pending] == ALL[1:]
         assert await conn.fetchval("SELECT to_regproc('acquire_retry_items')") is None
         assert await migrate(conn, to=1) == []
         await migrate(conn)
-        assert (await status(conn)).current_version == 2
+        assert (await status(conn)).current_version == LATEST
         await rollback(conn, 1)
         assert (await status(conn)).current_version == 1
         assert await conn.fetchval("SELECT to_regclass('daz_retry_queue')") is not None
@@ -126,10 +129,10 @@ def test_concurrent_migrations_apply_each_migration_once(pg_empty: Any) -> None:
             for other in others:
                 await other.close()
         applied = sorted(m.version for result in results for m in result)
-        assert applied == [1, 2]
-        assert sorted(len(result) for result in results) == [0, 2]
+        assert applied == ALL
+        assert sorted(len(result) for result in results) == [0, len(ALL)]
         rows = await conn.fetch("SELECT version FROM daz_schema_migrations ORDER BY 1")
-        assert [row["version"] for row in rows] == [1, 2]
+        assert [row["version"] for row in rows] == ALL
 
     pg_empty.run(body)
 
@@ -187,16 +190,14 @@ def test_two_migrate_processes_apply_each_migration_once(pg_empty: Any) -> None:
     results = asyncio.run(hold_lock_and_start())
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     outputs = sorted(r.stdout for r in results)
-    assert (
-        outputs[0].strip() == "applied 0001_retry_queue.up.sql\napplied 0002_retry_functions.up.sql"
-    )
+    assert outputs[0].strip() == "\n".join(f"applied {m.up_file}" for m in load_migrations())
     assert outputs[1].strip() == "nothing to apply: the schema is up to date"
 
 
 def _broken_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "schema"
     shutil.copytree(SCHEMA_DIR, folder)
-    (folder / "0003_broken.up.sql").write_text(
+    (folder / f"{BROKEN}.up.sql").write_text(
         """
         -- a function whose body has semicolons: the splitter must keep it whole
         CREATE FUNCTION broken_helper() RETURNS integer LANGUAGE plpgsql AS $body$
@@ -210,7 +211,7 @@ def _broken_folder(tmp_path: Path) -> Path:
         CREATE TABLE never_reached (id integer);
         """
     )
-    (folder / "0003_broken.down.sql").write_text("DROP TABLE broken_side_effect;\n")
+    (folder / f"{BROKEN}.down.sql").write_text("DROP TABLE broken_side_effect;\n")
     return folder
 
 
@@ -226,9 +227,9 @@ def test_broken_migration_rolls_back_whole_and_names_file_and_statement(
         with pytest.raises(MigrationError) as info:
             await migrate(conn, source=folder)
         error = info.value
-        assert error.file == "0003_broken.up.sql"
+        assert error.file == f"{BROKEN}.up.sql"
         assert error.statement_number == 3
-        assert "0003_broken.up.sql: statement 3 of 4" in str(error)
+        assert f"{BROKEN}.up.sql: statement 3 of 4" in str(error)
         assert "INSERT INTO no_such_table VALUES (1)" in str(error)
         assert isinstance(error.__cause__, asyncpg.UndefinedTableError)
         assert await catalog(conn) == before
@@ -244,11 +245,11 @@ def test_broken_migration_on_a_fresh_database_keeps_the_good_ones(
     folder = _broken_folder(tmp_path)
 
     async def body(conn: Any) -> None:
-        with pytest.raises(MigrationError, match="0003_broken"):
+        with pytest.raises(MigrationError, match=BROKEN):
             await migrate(conn, source=folder)
         report = await status(conn, source=folder)
-        assert [a.version for a in report.applied] == [1, 2]
-        assert [m.version for m in report.pending] == [3]
+        assert [a.version for a in report.applied] == ALL
+        assert [m.version for m in report.pending] == [LATEST + 1]
         assert await conn.fetchval("SELECT to_regclass('broken_side_effect')") is None
         assert await conn.fetchval("SELECT to_regproc('broken_helper')") is None
 
@@ -274,6 +275,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
     assert [(m.version, m.up_file, m.down_file) for m in migrations] == [
         (1, "0001_retry_queue.up.sql", "0001_retry_queue.down.sql"),
         (2, "0002_retry_functions.up.sql", "0002_retry_functions.down.sql"),
+        (3, "0003_release_items.up.sql", "0003_release_items.down.sql"),
     ]
 
 
