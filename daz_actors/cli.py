@@ -81,3 +81,7 @@ def run(config_file: Path | None) -> None:
 
 main.add_command(migrate_command)
 main.add_command(queue_group)
+
+
+if __name__ == "__main__":
+    main()

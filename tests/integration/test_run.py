@@ -1,0 +1,120 @@
+"""`daz-actors run`: the main job as a real process, and the root giving up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from daz_actors import Actor, ActorKind, actor_factory, default_kinds
+from daz_actors._config import parse_config
+from daz_actors._runner import EXIT_GAVE_UP, run_config
+
+DAZ = [sys.executable, "-m", "daz_actors.cli"]
+
+
+async def wait_for_line(process: trio.Process, text: str, seen: list[str]) -> None:
+    """Read the process's stderr until a line contains `text` (all lines go to `seen`)."""
+    assert process.stderr is not None
+    buffer = b""
+    while not any(text in line for line in seen):
+        chunk = await process.stderr.receive_some(4096)
+        if not chunk:
+            raise AssertionError(f"process ended before {text!r}: {seen}")
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        seen.extend(line.decode() for line in lines)
+
+
+async def drain(process: trio.Process, seen: list[str]) -> None:
+    assert process.stderr is not None
+    rest = b""
+    while chunk := await process.stderr.receive_some(4096):
+        rest += chunk
+    seen.extend(rest.decode().splitlines())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_run_starts_the_default_tree_and_stops_in_order_on_a_signal(pg, tmp_path, signum):
+    """The main job migrates, starts the whole default tree, and exits 0 after an orderly
+    shutdown on SIGTERM or SIGINT, without printing the database password."""
+    env = {**os.environ, "DAZ_DATABASE_URL": pg.dsn, "DAZ_DATA_DIR": str(tmp_path)}
+    process = await trio.lowlevel.open_process(
+        [*DAZ, "run"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    seen: list[str] = []
+    try:
+        with trio.fail_after(60):
+            await wait_for_line(process, "tree 'daz' is ready", seen)
+            await wait_for_line(process, "connected to", seen)
+        process.send_signal(signum)
+        with trio.fail_after(60):
+            await drain(process, seen)
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0, seen
+    assert any("shutting down in order" in line for line in seen)
+    assert any("stopped in order" in line for line in seen)
+    assert (tmp_path / "retry-spool").exists()
+
+
+class AlwaysCrashes(Actor):
+    async def on_start(self) -> None:
+        raise RuntimeError("this actor can never start")
+
+
+@attrs.frozen(kw_only=True)
+class NoParams:
+    pass
+
+
+def test_root_giving_up_exits_non_zero_with_a_clear_log_line(pg, tmp_path, monkeypatch, caplog):
+    """When the root supervisor exceeds its intensity, run returns exit code 1 and says why."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    kinds.add(
+        ActorKind(
+            name="crasher", params=NoParams, build=lambda _p, _c: actor_factory(AlwaysCrashes)
+        )
+    )
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["crasher"]
+        max_restarts = 2
+        backoff = {{ initial = 0.01, max_delay = 0.01 }}
+        [actors.crasher]
+        kind = "crasher"
+        """,
+        kinds,
+    )
+    with caplog.at_level(logging.CRITICAL, logger="daz_actors.run"):
+        code = run_config(config, kinds, handle_signals=False)
+    assert code == EXIT_GAVE_UP == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "daz_actors.run"]
+    assert any("the root supervisor gave up" in m and "crasher" in m for m in messages), messages
+
+
+def test_run_exits_2_when_the_database_cannot_be_prepared(tmp_path: Path, monkeypatch: Any):
+    """An unreachable database at start gives exit code 2 and a message without secrets."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    dsn = f"postgresql://bot:hunter2@/postgres?host={tmp_path}&port=1"
+    env = {**os.environ, "DAZ_DATABASE_URL": dsn, "DAZ_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([*DAZ, "run"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "cannot prepare the database" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
