@@ -30,6 +30,7 @@ DEFAULT_RETRYABLE_TYPES = (
     "HandshakeError",
     "DatabaseUnavailable",
     "CircuitOpen",
+    "SendFailed",
 )
 
 

@@ -149,8 +149,40 @@ async def redo_sql(item: QueueItem, ctx: AttemptContext) -> None:
         await ctx.db.execute(sql, *data.get("args", []))
 
 
+async def resend_chat(item: QueueItem, ctx: AttemptContext) -> None:
+    """Handler for ``cytube.send_chat`` and ``cytube.send_pm``: send it again.
+
+    The same event id goes with it, so a failure of this attempt is not queued twice.
+    Raises `SendFailed` (retryable) while the room is not joined or the echo does not come.
+    """
+    from ._cytube_events import SendChat, SendPrivate
+
+    data = item.event_data if isinstance(item.event_data, dict) else {}
+    channel, msg = data.get("channel"), data.get("msg")
+    if not isinstance(channel, str) or not isinstance(msg, str):
+        raise PermanentError(f"{item.event_type} item needs 'channel' and 'msg' in its data")
+    ref = ctx.registry.get(f"room:{channel}/connection")
+    if ref is None:
+        raise PermanentError(f"no room for channel {channel!r} in this process")
+    request: SendChat | SendPrivate
+    if item.event_type == "cytube.send_pm":
+        to = data.get("to")
+        if not isinstance(to, str):
+            raise PermanentError("cytube.send_pm item needs 'to' in its data")
+        request = SendPrivate(
+            to=to, msg=msg, event_id=item.event_id, correlation_id=item.correlation_id or ""
+        )
+    else:
+        request = SendChat(
+            msg=msg, event_id=item.event_id, correlation_id=item.correlation_id or ""
+        )
+    await ref.ask(request, timeout=item.attempt_timeout)
+
+
 def default_handlers() -> HandlerRegistry:
-    """A registry with the built-in handlers (``sql.exec``)."""
+    """A registry with the built-in handlers (``sql.exec``, ``cytube.send_chat``/``_pm``)."""
     handlers = HandlerRegistry()
     handlers.add("sql.exec", redo_sql, description="re-run a failed SQL write")
+    handlers.add("cytube.send_chat", resend_chat, description="say a failed chat line again")
+    handlers.add("cytube.send_pm", resend_chat, description="send a failed private message again")
     return handlers
