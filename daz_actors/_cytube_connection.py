@@ -17,15 +17,23 @@ The password is never logged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
+import ssl
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 
 from ._actor import ActorContext
 from ._backoff import BackoffPolicy, Jitter
@@ -50,6 +58,7 @@ from ._mailbox import Ask, OneShot
 from ._socketio_codec import (
     Close,
     Connect,
+    ConnectError,
     Disconnect,
     Event,
     FrameError,
@@ -125,10 +134,61 @@ class _Pending:
     done: OneShot
 
 
+@contextlib.asynccontextmanager
+async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketConnection]:
+    """A client websocket whose TCP stream is always closed.
+
+    (trio-websocket 0.12's own `open_websocket_url` leaves the socket open when the server
+    closes first, as CyTube does on a kick.)
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "localhost"
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path + (f"?{parts.query}" if parts.query else "")
+    with trio.fail_after(timeout):
+        if secure:
+            stream: Any = await trio.open_ssl_over_tcp_stream(
+                host, port, ssl_context=ssl.create_default_context()
+            )
+        else:
+            stream = await trio.open_tcp_stream(host, port)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(timeout):
+                ws = await wrap_client_stream(nursery, stream, host, resource)
+            try:
+                yield ws
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await stream.aclose()
+
+
 def _text(frame: str | bytes) -> str:
     if isinstance(frame, bytes):
         raise FrameError("binary websocket frames are not supported")
     return frame
+
+
+_SESSION_ERRORS = (
+    OSError,
+    httpx.HTTPError,
+    HandshakeError,
+    ConnectionClosed,
+    FrameError,
+    SessionEnded,
+    trio.TooSlowError,
+    ValueError,
+)
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 class _Bucket:
@@ -164,6 +224,7 @@ class CytubeConnection:
         self._ws: Any = None
         self._pending: collections.deque[_Pending] = collections.deque()
         self._joined_users = False
+        self._joined_once = False
 
     # ------------------------------------------------------------------ running
 
@@ -182,25 +243,17 @@ class CytubeConnection:
         attempt = 0
         previous: float | None = None
         while True:
+            self._joined_once = False
+            reason = "the server closed the session"
             try:
-                joined = await self._session(ctx)
-            except (
-                OSError,
-                httpx.HTTPError,
-                HandshakeError,
-                ConnectionClosed,
-                FrameError,
-                SessionEnded,
-                trio.TooSlowError,
-                ValueError,
-            ) as exc:
-                joined = False
-                reason = f"{type(exc).__name__}: {exc}"
-            else:
-                reason = "the server closed the session"
+                await self._session(ctx)
+            except* _SESSION_ERRORS as group:
+                error = _first_leaf(group)
+                reason = f"{type(error).__name__}: {error}"
             finally:
                 self._ws = None
                 self._fail_pending("the connection was lost")
+            joined = self._joined_once
             if joined:
                 attempt = 0
             delay = backoff.delay(attempt, previous=previous)
@@ -234,40 +287,45 @@ class CytubeConnection:
         await self._set_status(ConnectionStatus.CONNECTING, "")
         with trio.fail_after(self.params.connect_timeout):
             ws_url = await self._discover()
+        async with _open_websocket(ws_url, self.params.connect_timeout) as ws:
+            return await self._run_session(ctx, ws)
+
+    async def _run_session(self, ctx: ActorContext, ws: WebSocketConnection) -> bool:
+        """Handshake, join, login, then read frames until the session ends."""
         joined = False
-        async with open_websocket_url(ws_url, connect_timeout=self.params.connect_timeout) as ws:
-            with trio.fail_after(self.params.connect_timeout):
-                opened = decode(_text(await ws.get_message()))
-                if not isinstance(opened, OpenPacket):
-                    raise SessionEnded(f"expected the open packet, got {type(opened).__name__}")
-                await ws.send_message("40")
-                while not isinstance(decode(_text(await ws.get_message())), Connect):
-                    pass
-            silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
-            self._ws = ws
-            self._joined_users = False
-            await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
-            password = self.params.resolved_password()
-            if self.params.name:
-                login: dict[str, str] = {"name": self.params.name}
-                if password:
-                    login["pw"] = password
-                await ws.send_message(encode_event("login", login))
-            else:
-                joined = True
-                await self._set_status(ConnectionStatus.JOINED, "read only: no name configured")
-            while True:
-                with trio.move_on_after(silence) as quiet:
-                    frame = await ws.get_message()
-                if quiet.cancelled_caught:
-                    raise SessionEnded(f"no ping from the server for {silence:g} s: it is dead")
-                packet = decode(_text(frame))
-                if isinstance(packet, Ping):
-                    await ws.send_message("3")
-                elif isinstance(packet, Event):
-                    joined = await self._on_event(ctx, packet) or joined
-                elif isinstance(packet, Close | Disconnect):
-                    return joined
+        with trio.fail_after(self.params.connect_timeout):
+            opened = decode(_text(await ws.get_message()))
+            if not isinstance(opened, OpenPacket):
+                raise SessionEnded(f"expected the open packet, got {type(opened).__name__}")
+            await ws.send_message("40")
+            while not isinstance(reply := decode(_text(await ws.get_message())), Connect):
+                if isinstance(reply, ConnectError):
+                    raise SessionEnded(f"the server refused the connection: {reply.data}")
+        silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
+        self._ws = ws
+        self._joined_users = False
+        await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
+        password = self.params.resolved_password()
+        if self.params.name:
+            login: dict[str, str] = {"name": self.params.name}
+            if password:
+                login["pw"] = password
+            await ws.send_message(encode_event("login", login))
+        else:
+            joined = True
+            await self._set_status(ConnectionStatus.JOINED, "read only: no name configured")
+        while True:
+            with trio.move_on_after(silence) as quiet:
+                frame = await ws.get_message()
+            if quiet.cancelled_caught:
+                raise SessionEnded(f"no ping from the server for {silence:g} s: it is dead")
+            packet = decode(_text(frame))
+            if isinstance(packet, Ping):
+                await ws.send_message("3")
+            elif isinstance(packet, Event):
+                joined = await self._on_event(ctx, packet) or joined
+            elif isinstance(packet, Close | Disconnect):
+                return joined
 
     async def _on_event(self, ctx: ActorContext, packet: Event) -> bool:
         """Handle one server event; True if it completed the join."""
@@ -331,6 +389,8 @@ class CytubeConnection:
             self._pending.popleft().done.fail(SendFailed(reason))
 
     async def _set_status(self, status: ConnectionStatus, reason: str) -> None:
+        if status is ConnectionStatus.JOINED:
+            self._joined_once = True
         if status is self.status:
             return
         self.status = status

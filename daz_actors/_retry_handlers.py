@@ -185,4 +185,7 @@ def default_handlers() -> HandlerRegistry:
     handlers.add("sql.exec", redo_sql, description="re-run a failed SQL write")
     handlers.add("cytube.send_chat", resend_chat, description="say a failed chat line again")
     handlers.add("cytube.send_pm", resend_chat, description="send a failed private message again")
+    from ._router import rerun_command  # (here: _router imports this module)
+
+    handlers.add("command.run", rerun_command, description="run a failed chat command again")
     return handlers

@@ -6,6 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
+import attrs
 import click
 
 from ._build import format_tree
@@ -68,15 +69,37 @@ def tree(config_file: Path | None) -> None:
 
 @main.command()
 @CONFIG_ARG
-def run(config_file: Path | None) -> None:
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="Join this channel instead of the configured ones (repeat for several).",
+)
+def run(config_file: Path | None, channels: tuple[str, ...]) -> None:
     """Run the tree of CONFIG_FILE until SIGINT/SIGTERM (then shut down in order).
 
     Without a database URL (config or $DAZ_DATABASE_URL) an embedded PostgreSQL is started
     in the data directory; migrations are applied before the tree starts.
     """
     cfg = _load(config_file)
+    if channels:
+        try:
+            cfg = with_channels(cfg, channels)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--channel") from None
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     sys.exit(run_config(cfg, default_kinds()))
+
+
+def with_channels(cfg: Config, channels: tuple[str, ...]) -> Config:
+    """`cfg` with every ``rooms`` actor joining `channels` instead."""
+    params = dict(cfg.actor_params)
+    rooms = [name for name, actor in cfg.actors.items() if actor.kind == "rooms"]
+    if not rooms:
+        raise ValueError("the config has no actor of kind 'rooms' to give channels to")
+    for name in rooms:
+        params[name] = attrs.evolve(params[name], channels=tuple(channels))
+    return attrs.evolve(cfg, actor_params=params)
 
 
 main.add_command(migrate_command)
