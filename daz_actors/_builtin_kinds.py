@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._failure_log import FailureLogParams, build_failure_log
 from ._kinds import ActorKind, ActorKinds
 from ._retry_kind import RetryParams, build_retry
+from ._rooms import RoomsParams, build_rooms
 from ._sql_gateway import SqlGatewayParams, build_sql_gateway
 
 __all__ = ["default_kinds"]
@@ -35,6 +36,14 @@ def default_kinds() -> ActorKinds:
             params=RetryParams,
             build=build_retry,
             description="the retry subtree: failure capture, dispatcher and workers",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name="rooms",
+            params=RoomsParams,
+            build=build_rooms,
+            description="one room (connection + event router) per CyTube channel",
         )
     )
     return kinds

@@ -37,8 +37,18 @@ async def _apply_migrations(url: str) -> list[str]:
         await conn.close()
 
 
-def run_config(config: Config, kinds: ActorKinds, *, handle_signals: bool = True) -> int:
-    """Run the tree of `config` until SIGINT/SIGTERM; the process exit code."""
+def run_config(
+    config: Config,
+    kinds: ActorKinds,
+    *,
+    handle_signals: bool = True,
+    extra_resources: Mapping[str, Any] | None = None,
+) -> int:
+    """Run the tree of `config` until SIGINT/SIGTERM; the process exit code.
+
+    `extra_resources` reach the kinds' factories (``retry_handlers``: your
+    `HandlerRegistry`, ``commands``: your `CommandRegistry`).
+    """
     with open_database(config.database.url, data_dir=config.data_dir) as database:
         try:
             applied = asyncio.run(_apply_migrations(database.url))
@@ -47,9 +57,15 @@ def run_config(config: Config, kinds: ActorKinds, *, handle_signals: bool = True
             return EXIT_STARTUP_FAILED
         for name in applied:
             log.info("applied migration %s", name)
-        resources: Mapping[str, Any] = {"database_url": database.url}
+        tree: list[Any] = []  # the root, once built: `!debug` reports its state
+        resources: Mapping[str, Any] = {
+            "database_url": database.url,
+            "tree_state": lambda: tree[0].which_children() if tree else [],
+            **(extra_resources or {}),
+        }
         registry, bus = Registry(), EventBus()
         root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
+        tree.append(root)
 
         try:
             trio.run(partial(run_tree, root, handle_signals=handle_signals))
