@@ -230,11 +230,15 @@ class Supervisor:
                 self._exits.send_nowait(_Exit(slot, slot.incarnation, error, start_failed=True))
 
     def close(self) -> None:
-        """Stop taking messages for every child, recursively (after the last incarnation)."""
+        """Stop taking messages for every child, recursively, and free their names.
+
+        For a supervisor that will not run again (removed, or the tree is done).
+        """
         for slot in self._slots:
             if isinstance(slot.spec.start, Supervisor):
                 slot.spec.start.close()
             slot.mailbox.close()
+            self.registry.unregister(slot.registered_as)
 
     # ----------------------------------------------------------------- running
 
