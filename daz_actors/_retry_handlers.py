@@ -164,18 +164,17 @@ async def resend_chat(item: QueueItem, ctx: AttemptContext) -> None:
     ref = ctx.registry.get(f"room:{channel}/connection")
     if ref is None:
         raise PermanentError(f"no room for channel {channel!r} in this process")
+    ids: dict[str, str] = {"event_id": item.event_id}
+    if item.correlation_id:
+        ids["correlation_id"] = item.correlation_id
     request: SendChat | SendPrivate
     if item.event_type == "cytube.send_pm":
         to = data.get("to")
         if not isinstance(to, str):
             raise PermanentError("cytube.send_pm item needs 'to' in its data")
-        request = SendPrivate(
-            to=to, msg=msg, event_id=item.event_id, correlation_id=item.correlation_id or ""
-        )
+        request = SendPrivate(to=to, msg=msg, **ids)
     else:
-        request = SendChat(
-            msg=msg, event_id=item.event_id, correlation_id=item.correlation_id or ""
-        )
+        request = SendChat(msg=msg, **ids)
     await ref.ask(request, timeout=item.attempt_timeout)
 
 

@@ -236,3 +236,55 @@ async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_pe
     assert failed, results
     assert len(delivered) >= 3
     assert failures.depth == len(failed)
+
+
+async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it_cannot(
+    cytube_peer, pg
+):
+    """The cytube.send_chat retry handler says a queued line again through the room's
+    connection; while the room cannot send it raises an error classified as retryable."""
+    from daz_actors import _queue as queue
+    from daz_actors._error_classes import ErrorClassifier
+    from daz_actors._queue_types import NewItem
+    from daz_actors._retry_handlers import AttemptContext, Checkpoint, resend_chat
+
+    async def queued_item(conn: Any) -> Any:
+        data = {"channel": CHANNEL, "msg": "queued line"}
+        await queue.enqueue(conn, NewItem(event_id="e-1", event_type="cytube.send_chat",
+                                          event_data=data, correlation_id="c-1"))  # fmt: skip
+        return (await queue.acquire(conn, "w", batch_size=1))[0]
+
+    async with pg.trio_connection() as db:
+        item = await db.call(queued_item)
+
+    async def save(_checkpoint: Any) -> bool:
+        return True
+
+    def context(registry: Registry) -> AttemptContext:
+        return AttemptContext(
+            event_id=item.event_id,
+            correlation_id=item.correlation_id,
+            attempt=1,
+            lease=item.lease,
+            checkpoint=Checkpoint(None, save),
+            registry=registry,
+            db=None,  # type: ignore[arg-type]  # this handler does not use the database
+        )
+
+    cytube_peer.add_account("bot", "secret")
+    refused, refused_connection, _ = room(cytube_peer, [], password="wrong")
+    async with open_tree(refused):
+        await wait_until(
+            lambda: refused_connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20
+        )
+        with pytest.raises(SendFailed) as caught:
+            await resend_chat(item, context(refused.registry))
+    assert ErrorClassifier().classify(caught.value).retryable
+
+    sup, connection, _ = room(cytube_peer, [])
+    async with open_tree(sup):
+        await joined(connection)
+        await resend_chat(item, context(sup.registry))
+        state = await trio.to_thread.run_sync(cytube_peer.state)
+    said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
+    assert said == ["queued line"]
