@@ -54,6 +54,7 @@ from ._cytube_events import (
 from ._cytube_protocol import split_message, to_typed_event
 from ._errors import DazActorsError
 from ._events import FailureEvent
+from ._logging import register_secret
 from ._mailbox import Ask, OneShot
 from ._socketio_codec import (
     Close,
@@ -123,7 +124,9 @@ class ConnectionParams:
 
     def resolved_password(self) -> str:
         """The password: the environment variable wins over the config value."""
-        return os.environ.get(self.password_env) or self.password
+        password = os.environ.get(self.password_env) or self.password
+        register_secret(password)  # never in a log line, whatever logs it
+        return password
 
 
 @attrs.define

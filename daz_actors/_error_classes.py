@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["Classification", "ErrorClassifier"]
+__all__ = ["Classification", "ErrorClassifier", "ErrorRules"]
 
 DEFAULT_RETRYABLE_CODES = ("40001", "40P01", "08*", "53*", "57P0*", "55P03")
 DEFAULT_RETRYABLE_TYPES = (
@@ -98,3 +98,26 @@ class ErrorClassifier:
             if name in names:
                 return Classification(retryable=True, code=label, reason=f"type {name}")
         return Classification(retryable=False, code=label, reason="no rule: permanent")
+
+
+@attrs.frozen(kw_only=True)
+class ErrorRules:
+    """Configurable classification rules; actor params that classify errors derive from it."""
+
+    retryable_codes: tuple[str, ...] = DEFAULT_RETRYABLE_CODES  # SQLSTATEs, "08*" = a class
+    permanent_codes: tuple[str, ...] = ()  # permanent rules win over retryable ones
+    retryable_types: tuple[str, ...] = DEFAULT_RETRYABLE_TYPES  # exception class names
+    permanent_types: tuple[str, ...] = ()
+    retryable_patterns: tuple[str, ...] = ()  # regexes searched in error messages
+    permanent_patterns: tuple[str, ...] = ()
+
+    def classifier(self) -> ErrorClassifier:
+        """The classifier these rules describe (raises ValueError for a bad regex)."""
+        return ErrorClassifier(
+            retryable_codes=self.retryable_codes,
+            permanent_codes=self.permanent_codes,
+            retryable_types=self.retryable_types,
+            permanent_types=self.permanent_types,
+            retryable_patterns=self.retryable_patterns,
+            permanent_patterns=self.permanent_patterns,
+        )

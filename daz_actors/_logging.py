@@ -12,6 +12,7 @@ passwords and each secret given to `register_secret` by ``***``. See docs/loggin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json as jsonlib
 import logging
@@ -22,7 +23,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "redact", "register_secret"]
+__all__ = [
+    "JsonFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "redact",
+    "register_dsn_password",
+    "register_secret",
+]
 
 # the structured fields, in output order, before any other extra
 FIELDS = ("actor", "correlation_id", "event_id", "channel", "error_type", "error")
@@ -69,6 +77,16 @@ def register_secret(value: str | None) -> None:
     """Redact `value` (a password, a token) from every log line from now on; empty is ignored."""
     if value:
         _SECRETS.add(value)
+
+
+def register_dsn_password(dsn: str | None) -> None:
+    """Register the password of a database URL or libpq ``key=value`` DSN, if it has one."""
+    for match in _KV_PASSWORD.finditer(dsn or ""):
+        register_secret(match[2].strip("'\""))
+    if dsn and "://" in dsn:
+        with contextlib.suppress(ValueError):
+            password = urllib.parse.urlsplit(dsn).password
+            register_secret(password and urllib.parse.unquote(password))
 
 
 def redact(text: str) -> str:

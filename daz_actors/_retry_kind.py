@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from ._error_classes import DEFAULT_RETRYABLE_CODES, DEFAULT_RETRYABLE_TYPES, ErrorClassifier
+from ._error_classes import ErrorRules
 from ._kinds import BuildContext
 from ._retry_capture import capture_with_spool
 from ._retry_dispatcher import RetryDispatcher
@@ -24,7 +24,7 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
 
 
 @attrs.frozen(kw_only=True)
-class RetryParams:
+class RetryParams(ErrorRules):
     """Parameters of the ``retry`` kind."""
 
     worker_count: int = attrs.field(default=3, validator=_positive)  # workers
@@ -40,27 +40,9 @@ class RetryParams:
     disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
     spool_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
     # bound of the local spool used while PostgreSQL is unreachable
-    # how handler errors are classified (see docs/retry.md); permanent rules win
-    retryable_codes: tuple[str, ...] = DEFAULT_RETRYABLE_CODES  # SQLSTATEs, "08*" = a class
-    permanent_codes: tuple[str, ...] = ()
-    retryable_types: tuple[str, ...] = DEFAULT_RETRYABLE_TYPES  # exception class names
-    permanent_types: tuple[str, ...] = ()
-    retryable_patterns: tuple[str, ...] = ()  # regexes searched in error messages
-    permanent_patterns: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         self.classifier()
-
-    def classifier(self) -> ErrorClassifier:
-        """The classifier of handler errors these params describe."""
-        return ErrorClassifier(
-            retryable_codes=self.retryable_codes,
-            permanent_codes=self.permanent_codes,
-            retryable_types=self.retryable_types,
-            permanent_types=self.permanent_types,
-            retryable_patterns=self.retryable_patterns,
-            permanent_patterns=self.permanent_patterns,
-        )
 
 
 def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:

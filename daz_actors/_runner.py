@@ -17,6 +17,7 @@ from ._config import Config
 from ._embedded_pg import open_database
 from ._errors import DazActorsError, SupervisorGaveUp
 from ._kinds import ActorKinds
+from ._logging import register_dsn_password
 from ._migrations import migrate
 from ._registry import Registry
 from ._tree import run_tree
@@ -49,7 +50,10 @@ def run_config(
     `extra_resources` reach the kinds' factories (``retry_handlers``: your
     `HandlerRegistry`, ``commands``: your `CommandRegistry`).
     """
+    if config.database.url:
+        register_dsn_password(config.database.url)
     with open_database(config.database.url, data_dir=config.data_dir) as database:
+        register_dsn_password(database.url)
         try:
             applied = asyncio.run(_apply_migrations(database.url))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DazActorsError) as exc:

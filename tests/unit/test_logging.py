@@ -18,7 +18,12 @@ import pytest
 
 from daz_actors import _logging
 from daz_actors._embedded_pg import redact_dsn
-from daz_actors._logging import configure_logging, redact, register_secret
+from daz_actors._logging import (
+    configure_logging,
+    redact,
+    register_dsn_password,
+    register_secret,
+)
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 log = logging.getLogger("daz_actors.test")
@@ -262,6 +267,22 @@ def test_registered_secret_is_redacted_in_its_quoted_forms() -> None:
     assert "w%27rd" not in text
     assert "rd\\" not in text
     assert "ss/w" not in text
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://bot:Pw%2Fx-7@db/daz",
+        "postgresql://db/daz?password=Pw/x-7",
+        "host=db password='Pw/x-7' user=bot",
+        "host=db password=Pw/x-7",
+    ],
+)
+def test_register_dsn_password_registers_the_decoded_password(dsn: str) -> None:
+    """The password of a URL or key=value DSN is registered, so it is redacted on its own."""
+    register_dsn_password(dsn)
+    register_dsn_password(None)
+    assert redact("saw Pw/x-7 and Pw%2Fx-7") == "saw *** and ***"
 
 
 def test_a_subprocess_never_writes_a_registered_secret() -> None:
