@@ -203,7 +203,11 @@ class Supervisor:
         async with self._lock:
             self._require_running()
             slot = self._add_slot(spec)
-            error = await self._start(slot)
+            try:
+                error = await self._start(slot)
+            except BaseException:
+                self._remove_slot(slot)
+                raise
             if error is not None:
                 self._remove_slot(slot)
                 raise StartFailed(f"child {spec.name!r} failed to start: {error!r}") from error
@@ -310,7 +314,7 @@ class Supervisor:
                     and event.incarnation == slot.incarnation
                     and slot.state is expected
                 ):
-                    await self._handle_exit(slot, event.error)
+                    await self._handle_exit(slot, event.error, start_failed=event.start_failed)
             finally:
                 self._lock.release()
 
@@ -343,7 +347,7 @@ class Supervisor:
                     continue
                 error = await self._start(slot)
                 if error is not None:
-                    await self._handle_exit(slot, error)
+                    await self._handle_exit(slot, error, start_failed=True)
                     again = True
                     break
         return next_due
@@ -366,7 +370,16 @@ class Supervisor:
         # start_soon and a one-shot slot instead of nursery.start: no temporary nursery
         ready = OneShot()
         self._nursery.start_soon(self._run_child, slot, ctx, ready)
-        outcome = await ready.wait()
+        try:
+            outcome = await ready.wait()
+        except BaseException:
+            # the starter was cancelled: never leave a half-started child behind
+            if ctx._cancel_scope is not None:
+                ctx._cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await slot.done.wait()
+            slot.state = ChildState.STOPPED
+            raise
         if isinstance(outcome, _StartError):
             slot.state = ChildState.STOPPED
             return outcome.error
@@ -380,11 +393,11 @@ class Supervisor:
         scope = trio.CancelScope()
         ctx._cancel_scope = scope
         try:
-            with scope:
-                try:
+            try:
+                with scope:
                     await slot.spec.start(ctx, task_status=relay)
-                except Exception as exc:
-                    error = exc
+            except Exception as exc:  # outside the scope: also a group raised while cancelled
+                error = exc
             if not relay.done:
                 if error is None:
                     error = StartFailed(f"{slot.registered_as!r} exited before it was ready")
@@ -399,7 +412,9 @@ class Supervisor:
                 ready.reply(_StartError(StartFailed(f"{slot.registered_as!r} was interrupted")))
             slot.done.set()
 
-    async def _handle_exit(self, slot: _Slot, error: BaseException | None) -> None:
+    async def _handle_exit(
+        self, slot: _Slot, error: BaseException | None, *, start_failed: bool = False
+    ) -> None:
         """Apply the restart type, intensity and strategy to one child's exit."""
         now = trio.current_time()
         kind = ExitKind.NORMAL if error is None else ExitKind.CRASH
@@ -422,7 +437,7 @@ class Supervisor:
             raise SupervisorGaveUp(
                 self.name, slot.registered_as, self.policy.max_restarts, self.policy.within_seconds
             ) from error
-        if slot.incarnation > 0 and now - slot.started_at >= self.policy.reset_after:
+        if not start_failed and now - slot.started_at >= self.policy.reset_after:
             slot.attempt = 0
         delay = self.policy.backoff.delay(slot.attempt, rng=self._rng, previous=slot.last_delay)
         slot.attempt += 1
@@ -493,8 +508,12 @@ class Supervisor:
         slot.state = ChildState.STOPPED
 
     async def _stop_all(self) -> None:
-        for slot in reversed(self._slots):
-            await self._stop(slot)
+        await self._acquire()
+        try:
+            for slot in reversed(list(self._slots)):
+                await self._stop(slot)
+        finally:
+            self._lock.release()
 
     # ----------------------------------------------------------------- slots
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 import trio.testing
@@ -394,3 +396,75 @@ async def test_cancellation_of_the_tree_is_not_a_crash():
     assert journal.of("start") == ["a", "b", "c"]
     assert journal.total_running() == 0
     assert [c.restarts for c in sup.which_children()] == [0, 0, 0]
+
+
+async def test_a_child_failing_while_cancelled_does_not_take_its_supervisor_down():
+    """A function actor whose cleanup raises while it is stopped is logged, not escalated."""
+
+    async def cleanup_raises(ctx, *, task_status=trio.TASK_STATUS_IGNORED):
+        async def fails_on_cancel():
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise ValueError("cleanup failed")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails_on_cancel)
+            task_status.started()
+            await trio.sleep_forever()
+
+    registry = Registry()
+    inner = supervisor("inner", [ChildSpec(name="c", start=cleanup_raises)], fast_policy(),
+                       registry)  # fmt: skip
+    outer = supervisor("outer", [ChildSpec(name="inner", start=inner)], fast_policy(), registry)
+    async with open_tree(outer):
+        await inner.restart_child("c")
+        assert inner.which_children()[0].incarnation == 2
+        assert outer.which_children()[0].restarts == 0
+
+
+async def test_a_cancelled_start_child_leaves_no_half_started_child(autojump_clock):
+    """If the caller of start_child gives up, the child is stopped and removed."""
+    started: list[int] = []
+
+    async def slow_start(ctx, *, task_status=trio.TASK_STATUS_IGNORED):
+        started.append(ctx.incarnation)
+        await trio.sleep(10)
+        task_status.started()
+        await trio.sleep_forever()
+
+    sup = supervisor("sup", [], fast_policy())
+    async with open_tree(sup):
+        with trio.move_on_after(1):
+            await sup.start_child(ChildSpec(name="slow", start=slow_start))
+        assert sup.which_children() == []
+        await trio.sleep(20)
+        assert sup.which_children() == []
+    assert started == [1]
+
+
+async def test_failed_starts_keep_backing_off_after_a_long_run(autojump_clock):
+    """Start failures after a long healthy run back off exponentially, not from scratch."""
+    backoff = BackoffPolicy(initial=1.0, multiplier=2.0, max_delay=100.0, jitter=Jitter.NONE)
+    healthy = trio.Event()
+    starts: list[float] = []
+
+    async def flaky_start(ctx, *, task_status=trio.TASK_STATUS_IGNORED):
+        starts.append(trio.current_time())
+        if ctx.incarnation > 1:
+            raise RuntimeError("cannot start")
+        task_status.started()
+        await healthy.wait()
+        raise RuntimeError("crash after a long run")
+
+    sup = supervisor(
+        "sup",
+        [ChildSpec(name="c", start=flaky_start)],
+        fast_policy(backoff=backoff, reset_after=30.0, max_restarts=100, within_seconds=1000),
+    )
+    async with open_tree(sup):
+        await trio.sleep(100)  # a long healthy run
+        healthy.set()
+        await wait_until(lambda: len(starts) >= 6, timeout=1000)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(starts[1:])]
+    assert gaps[:4] == [2.0, 4.0, 8.0, 16.0]
