@@ -28,10 +28,10 @@ from . import _queue as queue
 from ._actor import Actor, ActorContext, Startable, run_actor
 from ._bus import Overflow, Published
 from ._config import RetryPolicy
-from ._errors import SqlError
+from ._errors import ActorStopped, AskTimeout, QueueInputError, SqlError
 from ._events import FailureEvent
 from ._queue_types import NewItem
-from ._spool import Spool
+from ._spool import Spool, SpoolFull
 from ._sql_messages import SqlClient
 
 __all__ = ["DrainSpool", "RetryCapture", "ScheduleRetry", "capture_with_spool", "item_for_failure"]
@@ -98,6 +98,7 @@ class RetryCapture(Actor):
         self.duplicates = 0
         self.skipped = 0
         self.spooled = 0
+        self.refused = 0  # items that could not be queued nor spooled (logged as errors)
 
     async def on_start(self) -> None:
         self.db = SqlClient(self.ctx.registry.lookup(self.gateway))
@@ -119,7 +120,7 @@ class RetryCapture(Actor):
 
         try:
             drained = await self.spool.drain(send)
-        except SqlError as exc:
+        except (SqlError, AskTimeout, ActorStopped) as exc:
             log.warning("spool: %d items wait for the database (%s)", self.spool.pending_count, exc)
             return False
         log.info("spool: moved %d items into the queue", drained)
@@ -154,10 +155,17 @@ class RetryCapture(Actor):
                 is_new: bool = await self.db.run(
                     partial(queue.enqueue, item=item), name="retry.enqueue"
                 )
-            except SqlError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("database unreachable (%s): spooling %s", exc.code, item.event_id)
+            except QueueInputError as exc:  # can never be queued: say so, keep going
+                self.refused += 1
+                log.error("cannot queue %s (%s): %s", item.event_id, item.event_type, exc)
+                return False
+            except (SqlError, AskTimeout, ActorStopped) as exc:
+                if isinstance(exc, SqlError) and not exc.retryable:
+                    self.refused += 1
+                    log.error("cannot queue %s: %s", item.event_id, exc)
+                    return False
+                # enqueue is idempotent: spooling after a call that may have worked is safe
+                log.warning("database unreachable (%s): spooling %s", exc, item.event_id)
             else:
                 if is_new:
                     self.queued += 1
@@ -168,7 +176,15 @@ class RetryCapture(Actor):
                 else:
                     self.duplicates += 1
                 return is_new
-        await self.spool.append_async(item)  # SpoolFull: the actor crashes, loudly
+        try:
+            await self.spool.append_async(item)
+        except SpoolFull as exc:
+            self.refused += 1
+            log.error(
+                "LOST: %s (%s, correlation %s) could not be queued or spooled: %s",
+                item.event_id, item.event_type, item.correlation_id, exc,
+            )  # fmt: skip
+            return False
         self.spooled += 1
         return True
 

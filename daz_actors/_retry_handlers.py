@@ -143,10 +143,18 @@ async def redo_sql(item: QueueItem, ctx: AttemptContext) -> None:
     sql = data.get("sql")
     if not isinstance(sql, str):
         raise PermanentError("sql.exec item has no 'sql' text in its event data")
+    # the item's own ids: failing again must not queue a second item for the same write
     if "rows" in data:
-        await ctx.db.executemany(sql, [tuple(r) for r in data["rows"]])
+        await ctx.db.executemany(
+            sql,
+            [tuple(r) for r in data["rows"]],
+            event_id=item.event_id,
+            correlation_id=ctx.correlation_id,
+        )
     else:
-        await ctx.db.execute(sql, *data.get("args", []))
+        await ctx.db.execute(
+            sql, *data.get("args", []), event_id=item.event_id, correlation_id=ctx.correlation_id
+        )
 
 
 async def resend_chat(item: QueueItem, ctx: AttemptContext) -> None:

@@ -408,7 +408,12 @@ class EventRouter(Actor):
     async def _log(self, write: LogWrite) -> None:
         """Run one insert; on failure the line is queued for retry, and we go on."""
         try:
-            await self.db.execute(write.sql, *write.args, timeout=self.params.log_timeout)
+            await self.db.execute(
+                write.sql,
+                *write.args,
+                timeout=self.params.log_timeout,
+                event_id=f"log-{write.event_id}",
+            )
         except SqlError as exc:
             # the gateway published sql.exec.failed with {"sql", "args"}: the queue has it
             self.stats.log_failures += 1
@@ -418,7 +423,7 @@ class EventRouter(Actor):
                 "queued for retry" if exc.retryable else "permanent, not retried",
             )  # fmt: skip
         except (AskTimeout, ActorStopped) as exc:
-            # the gateway did not answer, so it published nothing: publish it ourselves
+            # the gateway may not have published: publish it ourselves, with the same id
             self.stats.log_failures += 1
             log.warning(
                 "%s: writing %s %s: no answer from the gateway (%s); queued for retry",

@@ -26,7 +26,7 @@ from ._bus import EventBus
 from ._embedded_pg import redact_dsn
 from ._error_classes import ErrorRules
 from ._errors import ActorStopped, CircuitOpen, DatabaseUnavailable, SqlError
-from ._events import FailureEvent
+from ._events import FailureEvent, new_id
 from ._kinds import BuildContext
 from ._mailbox import Ask
 from ._sql_messages import (
@@ -166,6 +166,7 @@ class SqlGateway:
         self.in_flight = 0
         self.connected = trio.Event()  # set once a pool exists (per incarnation)
         self._bus: EventBus | None = None  # where failure events go (the incarnation's)
+        self._background: trio.Nursery | None = None  # where they are published from
         self._name = "sql-gateway"
 
     def status(self) -> GatewayStatus:
@@ -198,15 +199,19 @@ class SqlGateway:
             async with trio.open_nursery() as calls:
                 with trio.CancelScope() as accepting:
                     background.start_soon(self._stop_accepting, ctx, accepting)
+                    self._background = background
                     while True:
+                        # capacity first: a stop never finds a request taken but not served
+                        slot = object()
+                        await limiter.acquire_on_behalf_of(slot)
                         item = await ctx.mailbox.get()
                         message = item.message if isinstance(item, Ask) else item
                         if isinstance(message, GetStatus):
+                            limiter.release_on_behalf_of(slot)
                             if isinstance(item, Ask):
                                 item.reply(self.status())
                             continue
-                        await limiter.acquire_on_behalf_of(item)
-                        calls.start_soon(self._serve, item, limiter)
+                        calls.start_soon(self._serve, item, limiter, slot)
             background.cancel_scope.cancel()
 
     async def _stop_accepting(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
@@ -250,7 +255,7 @@ class SqlGateway:
                 if cs.cancelled_caught:
                     pool.terminate()
 
-    async def _serve(self, item: Any, limiter: trio.CapacityLimiter) -> None:
+    async def _serve(self, item: Any, limiter: trio.CapacityLimiter, slot: object) -> None:
         ask = item if isinstance(item, Ask) else None
         request = item.message if ask is not None else item
         try:
@@ -271,7 +276,7 @@ class SqlGateway:
             if ask is not None:
                 ask.reply(result)
         finally:
-            limiter.release_on_behalf_of(item)
+            limiter.release_on_behalf_of(slot)
 
     async def call(self, request: SqlRequest) -> Any:
         """Run one request with its timeout, breaker, classification and failure event."""
@@ -286,13 +291,13 @@ class SqlGateway:
                 f"{operation} refused: circuit breaker open for {self.database}",
                 retry_after=self.breaker.retry_after(now),
             )
-            await self._failed(request, topic, operation, error)
+            self._failed(request, topic, operation, error)
             raise error
         pool = self._pool
         if pool is None:
             self.breaker.record_failure(now)
             error = DatabaseUnavailable(f"{operation} failed: not connected to {self.database}")
-            await self._failed(request, topic, operation, error)
+            self._failed(request, topic, operation, error)
             raise error
         self.in_flight += 1
         try:
@@ -322,12 +327,15 @@ class SqlGateway:
             self.breaker.record_failure(trio.current_time())
         else:  # the database answered: it is healthy, the request was wrong
             self.breaker.record_success(trio.current_time())
-        await self._failed(request, topic, operation, error)
+        self._failed(request, topic, operation, error)
         raise error
 
-    async def _failed(
-        self, request: SqlRequest, topic: str, operation: str, error: SqlError
-    ) -> None:
+    def _failed(self, request: SqlRequest, topic: str, operation: str, error: SqlError) -> None:
+        """Log the failure and publish its event without delaying the caller's answer.
+
+        (Publishing inline could wait on a full BLOCK subscriber, such as the retry capture,
+        while that subscriber waits for this very answer.)
+        """
         self.failures += 1
         log.warning(
             "%s failed (%s, %s, correlation %s): %s",
@@ -337,8 +345,9 @@ class SqlGateway:
             request.correlation_id,
             error,
         )
-        if self._bus is not None:
-            await self._bus.publish(
+        if self._bus is not None and self._background is not None:
+            self._background.start_soon(
+                self._bus.publish,
                 topic,
                 FailureEvent(
                     topic=topic,
@@ -350,6 +359,7 @@ class SqlGateway:
                     retryable=error.retryable,
                     retry_data=_retry_data(request),
                     correlation_id=request.correlation_id,
+                    event_id=request.event_id or new_id(),
                 ),
             )
 

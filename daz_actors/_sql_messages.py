@@ -34,6 +34,7 @@ class SqlRequest:
 
     timeout: float | None = None  # seconds; None: the gateway's default call timeout
     correlation_id: str = attrs.field(factory=new_id)  # carried into failure events
+    event_id: str | None = None  # the failure event's id (idempotent queueing); None: new
 
 
 @attrs.frozen(kw_only=True)
@@ -125,16 +126,41 @@ class SqlClient:
         rows = await self.query(sql, *args, timeout=timeout)
         return rows[0][0] if rows else None
 
-    async def execute(self, sql: str, *args: Any, timeout: float | None = None) -> str:
-        """Run one statement; its status string."""
-        status: str = await self._call(Execute(sql=sql, args=args, timeout=timeout))
+    async def execute(
+        self,
+        sql: str,
+        *args: Any,
+        timeout: float | None = None,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Run one statement; its status string.
+
+        `event_id` names the write: if it fails, the failure event (and so the retry queue
+        item) carries it, so failing the same write again never queues it twice.
+        """
+        request = Execute(sql=sql, args=args, timeout=timeout, event_id=event_id)
+        if correlation_id:
+            request = attrs.evolve(request, correlation_id=correlation_id)
+        status: str = await self._call(request)
         return status
 
     async def executemany(
-        self, sql: str, rows: Sequence[Sequence[Any]], *, timeout: float | None = None
+        self,
+        sql: str,
+        rows: Sequence[Sequence[Any]],
+        *,
+        timeout: float | None = None,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
-        """Run `sql` once per row, in one round trip."""
-        await self._call(ExecuteMany(sql=sql, rows=tuple(tuple(r) for r in rows), timeout=timeout))
+        """Run `sql` once per row, in one round trip (`event_id` as for `execute`)."""
+        request = ExecuteMany(
+            sql=sql, rows=tuple(tuple(r) for r in rows), timeout=timeout, event_id=event_id
+        )
+        if correlation_id:
+            request = attrs.evolve(request, correlation_id=correlation_id)
+        await self._call(request)
 
     async def transaction(
         self,

@@ -472,3 +472,28 @@ async def test_periodic_cleanup_removes_finished_items_past_the_retention(pg):
                 while await item(db, "old") is not None:  # noqa: ASYNC110 - polling the table
                     await trio.sleep(0.05)
         assert await item(db, "new") is not None
+
+
+async def test_a_write_that_keeps_failing_is_one_queue_item_however_often_it_fails(pg):
+    """A retried SQL write that fails again is not queued again: one item, its attempts in
+    its own history, until it dead-letters."""
+    from daz_actors import SqlClient, SqlError
+    from daz_actors._retry_handlers import default_handlers
+
+    tree = retry_tree(pg.dsn, default_handlers())
+    failing = "DO $$ BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = '40001'; END $$"
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        client = SqlClient(tree.registry.lookup("sql-gateway"))
+        with pytest.raises(SqlError) as caught:
+            await client.execute(failing)
+        assert caught.value.retryable
+        with trio.fail_after(30):
+            while not await fetchval(  # noqa: ASYNC110 - polling the table
+                db, "SELECT count(*) FROM daz_retry_queue WHERE status = 'dead_letter'"
+            ):
+                await trio.sleep(0.05)
+        items = await fetchval(db, "SELECT count(*) FROM daz_retry_queue")
+        attempts = await fetchval(db, "SELECT count(*) FROM daz_retry_history")
+    assert items == 1
+    assert attempts == 3  # the first attempt and two retries (max_retries=2)
