@@ -52,7 +52,7 @@ from ._cytube_events import (
     UserList,
 )
 from ._cytube_protocol import split_message, to_typed_event
-from ._errors import DazActorsError
+from ._errors import ActorStopped, DazActorsError
 from ._events import FailureEvent
 from ._logging import register_secret
 from ._mailbox import Ask, OneShot
@@ -427,6 +427,14 @@ class CytubeConnection:
         except BaseException:
             if ask is not None:
                 ask.fail(SendFailed("the connection stopped before delivering"))
+            else:  # a told reply: hand it to the next incarnation, or to the retry queue
+                try:
+                    handed_back = ctx.mailbox.put_nowait(request)
+                except ActorStopped:
+                    handed_back = False
+                if not handed_back:
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await self._publish_failure(ctx, request, "stopped before delivering")
             raise
         else:
             if ask is not None:

@@ -116,9 +116,15 @@ class RetryWorker:
     async def _run_batch(self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]) -> None:
         done: list[Lease] = []
         unfinished = list(items)
+        acquired_at = trio.current_time()
         try:
             while unfinished and not ctx.stop_requested.is_set():
                 item = unfinished[0]
+                waited = trio.current_time() - acquired_at
+                if item is not items[0] and waited + item.attempt_timeout > self.lock_timeout:
+                    # its lease could expire mid-attempt and another worker run it too:
+                    # hand the rest back (released at once) and acquire afresh
+                    break
                 if await self._attempt(db, item):
                     done.append(item.lease)
                 unfinished.pop(0)

@@ -497,3 +497,30 @@ async def test_a_write_that_keeps_failing_is_one_queue_item_however_often_it_fai
         attempts = await fetchval(db, "SELECT count(*) FROM daz_retry_history")
     assert items == 1
     assert attempts == 3  # the first attempt and two retries (max_retries=2)
+
+
+async def test_items_whose_lease_could_expire_in_the_batch_are_handed_back_first(pg):
+    """A worker does not start an item whose lease could run out mid-attempt: it hands it
+    back and acquires it afresh, so no lock expires and nothing runs twice."""
+    handlers = HandlerRegistry()
+    runs: list[str] = []
+
+    @handlers.register("test.slowish")
+    async def slowish(item: QueueItem, ctx: AttemptContext) -> None:
+        runs.append(ctx.event_id)
+        await trio.sleep(0.4)  # the work itself takes time (the subject of this test)
+
+    tree = retry_tree(pg.dsn, handlers, worker_count=1, batch_size=3, lock_timeout=1.0)
+    items = [NewItem(event_id=f"s-{n}", event_type="test.slowish", attempt_timeout=0.8)
+             for n in range(3)]  # fmt: skip
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await db.call(queue.enqueue_many, items)
+        for new in items:
+            await item_in(db, new.event_id, RetryStatus.COMPLETED)
+        outcomes = await db.call(
+            lambda conn: conn.fetch("SELECT outcome FROM daz_retry_history ORDER BY id")
+        )
+    assert sorted(runs) == ["s-0", "s-1", "s-2"]
+    assert "lock_expired" not in {r["outcome"] for r in outcomes}
+    assert "released" in {r["outcome"] for r in outcomes}
