@@ -285,17 +285,16 @@ class CytubeConnection:
             (scheme, base.netloc, "/socket.io/", "EIO=4&transport=websocket", "")
         )
 
-    async def _session(self, ctx: ActorContext) -> bool:
-        """One session; True if the bot joined before it ended."""
+    async def _session(self, ctx: ActorContext) -> None:
+        """One session, until the server closes it or it fails."""
         await self._set_status(ConnectionStatus.CONNECTING, "")
         with trio.fail_after(self.params.connect_timeout):
             ws_url = await self._discover()
         async with _open_websocket(ws_url, self.params.connect_timeout) as ws:
-            return await self._run_session(ctx, ws)
+            await self._run_session(ctx, ws)
 
-    async def _run_session(self, ctx: ActorContext, ws: WebSocketConnection) -> bool:
+    async def _run_session(self, ctx: ActorContext, ws: WebSocketConnection) -> None:
         """Handshake, join, login, then read frames until the session ends."""
-        joined = False
         with trio.fail_after(self.params.connect_timeout):
             opened = decode(_text(await ws.get_message()))
             if not isinstance(opened, OpenPacket):
@@ -315,7 +314,6 @@ class CytubeConnection:
                 login["pw"] = password
             await ws.send_message(encode_event("login", login))
         else:
-            joined = True
             await self._set_status(ConnectionStatus.JOINED, "read only: no name configured")
         while True:
             with trio.move_on_after(silence) as quiet:
@@ -326,24 +324,22 @@ class CytubeConnection:
             if isinstance(packet, Ping):
                 await ws.send_message("3")
             elif isinstance(packet, Event):
-                joined = await self._on_event(ctx, packet) or joined
+                await self._on_event(ctx, packet)
             elif isinstance(packet, Close | Disconnect):
-                return joined
+                return
 
-    async def _on_event(self, ctx: ActorContext, packet: Event) -> bool:
-        """Handle one server event; True if it completed the join."""
+    async def _on_event(self, ctx: ActorContext, packet: Event) -> None:
+        """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
         event = to_typed_event(channel, packet.name, packet.args, history=not self._joined_users)
         if event is None:
-            return False
+            return
         self.received += 1
-        became_joined = False
         if isinstance(event, UserList):
             self._joined_users = True
         elif isinstance(event, LoginResult):
             if event.success:
                 await self._set_status(ConnectionStatus.JOINED, f"logged in as {event.name}")
-                became_joined = True
             else:
                 log.error(
                     "%s: login as %r failed: %s (the server drops this bot's chat)",
@@ -365,7 +361,6 @@ class CytubeConnection:
             await router.send(event)
         if isinstance(event, Kicked):
             raise SessionEnded(f"kicked: {event.reason}")
-        return became_joined
 
     def _router_name(self) -> str:
         prefix = self._ctx.name.rpartition("/")[0]

@@ -102,7 +102,7 @@ def _describe(request: SqlRequest) -> tuple[str, str]:
     if isinstance(request, Execute | ExecuteMany):
         return "sql.exec.failed", "exec"
     if isinstance(request, Transaction | RunWithPool):
-        return "sql.exec.failed", request.name
+        return "sql.run.failed", request.name
     raise TypeError(f"the SQL gateway does not handle {type(request).__name__}")
 
 

@@ -1,0 +1,286 @@
+"""Prometheus metrics read from the running system at scrape time.
+
+A scrape first gathers an async `Snapshot` of the sources (`await snapshot(sources)`: the
+tree, the SQL gateway's status, the queue stats, the rooms' connections), then renders it
+with `Metrics.render` through a `CollectorRegistry` of its own (never the global default
+registry, so two runtimes in one process, or in one test run, never share metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+import attrs
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ._breaker import BreakerState
+from ._cytube_connection import CytubeConnection
+from ._cytube_events import ConnectionStatus
+from ._queue_types import QueueStats, RetryStatus
+from ._sql_messages import GatewayStatus
+from ._supervisor import ChildInfo, ChildState, Supervisor
+from ._tree import Tree
+
+__all__ = [
+    "CONTENT_TYPE",
+    "ActorSnapshot",
+    "ConnectionSnapshot",
+    "Metrics",
+    "Snapshot",
+    "Sources",
+    "connections_in",
+    "snapshot",
+]
+
+log = logging.getLogger("daz_actors.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@attrs.frozen(kw_only=True)
+class Sources:
+    """Where a scrape or a probe reads the system's state from; every source is optional."""
+
+    tree: Tree | None = None
+    gateway_status: Callable[[], Awaitable[GatewayStatus]] | None = None  # SqlClient.status
+    queue_stats: Callable[[], Awaitable[Sequence[QueueStats]]] | None = None
+    # the rooms' connections; None finds them in the tree (`connections_in(tree.root)`)
+    connections: Callable[[], Sequence[CytubeConnection]] | None = None
+    probe_timeout: float = 2.0  # seconds each async source may take before it counts as down
+
+
+@attrs.frozen(kw_only=True)
+class ActorSnapshot:
+    """One child of the tree; `path` joins the names from the root's child down with '/'."""
+
+    path: str
+    state: ChildState
+    restarts: int
+    last_error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionSnapshot:
+    """One room's connection."""
+
+    channel: str
+    status: ConnectionStatus
+    reconnects: int
+    received: int
+    sent: int
+    last_media_update: float | None
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """The state of everything at one moment; rendering and probes only read this."""
+
+    tree_configured: bool
+    root_running: bool
+    tree_stopping: bool
+    actors: tuple[ActorSnapshot, ...]
+    gateway_configured: bool
+    gateway: GatewayStatus | None  # None if not configured or it did not answer
+    gateway_error: str | None  # why it did not answer
+    queue: tuple[QueueStats, ...] | None  # None if not configured or it failed
+    queue_error: str | None
+    connections: tuple[ConnectionSnapshot, ...]
+
+
+def connections_in(root: Supervisor) -> list[CytubeConnection]:
+    """Every `CytubeConnection` child anywhere below `root` (the objects outlive restarts)."""
+    found: list[CytubeConnection] = []
+    for slot in root._slots:  # the spec's Startable is the long-lived object we want
+        start = slot.spec.start
+        if isinstance(start, CytubeConnection):
+            found.append(start)
+        elif isinstance(start, Supervisor):
+            found.extend(connections_in(start))
+    return found
+
+
+def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorSnapshot]:
+    for child in children:
+        path = f"{prefix}{child.name}"
+        yield ActorSnapshot(
+            path=path, state=child.state, restarts=child.restarts, last_error=child.last_error
+        )
+        if child.children is not None:
+            yield from _flatten(child.children, f"{path}/")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def snapshot(sources: Sources) -> Snapshot:
+    """Read every configured source; a source that fails or is slow is recorded, not raised."""
+    gateway: GatewayStatus | None = None
+    gateway_error: str | None = None
+    if sources.gateway_status is not None:
+        try:
+            with trio.fail_after(sources.probe_timeout):
+                gateway = await sources.gateway_status()
+        except trio.TooSlowError:
+            gateway_error = f"no answer within {sources.probe_timeout} s"
+        except Exception as exc:  # a probe reports any failure as a reason
+            log.debug("gateway status failed", exc_info=True)
+            gateway_error = _describe(exc)
+
+    queue: tuple[QueueStats, ...] | None = None
+    queue_error: str | None = None
+    if sources.queue_stats is not None:
+        try:
+            with trio.fail_after(sources.probe_timeout):
+                queue = tuple(await sources.queue_stats())
+        except trio.TooSlowError:
+            queue_error = f"no answer within {sources.probe_timeout} s"
+        except Exception as exc:
+            log.debug("queue stats failed", exc_info=True)
+            queue_error = _describe(exc)
+
+    tree = sources.tree
+    if sources.connections is not None:
+        conns: Sequence[CytubeConnection] = sources.connections()
+    elif tree is not None:
+        conns = connections_in(tree.root)
+    else:
+        conns = ()
+    return Snapshot(
+        tree_configured=tree is not None,
+        root_running=tree is not None and tree.root.running,
+        tree_stopping=tree is not None and tree.stopping,
+        actors=tuple(_flatten(tree.which_children())) if tree is not None else (),
+        gateway_configured=sources.gateway_status is not None,
+        gateway=gateway,
+        gateway_error=gateway_error,
+        queue=queue,
+        queue_error=queue_error,
+        connections=tuple(
+            ConnectionSnapshot(
+                channel=c.params.channel,
+                status=c.status,
+                reconnects=c.reconnects,
+                received=c.received,
+                sent=c.sent,
+                last_media_update=c.last_media_update,
+            )
+            for c in conns
+        ),
+    )
+
+
+class _SnapshotCollector(Collector):
+    """Yields the metric families of the snapshot it was last given."""
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+
+    def collect(self) -> Iterable[Metric]:  # noqa: C901 - one block per metric family
+        snap = self.current
+        if snap is None:
+            return
+
+        restarts = CounterMetricFamily(
+            "daz_actor_restarts", "Restarts of each actor by its supervisor.", labels=["actor"]
+        )
+        state = GaugeMetricFamily(
+            "daz_actor_state", "1 for each actor's current state.", labels=["actor", "state"]
+        )
+        for actor in snap.actors:
+            restarts.add_metric([actor.path], actor.restarts)
+            for s in ChildState:
+                state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
+        yield restarts
+        yield state
+
+        if snap.gateway_configured:
+            connected = GaugeMetricFamily(
+                "daz_sql_connected", "1 when the SQL gateway has a connection pool."
+            )
+            connected.add_metric([], 1.0 if snap.gateway and snap.gateway.connected else 0.0)
+            yield connected
+        if snap.gateway is not None:
+            gw = snap.gateway
+            breaker = GaugeMetricFamily(
+                "daz_sql_breaker_state", "1 for the breaker's current state.", labels=["state"]
+            )
+            for b in BreakerState:
+                breaker.add_metric([b.value], 1.0 if b is gw.breaker else 0.0)
+            yield breaker
+            yield CounterMetricFamily(
+                "daz_sql_calls", "SQL calls handled by the gateway.", value=gw.calls
+            )
+            yield CounterMetricFamily(
+                "daz_sql_failures", "SQL calls that failed.", value=gw.failures
+            )
+            yield CounterMetricFamily(
+                "daz_sql_breaker_transitions",
+                "Breaker state changes.",
+                value=gw.breaker_transitions,
+            )
+            yield GaugeMetricFamily(
+                "daz_sql_in_flight", "SQL calls running now.", value=gw.in_flight
+            )
+
+        if snap.queue is not None:
+            items = GaugeMetricFamily(
+                "daz_queue_items", "Retry queue items by status.", labels=["status"]
+            )
+            counts = dict.fromkeys(RetryStatus, 0)
+            for row in snap.queue:
+                counts[row.status] += row.item_count
+            for status, count in counts.items():
+                items.add_metric([status.value], count)
+            yield items
+
+        if snap.connections:
+            up = GaugeMetricFamily(
+                "daz_cytube_connected",
+                "1 when the room's connection is joined.",
+                labels=["channel"],
+            )
+            reconnects = CounterMetricFamily(
+                "daz_cytube_reconnects", "Sessions started after the first.", labels=["channel"]
+            )
+            received = CounterMetricFamily(
+                "daz_chat_events_received", "Typed events received.", labels=["channel"]
+            )
+            sent = CounterMetricFamily(
+                "daz_chat_messages_sent", "Chat message parts delivered.", labels=["channel"]
+            )
+            for c in snap.connections:
+                up.add_metric([c.channel], 1.0 if c.status is ConnectionStatus.JOINED else 0.0)
+                reconnects.add_metric([c.channel], c.reconnects)
+                received.add_metric([c.channel], c.received)
+                sent.add_metric([c.channel], c.sent)
+            yield up
+            yield reconnects
+            yield received
+            yield sent
+
+
+class Metrics:
+    """A process's metrics registry; `render` turns a snapshot into Prometheus text.
+
+    `registry` is a fresh `CollectorRegistry`; register further collectors or
+    counters on it (``Counter(..., registry=metrics.registry)``) and they are rendered too.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = _SnapshotCollector()
+        self.registry.register(self._collector)
+
+    def render(self, snap: Snapshot) -> bytes:
+        """The Prometheus text exposition of `snap` and every other registered collector."""
+        # no await between setting and rendering, so concurrent scrapes cannot interleave
+        self._collector.current = snap
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._collector.current = None
