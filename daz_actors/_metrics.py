@@ -180,7 +180,7 @@ class _SnapshotCollector(Collector):
     def __init__(self) -> None:
         self.current: Snapshot | None = None
 
-    def collect(self) -> Iterable[Metric]:  # noqa: C901 - one block per metric family
+    def collect(self) -> Iterable[Metric]:
         snap = self.current
         if snap is None:
             return
