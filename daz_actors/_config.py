@@ -4,6 +4,7 @@ Layout::
 
     data_dir = "..."                 # optional; default $DAZ_DATA_DIR or the user data dir
     [database]   url = "..."         # optional; $DAZ_DATABASE_URL wins; none = embedded
+    [http]       host, port          # /healthz /readyz /metrics (127.0.0.1:9464)
     [tree]       root = "daz"        # the root supervisor
     [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 
-
 def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attr.name} must be >= 0, got {value!r}")
@@ -59,6 +59,20 @@ class DatabaseConfig:
     """Where PostgreSQL is; no URL means the embedded server in the data directory."""
 
     url: str | None = attrs.field(default=None, repr=False)  # may hold a password: never logged
+
+
+def _port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class HttpConfig:
+    """Where /healthz, /readyz and /metrics are served (loopback by default)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback: expose it on purpose, not by accident
+    port: int = attrs.field(default=9464, validator=_port)  # 0: any free port (logged)
 
 
 @attrs.frozen(kw_only=True)
@@ -163,6 +177,7 @@ class _RawConfig:
     tree: _TreeSection
     data_dir: str | None = None
     database: DatabaseConfig = DatabaseConfig()
+    http: HttpConfig = HttpConfig()
     supervisors: dict[str, SupervisorConfig] = attrs.field(factory=dict)
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
@@ -175,6 +190,7 @@ class Config:
     source: str  # the file it came from, or "<default>"
     data_dir: Path  # where the embedded database, spool and state live
     database: DatabaseConfig
+    http: HttpConfig  # the health and metrics endpoints
     root: str  # the root supervisor's name
     supervisors: Mapping[str, SupervisorConfig]
     actors: Mapping[str, ActorConfig]
@@ -230,6 +246,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         source=source,
         data_dir=_data_dir(raw.data_dir),
         database=DatabaseConfig(url=url or None),
+        http=raw.http,
         root=raw.tree.root,
         supervisors=raw.supervisors,
         actors=raw.actors,

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import asyncpg
 import trio
 
+from . import _queue as queue
 from ._build import build_tree
 from ._bus import EventBus
-from ._config import Config
+from ._config import Config, HttpConfig
 from ._embedded_pg import open_database
 from ._errors import DazActorsError, SupervisorGaveUp
+from ._http import serve_http
 from ._kinds import ActorKinds
 from ._logging import register_dsn_password
+from ._metrics import Sources
 from ._migrations import migrate
+from ._queue_types import QueueStats
 from ._registry import Registry
-from ._tree import run_tree
+from ._sql_messages import SqlClient
+from ._supervisor import Supervisor
+from ._tree import Tree, run_tree
 
 __all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "run_config"]
 
@@ -36,6 +42,58 @@ async def _apply_migrations(url: str) -> list[str]:
         return [m.up_file for m in await migrate(conn)]
     finally:
         await conn.close()
+
+
+class _ReadyTree:
+    """The tree's ``task_status``: keeps the `Tree` handle once every child is ready."""
+
+    def __init__(self) -> None:
+        self.tree: Tree | None = None
+        self.event = trio.Event()
+
+    def started(self, value: Tree | None = None) -> None:
+        self.tree = value
+        self.event.set()
+
+
+async def _run(
+    root: Supervisor, registry: Registry, http: HttpConfig, *, handle_signals: bool
+) -> None:
+    """The tree, and the health and metrics endpoints while it runs."""
+    gave_up: list[SupervisorGaveUp] = []
+    ready = _ReadyTree()
+    async with trio.open_nursery() as nursery:
+
+        async def tree_task() -> None:
+            try:
+                await run_tree(root, handle_signals=handle_signals, task_status=ready)
+            except SupervisorGaveUp as exc:  # kept out of the nursery's exception group
+                gave_up.append(exc)
+            finally:
+                ready.event.set()
+                nursery.cancel_scope.cancel()  # the endpoints end with the tree
+
+        nursery.start_soon(tree_task)
+        await ready.event.wait()
+        if ready.tree is not None and http.enabled:
+            sources = _sources(ready.tree, registry)
+            port = await nursery.start(partial(serve_http, sources, host=http.host, port=http.port))
+            log.info("serving /healthz /readyz /metrics on http://%s:%d", http.host, port)
+    if gave_up:
+        raise gave_up[0]
+
+
+def _sources(tree: Tree, registry: Registry) -> Sources:
+    gateway = registry.get("sql-gateway")
+    if gateway is None:
+        return Sources(tree=tree)
+    db = SqlClient(gateway, default_timeout=2.0)
+
+    async def queue_stats() -> Sequence[QueueStats]:
+        stats: Sequence[QueueStats] = await db.run(queue.stats, name="health.queue_stats")
+        return stats
+
+    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats)
 
 
 def run_config(
@@ -72,7 +130,7 @@ def run_config(
         tree.append(root)
 
         try:
-            trio.run(partial(run_tree, root, handle_signals=handle_signals))
+            trio.run(partial(_run, root, registry, config.http, handle_signals=handle_signals))
         except SupervisorGaveUp as exc:
             log.critical(
                 "the root supervisor gave up, stopping: %s (last error: %r)", exc, exc.__cause__

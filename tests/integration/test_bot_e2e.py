@@ -30,6 +30,9 @@ cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
 
 CONFIG = """
+[http]
+port = 0
+
 [tree]
 root = "daz"
 

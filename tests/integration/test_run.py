@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 
 from daz_actors import Actor, ActorKind, actor_factory, default_kinds
-from daz_actors._config import parse_config
+from daz_actors._config import default_config_text, parse_config
 from daz_actors._runner import EXIT_GAVE_UP, run_config
 
 DAZ = [sys.executable, "-m", "daz_actors.cli"]
@@ -43,18 +45,35 @@ async def drain(process: trio.Process, seen: list[str]) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_run_starts_the_default_tree_and_stops_in_order_on_a_signal(pg, tmp_path, signum):
-    """The main job migrates, starts the whole default tree, and exits 0 after an orderly
-    shutdown on SIGTERM or SIGINT, without printing the database password."""
+async def test_run_starts_the_default_tree_serves_health_and_stops_in_order_on_a_signal(
+    pg, tmp_path, signum
+):
+    """The main job migrates, starts the whole default tree, serves /healthz /readyz and
+    /metrics, and exits 0 after an orderly shutdown on SIGTERM or SIGINT, without printing
+    the database password."""
+    config = tmp_path / "bot.toml"
+    config.write_text(default_config_text() + "\n[http]\nport = 0\n")
     env = {**os.environ, "DAZ_DATABASE_URL": pg.dsn, "DAZ_DATA_DIR": str(tmp_path)}
     process = await trio.lowlevel.open_process(
-        [*DAZ, "run"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+        [*DAZ, "run", str(config)], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
     seen: list[str] = []
     try:
         with trio.fail_after(60):
             await wait_for_line(process, "tree 'daz' is ready", seen)
+            await wait_for_line(process, "serving /healthz", seen)
             await wait_for_line(process, "connected to", seen)
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", "\n".join(seen)).group(1))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            ready = await client.get("/readyz")
+            metrics = (await client.get("/metrics")).text
+        components = ready.json()["components"]
+        assert components["database"]["status"] == "UP"
+        # the shipped channel is on cytu.be, out of reach here: not ready, and it says why
+        assert ready.status_code == 503
+        assert components["room:daz-actors"]["status"] == "DOWN"
+        assert "daz_sql_connected 1.0" in metrics
         process.send_signal(signum)
         with trio.fail_after(60):
             await drain(process, seen)
