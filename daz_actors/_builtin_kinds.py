@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._failure_log import FailureLogParams, build_failure_log
+from ._health import HealthParams, build_health_monitor
 from ._kinds import ActorKind, ActorKinds
 from ._retry_kind import RetryParams, build_retry
 from ._rooms import RoomsParams, build_rooms
@@ -44,6 +45,14 @@ def default_kinds() -> ActorKinds:
             params=RoomsParams,
             build=build_rooms,
             description="one room (connection + event router) per CyTube channel",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name="health-monitor",
+            params=HealthParams,
+            build=build_health_monitor,
+            description="periodic health checks; restarts what stays DOWN",
         )
     )
     return kinds

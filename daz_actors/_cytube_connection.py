@@ -306,6 +306,7 @@ class CytubeConnection:
         silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
         self._ws = ws
         self._joined_users = False
+        self.last_media_update = None  # a new session: nothing seen yet
         await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
         password = self.params.resolved_password()
         if self.params.name:

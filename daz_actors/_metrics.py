@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
 import attrs
 import trio
@@ -23,7 +24,6 @@ from ._cytube_events import ConnectionStatus
 from ._queue_types import QueueStats, RetryStatus
 from ._sql_messages import GatewayStatus
 from ._supervisor import ChildInfo, ChildState, Supervisor
-from ._tree import Tree
 
 __all__ = [
     "CONTENT_TYPE",
@@ -45,7 +45,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Sources:
     """Where a scrape or a probe reads the system's state from; every source is optional."""
 
-    tree: Tree | None = None
+    tree: TreeView | None = None
     gateway_status: Callable[[], Awaitable[GatewayStatus]] | None = None  # SqlClient.status
     queue_stats: Callable[[], Awaitable[Sequence[QueueStats]]] | None = None
     # the rooms' connections; None finds them in the tree (`connections_in(tree.root)`)
@@ -61,6 +61,18 @@ class ActorSnapshot:
     state: ChildState
     restarts: int
     last_error: str | None
+
+
+class TreeView(Protocol):
+    """What the snapshot reads of a running tree (`Tree` is one)."""
+
+    @property
+    def root(self) -> Supervisor: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def which_children(self) -> list[ChildInfo]: ...
 
 
 @attrs.frozen(kw_only=True)

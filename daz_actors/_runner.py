@@ -123,6 +123,7 @@ def run_config(
         resources: Mapping[str, Any] = {
             "database_url": database.url,
             "tree_state": lambda: tree[0].which_children() if tree else [],
+            "root_supervisor": lambda: tree[0] if tree else None,
             **(extra_resources or {}),
         }
         registry, bus = Registry(), EventBus()

@@ -233,6 +233,17 @@ class Supervisor:
                 # the supervisor's own task applies the policy (and may give up)
                 self._exits.send_nowait(_Exit(slot, slot.incarnation, error, start_failed=True))
 
+    def owner_of(self, name: str) -> Supervisor | None:
+        """The supervisor (this one or one below it) that has a child called `name`."""
+        if any(slot.spec.name == name for slot in self._slots):
+            return self
+        for slot in self._slots:
+            if isinstance(slot.spec.start, Supervisor):
+                found = slot.spec.start.owner_of(name)
+                if found is not None:
+                    return found
+        return None
+
     def close(self) -> None:
         """Stop taking messages for every child, recursively, and free their names.
 
