@@ -82,7 +82,8 @@ def test_config_check_without_a_file_checks_the_shipped_default() -> None:
         (
             ('kind = "failure-log"\n\n', 'kind = "log-everything"\n\n'),
             "actors.failures.kind",
-            "unknown actor kind 'log-everything' (known: failure-log, health-monitor, retry, rooms, sql-gateway)",
+            "unknown actor kind 'log-everything' "
+            "(known: failure-log, health-monitor, retry, rooms, sql-gateway)",
         ),
         (
             ("max_retries = 9", "max_retries = -9"),
