@@ -62,6 +62,13 @@ class FailureLog(Actor):
                 event.error_code,
                 "retryable" if event.retryable else "permanent",
                 event.correlation_id,
+                extra={
+                    "actor": event.source,
+                    "correlation_id": event.correlation_id,
+                    "event_id": event.event_id,
+                    "channel": event.channel,
+                    "error": event.error,
+                },
             )
         elif isinstance(event, ActorFailed):
             log.warning(

@@ -172,6 +172,8 @@ class RetryCapture(Actor):
                     log.info(
                         "queued %s (%s) for retry, correlation %s",
                         item.event_id, item.event_type, item.correlation_id,
+                        extra={"correlation_id": item.correlation_id, "event_id": item.event_id,
+                               "channel": item.channel},
                     )  # fmt: skip
                 else:
                     self.duplicates += 1

@@ -201,10 +201,21 @@ class RetryWorker:
             log.info(
                 "%s: item %d (%s) succeeded on attempt %d, correlation %s",
                 self.worker_id, item.id, item.event_type, attempt, item.correlation_id,
+                extra=self._fields(item),
             )  # fmt: skip
             return True
         await self._fail(db, item, error, code, retryable)
         return False
+
+    def _fields(self, item: QueueItem, **more: Any) -> dict[str, Any]:
+        """Structured log fields of an attempt (see docs/logging.md)."""
+        return {
+            "actor": self.worker_id,
+            "correlation_id": item.correlation_id,
+            "event_id": item.event_id,
+            "channel": item.channel,
+            **more,
+        }
 
     async def _fail(
         self, db: SqlClient, item: QueueItem, error: str, code: str | None, retryable: bool
@@ -227,7 +238,7 @@ class RetryWorker:
             log.error(
                 "%s: item %d (%s) dead-lettered after attempt %d: %s [%s], correlation %s",
                 self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
-                item.correlation_id,
+                item.correlation_id, extra=self._fields(item, error=error),
             )  # fmt: skip
         else:
             self.stats.failed += 1
@@ -235,4 +246,5 @@ class RetryWorker:
                 "%s: item %d (%s) attempt %d failed: %s [%s]; next at %s, correlation %s",
                 self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
                 outcome.item.next_retry_at.isoformat(), item.correlation_id,
+                extra=self._fields(item, error=error),
             )  # fmt: skip

@@ -524,3 +524,32 @@ async def test_items_whose_lease_could_expire_in_the_batch_are_handed_back_first
     assert sorted(runs) == ["s-0", "s-1", "s-2"]
     assert "lock_expired" not in {r["outcome"] for r in outcomes}
     assert "released" in {r["outcome"] for r in outcomes}
+
+
+async def test_the_correlation_id_follows_the_operation_through_every_log_record(pg, caplog):
+    """One correlation id is on the failure's log record, the queueing, each failed attempt
+    and the success, as a structured field."""
+    import logging
+
+    handlers = HandlerRegistry()
+
+    @handlers.register("test.flaky")
+    async def flaky(item: QueueItem, ctx: AttemptContext) -> None:
+        if ctx.attempt < 2:
+            raise ConnectionError("not yet")
+
+    tree = retry_tree(pg.dsn, handlers)
+    event = failure()
+    caplog.set_level(logging.INFO, logger="daz_actors")
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await tree.bus.publish(event.topic, event)
+        await item_in(db, event.event_id, RetryStatus.COMPLETED)
+    mine = [
+        r.getMessage()
+        for r in caplog.records
+        if getattr(r, "correlation_id", None) == event.correlation_id
+    ]
+    assert any("queued" in m for m in mine), mine
+    assert any("attempt 1 failed" in m for m in mine), mine
+    assert any("succeeded on attempt 2" in m for m in mine), mine
