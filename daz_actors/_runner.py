@@ -77,8 +77,7 @@ async def _run(
         await ready.event.wait()
         if ready.tree is not None and http.enabled:
             sources = _sources(ready.tree, registry)
-            port = await nursery.start(partial(serve_http, sources, host=http.host, port=http.port))
-            log.info("serving /healthz /readyz /metrics on http://%s:%d", http.host, port)
+            await nursery.start(partial(serve_http, sources, host=http.host, port=http.port))
     if gave_up:
         raise gave_up[0]
 
