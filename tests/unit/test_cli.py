@@ -136,7 +136,7 @@ def test_tree_without_a_file_prints_the_default_tree() -> None:
     assert lines[1].startswith("├── storage (supervisor rest_for_one, permanent, ")
     assert lines[2:] == [
         "│   ├── sql-gateway (actor sql-gateway, permanent, shutdown 10 s, mailbox 1000)",
-        "│   └── retry (actor retry, permanent, shutdown 30 s, mailbox 100)",
+        "│   └── retry (actor retry, permanent, shutdown 60 s, mailbox 100)",
         "├── rooms (actor rooms, permanent, shutdown 30 s, mailbox 100)",
         "├── health-monitor (actor health-monitor, permanent, shutdown 5 s, mailbox 100)",
         "└── failure-log (actor failure-log, permanent, shutdown 5 s, mailbox 100)",
