@@ -22,6 +22,7 @@ from ._breaker import BreakerState
 from ._cytube_connection import CytubeConnection
 from ._cytube_events import ConnectionStatus
 from ._queue_types import QueueStats, RetryStatus
+from ._retry_worker import RetryWorker, WorkerStats
 from ._sql_messages import GatewayStatus
 from ._supervisor import ChildInfo, ChildState, Supervisor
 
@@ -61,6 +62,8 @@ class ActorSnapshot:
     state: ChildState
     restarts: int
     last_error: str | None
+    mailbox_depth: int = 0
+    mailbox_full: int = 0
 
 
 class TreeView(Protocol):
@@ -101,6 +104,31 @@ class Snapshot:
     queue: tuple[QueueStats, ...] | None  # None if not configured or it failed
     queue_error: str | None
     connections: tuple[ConnectionSnapshot, ...]
+    retry: WorkerStats | None = None  # the retry workers' counters, added up
+
+
+def workers_in(root: Supervisor) -> list[RetryWorker]:
+    """Every `RetryWorker` anywhere below `root` (their counters outlive restarts)."""
+    found: list[RetryWorker] = []
+    for slot in root._slots:
+        start = slot.spec.start
+        if isinstance(start, RetryWorker):
+            found.append(start)
+        elif isinstance(start, Supervisor):
+            found.extend(workers_in(start))
+    return found
+
+
+def _retry_totals(workers: Sequence[RetryWorker]) -> WorkerStats | None:
+    if not workers:
+        return None
+    total = WorkerStats()
+    for worker in workers:
+        for field in attrs.fields(WorkerStats):
+            setattr(
+                total, field.name, getattr(total, field.name) + getattr(worker.stats, field.name)
+            )
+    return total
 
 
 def connections_in(root: Supervisor) -> list[CytubeConnection]:
@@ -119,7 +147,12 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
     for child in children:
         path = f"{prefix}{child.name}"
         yield ActorSnapshot(
-            path=path, state=child.state, restarts=child.restarts, last_error=child.last_error
+            path=path,
+            state=child.state,
+            restarts=child.restarts,
+            last_error=child.last_error,
+            mailbox_depth=child.mailbox_depth,
+            mailbox_full=child.mailbox_full,
         )
         if child.children is not None:
             yield from _flatten(child.children, f"{path}/")
@@ -183,6 +216,7 @@ async def snapshot(sources: Sources) -> Snapshot:
             )
             for c in conns
         ),
+        retry=_retry_totals(workers_in(tree.root)) if tree is not None else None,
     )
 
 
@@ -203,12 +237,37 @@ class _SnapshotCollector(Collector):
         state = GaugeMetricFamily(
             "daz_actor_state", "1 for each actor's current state.", labels=["actor", "state"]
         )
+        depth = GaugeMetricFamily(
+            "daz_mailbox_depth", "Messages waiting in each actor's mailbox.", labels=["actor"]
+        )
+        full = CounterMetricFamily(
+            "daz_mailbox_full",
+            "try_send calls refused because the actor's mailbox was full.",
+            labels=["actor"],
+        )
         for actor in snap.actors:
             restarts.add_metric([actor.path], actor.restarts)
             for s in ChildState:
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
+            depth.add_metric([actor.path], actor.mailbox_depth)
+            full.add_metric([actor.path], actor.mailbox_full)
         yield restarts
         yield state
+        yield depth
+        yield full
+        if snap.retry is not None:
+            for name, help_text, value in (
+                ("daz_retry_attempts", "Retry attempts started.", snap.retry.attempts),
+                ("daz_retry_succeeded", "Retry attempts that succeeded.", snap.retry.completed),
+                ("daz_retry_failed", "Failed attempts scheduled again.", snap.retry.failed),
+                (
+                    "daz_retry_dead_lettered",
+                    "Items moved to dead letter.",
+                    snap.retry.dead_lettered,
+                ),
+                ("daz_retry_handed_back", "Items handed back on stop.", snap.retry.handed_back),
+            ):
+                yield CounterMetricFamily(name, help_text, value=value)
 
         if snap.gateway_configured:
             connected = GaugeMetricFamily(

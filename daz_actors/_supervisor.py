@@ -94,6 +94,7 @@ class ChildInfo:
     last_error: str | None  # repr of the last exception, if it ever crashed
     backoff_until: float | None  # trio clock time the backoff ends, while backing off
     mailbox_depth: int  # messages waiting
+    mailbox_full: int  # try_send calls refused because the mailbox was full
     children: tuple[ChildInfo, ...] | None  # a supervisor child's own children
 
 
@@ -569,5 +570,6 @@ class Supervisor:
             last_error=None if slot.last_error is None else repr(slot.last_error),
             backoff_until=slot.due if slot.state is ChildState.BACKING_OFF else None,
             mailbox_depth=slot.mailbox.depth,
+            mailbox_full=slot.mailbox.full_count,
             children=tuple(sub.which_children()) if isinstance(sub, Supervisor) else None,
         )

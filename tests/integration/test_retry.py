@@ -553,3 +553,43 @@ async def test_the_correlation_id_follows_the_operation_through_every_log_record
     assert any("queued" in m for m in mine), mine
     assert any("attempt 1 failed" in m for m in mine), mine
     assert any("succeeded on attempt 2" in m for m in mine), mine
+
+
+async def test_retry_metrics_move_when_attempts_happen(pg):
+    """The /metrics counters of retry attempts, successes and failures follow the workers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from daz_actors._health import _RootView
+    from daz_actors._metrics import Metrics, Sources, snapshot
+
+    handlers = HandlerRegistry()
+
+    @handlers.register("test.flaky")
+    async def flaky(item: QueueItem, ctx: AttemptContext) -> None:
+        if ctx.attempt < 3:
+            raise ConnectionError("not yet")
+
+    tree = retry_tree(pg.dsn, handlers)
+    event = failure()
+
+    async def values() -> dict[str, float]:
+        snap = await snapshot(Sources(tree=_RootView(tree.sup)))
+        text = Metrics().render(snap).decode()
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("daz_retry_")
+        }
+
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        before = await values()
+        await tree.gateway.connected.wait()
+        await tree.bus.publish(event.topic, event)
+        await item_in(db, event.event_id, RetryStatus.COMPLETED)
+        after = await values()
+    assert before["daz_retry_attempts_total"] == 0
+    assert after["daz_retry_attempts_total"] == 3
+    assert after["daz_retry_failed_total"] == 2
+    assert after["daz_retry_succeeded_total"] == 1
+    assert after["daz_retry_dead_lettered_total"] == 0

@@ -197,3 +197,24 @@ def test_public_names_are_exported():
         assert module.startswith("daz_actors"), name
     for required in ["Actor", "ActorRef", "Supervisor", "ChildSpec", "EventBus", "run_tree"]:
         assert required in exported
+
+
+async def test_mailbox_depth_and_refusals_reach_the_metrics():
+    """A full mailbox shows in which_children and in the metrics snapshot."""
+    from daz_actors._health import _RootView
+    from daz_actors._metrics import Sources as MetricSources
+    from daz_actors._metrics import snapshot
+
+    sup, gate, _seen = counter_tree(mailbox_size=1)
+    async with open_tree(sup):
+        ref = sup.ref("n")
+        await ref.send("hold")
+        await trio.testing.wait_all_tasks_blocked()
+        assert ref.try_send("queued")
+        assert not ref.try_send("refused")
+        info = sup.which_children()[0]
+        snap = await snapshot(MetricSources(tree=_RootView(sup)))
+        gate.set()
+    assert (info.mailbox_depth, info.mailbox_full) == (1, 1)
+    actor = next(a for a in snap.actors if a.path == "n")
+    assert (actor.mailbox_depth, actor.mailbox_full) == (1, 1)
