@@ -20,7 +20,7 @@ from ._errors import DazActorsError, SupervisorGaveUp
 from ._http import serve_http
 from ._kinds import ActorKinds
 from ._logging import register_dsn_password
-from ._metrics import Sources
+from ._metrics import Metrics, Sources
 from ._migrations import migrate
 from ._queue_types import QueueStats
 from ._registry import Registry
@@ -57,7 +57,12 @@ class _ReadyTree:
 
 
 async def _run(
-    root: Supervisor, registry: Registry, http: HttpConfig, *, handle_signals: bool
+    root: Supervisor,
+    registry: Registry,
+    http: HttpConfig,
+    metrics: Metrics,
+    *,
+    handle_signals: bool,
 ) -> None:
     """The tree, and the health and metrics endpoints while it runs."""
     gave_up: list[SupervisorGaveUp] = []
@@ -77,7 +82,9 @@ async def _run(
         await ready.event.wait()
         if ready.tree is not None and http.enabled:
             sources = _sources(ready.tree, registry)
-            await nursery.start(partial(serve_http, sources, host=http.host, port=http.port))
+            await nursery.start(
+                partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
+            )
     if gave_up:
         raise gave_up[0]
 
@@ -119,7 +126,9 @@ def run_config(
         for name in applied:
             log.info("applied migration %s", name)
         tree: list[Any] = []  # the root, once built: `!debug` reports its state
+        metrics = Metrics()
         resources: Mapping[str, Any] = {
+            "metrics_registry": metrics.registry,
             "database_url": database.url,
             "tree_state": lambda: tree[0].which_children() if tree else [],
             "root_supervisor": lambda: tree[0] if tree else None,
@@ -130,7 +139,9 @@ def run_config(
         tree.append(root)
 
         try:
-            trio.run(partial(_run, root, registry, config.http, handle_signals=handle_signals))
+            trio.run(
+                partial(_run, root, registry, config.http, metrics, handle_signals=handle_signals)
+            )
         except SupervisorGaveUp as exc:
             log.critical(
                 "the root supervisor gave up, stopping: %s (last error: %r)", exc, exc.__cause__

@@ -18,6 +18,7 @@ import asyncpg
 import attrs
 import trio
 import trio_asyncio
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ._actor import ActorContext
 from ._backoff import BackoffPolicy, Jitter
@@ -154,8 +155,25 @@ async def _run_on_pool(pool: Any, request: SqlRequest) -> Any:
 class SqlGateway:
     """The gateway's state; `__call__` runs one incarnation (it is a `Startable`)."""
 
-    def __init__(self, params: SqlGatewayParams, dsn: str) -> None:
+    def __init__(
+        self, params: SqlGatewayParams, dsn: str, *, metrics: CollectorRegistry | None = None
+    ) -> None:
         self.params = params
+        self._latency: Histogram | None = None
+        self._errors: Counter | None = None
+        if metrics is not None:
+            self._latency = Histogram(
+                "daz_sql_call_seconds",
+                "Duration of SQL gateway calls that reached the database.",
+                ["kind"],
+                registry=metrics,
+            )
+            self._errors = Counter(
+                "daz_sql_errors",
+                "Failed SQL gateway calls by error class (SQLSTATE class or error type).",
+                ["error_class", "retryable"],
+                registry=metrics,
+            )
         self._dsn = dsn
         self.database = redact_dsn(dsn)
         self.classifier = params.classifier()
@@ -300,6 +318,7 @@ class SqlGateway:
             self._failed(request, topic, operation, error)
             raise error
         self.in_flight += 1
+        started = trio.current_time()
         try:
             with trio.fail_after(timeout):
                 result = await trio_asyncio.aio_as_trio(_run_on_pool)(pool, request)
@@ -323,6 +342,9 @@ class SqlGateway:
             return result
         finally:
             self.in_flight -= 1
+            if self._latency is not None:
+                kind = type(request).__name__.lower()
+                self._latency.labels(kind).observe(trio.current_time() - started)
         if error.retryable:
             self.breaker.record_failure(trio.current_time())
         else:  # the database answered: it is healthy, the request was wrong
@@ -331,6 +353,10 @@ class SqlGateway:
         raise error
 
     def _failed(self, request: SqlRequest, topic: str, operation: str, error: SqlError) -> None:
+        if self._errors is not None:
+            code = error.code or "unknown"
+            error_class = code[:2] if len(code) == 5 and code[:2].isalnum() else code
+            self._errors.labels(error_class, str(error.retryable).lower()).inc()
         """Log the failure and publish its event without delaying the caller's answer.
 
         (Publishing inline could wait on a full BLOCK subscriber, such as the retry capture,
@@ -373,4 +399,4 @@ def build_sql_gateway(params: SqlGatewayParams, ctx: BuildContext) -> SqlGateway
             "the sql-gateway actor needs the 'database_url' resource; "
             "run the tree with `daz-actors run`, which provides it"
         ) from None
-    return SqlGateway(params, dsn)
+    return SqlGateway(params, dsn, metrics=ctx.resources.get("metrics_registry"))

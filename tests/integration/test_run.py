@@ -74,6 +74,7 @@ async def test_run_starts_the_default_tree_serves_health_and_stops_in_order_on_a
         assert ready.status_code == 503
         assert components["room:daz-actors"]["status"] == "DOWN"
         assert "daz_sql_connected 1.0" in metrics
+        assert "daz_sql_call_seconds_count" in metrics  # the registry the gateway fills
         process.send_signal(signum)
         with trio.fail_after(60):
             await drain(process, seen)

@@ -193,3 +193,34 @@ async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own
         assert status.breaker is BreakerState.CLOSED
         assert status.breaker_transitions >= 3  # closed -> open -> half_open -> closed
         assert sup.which_children()[0].incarnation == 1
+
+
+async def test_call_latency_and_errors_by_class_are_measured(pg):
+    """With a metrics registry, each call's duration is observed and errors are counted by
+    SQLSTATE class and retryability."""
+    from prometheus_client import CollectorRegistry
+
+    metrics = CollectorRegistry()
+    bus = EventBus()
+    gateway = SqlGateway(SqlGatewayParams(), pg.dsn, metrics=metrics)
+    sup = Supervisor(
+        "storage",
+        [ChildSpec(name="sql-gateway", start=gateway)],
+        policy=fast_policy(),
+        registry=Registry(),
+        bus=bus,
+    )
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+        await db.query("SELECT 1")
+        await db.query("SELECT 2")
+        with pytest.raises(SqlError):
+            await db.execute("INSERTT nothing")
+    count = metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "query"})
+    assert count == 2
+    assert metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "execute"}) == 1
+    errors = metrics.get_sample_value(
+        "daz_sql_errors_total", {"error_class": "42", "retryable": "false"}
+    )
+    assert errors == 1
