@@ -94,8 +94,8 @@ class ChildInfo:
     last_error: str | None  # repr of the last exception, if it ever crashed
     backoff_until: float | None  # trio clock time the backoff ends, while backing off
     mailbox_depth: int  # messages waiting
-    mailbox_full: int  # try_send calls refused because the mailbox was full
     children: tuple[ChildInfo, ...] | None  # a supervisor child's own children
+    mailbox_full: int = 0  # try_send calls refused because the mailbox was full
 
 
 class _ReadyRelay:
