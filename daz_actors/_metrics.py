@@ -109,14 +109,7 @@ class Snapshot:
 
 def workers_in(root: Supervisor) -> list[RetryWorker]:
     """Every `RetryWorker` anywhere below `root` (their counters outlive restarts)."""
-    found: list[RetryWorker] = []
-    for slot in root._slots:
-        start = slot.spec.start
-        if isinstance(start, RetryWorker):
-            found.append(start)
-        elif isinstance(start, Supervisor):
-            found.extend(workers_in(start))
-    return found
+    return [s for s in root.startables() if isinstance(s, RetryWorker)]
 
 
 def _retry_totals(workers: Sequence[RetryWorker]) -> WorkerStats | None:
@@ -133,14 +126,7 @@ def _retry_totals(workers: Sequence[RetryWorker]) -> WorkerStats | None:
 
 def connections_in(root: Supervisor) -> list[CytubeConnection]:
     """Every `CytubeConnection` child anywhere below `root` (the objects outlive restarts)."""
-    found: list[CytubeConnection] = []
-    for slot in root._slots:  # the spec's Startable is the long-lived object we want
-        start = slot.spec.start
-        if isinstance(start, CytubeConnection):
-            found.append(start)
-        elif isinstance(start, Supervisor):
-            found.extend(connections_in(start))
-    return found
+    return [s for s in root.startables() if isinstance(s, CytubeConnection)]
 
 
 def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorSnapshot]:

@@ -15,7 +15,7 @@ import enum
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -233,6 +233,13 @@ class Supervisor:
             if error is not None and self._exits is not None:
                 # the supervisor's own task applies the policy (and may give up)
                 self._exits.send_nowait(_Exit(slot, slot.incarnation, error, start_failed=True))
+
+    def startables(self) -> Iterator[Startable]:
+        """Every child's long-lived Startable, depth first through child supervisors."""
+        for slot in self._slots:
+            yield slot.spec.start
+            if isinstance(slot.spec.start, Supervisor):
+                yield from slot.spec.start.startables()
 
     def owner_of(self, name: str) -> Supervisor | None:
         """The supervisor (this one or one below it) that has a child called `name`."""

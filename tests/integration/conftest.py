@@ -159,6 +159,19 @@ def _embedded(data_dir: Path) -> Iterator[PgServer]:
         server.stop()
 
 
+@pytest.fixture
+def own_server() -> Iterator[Any]:
+    """An embedded PostgreSQL of this test's own, so the test can stop and start it
+    (``own_server.handle.stop()`` / ``.start()``; ``own_server.url``)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="daz-own-pg-"))
+    server = start_embedded(data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_template(pg_server: PgServer) -> Iterator[str]:
     """Name of a database with every migration applied, cloned by each test."""

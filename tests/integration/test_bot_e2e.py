@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
-import pytest
 import trio
 import trio_asyncio
 from cytube_peer import fixtures
-
-from daz_actors._embedded_pg import start_embedded
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
@@ -81,18 +75,6 @@ max_delay = 1.0
 """
 
 
-@pytest.fixture
-def database() -> Iterator[Any]:
-    """A PostgreSQL server of this test's own, so it can be stopped and started."""
-    data = Path(tempfile.mkdtemp(prefix="daz-e2e-pg-"))
-    server = start_embedded(data)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
-
-
 @contextlib.asynccontextmanager
 async def connect(dsn: str) -> AsyncIterator[Callable[..., Any]]:
     """A trio-side `fetchval(sql, *args)` on a new asyncpg connection."""
@@ -123,7 +105,7 @@ def bot_lines(peer: Any) -> list[str]:
 
 
 async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_restart(
-    cytube_peer, database, tmp_path
+    cytube_peer, own_server, tmp_path
 ):
     """The whole bot against a CyTube-like server and PostgreSQL, with both going away."""
     cytube_peer.add_account("bot", "secret")
@@ -132,7 +114,7 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
     log_file = tmp_path / "bot.log"
     env = {
         **os.environ,
-        "DAZ_DATABASE_URL": database.url,
+        "DAZ_DATABASE_URL": own_server.url,
         "DAZ_DATA_DIR": str(tmp_path / "data"),
         "DAZ_CYTUBE_PASSWORD": "secret",
     }
@@ -144,7 +126,7 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
             stderr=subprocess.STDOUT,
         )
     try:
-        async with connect(database.url) as fetchval:
+        async with connect(own_server.url) as fetchval:
 
             async def logged(msg: str) -> int:
                 try:
@@ -176,13 +158,13 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
             assert any("!help" in r or "help" in r.lower() for r in replies), replies
 
             # --- the database goes away; chat goes on
-            await trio.to_thread.run_sync(database.handle.stop)
+            await trio.to_thread.run_sync(own_server.handle.stop)
             during = [f"said during the outage {n}" for n in range(5)]
             for line in during:
                 await trio.to_thread.run_sync(cytube_peer.say, "lobby", "bea", line)
-            await trio.to_thread.run_sync(database.handle.start)
+            await trio.to_thread.run_sync(own_server.handle.start)
 
-        async with connect(database.url) as fetchval:
+        async with connect(own_server.url) as fetchval:
 
             async def all_logged() -> bool:
                 counts = [

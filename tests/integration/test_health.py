@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 from cytube_peer import fixtures
 
@@ -23,7 +19,6 @@ from daz_actors import (
 )
 from daz_actors._cytube_connection import ConnectionParams, CytubeConnection
 from daz_actors._cytube_events import ConnectionStatus
-from daz_actors._embedded_pg import start_embedded
 from daz_actors._health import Health, HealthMonitor, HealthParams
 from daz_actors._http import serve_http
 from daz_actors._metrics import Sources
@@ -98,18 +93,6 @@ async def test_a_stuck_connection_is_restarted_through_its_supervisor(cytube_pee
         await wait_until(lambda: rooms.which_children()[0].restarts >= 1, timeout=20)
         await wait_until(lambda: connection.status is ConnectionStatus.JOINED, timeout=20)
         assert root.which_children()[1].restarts == 0  # the monitor itself never crashed
-
-
-@pytest.fixture
-def own_server():
-    """A PostgreSQL server of this test's own, so it can be stopped and started."""
-    data = Path(tempfile.mkdtemp(prefix="daz-health-"))
-    server = start_embedded(data)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 async def test_a_down_database_fails_readyz_and_it_recovers(own_server):

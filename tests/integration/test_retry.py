@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -357,28 +356,20 @@ async def test_many_items_are_each_completed_exactly_once(pg, count):
     assert sorted(seen) == sorted(i.event_id for i in items)
 
 
-@pytest.fixture
-def own_server():
-    """A migrated PostgreSQL server of this test's own, so it can be stopped and started."""
-    import asyncio
-    import shutil
-    import tempfile
 
-    from daz_actors._embedded_pg import start_embedded
+@pytest.fixture
+def migrated_server(own_server):
+    """The test's own PostgreSQL with the schema migrated."""
+    import asyncio
+
     from daz_actors._runner import _apply_migrations
 
-    data = Path(tempfile.mkdtemp(prefix="daz-retry-outage-"))
-    server = start_embedded(data)
-    try:
-        asyncio.run(_apply_migrations(server.url))
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
+    asyncio.run(_apply_migrations(own_server.url))
+    return own_server
 
 
 async def test_failures_during_an_outage_are_spooled_and_drained_at_the_next_start(
-    own_server, data_dir
+    migrated_server, data_dir
 ):
     """With PostgreSQL down, failure events go to the spool; a tree started after the outage
     moves them into the queue in order and they are retried: nothing accepted is lost."""
@@ -390,10 +381,10 @@ async def test_failures_during_an_outage_are_spooled_and_drained_at_the_next_sta
         handled.append(ctx.event_id)
 
     events = [failure() for _ in range(5)]
-    tree = retry_tree(own_server.url, handlers)
+    tree = retry_tree(migrated_server.url, handlers)
     async with open_tree(tree.sup):
         await tree.gateway.connected.wait()
-        await trio.to_thread.run_sync(own_server.handle.stop)
+        await trio.to_thread.run_sync(migrated_server.handle.stop)
         for event in events:
             await tree.bus.publish(event.topic, event)
         capture = tree.registry.lookup("retry-capture")
@@ -401,10 +392,10 @@ async def test_failures_during_an_outage_are_spooled_and_drained_at_the_next_sta
         assert await capture.ask(ScheduleRetry(item=NewItem(event_id="last", event_type="t")))
         spool_file = data_dir / "retry-spool"
         assert spool_file.stat().st_size > 6 * 100  # six records in the spool
-    await trio.to_thread.run_sync(own_server.handle.start)
+    await trio.to_thread.run_sync(migrated_server.handle.start)
 
-    tree = retry_tree(own_server.url, handlers)  # "the next start"
-    async with own_connection(own_server.url) as db, open_tree(tree.sup):
+    tree = retry_tree(migrated_server.url, handlers)  # "the next start"
+    async with own_connection(migrated_server.url) as db, open_tree(tree.sup):
         for event in events:
             await item_in(db, event.event_id, RetryStatus.COMPLETED)
         ids = [(await item(db, e.event_id)).id for e in events]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +16,6 @@ from daz_actors import (
     Supervisor,
 )
 from daz_actors._breaker import BreakerState
-from daz_actors._embedded_pg import start_embedded
 from daz_actors._errors import CircuitOpen, SqlError
 from daz_actors._events import FailureEvent
 from daz_actors._mailbox import Mailbox
@@ -130,18 +126,6 @@ async def test_gateway_is_ready_before_the_database_is_reachable(tmp_path):
                 assert caught.value.retryable
         assert isinstance(caught.value, CircuitOpen)
         assert sup.which_children()[0].restarts == 0
-
-
-@pytest.fixture
-def own_server():
-    """A PostgreSQL server of this test's own, so it can be stopped and started."""
-    data_dir = Path(tempfile.mkdtemp(prefix="daz-outage-"))
-    server = start_embedded(data_dir)
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own_server):
