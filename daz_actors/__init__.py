@@ -21,6 +21,7 @@ from ._errors import CircuitOpen as CircuitOpen
 from ._errors import ConfigError as ConfigError
 from ._errors import DatabaseUnavailable as DatabaseUnavailable
 from ._errors import DazActorsError as DazActorsError
+from ._errors import Killed as Killed
 from ._errors import NameTaken as NameTaken
 from ._errors import NoSuchActor as NoSuchActor
 from ._errors import QueueInputError as QueueInputError

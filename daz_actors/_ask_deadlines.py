@@ -18,11 +18,11 @@ import math
 import trio
 
 from ._errors import AskTimeout
-from ._mailbox import Ask
+from ._mailbox import Ask, Mailbox
 
 __all__ = ["watch_deadline"]
 
-_Entry = tuple[float, Ask, str]
+_Entry = tuple[float, Ask, Mailbox]
 
 
 class _Deadlines:
@@ -31,14 +31,14 @@ class _Deadlines:
         self.next_deadline = math.inf
         self.wake = trio.Event()
 
-    def add(self, ask: Ask, timeout: float, name: str) -> None:
+    def add(self, ask: Ask, timeout: float, mailbox: Mailbox) -> None:
         deadline = trio.current_time() + timeout
         queue = self.queues.get(timeout)
         if queue is None:
             queue = self.queues[timeout] = collections.deque()
         while queue and queue[0][1].settled:
             queue.popleft()
-        queue.append((deadline, ask, name))
+        queue.append((deadline, ask, mailbox))
         if deadline < self.next_deadline:
             self.next_deadline = deadline
             self.wake.set()
@@ -49,11 +49,12 @@ class _Deadlines:
         for timeout in list(self.queues):
             queue = self.queues[timeout]
             while queue and (queue[0][1].settled or queue[0][0] <= now):
-                _deadline, ask, name = queue.popleft()
+                _deadline, ask, mailbox = queue.popleft()
                 if not ask.settled:
+                    mailbox.asks_timed_out += 1
                     ask.fail(
                         AskTimeout(
-                            f"no reply from {name!r} within {timeout:g} s (correlation id "
+                            f"no reply from {mailbox.name!r} within {timeout:g} s (correlation id "
                             f"{ask.correlation_id}, message {type(ask.message).__name__})"
                         )
                     )
@@ -74,7 +75,7 @@ class _Deadlines:
 _per_run: trio.lowlevel.RunVar[_Deadlines] = trio.lowlevel.RunVar("daz_actors_ask_deadlines")
 
 
-def watch_deadline(ask: Ask, timeout: float, name: str) -> None:
+def watch_deadline(ask: Ask, timeout: float, mailbox: Mailbox) -> None:
     """Fail `ask` with `AskTimeout` if it is not answered within `timeout` seconds."""
     try:
         deadlines = _per_run.get()
@@ -82,4 +83,4 @@ def watch_deadline(ask: Ask, timeout: float, name: str) -> None:
         deadlines = _Deadlines()
         _per_run.set(deadlines)
         trio.lowlevel.spawn_system_task(deadlines.run, name="daz_actors ask deadlines")
-    deadlines.add(ask, timeout, name)
+    deadlines.add(ask, timeout, mailbox)

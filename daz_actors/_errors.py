@@ -34,6 +34,10 @@ class ActorCrashed(DazActorsError, RuntimeError):
     """The actor crashed while handling the message of an `ask`; the cause is chained."""
 
 
+class Killed(DazActorsError, RuntimeError):
+    """The error a child crashed with when `Supervisor.kill_child` killed it."""
+
+
 class ActorStopped(DazActorsError, RuntimeError):
     """The actor behind a ref was stopped on purpose and takes no more messages."""
 

@@ -98,6 +98,7 @@ class Mailbox:
     __slots__ = (
         "_receive",
         "_send",
+        "asks_timed_out",
         "capacity",
         "closed",
         "dropped_on_close",
@@ -112,6 +113,7 @@ class Mailbox:
         self.capacity = capacity
         self._send, self._receive = trio.open_memory_channel[Any](capacity)
         self.full_count = 0  # try_send calls refused because the mailbox was full
+        self.asks_timed_out = 0  # asks to this mailbox that got no reply in time
         self.dropped_on_close = 0  # tells still queued when the actor stopped for good
         self.closed = False
 

@@ -61,12 +61,13 @@ class ActorRef:
         request = Ask(message)
         if self._mailbox.put_nowait(request):
             # fast path: no cancel scope; a per-run task enforces the deadline
-            watch_deadline(request, timeout, self.name)
+            watch_deadline(request, timeout, self._mailbox)
             return await request.wait()
         with trio.move_on_after(timeout):
             await self._mailbox.put(request)
             return await request.wait()
         request.abandon()
+        self._mailbox.asks_timed_out += 1
         raise AskTimeout(
             f"no reply from {self.name!r} within {timeout:g} s "
             f"(correlation id {request.correlation_id}, message {type(message).__name__})"

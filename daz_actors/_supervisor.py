@@ -23,7 +23,7 @@ import trio
 
 from ._actor import ActorContext, Startable
 from ._bus import EventBus
-from ._errors import ActorStopped, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
+from ._errors import ActorStopped, Killed, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
 from ._events import ActorFailed
 from ._mailbox import Ask, Mailbox, OneShot
 from ._ref import ActorRef
@@ -96,6 +96,13 @@ class ChildInfo:
     mailbox_depth: int  # messages waiting
     children: tuple[ChildInfo, ...] | None  # a supervisor child's own children
     mailbox_full: int = 0  # try_send calls refused because the mailbox was full
+    # restarts by reason: the exception's type name for a crash or a failed start,
+    # "exit" (a permanent child returned), "sibling" (restarted by the strategy with
+    # another child), "request" (`restart_child`); sorted by reason
+    restarts_by_reason: tuple[tuple[str, int], ...] = ()
+    backoff_waits: int = 0  # restarts that waited out a backoff delay > 0
+    backoff_seconds: float = 0.0  # the total of those delays
+    asks_timed_out: int = 0  # asks to this child that got no reply in time
 
 
 class _ReadyRelay:
@@ -144,6 +151,10 @@ class _Slot:
     last_delay: float | None = None
     last_error: BaseException | None = None
     due: float | None = None  # when to (re)start, while BACKING_OFF
+    reasons: dict[str, int] = attrs.field(factory=dict)  # restarts by reason
+    backoff_waits: int = 0
+    backoff_seconds: float = 0.0
+    kill: tuple[int, Killed] | None = None  # (incarnation, error) of a pending `kill_child`
     started_at: float = 0.0
     ctx: ActorContext | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -228,11 +239,31 @@ class Supervisor:
             slot = self._slot(name)
             await self._stop(slot)
             slot.restarts += 1
+            _count(slot.reasons, "request")
             log.warning("%s: restarting %r on request", self.name, slot.registered_as)
             error = await self._start(slot)
             if error is not None and self._exits is not None:
                 # the supervisor's own task applies the policy (and may give up)
                 self._exits.send_nowait(_Exit(slot, slot.incarnation, error, start_failed=True))
+
+    def kill_child(self, name: str, reason: str = "killed") -> None:
+        """Crash child `name` now, as if it had raised ``Killed(reason)``.
+
+        Erlang's ``exit(Pid, Reason)``: the child's task is cancelled at once (no orderly
+        stop) and its supervisor applies the policy to the crash (restart type, strategy,
+        backoff, intensity). For fault injection and for recovering a wedged actor.
+        Raises `ActorStopped` when the child is not running; a second kill before the
+        first one took effect does nothing.
+        """
+        slot = self._slot(name)
+        ctx = slot.ctx
+        if slot.kill is not None and ctx is not None and slot.kill[0] == ctx.incarnation:
+            return
+        if slot.state is not ChildState.RUNNING or ctx is None or ctx._cancel_scope is None:
+            raise ActorStopped(f"{slot.registered_as!r} is not running ({slot.state.value})")
+        log.warning("%s: killing %r: %s", self.name, slot.registered_as, reason)
+        slot.kill = (ctx.incarnation, Killed(f"{slot.registered_as!r} killed: {reason}"))
+        ctx._cancel_scope.cancel()
 
     def startables(self) -> Iterator[Startable]:
         """Every child's long-lived Startable, depth first through child supervisors."""
@@ -417,6 +448,9 @@ class Supervisor:
                     await slot.spec.start(ctx, task_status=relay)
             except Exception as exc:  # outside the scope: also a group raised while cancelled
                 error = exc
+            kill, slot.kill = slot.kill, None
+            if kill is not None and kill[0] == ctx.incarnation and error is None:
+                error = kill[1]
             if not relay.done:
                 if error is None:
                     error = StartFailed(f"{slot.registered_as!r} exited before it was ready")
@@ -461,6 +495,10 @@ class Supervisor:
         delay = self.policy.backoff.delay(slot.attempt, rng=self._rng, previous=slot.last_delay)
         slot.attempt += 1
         slot.last_delay = delay
+        if delay > 0:
+            slot.backoff_waits += 1
+            slot.backoff_seconds += delay
+        reason = "exit" if error is None else type(error).__name__
         index = self._slots.index(slot)
         group = [
             self._slots[i] for i in affected_children(self.policy.strategy, index, len(self._slots))
@@ -473,6 +511,7 @@ class Supervisor:
                 self._remove_slot(member)
                 continue
             member.restarts += 1
+            _count(member.reasons, reason if member is slot else "sibling")
             member.state, member.due = ChildState.BACKING_OFF, now + delay
         if delay > 0:
             log.info("%s: restarting %r in %.3f s", self.name, slot.registered_as, delay)
@@ -578,5 +617,13 @@ class Supervisor:
             backoff_until=slot.due if slot.state is ChildState.BACKING_OFF else None,
             mailbox_depth=slot.mailbox.depth,
             mailbox_full=slot.mailbox.full_count,
+            restarts_by_reason=tuple(sorted(slot.reasons.items())),
+            backoff_waits=slot.backoff_waits,
+            backoff_seconds=slot.backoff_seconds,
+            asks_timed_out=slot.mailbox.asks_timed_out,
             children=tuple(sub.which_children()) if isinstance(sub, Supervisor) else None,
         )
+
+
+def _count(counter: dict[str, int], key: str) -> None:
+    counter[key] = counter.get(key, 0) + 1

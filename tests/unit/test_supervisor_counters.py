@@ -1,0 +1,135 @@
+"""kill_child, restarts by reason, backoff waits and timed-out asks in which_children."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from probes import Journal, Sleep, spec, supervisor
+
+from daz_actors import (
+    ActorStopped,
+    AskTimeout,
+    BackoffPolicy,
+    ChildState,
+    Jitter,
+    Killed,
+    NoSuchActor,
+    Restart,
+    Strategy,
+)
+from daz_actors.testing import fast_policy, open_tree, wait_until
+
+
+def info(sup, name):
+    return next(c for c in sup.which_children() if c.name == name)
+
+
+async def test_kill_child_crashes_it_and_the_strategy_applies():
+    """A killed child exits with Killed; rest_for_one restarts it and the ones after it."""
+    journal = Journal()
+    sup = supervisor(
+        "sup",
+        [spec(journal, "a"), spec(journal, "b"), spec(journal, "c")],
+        fast_policy(Strategy.REST_FOR_ONE),
+    )
+    async with open_tree(sup):
+        await sup.ref("b").ask("ping")
+        sup.kill_child("b", "fault injection")
+        await wait_until(lambda: journal.of("start").count("b") == 2)
+        await wait_until(lambda: all(c.state is ChildState.RUNNING for c in sup.which_children()))
+        assert journal.of("start") == ["a", "b", "c", "b", "c"]
+        b = info(sup, "b")
+        assert b.last_error is not None
+        assert "Killed" in b.last_error
+        assert "fault injection" in b.last_error
+        assert b.restarts_by_reason == (("Killed", 1),)
+        assert info(sup, "c").restarts_by_reason == (("sibling", 1),)
+        assert info(sup, "a").restarts_by_reason == ()
+        assert await sup.ref("b").ask("ping") == ("b", 2, "ping")
+
+
+async def test_kill_child_interrupts_a_busy_handler():
+    """A child stuck in a handler is killed at once, not after the handler returns."""
+    journal = Journal()
+    sup = supervisor("sup", [spec(journal, "a")], fast_policy())
+    async with open_tree(sup), trio.open_nursery() as nursery:
+
+        async def busy() -> None:
+            with pytest.raises(Exception):  # noqa: B017, PT011 (ActorCrashed or stopped)
+                await sup.ref("a").ask(Sleep(1000), timeout=1000)
+
+        nursery.start_soon(busy)
+        await wait_until(lambda: info(sup, "a").mailbox_depth == 0)
+        await trio.testing.wait_all_tasks_blocked()
+        sup.kill_child("a")
+        await wait_until(lambda: journal.of("start").count("a") == 2)
+
+
+async def test_kill_child_of_a_child_that_does_not_run_is_refused():
+    """Killing a stopped child raises; a second kill before the first took effect is one."""
+    journal = Journal()
+    sup = supervisor(
+        "sup", [spec(journal, "a"), spec(journal, "t", Restart.TRANSIENT)], fast_policy()
+    )
+    async with open_tree(sup):
+        assert await sup.ref("t").ask("exit") == "bye"
+        await wait_until(lambda: info(sup, "t").state is ChildState.STOPPED)
+        with pytest.raises(ActorStopped, match="'t' is not running"):
+            sup.kill_child("t")
+        with pytest.raises(NoSuchActor):
+            sup.kill_child("nobody")
+        sup.kill_child("a")
+        sup.kill_child("a")
+        await wait_until(
+            lambda: info(sup, "a").state is ChildState.RUNNING and info(sup, "a").incarnation == 2
+        )
+        assert info(sup, "a").restarts == 1
+
+
+async def test_reasons_count_crashes_exits_and_requests():
+    journal = Journal()
+    sup = supervisor("sup", [spec(journal, "a")], fast_policy())
+    async with open_tree(sup):
+        with pytest.raises(Exception, match="crashed"):
+            await sup.ref("a").ask("crash")
+        await wait_until(lambda: info(sup, "a").state is ChildState.RUNNING)
+        assert await sup.ref("a").ask("exit") == "bye"
+        await wait_until(lambda: info(sup, "a").restarts == 2)
+        await wait_until(lambda: info(sup, "a").state is ChildState.RUNNING)
+        await sup.restart_child("a")
+        a = info(sup, "a")
+        assert a.restarts == 3
+        assert a.restarts_by_reason == (("Boom", 1), ("exit", 1), ("request", 1))
+        assert sum(n for _, n in a.restarts_by_reason) == a.restarts
+
+
+async def test_backoff_waits_are_counted_with_their_total(autojump_clock):
+    journal = Journal()
+    backoff = BackoffPolicy(initial=2.0, multiplier=3.0, max_delay=60.0, jitter=Jitter.NONE)
+    sup = supervisor("sup", [spec(journal, "a")], fast_policy(backoff=backoff))
+    async with open_tree(sup):
+        assert info(sup, "a").backoff_waits == 0
+        for expected_starts in (2, 3):
+            with pytest.raises(Exception, match="crashed"):
+                await sup.ref("a").ask("crash")
+            await wait_until(lambda n=expected_starts: journal.of("start").count("a") == n)
+        a = info(sup, "a")
+        assert a.backoff_waits == 2
+        assert a.backoff_seconds == pytest.approx(2.0 + 6.0)
+
+
+async def test_asks_that_time_out_are_counted_on_the_target():
+    journal = Journal()
+    sup = supervisor("sup", [spec(journal, "a", mailbox_size=1)], fast_policy())
+    async with open_tree(sup):
+        with pytest.raises(AskTimeout):  # fast path: the per-run deadline task fails it
+            await sup.ref("a").ask(Sleep(5), timeout=0.05)
+        assert info(sup, "a").asks_timed_out == 1
+        async with trio.open_nursery() as nursery:  # slow path: waiting for mailbox room
+            nursery.start_soon(sup.ref("a").send, Sleep(0.5))
+            await wait_until(lambda: info(sup, "a").mailbox_depth == 1)
+            with pytest.raises(AskTimeout):
+                await sup.ref("a").ask("ping", timeout=0.05)
+        assert info(sup, "a").asks_timed_out == 2
+        assert isinstance(Killed("x"), RuntimeError)
