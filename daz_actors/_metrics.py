@@ -64,6 +64,11 @@ class ActorSnapshot:
     last_error: str | None
     mailbox_depth: int = 0
     mailbox_full: int = 0
+    # (reason, count) pairs: see `ChildInfo.restarts_by_reason`
+    restarts_by_reason: tuple[tuple[str, int], ...] = ()
+    backoff_waits: int = 0
+    backoff_seconds: float = 0.0
+    asks_timed_out: int = 0
 
 
 class TreeView(Protocol):
@@ -139,6 +144,10 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
             last_error=child.last_error,
             mailbox_depth=child.mailbox_depth,
             mailbox_full=child.mailbox_full,
+            restarts_by_reason=child.restarts_by_reason,
+            backoff_waits=child.backoff_waits,
+            backoff_seconds=child.backoff_seconds,
+            asks_timed_out=child.asks_timed_out,
         )
         if child.children is not None:
             yield from _flatten(child.children, f"{path}/")
@@ -231,16 +240,46 @@ class _SnapshotCollector(Collector):
             "try_send calls refused because the actor's mailbox was full.",
             labels=["actor"],
         )
+        by_reason = CounterMetricFamily(
+            "daz_actor_restarts_by_reason",
+            "Restarts of each actor by reason: the exception type of a crash or failed start,"
+            " 'exit', 'sibling' or 'request'.",
+            labels=["actor", "reason"],
+        )
+        backoff_waits = CounterMetricFamily(
+            "daz_actor_backoff_waits",
+            "Restarts of each actor that waited out a backoff delay.",
+            labels=["actor"],
+        )
+        backoff_seconds = CounterMetricFamily(
+            "daz_actor_backoff_seconds",
+            "Seconds of backoff delay before each actor's restarts.",
+            labels=["actor"],
+        )
+        asks_timed_out = CounterMetricFamily(
+            "daz_actor_asks_timed_out",
+            "Asks to each actor that got no reply in time.",
+            labels=["actor"],
+        )
         for actor in snap.actors:
             restarts.add_metric([actor.path], actor.restarts)
             for s in ChildState:
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
             depth.add_metric([actor.path], actor.mailbox_depth)
             full.add_metric([actor.path], actor.mailbox_full)
+            for reason, count in actor.restarts_by_reason:
+                by_reason.add_metric([actor.path, reason], count)
+            backoff_waits.add_metric([actor.path], actor.backoff_waits)
+            backoff_seconds.add_metric([actor.path], actor.backoff_seconds)
+            asks_timed_out.add_metric([actor.path], actor.asks_timed_out)
         yield restarts
         yield state
         yield depth
         yield full
+        yield by_reason
+        yield backoff_waits
+        yield backoff_seconds
+        yield asks_timed_out
         if snap.retry is not None:
             for name, help_text, value in (
                 ("daz_retry_attempts", "Retry attempts started.", snap.retry.attempts),

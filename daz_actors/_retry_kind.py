@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from prometheus_client import CollectorRegistry
 
 from ._error_classes import ErrorRules
 from ._kinds import BuildContext
@@ -49,7 +50,8 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     """Factory of the ``retry`` kind: needs the ``database_url`` resource (for LISTEN).
 
     Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`), else the
-    built-in ones.
+    built-in ones. With a ``metrics_registry`` resource (a `CollectorRegistry`) the workers
+    observe each attempt's duration there.
     """
     try:
         dsn = ctx.resources["database_url"]
@@ -59,6 +61,9 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     if not isinstance(handlers, HandlerRegistry):
         raise TypeError("the 'retry_handlers' resource must be a HandlerRegistry")
     handlers.disable(params.disabled_handlers)
+    metrics = ctx.resources.get("metrics_registry")
+    if metrics is not None and not isinstance(metrics, CollectorRegistry):
+        raise TypeError("the 'metrics_registry' resource must be a CollectorRegistry")
     classifier = params.classifier()
     workers = [f"retry-worker-{n}" for n in range(1, params.worker_count + 1)]
     capture = capture_with_spool(
@@ -81,6 +86,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                     gateway=params.gateway,
                     batch_size=params.batch_size,
                     lock_timeout=params.lock_timeout,
+                    metrics=metrics,
                 ),
                 shutdown_timeout=params.worker_shutdown_timeout,
                 mailbox_size=1,

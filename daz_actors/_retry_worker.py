@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import weakref
 from functools import partial
 from typing import Any
 
 import attrs
 import trio
+from prometheus_client import CollectorRegistry, Histogram
 
 from . import _queue as queue
 from ._actor import ActorContext
@@ -33,11 +35,38 @@ from ._retry_handlers import (
 )
 from ._sql_messages import SqlClient
 
-__all__ = ["RetryWorker", "Wake", "WorkerStats", "worker_id"]
+__all__ = ["RetryWorker", "Wake", "WorkerStats", "attempt_histogram", "worker_id"]
 
 log = logging.getLogger("daz_actors.retry")
 
 HAND_BACK_TIMEOUT = 5.0
+
+# attempt timeouts are tens of seconds (DESIGN section 4), so the buckets reach past them
+ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+_attempt_histograms: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def attempt_histogram(registry: CollectorRegistry) -> Histogram:
+    """The attempt duration histogram on `registry`, registered there on first use only.
+
+    Every worker of a process (and every retry subtree built on the same registry) shares
+    it: a second ``Histogram(...)`` of the same name would be refused as a duplicate.
+    """
+    histogram = _attempt_histograms.get(registry)
+    if histogram is None:
+        histogram = Histogram(
+            "daz_retry_attempt_duration_seconds",
+            "Duration of retry handler attempts by event type and outcome"
+            " (succeeded, failed, timed_out).",
+            ["event_type", "outcome"],
+            registry=registry,
+            buckets=ATTEMPT_BUCKETS,
+        )
+        _attempt_histograms[registry] = histogram
+    return histogram
 
 
 @attrs.frozen
@@ -73,6 +102,7 @@ class RetryWorker:
         gateway: str,
         batch_size: int,
         lock_timeout: float,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self.worker_id = worker_id(index)
         self.handlers = handlers
@@ -81,6 +111,8 @@ class RetryWorker:
         self.batch_size = batch_size
         self.lock_timeout = lock_timeout
         self.stats = WorkerStats()
+        # observes each handler attempt's duration; None (no metrics registry) observes nothing
+        self._durations = attempt_histogram(metrics) if metrics is not None else None
         self._registry = Registry()  # the incarnation's registry, set when it starts
 
     async def __call__(
@@ -184,6 +216,7 @@ class RetryWorker:
                 registry=self._registry,
                 db=db,
             )
+            started = trio.current_time()
             with trio.move_on_after(item.attempt_timeout) as scope:
                 try:
                     await handler(item, context)
@@ -197,6 +230,14 @@ class RetryWorker:
             if scope.cancelled_caught:
                 error = f"attempt timed out after {item.attempt_timeout:g} s"
                 code, retryable = "attempt_timeout", True
+                outcome = "timed_out"
+            else:
+                outcome = "succeeded" if error is None else "failed"
+            if self._durations is not None:
+                # an attempt cancelled from outside (a stop) raised above: it has no outcome
+                self._durations.labels(item.event_type, outcome).observe(
+                    trio.current_time() - started
+                )
         if error is None:
             log.info(
                 "%s: item %d (%s) succeeded on attempt %d, correlation %s",

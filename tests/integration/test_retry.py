@@ -50,12 +50,15 @@ def retry_tree(dsn: str, handlers: HandlerRegistry, **params: Any) -> Tree:
     )
     registry, bus = Registry(), EventBus()
     gateway = SqlGateway(SqlGatewayParams(), dsn)
+    resources = {"database_url": params.pop("listen_dsn", dsn), "retry_handlers": handlers}
+    if (metrics := params.pop("metrics_registry", None)) is not None:
+        resources["metrics_registry"] = metrics
     context = BuildContext(
         name="retry",
         config=config,
         registry=registry,
         bus=bus,
-        resources={"database_url": params.pop("listen_dsn", dsn), "retry_handlers": handlers},
+        resources=resources,
     )
     settings = {"worker_count": 2, "poll_interval": 0.2, **params}
     retry = build_retry(RetryParams(**settings), context)
@@ -356,7 +359,6 @@ async def test_many_items_are_each_completed_exactly_once(pg, count):
     assert sorted(seen) == sorted(i.event_id for i in items)
 
 
-
 @pytest.fixture
 def migrated_server(own_server):
     """The test's own PostgreSQL with the schema migrated."""
@@ -584,3 +586,49 @@ async def test_retry_metrics_move_when_attempts_happen(pg):
     assert after["daz_retry_failed_total"] == 2
     assert after["daz_retry_succeeded_total"] == 1
     assert after["daz_retry_dead_lettered_total"] == 0
+
+
+async def test_attempt_durations_are_observed_by_event_type_and_outcome(pg):
+    """Each handler attempt is observed in the duration histogram under its outcome, on the
+    process's metrics registry, which every worker (and a second retry subtree) shares."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from daz_actors._health import _RootView
+    from daz_actors._metrics import Metrics, Sources, snapshot
+
+    metrics = Metrics()
+    handlers = HandlerRegistry()
+
+    @handlers.register("test.slow")
+    async def slow(item: QueueItem, ctx: AttemptContext) -> None:
+        if ctx.attempt == 1:
+            await trio.sleep_forever()  # cancelled by the attempt timeout
+        if ctx.attempt == 2:
+            raise ConnectionError("not yet")
+
+    def observed(outcome: str, suffix: str = "count") -> float | None:
+        return metrics.registry.get_sample_value(
+            f"daz_retry_attempt_duration_seconds_{suffix}",
+            {"event_type": "test.slow", "outcome": outcome},
+        )
+
+    tree = retry_tree(pg.dsn, handlers, metrics_registry=metrics.registry)
+    retry_tree(pg.dsn, handlers, metrics_registry=metrics.registry)  # registered once only
+    new = NewItem(event_id="slow-1", event_type="test.slow", attempt_timeout=0.3, retry_delay=0.05)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        assert observed("timed_out") is None
+        assert await tree.registry.lookup("retry-capture").ask(ScheduleRetry(item=new))
+        await item_in(db, "slow-1", RetryStatus.COMPLETED)
+        text = metrics.render(await snapshot(Sources(tree=_RootView(tree.sup)))).decode()
+    assert (observed("timed_out"), observed("failed"), observed("succeeded")) == (1, 1, 1)
+    timed_out = observed("timed_out", "sum")
+    assert timed_out is not None
+    assert timed_out >= 0.3
+    rendered = {
+        (s.name, s.labels.get("outcome"), s.labels.get("le"))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert ("daz_retry_attempt_duration_seconds_bucket", "timed_out", "+Inf") in rendered
+    assert ("daz_retry_attempt_duration_seconds_count", "succeeded", None) in rendered
