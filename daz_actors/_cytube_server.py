@@ -1,8 +1,10 @@
-"""A CyTube channel played by a real Socket.IO v4 server, for tests (DESIGN section 8).
+"""A local CyTube-compatible channel server: a real Socket.IO v4 server (DESIGN section 8).
 
-Run ``python tests/cytube_peer/server.py --port 0 --port-file F`` (or ``python -m
-cytube_peer.server`` from ``tests/``); ``--help`` lists the options. It serves, on one
-loopback port:
+``daz-actors demo`` runs it as the bot's chat server, and the test suite as its chat peer.
+Run it as a script, ``python path/to/daz_actors/_cytube_server.py --port 0 --port-file F``
+(`CytubeServerProcess` does; not with ``-m``, which would import the package and with it
+trio-asyncio, whose asyncio patches break uvicorn's websockets); ``--help`` lists the
+options. It serves, on one loopback port:
 
 * ``GET /socketconfig/<channel>.json``: ``{"servers":[{"url":"http://HOST:PORT",
   "secure":false}]}`` (a 404 JSON error for a channel outside ``--channel`` when any are
@@ -21,8 +23,8 @@ loopback port:
 A dead server is simulated from outside, by stopping the process with SIGSTOP: the kernel
 keeps the TCP connection open while no frame (and no ping) comes, as with a hung server.
 
-Everything is in one module with no import from the package under test, so the process is
-independent of it.
+Everything is in one module that imports nothing else of daz-actors, so the server process
+is independent of the bot it serves.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import json
 import os
 import re
 import socket
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -253,7 +254,11 @@ class CytubePeer:
 
     def users(self, channel: str) -> list[Json]:
         """The channel's user list: logged-in sockets, then fake users."""
-        entries = [user_entry(s.name, s.rank) for s in self.members(channel) if s.logged_in]
+        entries = [
+            user_entry(s.name, s.rank)
+            for s in self.members(channel)
+            if s.logged_in and s.name is not None
+        ]
         chan = self.channel(channel)
         entries += [user_entry(name, rank) for name, rank in chan.fake_users.items()]
         return entries
@@ -430,7 +435,7 @@ class CytubePeer:
         await self.emit("rank", session.rank, to=sid)
         if session.channel is not None:
             await self.kick_duplicates(session)
-            await self.emit("addUser", user_entry(name, session.rank), room=session.channel)
+            await self.emit("addUser", user_entry(str(name), session.rank), room=session.channel)
 
     def _chat_args(self, data: Any) -> tuple[str | None, Json]:
         if not isinstance(data, dict) or not isinstance(data.get("msg"), str):
@@ -693,7 +698,7 @@ class CytubePeer:
 # -- command line --
 def parse_args(argv: list[str] | None = None) -> Options:
     """Options from the command line."""
-    p = argparse.ArgumentParser(prog="cytube_peer.server", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="_cytube_server.py", description=__doc__.split("\n")[0])
     d = Options()
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port; 0 picks a free one")
@@ -818,4 +823,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
