@@ -50,6 +50,7 @@ class ActorContext:
     __slots__ = (
         "_cancel_scope",
         "_finish",
+        "_killed",
         "_stop_requested",
         "bus",
         "current_message",
@@ -82,6 +83,7 @@ class ActorContext:
         self._stop_requested = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
         self._finish = False
+        self._killed: BaseException | None = None  # set by `Supervisor.kill_child`
 
     def finish(self) -> None:
         """End this incarnation normally once the current message is handled.
@@ -89,6 +91,13 @@ class ActorContext:
         A normal exit: a ``transient`` or ``temporary`` child is then not restarted.
         """
         self._finish = True
+
+    def interrupted_error(self, what: str) -> Exception:
+        """What an ask interrupted by this incarnation's end fails with: `ActorCrashed`
+        when `Supervisor.kill_child` killed it, else `ActorStopped` (``what`` happened)."""
+        if self._killed is not None:
+            return crashed_error(self.name, self._killed)
+        return ActorStopped(f"actor {self.name!r} {what}")
 
     @property
     def stop_requested(self) -> trio.Event:
@@ -151,7 +160,7 @@ async def run_actor(instance: Actor, ctx: ActorContext, task_status: trio.TaskSt
                     message.fail(crashed_error(ctx.name, exc))
                     raise
                 except BaseException:
-                    message.fail(ActorStopped(f"actor {ctx.name!r} was stopped mid-answer"))
+                    message.fail(ctx.interrupted_error("was stopped mid-answer"))
                     raise
                 message.reply(result)
         else:

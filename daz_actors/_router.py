@@ -58,7 +58,7 @@ from ._cytube_events import (
     UserLeft,
     UserList,
 )
-from ._errors import ActorStopped, AskTimeout, DazActorsError, NoSuchActor, SqlError
+from ._errors import ActorCrashed, ActorStopped, AskTimeout, DazActorsError, NoSuchActor, SqlError
 from ._events import FailureEvent
 from ._kinds import BuildContext
 from ._queue_types import QueueItem
@@ -422,8 +422,9 @@ class EventRouter(Actor):
                 self.params.channel, write.table, write.event_id, exc.code,
                 "queued for retry" if exc.retryable else "permanent, not retried",
             )  # fmt: skip
-        except (AskTimeout, ActorStopped) as exc:
-            # the gateway may not have published: publish it ourselves, with the same id
+        except (AskTimeout, ActorStopped, ActorCrashed) as exc:
+            # the gateway may not have published (it timed out, stopped or died on this
+            # write): publish it ourselves, with the same id
             self.stats.log_failures += 1
             log.warning(
                 "%s: writing %s %s: no answer from the gateway (%s); queued for retry",

@@ -26,7 +26,7 @@ from ._breaker import BreakerPolicy, CircuitBreaker
 from ._bus import EventBus
 from ._embedded_pg import redact_dsn
 from ._error_classes import ErrorRules
-from ._errors import ActorStopped, CircuitOpen, DatabaseUnavailable, SqlError
+from ._errors import CircuitOpen, DatabaseUnavailable, SqlError
 from ._events import FailureEvent, new_id
 from ._kinds import BuildContext
 from ._mailbox import Ask
@@ -229,7 +229,7 @@ class SqlGateway:
                             if isinstance(item, Ask):
                                 item.reply(self.status())
                             continue
-                        calls.start_soon(self._serve, item, limiter, slot)
+                        calls.start_soon(self._serve, ctx, item, limiter, slot)
             background.cancel_scope.cancel()
 
     async def _stop_accepting(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
@@ -273,7 +273,9 @@ class SqlGateway:
                 if cs.cancelled_caught:
                     pool.terminate()
 
-    async def _serve(self, item: Any, limiter: trio.CapacityLimiter, slot: object) -> None:
+    async def _serve(
+        self, ctx: ActorContext, item: Any, limiter: trio.CapacityLimiter, slot: object
+    ) -> None:
         ask = item if isinstance(item, Ask) else None
         request = item.message if ask is not None else item
         try:
@@ -288,7 +290,7 @@ class SqlGateway:
                 log.error("SQL request %s failed: %r", type(request).__name__, exc)
         except BaseException:
             if ask is not None:
-                ask.fail(ActorStopped("the SQL gateway stopped during the call"))
+                ask.fail(ctx.interrupted_error("stopped during the call"))
             raise
         else:
             if ask is not None:

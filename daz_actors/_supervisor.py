@@ -154,7 +154,6 @@ class _Slot:
     reasons: dict[str, int] = attrs.field(factory=dict)  # restarts by reason
     backoff_waits: int = 0
     backoff_seconds: float = 0.0
-    kill: tuple[int, Killed] | None = None  # (incarnation, error) of a pending `kill_child`
     started_at: float = 0.0
     ctx: ActorContext | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -257,12 +256,12 @@ class Supervisor:
         """
         slot = self._slot(name)
         ctx = slot.ctx
-        if slot.kill is not None and ctx is not None and slot.kill[0] == ctx.incarnation:
+        if ctx is not None and ctx._killed is not None:
             return
         if slot.state is not ChildState.RUNNING or ctx is None or ctx._cancel_scope is None:
             raise ActorStopped(f"{slot.registered_as!r} is not running ({slot.state.value})")
         log.warning("%s: killing %r: %s", self.name, slot.registered_as, reason)
-        slot.kill = (ctx.incarnation, Killed(f"{slot.registered_as!r} killed: {reason}"))
+        ctx._killed = Killed(f"{slot.registered_as!r} killed: {reason}")
         ctx._cancel_scope.cancel()
 
     def startables(self) -> Iterator[Startable]:
@@ -448,9 +447,8 @@ class Supervisor:
                     await slot.spec.start(ctx, task_status=relay)
             except Exception as exc:  # outside the scope: also a group raised while cancelled
                 error = exc
-            kill, slot.kill = slot.kill, None
-            if kill is not None and kill[0] == ctx.incarnation and error is None:
-                error = kill[1]
+            if ctx._killed is not None and error is None:
+                error = ctx._killed
             if not relay.done:
                 if error is None:
                     error = StartFailed(f"{slot.registered_as!r} exited before it was ready")

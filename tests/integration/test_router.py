@@ -18,7 +18,9 @@ from trio.testing import wait_all_tasks_blocked
 from daz_actors import (
     Actor,
     ActorRef,
+    ChildInfo,
     ChildSpec,
+    ChildState,
     EventBus,
     FailureEvent,
     Overflow,
@@ -86,6 +88,7 @@ class Room:
     registry: Registry
     room: Supervisor
     sent: list[SendChat | SendPrivate]
+    root: Supervisor
 
     async def tell(self, *events: Any) -> RouterStats:
         """Send events to the router; its stats once it handled them all."""
@@ -155,6 +158,7 @@ async def open_room(
                 registry=registry,
                 room=room,
                 sent=sent,
+                root=root,
             )
 
 
@@ -425,3 +429,44 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
         assert stats.logged == 2
         assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 2
         assert router_restarts(room) == 0
+
+
+async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(pg):
+    """The gateway dies mid-write (killed while the insert waits on a lock): the router does
+    not crash, publishes sql.exec.failed for the line itself, and the line can be redone."""
+    async with open_room(pg.dsn, log_timeout=30) as room, pg.trio_connection() as locker:
+        events = listen(room.bus, "sql.exec.failed")
+
+        async def lock(conn: Any) -> None:
+            await conn.execute("BEGIN; LOCK TABLE daz_chat_messages IN ACCESS EXCLUSIVE MODE")
+
+        async def unlock(conn: Any) -> None:
+            await conn.execute("ROLLBACK")
+
+        await locker.call(lock)
+        line = chat("ann", "said as the gateway died", time=T0 + 7)
+        await room.router.send(line)
+
+        def gateway() -> ChildInfo:
+            return next(c for c in room.root.which_children() if c.name == "sql-gateway")
+
+        def router() -> ChildInfo:
+            return next(c for c in room.room.which_children() if c.name == "event-router")
+
+        # the line left the router's mailbox and its insert the gateway's: it is in flight
+        await wait_until(lambda: router().mailbox_depth == 0 and gateway().mailbox_depth == 0)
+        await wait_all_tasks_blocked(cushion=0.05)
+        room.root.kill_child("sql-gateway", "test")
+        failure = (await events.get()).event
+        await locker.call(unlock)
+
+        assert isinstance(failure, FailureEvent)
+        assert failure.retryable is True
+        assert failure.retry_data["args"][3] == "said as the gateway died"
+        stats = await room.router.ask(GetRouterStats(), timeout=30)
+        assert stats.log_failures == 1
+        assert router_restarts(room) == 0
+        await wait_until(lambda: gateway().state is ChildState.RUNNING and gateway().restarts == 1)
+        item = await enqueue(room.db, failure)
+        await redo_sql(item, attempt(item, room))
+        assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 1
