@@ -336,6 +336,10 @@ def classify(exc: BaseException) -> tuple[bool, str]:
         return True, "ask_timeout"
     if isinstance(exc, ActorStopped | NoSuchActor):
         return True, type(exc).__name__
+    retryable = getattr(exc, "retryable", None)  # a command's own error may say so
+    if isinstance(retryable, bool):
+        code = getattr(exc, "code", None)
+        return retryable, code if isinstance(code, str) and code else type(exc).__name__
     return False, type(exc).__name__
 
 

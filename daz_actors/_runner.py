@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import asyncpg
+import attrs
 import trio
 
 from . import _queue as queue
@@ -28,7 +29,7 @@ from ._sql_messages import SqlClient
 from ._supervisor import Supervisor
 from ._tree import Tree, run_tree
 
-__all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "run_config"]
+__all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "Alongside", "RunningSystem", "run_config"]
 
 log = logging.getLogger("daz_actors.run")
 
@@ -42,6 +43,20 @@ async def _apply_migrations(url: str) -> list[str]:
         return [m.up_file for m in await migrate(conn)]
     finally:
         await conn.close()
+
+
+@attrs.frozen(kw_only=True)
+class RunningSystem:
+    """What a task run alongside the tree (`run_config`'s ``alongside``) can reach."""
+
+    tree: Tree
+    registry: Registry
+    sources: Sources  # what /readyz and /metrics read: `await snapshot(sources)`
+    metrics: Metrics
+    http_port: int | None  # where /healthz /readyz /metrics are served, if they are
+
+
+Alongside = Callable[[RunningSystem], Awaitable[None]]
 
 
 class _ReadyTree:
@@ -63,8 +78,9 @@ async def _run(
     metrics: Metrics,
     *,
     handle_signals: bool,
+    alongside: Alongside | None = None,
 ) -> None:
-    """The tree, and the health and metrics endpoints while it runs."""
+    """The tree, the health and metrics endpoints while it runs, and `alongside`."""
     gave_up: list[SupervisorGaveUp] = []
     ready = _ReadyTree()
     async with trio.open_nursery() as nursery:
@@ -80,11 +96,27 @@ async def _run(
 
         nursery.start_soon(tree_task)
         await ready.event.wait()
-        if ready.tree is not None and http.enabled:
-            sources = _sources(ready.tree, registry)
-            await nursery.start(
+        if ready.tree is None:
+            return
+        tree = ready.tree
+        sources = _sources(tree, registry)
+        port: int | None = None
+        if http.enabled:
+            port = await nursery.start(
                 partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
             )
+        if alongside is not None:
+            system = RunningSystem(
+                tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
+            )
+
+            async def alongside_then_stop() -> None:
+                try:
+                    await alongside(system)
+                finally:
+                    tree.stop()  # an orderly stop of the whole tree
+
+            nursery.start_soon(alongside_then_stop)
     if gave_up:
         raise gave_up[0]
 
@@ -108,11 +140,14 @@ def run_config(
     *,
     handle_signals: bool = True,
     extra_resources: Mapping[str, Any] | None = None,
+    alongside: Alongside | None = None,
 ) -> int:
     """Run the tree of `config` until SIGINT/SIGTERM; the process exit code.
 
     `extra_resources` reach the kinds' factories (``retry_handlers``: your
-    `HandlerRegistry`, ``commands``: your `CommandRegistry`).
+    `HandlerRegistry`, ``commands``: your `CommandRegistry`). `alongside`, if given, runs
+    once the tree is ready; when it returns the tree is stopped in order (what
+    ``daz-actors demo`` uses); an exception from it stops the tree and propagates.
     """
     if config.database.url:
         register_dsn_password(config.database.url)
@@ -140,7 +175,15 @@ def run_config(
 
         try:
             trio.run(
-                partial(_run, root, registry, config.http, metrics, handle_signals=handle_signals)
+                partial(
+                    _run,
+                    root,
+                    registry,
+                    config.http,
+                    metrics,
+                    handle_signals=handle_signals,
+                    alongside=alongside,
+                )
             )
         except SupervisorGaveUp as exc:
             log.critical(
