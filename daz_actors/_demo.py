@@ -14,6 +14,8 @@ drained, the bot joined, every actor running and the breaker closed
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import logging
 import random
 import shutil
@@ -111,9 +113,6 @@ def demo_commands() -> CommandRegistry:
 
 def write_config(work: Path, *, server: str, database_url: str) -> Path:
     """Fill `demo_config.toml` in for this run; the file written."""
-    import importlib.resources
-    import json
-
     template = importlib.resources.files("daz_actors").joinpath("demo_config.toml").read_text()
     text = Template(template).substitute(
         data_dir=json.dumps(str(work / "data")),
@@ -138,9 +137,16 @@ class Demo:
     """The part of the demo that runs alongside the tree (`run_config`'s ``alongside``)."""
 
     def __init__(
-        self, options: DemoOptions, server: CytubeServerProcess, pg: EmbeddedServer, out: TextIO
+        self,
+        options: DemoOptions,
+        server: CytubeServerProcess,
+        pg: EmbeddedServer,
+        out: TextIO,
+        *,
+        summary_path: Path | None = None,
     ) -> None:
         self.options = options
+        self.summary_path = summary_path
         self.server = server
         self.pg = pg
         self.out = out
@@ -191,6 +197,22 @@ class Demo:
             view.cancel_scope.cancel()
         await self._draw(final=True)
         self._say_line(render_summary(self.invariants, self.ledger))
+        if self.summary_path is not None:
+            self._write_summary(self.summary_path, self.invariants)
+
+    def _write_summary(self, path: Path, invariants: list[Invariant]) -> None:
+        """The run as JSON: what was said, what was injected, what held (for a look later)."""
+        record = {
+            "channel": CHANNEL,
+            "chatters": list(self.chatters),
+            "confirmed": self.ledger.confirmed,
+            "uncertain": self.ledger.uncertain,
+            "refused": self.ledger.refused,
+            "chaos": [attrs.asdict(step) for step in self.chaos],
+            "invariants": [attrs.asdict(inv) for inv in invariants],
+            "passed": all(inv.held for inv in invariants),
+        }
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
     async def _wait_joined(self) -> None:
         with trio.fail_after(JOIN_TIMEOUT):
@@ -400,7 +422,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="daz-demo-"))
-    out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'})\n")
+    out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json)\n")
     out.flush()
     code = EXIT_INTERRUPTED
     try:
@@ -434,7 +456,7 @@ def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
             try:
                 config_path = write_config(work, server=server.url, database_url=pg.url)
                 config = load_config(config_path, default_kinds())
-                demo = Demo(options, server, pg, out)
+                demo = Demo(options, server, pg, out, summary_path=work / "summary.json")
                 code = run_config(
                     config,
                     default_kinds(),
