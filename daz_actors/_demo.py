@@ -34,6 +34,7 @@ from . import _queue as queue
 from ._builtin_kinds import default_kinds
 from ._commands import CommandContext, CommandRegistry
 from ._config import load_config
+from ._cytube_events import ConnectionStatus
 from ._cytube_server_process import CytubeServerError, CytubeServerProcess
 from ._demo_report import (
     ChaosStep,
@@ -53,11 +54,19 @@ from ._runner import RunningSystem, run_config
 from ._sql_messages import SqlClient
 from ._supervisor import ChildInfo, ChildState
 
-__all__ = ["EXIT_INVARIANT_BROKEN", "DemoOptions", "PoisonPill", "demo_commands", "run_demo"]
+__all__ = [
+    "EXIT_INVARIANT_BROKEN",
+    "DemoFailed",
+    "DemoOptions",
+    "PoisonPill",
+    "demo_commands",
+    "run_demo",
+]
 
 log = logging.getLogger("daz_actors.demo")
 
 EXIT_INVARIANT_BROKEN = 3  # the run ended but an invariant did not hold
+EXIT_DEMO_FAILED = 1  # it could not run its course (the reason is printed)
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM before the end
 MIN_DURATION = 20.0  # seconds: room for every fault and the recovery after it
 CHANNEL = "demo"
@@ -91,6 +100,10 @@ class DemoOptions:
     live: bool | None = None  # redraw the screen; None: when the output is a terminal
     work_dir: Path | None = None  # kept afterwards; None: a temporary one (kept on failure)
     settle_timeout: float = 30.0  # seconds past `duration` to wait for the recovery
+
+
+class DemoFailed(DazActorsError, RuntimeError):
+    """The demo could not run its course (e.g. the bot never joined the chat server)."""
 
 
 class PoisonPill(Exception):
@@ -215,12 +228,16 @@ class Demo:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
     async def _wait_joined(self) -> None:
-        with trio.fail_after(JOIN_TIMEOUT):
+        with trio.move_on_after(JOIN_TIMEOUT):
             while True:
                 snap = await snapshot(self.system.sources)
-                if snap.connections and snap.connections[0].status.value == "joined":
+                if snap.connections and snap.connections[0].status is ConnectionStatus.JOINED:
                     return
                 await trio.sleep(0.1)  # polling the bot's state, bounded by the deadline
+        raise DemoFailed(
+            f"the bot did not join the local chat server within {JOIN_TIMEOUT:g} s "
+            "(see daz-actors.log and chat-server/cytube-server.log in the work directory)"
+        )
 
     # ------------------------------------------------------------------ chatters
 
@@ -457,12 +474,16 @@ def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
                 config_path = write_config(work, server=server.url, database_url=pg.url)
                 config = load_config(config_path, default_kinds())
                 demo = Demo(options, server, pg, out, summary_path=work / "summary.json")
-                code = run_config(
-                    config,
-                    default_kinds(),
-                    extra_resources={"commands": demo_commands()},
-                    alongside=demo.run,
-                )
+                try:
+                    code = run_config(
+                        config,
+                        default_kinds(),
+                        extra_resources={"commands": demo_commands()},
+                        alongside=demo.run,
+                    )
+                except DemoFailed as exc:
+                    out.write(f"the demo could not run: {exc}\n")
+                    return EXIT_DEMO_FAILED
             finally:
                 server.stop(graceful=False)
         finally:

@@ -82,6 +82,7 @@ async def _run(
 ) -> None:
     """The tree, the health and metrics endpoints while it runs, and `alongside`."""
     gave_up: list[SupervisorGaveUp] = []
+    failed: list[Exception] = []  # what `alongside` raised
     ready = _ReadyTree()
     async with trio.open_nursery() as nursery:
 
@@ -96,29 +97,44 @@ async def _run(
 
         nursery.start_soon(tree_task)
         await ready.event.wait()
-        if ready.tree is None:
-            return
-        tree = ready.tree
-        sources = _sources(tree, registry)
-        port: int | None = None
-        if http.enabled:
-            port = await nursery.start(
-                partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
-            )
-        if alongside is not None:
-            system = RunningSystem(
-                tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
-            )
-
-            async def alongside_then_stop() -> None:
-                try:
-                    await alongside(system)
-                finally:
-                    tree.stop()  # an orderly stop of the whole tree
-
-            nursery.start_soon(alongside_then_stop)
+        if ready.tree is not None:  # None: the root gave up before it was ready
+            await _serve_alongside(nursery, ready.tree, registry, http, metrics, alongside, failed)
     if gave_up:
         raise gave_up[0]
+    if failed:
+        raise failed[0]
+
+
+async def _serve_alongside(
+    nursery: trio.Nursery,
+    tree: Tree,
+    registry: Registry,
+    http: HttpConfig,
+    metrics: Metrics,
+    alongside: Alongside | None,
+    failed: list[Exception],
+) -> None:
+    """Start the endpoints and `alongside` in `nursery`, beside the running tree."""
+    sources = _sources(tree, registry)
+    port: int | None = None
+    if http.enabled:
+        port = await nursery.start(
+            partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
+        )
+    if alongside is not None:
+        system = RunningSystem(
+            tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
+        )
+
+        async def alongside_then_stop() -> None:
+            try:
+                await alongside(system)
+            except Exception as exc:  # kept out of the nursery's exception group
+                failed.append(exc)
+            finally:
+                tree.stop()  # an orderly stop of the whole tree
+
+        nursery.start_soon(alongside_then_stop)
 
 
 def _sources(tree: Tree, registry: Registry) -> Sources:

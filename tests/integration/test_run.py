@@ -18,7 +18,7 @@ import trio
 
 from daz_actors import Actor, ActorKind, actor_factory, default_kinds
 from daz_actors._config import default_config_text, parse_config
-from daz_actors._runner import EXIT_GAVE_UP, run_config
+from daz_actors._runner import EXIT_GAVE_UP, RunningSystem, run_config
 
 DAZ = [sys.executable, "-m", "daz_actors.cli"]
 
@@ -138,3 +138,41 @@ def test_run_exits_2_when_the_database_cannot_be_prepared(tmp_path: Path, monkey
     assert result.returncode == 2, result.stderr
     assert "cannot prepare the database" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_an_alongside_task_sees_the_running_tree_and_its_return_stops_it(pg, tmp_path, monkeypatch):
+    """run_config(alongside=...) runs the task once the tree is ready, with the endpoints'
+    port; when it returns the tree stops in order and run_config returns 0."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+    seen: list[Any] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        seen.append([c.state.value for c in system.tree.which_children()])
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"http://127.0.0.1:{system.http_port}/readyz")
+        seen.append(reply.status_code)
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert seen == [["running"], 200]
+
+    async def failing(system: RunningSystem) -> None:
+        raise LookupError("the alongside task failed")
+
+    with pytest.raises(LookupError, match="alongside task failed"):
+        run_config(config, kinds, handle_signals=False, alongside=failing)
