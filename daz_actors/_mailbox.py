@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import outcome
@@ -153,6 +154,32 @@ class Mailbox:
     async def get(self) -> Any:
         """Take the next message (used by the actor's incarnation)."""
         return await self._receive.receive()
+
+    def fail_waiting_asks(self, error: Callable[[], BaseException]) -> int:
+        """Fail every ask waiting in the mailbox with a fresh `error()`; tells stay, in order.
+
+        For a child whose next incarnation will be late (its supervisor first stops the
+        siblings that may be the very askers). Done only when no sender is blocked on a
+        full mailbox, so the order of what stays is kept; the number of asks failed.
+        """
+        if self.closed or self._send.statistics().tasks_waiting_send:
+            return 0
+        kept: list[Any] = []
+        failed = 0
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if type(item) is Ask:
+                if not item.settled:
+                    item.fail(error())
+                    failed += 1
+            else:
+                kept.append(item)
+        for item in kept:
+            self._send.send_nowait(item)
+        return failed
 
     def close(self) -> None:
         """Stop taking messages for good: queued asks fail, queued tells are counted."""

@@ -25,7 +25,7 @@ from ._actor import ActorContext, Startable
 from ._bus import EventBus
 from ._errors import ActorStopped, Killed, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
 from ._events import ActorFailed
-from ._mailbox import Ask, Mailbox, OneShot
+from ._mailbox import Ask, Mailbox, OneShot, crashed_error
 from ._ref import ActorRef
 from ._registry import Registry
 from ._supervision_policy import (
@@ -501,6 +501,16 @@ class Supervisor:
         group = [
             self._slots[i] for i in affected_children(self.policy.strategy, index, len(self._slots))
         ]
+        if len(group) > 1:
+            # the restart waits until the others stop, and they may be waiting on this
+            # child's answers: fail the asks still in its mailbox now instead (Erlang's
+            # calls to a dead process fail at once too); tells wait for the restart
+            cause = error if error is not None else RuntimeError("exited")
+            failed = slot.mailbox.fail_waiting_asks(
+                lambda: crashed_error(slot.registered_as, cause)
+            )
+            if failed:
+                log.info("%s: failed %d asks waiting for %r", self.name, failed, slot.registered_as)
         for other in reversed(group):
             if other is not slot:
                 await self._stop(other)

@@ -8,6 +8,7 @@ import trio.testing
 from probes import Journal, Sleep, spec, supervisor
 
 from daz_actors import (
+    ActorCrashed,
     ActorStopped,
     AskTimeout,
     BackoffPolicy,
@@ -133,3 +134,59 @@ async def test_asks_that_time_out_are_counted_on_the_target():
                 await sup.ref("a").ask("ping", timeout=0.05)
         assert info(sup, "a").asks_timed_out == 2
         assert isinstance(Killed("x"), RuntimeError)
+
+
+async def test_a_group_restart_fails_the_asks_waiting_for_the_crashed_child_at_once():
+    """rest_for_one: asks still queued for the crashed child fail with ActorCrashed now,
+    instead of waiting for its restart (which waits for the siblings, maybe the askers);
+    a tell queued for it is kept and handled by the next incarnation."""
+    journal = Journal()
+    sup = supervisor(
+        "sup", [spec(journal, "a"), spec(journal, "b")], fast_policy(Strategy.REST_FOR_ONE)
+    )
+    async with open_tree(sup), trio.open_nursery() as nursery:
+        outcomes: list[object] = []
+
+        async def ask(message: object) -> None:
+            try:
+                outcomes.append(await sup.ref("a").ask(message, timeout=1000))
+            except ActorCrashed as exc:
+                outcomes.append(exc)
+
+        nursery.start_soon(ask, Sleep(1000))  # being handled when "a" is killed
+        await wait_until(lambda: info(sup, "a").mailbox_depth == 0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask, "queued")  # waits in the mailbox
+        await wait_until(lambda: info(sup, "a").mailbox_depth == 1)
+        await sup.ref("a").send("told")
+        sup.kill_child("a", "test")
+        await wait_until(lambda: len(outcomes) == 2)
+        assert all(isinstance(o, ActorCrashed) for o in outcomes), outcomes
+        assert "Killed" in str(outcomes[1])
+        await wait_until(
+            lambda: info(sup, "a").incarnation == 2 and info(sup, "a").mailbox_depth == 0
+        )
+        assert info(sup, "b").restarts_by_reason == (("sibling", 1),)
+
+
+async def test_one_for_one_keeps_waiting_asks_for_the_next_incarnation():
+    journal = Journal()
+    sup = supervisor("sup", [spec(journal, "a"), spec(journal, "b")], fast_policy())
+    async with open_tree(sup), trio.open_nursery() as nursery:
+        outcomes: list[object] = []
+
+        async def ask(message: object) -> None:
+            try:
+                outcomes.append(await sup.ref("a").ask(message, timeout=1000))
+            except ActorCrashed as exc:
+                outcomes.append(exc)
+
+        nursery.start_soon(ask, Sleep(1000))
+        await wait_until(lambda: info(sup, "a").mailbox_depth == 0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask, "queued")
+        await wait_until(lambda: info(sup, "a").mailbox_depth == 1)
+        sup.kill_child("a", "test")
+        await wait_until(lambda: len(outcomes) == 2)
+        assert isinstance(outcomes[0], ActorCrashed)
+        assert outcomes[1] == ("a", 2, "queued")
