@@ -162,6 +162,15 @@ async def open_room(
             )
 
 
+async def lock(conn: Any) -> None:
+    """Hold the chat table locked (in `conn`'s open transaction) so inserts wait."""
+    await conn.execute("BEGIN; LOCK TABLE daz_chat_messages IN ACCESS EXCLUSIVE MODE")
+
+
+async def unlock(conn: Any) -> None:
+    await conn.execute("ROLLBACK")
+
+
 def listen(bus: EventBus, pattern: str) -> Mailbox:
     mailbox = Mailbox("listener", 100)
     bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
@@ -399,12 +408,6 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
     async with open_room(pg.dsn, log_timeout=0.5) as room, pg.trio_connection() as locker:
         events = listen(room.bus, "sql.exec.failed")
 
-        async def lock(conn: Any) -> None:
-            await conn.execute("BEGIN; LOCK TABLE daz_chat_messages IN ACCESS EXCLUSIVE MODE")
-
-        async def unlock(conn: Any) -> None:
-            await conn.execute("ROLLBACK")
-
         await locker.call(lock)
         line = chat("ann", "said during the outage", time=T0 + 42)
         stats = await room.tell(line)
@@ -436,12 +439,6 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
     not crash, publishes sql.exec.failed for the line itself, and the line can be redone."""
     async with open_room(pg.dsn, log_timeout=30) as room, pg.trio_connection() as locker:
         events = listen(room.bus, "sql.exec.failed")
-
-        async def lock(conn: Any) -> None:
-            await conn.execute("BEGIN; LOCK TABLE daz_chat_messages IN ACCESS EXCLUSIVE MODE")
-
-        async def unlock(conn: Any) -> None:
-            await conn.execute("ROLLBACK")
 
         await locker.call(lock)
         line = chat("ann", "said as the gateway died", time=T0 + 7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import trio
 import trio.testing
@@ -20,6 +22,14 @@ from daz_actors import (
     Strategy,
 )
 from daz_actors.testing import fast_policy, open_tree, wait_until
+
+
+async def ask_a(sup, outcomes: list[object], message: object) -> None:
+    """Ask child "a"; record its answer or the ActorCrashed error."""
+    try:
+        outcomes.append(await sup.ref("a").ask(message, timeout=1000))
+    except ActorCrashed as exc:
+        outcomes.append(exc)
 
 
 def info(sup, name):
@@ -146,12 +156,7 @@ async def test_a_group_restart_fails_the_asks_waiting_for_the_crashed_child_at_o
     )
     async with open_tree(sup), trio.open_nursery() as nursery:
         outcomes: list[object] = []
-
-        async def ask(message: object) -> None:
-            try:
-                outcomes.append(await sup.ref("a").ask(message, timeout=1000))
-            except ActorCrashed as exc:
-                outcomes.append(exc)
+        ask = partial(ask_a, sup, outcomes)
 
         nursery.start_soon(ask, Sleep(1000))  # being handled when "a" is killed
         await wait_until(lambda: info(sup, "a").mailbox_depth == 0)
@@ -174,12 +179,7 @@ async def test_one_for_one_keeps_waiting_asks_for_the_next_incarnation():
     sup = supervisor("sup", [spec(journal, "a"), spec(journal, "b")], fast_policy())
     async with open_tree(sup), trio.open_nursery() as nursery:
         outcomes: list[object] = []
-
-        async def ask(message: object) -> None:
-            try:
-                outcomes.append(await sup.ref("a").ask(message, timeout=1000))
-            except ActorCrashed as exc:
-                outcomes.append(exc)
+        ask = partial(ask_a, sup, outcomes)
 
         nursery.start_soon(ask, Sleep(1000))
         await wait_until(lambda: info(sup, "a").mailbox_depth == 0)
