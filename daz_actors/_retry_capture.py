@@ -10,6 +10,11 @@ When PostgreSQL is unreachable, items go to the local spool (an fsynced file in 
 directory) and are drained into the queue, in order, before any newer item: on start (so
 a process killed during an outage loses nothing it had spooled) and on every `DrainSpool`
 tick the dispatcher sends.
+
+With a metrics registry, each item `_enqueue` is given is counted once in
+``daz_retry_scheduled_total{event_type,outcome}`` (outcome ``queued``, ``duplicate``,
+``spooled`` or ``refused``), and each item moved from the spool into the queue in
+``daz_retry_spool_drained_total{event_type}``.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from weakref import WeakKeyDictionary
 
 import attrs
 import trio
+from prometheus_client import CollectorRegistry, Counter
 
 from . import _queue as queue
 from ._actor import Actor, ActorContext, Startable, run_actor
@@ -34,11 +41,59 @@ from ._queue_types import NewItem
 from ._spool import Spool, SpoolFull
 from ._sql_messages import SqlClient
 
-__all__ = ["DrainSpool", "RetryCapture", "ScheduleRetry", "capture_with_spool", "item_for_failure"]
+__all__ = [
+    "DrainSpool",
+    "RetryCapture",
+    "ScheduleRetry",
+    "capture_with_spool",
+    "item_for_failure",
+    "scheduled_counter",
+    "spool_drained_counter",
+]
 
 log = logging.getLogger("daz_actors.retry")
 
 SCHEDULE_TOPIC = "retry.schedule"
+
+Outcome = Literal["queued", "duplicate", "spooled", "refused"]
+
+_scheduled_counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
+_drained_counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
+
+
+def scheduled_counter(registry: CollectorRegistry) -> Counter:
+    """The counter of items given to the capture, on `registry`, registered there once.
+
+    Every capture incarnation (and every retry subtree built on the same registry) shares
+    it: a second ``Counter(...)`` of the same name would be refused as a duplicate.
+    """
+    counter = _scheduled_counters.get(registry)
+    if counter is None:
+        counter = Counter(
+            "daz_retry_scheduled",
+            "Items the failure capture was given, by event type and outcome: queued (new"
+            " in the queue), duplicate (its event id was queued already), spooled (kept in"
+            " the local spool while the database is unreachable), refused (neither).",
+            ["event_type", "outcome"],
+            registry=registry,
+        )
+        _scheduled_counters[registry] = counter
+    return counter
+
+
+def spool_drained_counter(registry: CollectorRegistry) -> Counter:
+    """The counter of items moved from the spool into the queue, on `registry`, once."""
+    counter = _drained_counters.get(registry)
+    if counter is None:
+        counter = Counter(
+            "daz_retry_spool_drained",
+            "Items moved from the local spool into the queue, by event type (an item the"
+            " queue already had is counted too: enqueueing is idempotent by event id).",
+            ["event_type"],
+            registry=registry,
+        )
+        _drained_counters[registry] = counter
+    return counter
 
 
 @attrs.frozen
@@ -88,6 +143,7 @@ class RetryCapture(Actor):
         ignore_event_types: Sequence[str],
         policies: Mapping[str, RetryPolicy],
         spool: Spool,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self.spool = spool
         self.gateway = gateway
@@ -99,6 +155,9 @@ class RetryCapture(Actor):
         self.skipped = 0
         self.spooled = 0
         self.refused = 0  # items that could not be queued nor spooled (logged as errors)
+        # None (no metrics registry): nothing is counted beyond this incarnation's attributes
+        self._scheduled = scheduled_counter(metrics) if metrics is not None else None
+        self._drained = spool_drained_counter(metrics) if metrics is not None else None
 
     async def on_start(self) -> None:
         self.db = SqlClient(self.ctx.registry.lookup(self.gateway))
@@ -117,6 +176,9 @@ class RetryCapture(Actor):
 
         async def send(items: list[NewItem]) -> None:
             await self.db.run(partial(queue.enqueue_many, items=items), name="retry.drain")
+            if self._drained is not None:
+                for item in items:
+                    self._drained.labels(item.event_type).inc()
 
         try:
             drained = await self.spool.drain(send)
@@ -145,6 +207,11 @@ class RetryCapture(Actor):
             return False
         raise TypeError(f"retry capture does not handle {type(message).__name__}")
 
+    def _count(self, item: NewItem, outcome: Outcome) -> None:
+        """Count `item` once under `outcome` in the metric (the attributes are counted apart)."""
+        if self._scheduled is not None:
+            self._scheduled.labels(item.event_type, outcome).inc()
+
     async def _enqueue(self, item: NewItem) -> bool:
         """Queue `item` (True if new), or spool it while the database is unreachable.
 
@@ -157,11 +224,13 @@ class RetryCapture(Actor):
                 )
             except QueueInputError as exc:  # can never be queued: say so, keep going
                 self.refused += 1
+                self._count(item, "refused")
                 log.error("cannot queue %s (%s): %s", item.event_id, item.event_type, exc)
                 return False
             except (SqlError, AskTimeout, ActorStopped) as exc:
                 if isinstance(exc, SqlError) and not exc.retryable:
                     self.refused += 1
+                    self._count(item, "refused")
                     log.error("cannot queue %s: %s", item.event_id, exc)
                     return False
                 # enqueue is idempotent: spooling after a call that may have worked is safe
@@ -169,6 +238,7 @@ class RetryCapture(Actor):
             else:
                 if is_new:
                     self.queued += 1
+                    self._count(item, "queued")
                     log.info(
                         "queued %s (%s) for retry, correlation %s",
                         item.event_id, item.event_type, item.correlation_id,
@@ -177,17 +247,20 @@ class RetryCapture(Actor):
                     )  # fmt: skip
                 else:
                     self.duplicates += 1
+                    self._count(item, "duplicate")
                 return is_new
         try:
             await self.spool.append_async(item)
         except SpoolFull as exc:
             self.refused += 1
+            self._count(item, "refused")
             log.error(
                 "LOST: %s (%s, correlation %s) could not be queued or spooled: %s",
                 item.event_id, item.event_type, item.correlation_id, exc,
             )  # fmt: skip
             return False
         self.spooled += 1
+        self._count(item, "spooled")
         return True
 
 

@@ -51,7 +51,8 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
 
     Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`), else the
     built-in ones. With a ``metrics_registry`` resource (a `CollectorRegistry`) the workers
-    observe each attempt's duration there.
+    observe each attempt's duration there, and the capture counts the items it schedules
+    and drains from the spool.
     """
     try:
         dsn = ctx.resources["database_url"]
@@ -73,6 +74,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
         patterns=params.capture_patterns,
         ignore_event_types=params.ignore_event_types,
         policies=ctx.config.retry_policies,
+        metrics=metrics,
     )
     children = [
         ChildSpec(name="retry-capture", start=capture, mailbox_size=1000),

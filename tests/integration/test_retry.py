@@ -17,7 +17,7 @@ from daz_actors._builtin_kinds import default_kinds
 from daz_actors._config import RetryPolicy, load_config
 from daz_actors._kinds import BuildContext
 from daz_actors._queue_types import NewItem, QueueItem, RetryStatus
-from daz_actors._retry_capture import ScheduleRetry
+from daz_actors._retry_capture import DrainSpool, ScheduleRetry
 from daz_actors._retry_handlers import AttemptContext, HandlerRegistry, PermanentError
 from daz_actors._retry_kind import RetryParams, build_retry
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
@@ -107,8 +107,32 @@ async def item_in(db: Any, event_id: str, status: RetryStatus) -> QueueItem:
             await trio.sleep(0.05)
 
 
+def scheduled(metrics: Any) -> dict[tuple[str, str], float]:
+    """``daz_retry_scheduled_total`` on the registry `metrics`: (event_type, outcome) -> n."""
+    return {
+        (s.labels["event_type"], s.labels["outcome"]): s.value
+        for family in metrics.collect()
+        for s in family.samples
+        if s.name == "daz_retry_scheduled_total"
+    }
+
+
+def drained(metrics: Any) -> dict[str, float]:
+    """``daz_retry_spool_drained_total`` on the registry `metrics`: event_type -> n."""
+    return {
+        s.labels["event_type"]: s.value
+        for family in metrics.collect()
+        for s in family.samples
+        if s.name == "daz_retry_spool_drained_total"
+    }
+
+
 async def test_failure_event_is_retried_until_it_succeeds_with_its_history(pg):
-    """A retryable failure event is queued once, retried on schedule and completed."""
+    """A retryable failure event is queued once, retried on schedule and completed; the
+    second publication is counted as a duplicate in ``daz_retry_scheduled_total``."""
+    from daz_actors._metrics import Metrics
+
+    metrics = Metrics().registry
     handlers = HandlerRegistry()
     calls: list[tuple[str, int, str | None]] = []
 
@@ -118,12 +142,16 @@ async def test_failure_event_is_retried_until_it_succeeds_with_its_history(pg):
         if ctx.attempt < 3:
             raise ConnectionError("not yet")
 
-    tree = retry_tree(pg.dsn, handlers)
+    tree = retry_tree(pg.dsn, handlers, metrics_registry=metrics)
     event = failure()
     async with pg.trio_connection() as db, open_tree(tree.sup):
         await tree.gateway.connected.wait()
+        assert scheduled(metrics) == {}
         await tree.bus.publish(event.topic, event)
         await tree.bus.publish(event.topic, event)  # published twice, queued once
+        # a round trip through the capture: both publications have been handled
+        assert await tree.registry.lookup("retry-capture").ask(DrainSpool())
+        assert scheduled(metrics) == {("test.flaky", "queued"): 1, ("test.flaky", "duplicate"): 1}
         await wait_until(lambda: len(calls) == 3, timeout=30)
         row = await item_in(db, event.event_id, RetryStatus.COMPLETED)
         assert calls == [(event.event_id, n, event.correlation_id) for n in (1, 2, 3)]
@@ -323,10 +351,15 @@ async def test_stopping_hands_unfinished_items_back_without_counting_them(pg):
 
 
 async def test_non_retryable_and_query_failures_are_not_queued(pg):
-    """Permanent failures and failed reads are not queued (nothing could redo them)."""
-    tree = retry_tree(pg.dsn, HandlerRegistry())
+    """Permanent failures and failed reads are not queued (nothing could redo them), nor
+    counted as scheduled; an item that can never be queued is counted as refused."""
+    from daz_actors._metrics import Metrics
+
+    metrics = Metrics().registry
+    tree = retry_tree(pg.dsn, HandlerRegistry(), metrics_registry=metrics)
     permanent = attrs.evolve(failure(), retryable=False)
     read = failure("sql.query")
+    unserialisable = NewItem(event_id="bad", event_type="t.bad", event_data={"x": {1}})
     async with pg.trio_connection() as db, open_tree(tree.sup):
         await tree.gateway.connected.wait()
         capture = tree.registry.lookup("retry-capture")
@@ -334,8 +367,11 @@ async def test_non_retryable_and_query_failures_are_not_queued(pg):
             await tree.bus.publish(event.topic, event)
         queued = await capture.ask(ScheduleRetry(item=NewItem(event_id="x", event_type="t")))
         assert queued is True
+        assert await capture.ask(ScheduleRetry(item=unserialisable)) is False
         assert await item(db, permanent.event_id) is None
         assert await item(db, read.event_id) is None
+        assert await item(db, "bad") is None
+    assert scheduled(metrics) == {("t", "queued"): 1, ("t.bad", "refused"): 1}
 
 
 @pytest.mark.parametrize("count", [25])
@@ -382,8 +418,11 @@ async def test_failures_during_an_outage_are_spooled_and_drained_at_the_next_sta
     async def flaky(item: QueueItem, ctx: AttemptContext) -> None:
         handled.append(ctx.event_id)
 
+    from daz_actors._metrics import Metrics
+
     events = [failure() for _ in range(5)]
-    tree = retry_tree(migrated_server.url, handlers)
+    metrics = Metrics().registry
+    tree = retry_tree(migrated_server.url, handlers, metrics_registry=metrics)
     async with open_tree(tree.sup):
         await tree.gateway.connected.wait()
         await trio.to_thread.run_sync(migrated_server.handle.stop)
@@ -394,15 +433,22 @@ async def test_failures_during_an_outage_are_spooled_and_drained_at_the_next_sta
         assert await capture.ask(ScheduleRetry(item=NewItem(event_id="last", event_type="t")))
         spool_file = data_dir / "retry-spool"
         assert spool_file.stat().st_size > 6 * 100  # six records in the spool
+    assert scheduled(metrics) == {("test.flaky", "spooled"): 5, ("t", "spooled"): 1}
+    assert drained(metrics) == {}  # the database never came back for this process
     await trio.to_thread.run_sync(migrated_server.handle.start)
 
-    tree = retry_tree(migrated_server.url, handlers)  # "the next start"
+    metrics = Metrics().registry  # the next process's own registry
+    tree = retry_tree(migrated_server.url, handlers, metrics_registry=metrics)  # "the next start"
     async with own_connection(migrated_server.url) as db, open_tree(tree.sup):
         for event in events:
             await item_in(db, event.event_id, RetryStatus.COMPLETED)
         ids = [(await item(db, e.event_id)).id for e in events]
         assert ids == sorted(ids)  # drained in the order they were spooled
+        # a round trip through the capture: the drain that queued them has finished
+        assert await tree.registry.lookup("retry-capture").ask(DrainSpool())
     assert sorted(handled) == sorted(e.event_id for e in events)
+    assert drained(metrics) == {"test.flaky": 5, "t": 1}
+    assert scheduled(metrics) == {}  # draining is not scheduling: counted once, when spooled
 
 
 @contextlib.asynccontextmanager
