@@ -57,6 +57,7 @@ def build_tree(
             restart=actor.restart,
             shutdown_timeout=actor.shutdown_timeout,
             mailbox_size=actor.mailbox_size,
+            redeliver=actor.redeliver,
         )
 
     return supervisor(config.root)

@@ -108,6 +108,7 @@ class ActorConfig:
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float | None = attrs.field(default=5.0, validator=_non_negative)
     mailbox_size: int = attrs.field(default=100, validator=_positive)
+    redeliver: int = attrs.field(default=0, validator=_non_negative)  # see ChildSpec.redeliver
     params: dict[str, Any] = attrs.field(factory=dict)  # read into the kind's params class
 
 

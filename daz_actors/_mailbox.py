@@ -6,6 +6,7 @@ so messages queued while an actor restarts reach the next incarnation.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable
@@ -97,6 +98,7 @@ class Mailbox:
     """A bounded queue of messages for one child slot, kept across restarts."""
 
     __slots__ = (
+        "_again",
         "_receive",
         "_send",
         "asks_timed_out",
@@ -113,6 +115,7 @@ class Mailbox:
         self.name = name
         self.capacity = capacity
         self._send, self._receive = trio.open_memory_channel[Any](capacity)
+        self._again: collections.deque[Any] = collections.deque()  # redelivered first
         self.full_count = 0  # try_send calls refused because the mailbox was full
         self.asks_timed_out = 0  # asks to this mailbox that got no reply in time
         self.dropped_on_close = 0  # tells still queued when the actor stopped for good
@@ -121,7 +124,7 @@ class Mailbox:
     @property
     def depth(self) -> int:
         """Messages waiting in the mailbox now."""
-        return self._receive.statistics().current_buffer_used
+        return self._receive.statistics().current_buffer_used + len(self._again)
 
     async def put(self, message: Any) -> None:
         """Queue `message`, waiting while the mailbox is full (backpressure)."""
@@ -153,7 +156,13 @@ class Mailbox:
 
     async def get(self) -> Any:
         """Take the next message (used by the actor's incarnation)."""
+        if self._again:
+            return self._again.popleft()
         return await self._receive.receive()
+
+    def redeliver(self, message: Any) -> None:
+        """Put `message` back in front: the next `get` returns it (see `ChildSpec.redeliver`)."""
+        self._again.appendleft(message)
 
     def fail_waiting_asks(self, error: Callable[[], BaseException]) -> int:
         """Fail every ask waiting in the mailbox with a fresh `error()`; tells stay, in order.
@@ -187,6 +196,8 @@ class Mailbox:
             return
         self.closed = True
         self._send.close()
+        self.dropped_on_close += len(self._again)
+        self._again.clear()
         while True:
             try:
                 item = self._receive.receive_nowait()

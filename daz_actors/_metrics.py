@@ -69,6 +69,8 @@ class ActorSnapshot:
     backoff_waits: int = 0
     backoff_seconds: float = 0.0
     asks_timed_out: int = 0
+    redelivered: int = 0
+    poison_dropped: int = 0
 
 
 class TreeView(Protocol):
@@ -148,6 +150,8 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
             backoff_waits=child.backoff_waits,
             backoff_seconds=child.backoff_seconds,
             asks_timed_out=child.asks_timed_out,
+            redelivered=child.redelivered,
+            poison_dropped=child.poison_dropped,
         )
         if child.children is not None:
             yield from _flatten(child.children, f"{path}/")
@@ -261,8 +265,20 @@ class _SnapshotCollector(Collector):
             "Asks to each actor that got no reply in time.",
             labels=["actor"],
         )
+        redelivered = CounterMetricFamily(
+            "daz_actor_redelivered",
+            "Messages given again to an actor's next incarnation after it crashed on them.",
+            labels=["actor"],
+        )
+        poison_dropped = CounterMetricFamily(
+            "daz_actor_poison_dropped",
+            "Messages dropped after crashing an actor on every redelivery (see the log).",
+            labels=["actor"],
+        )
         for actor in snap.actors:
             restarts.add_metric([actor.path], actor.restarts)
+            redelivered.add_metric([actor.path], actor.redelivered)
+            poison_dropped.add_metric([actor.path], actor.poison_dropped)
             for s in ChildState:
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
             depth.add_metric([actor.path], actor.mailbox_depth)
@@ -280,6 +296,8 @@ class _SnapshotCollector(Collector):
         yield backoff_waits
         yield backoff_seconds
         yield asks_timed_out
+        yield redelivered
+        yield poison_dropped
         if snap.retry is not None:
             for name, help_text, value in (
                 ("daz_retry_attempts", "Retry attempts started.", snap.retry.attempts),

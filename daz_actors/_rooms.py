@@ -85,6 +85,7 @@ def room_spec(channel: str, params: RoomsParams, ctx: BuildContext) -> ChildSpec
                 name="event-router",
                 start=build_router(params.router(channel), router_ctx),
                 mailbox_size=1000,
+                redeliver=3,  # its writes are idempotent: a line it crashed on is not lost
             ),
         ],
         policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ALL),

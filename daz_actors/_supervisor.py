@@ -69,6 +69,11 @@ def _capacity(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"mailbox_size must be an integer >= 1, got {value!r}")
 
 
+def _redeliveries(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"redeliver must be an integer >= 0, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ChildSpec:
     """How a supervisor runs one child."""
@@ -79,6 +84,9 @@ class ChildSpec:
     shutdown_timeout: float | None = attrs.field(default=5.0, validator=_timeout)
     # seconds an orderly stop waits before cancelling; None waits as long as it takes
     mailbox_size: int = attrs.field(default=100, validator=_capacity)  # mailbox capacity
+    # times a tell the child was handling when it crashed is given to its next incarnation
+    # again (0: never, as in Erlang); then it is dropped as poison. For idempotent handlers.
+    redeliver: int = attrs.field(default=0, validator=_redeliveries)
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +111,8 @@ class ChildInfo:
     backoff_waits: int = 0  # restarts that waited out a backoff delay > 0
     backoff_seconds: float = 0.0  # the total of those delays
     asks_timed_out: int = 0  # asks to this child that got no reply in time
+    redelivered: int = 0  # tells given again to a new incarnation after a crash on them
+    poison_dropped: int = 0  # tells dropped after `ChildSpec.redeliver` crashes on them
 
 
 class _ReadyRelay:
@@ -152,6 +162,10 @@ class _Slot:
     last_error: BaseException | None = None
     due: float | None = None  # when to (re)start, while BACKING_OFF
     reasons: dict[str, int] = attrs.field(factory=dict)  # restarts by reason
+    redelivering: Any = None  # the tell given again last, while it is being retried
+    deliveries: int = 0  # how many times it crashed the child
+    redelivered: int = 0
+    poison_dropped: int = 0
     backoff_waits: int = 0
     backoff_seconds: float = 0.0
     started_at: float = 0.0
@@ -473,6 +487,8 @@ class Supervisor:
         if error is not None:
             slot.last_error = error
             self._report_crash(slot, error)
+            if slot.spec.redeliver and not start_failed:
+                self._redeliver(slot)
         if not needs_restart(slot.spec.restart, kind):
             if slot.spec.restart is Restart.TEMPORARY:
                 self._remove_slot(slot)
@@ -523,6 +539,28 @@ class Supervisor:
             member.state, member.due = ChildState.BACKING_OFF, now + delay
         if delay > 0:
             log.info("%s: restarting %r in %.3f s", self.name, slot.registered_as, delay)
+
+    def _redeliver(self, slot: _Slot) -> None:
+        """Give the tell the child crashed on to its next incarnation, or drop a poison."""
+        message = slot.ctx.current_message if slot.ctx is not None else None
+        if message is None or type(message) is Ask:  # an ask's asker got the error already
+            return
+        crashes = slot.deliveries + 1 if slot.redelivering is message else 1
+        if crashes > slot.spec.redeliver:
+            slot.poison_dropped += 1
+            slot.redelivering, slot.deliveries = None, 0
+            log.error(
+                "%s: dropping %s: %r crashed on it %d times (poison): %r",
+                self.name, type(message).__name__, slot.registered_as, crashes, message,
+            )  # fmt: skip
+            return
+        slot.redelivering, slot.deliveries = message, crashes
+        slot.redelivered += 1
+        slot.mailbox.redeliver(message)
+        log.warning(
+            "%s: %s given again to %r's next incarnation (crash %d of at most %d on it)",
+            self.name, type(message).__name__, slot.registered_as, crashes, slot.spec.redeliver,
+        )  # fmt: skip
 
     def _report_crash(self, slot: _Slot, error: BaseException) -> None:
         ctx = slot.ctx
@@ -629,6 +667,8 @@ class Supervisor:
             backoff_waits=slot.backoff_waits,
             backoff_seconds=slot.backoff_seconds,
             asks_timed_out=slot.mailbox.asks_timed_out,
+            redelivered=slot.redelivered,
+            poison_dropped=slot.poison_dropped,
             children=tuple(sub.which_children()) if isinstance(sub, Supervisor) else None,
         )
 

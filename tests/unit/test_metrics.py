@@ -63,6 +63,8 @@ def test_render_shows_each_field_of_the_snapshot():
             backoff_waits=2,
             backoff_seconds=1.5,
             asks_timed_out=7,
+            redelivered=5,
+            poison_dropped=1,
         ),
         ActorSnapshot(path="quiet", state=ChildState.RUNNING, restarts=0, last_error=None),
     )
@@ -77,10 +79,14 @@ def test_render_shows_each_field_of_the_snapshot():
     assert found[("daz_actor_backoff_waits_total", (("actor", lobby),))] == 2
     assert found[("daz_actor_backoff_seconds_total", (("actor", lobby),))] == 1.5
     assert found[("daz_actor_asks_timed_out_total", (("actor", lobby),))] == 7
+    assert found[("daz_actor_redelivered_total", (("actor", lobby),))] == 5
+    assert found[("daz_actor_poison_dropped_total", (("actor", lobby),))] == 1
     for name in (
         "daz_actor_backoff_waits_total",
         "daz_actor_backoff_seconds_total",
         "daz_actor_asks_timed_out_total",
+        "daz_actor_redelivered_total",
+        "daz_actor_poison_dropped_total",
     ):
         assert found[(name, (("actor", "quiet"),))] == 0
 
