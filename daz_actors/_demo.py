@@ -3,7 +3,8 @@
 It starts, in a fresh work directory: an embedded PostgreSQL, a local CyTube-compatible
 chat server (`_cytube_server`, its own process) with one channel, and the full tree of
 `demo_config.toml` joined to that channel. Simulated chatters talk in the channel while
-a chaos schedule drops the bot's websocket, kills the SQL gateway, stops and restarts
+a chaos schedule drops the bot's websocket, kills the event router and the SQL gateway,
+stops and restarts
 PostgreSQL, says a poison command that fails every time it runs, and kills the chat
 server. The terminal shows the tree, restarts, the breaker, the queue and the dead
 letters as they change. At the end every chat line the server confirmed must be stored
@@ -72,7 +73,8 @@ MIN_DURATION = 20.0  # seconds: room for every fault and the recovery after it
 CHANNEL = "demo"
 BOT_NAME = "DazBot"
 CHATTERS = ("alice", "bob", "carol", "dave", "erin", "frank")
-KILLED_ACTOR = "sql-gateway"
+KILLED_ROUTER = "event-router"  # its supervisor is one_for_all: the connection restarts too
+KILLED_GATEWAY = "sql-gateway"  # its supervisor is rest_for_one: the retry workers restart too
 JOIN_TIMEOUT = 30.0  # seconds for the bot's first join
 VIEW_INTERVAL = 1.0  # seconds between screen refreshes
 STATUS_EVERY = 5  # refreshes between status lines when the output is not a terminal
@@ -268,7 +270,8 @@ class Demo:
         outage = max(3.0, 0.12 * duration)
         schedule: list[tuple[float, Callable[[], Any]]] = [
             (0.12 * duration, self._drop_websocket),
-            (0.25 * duration, self._kill_actor),
+            (0.19 * duration, self._kill_router),
+            (0.25 * duration, self._kill_gateway),
             (0.35 * duration, self._stop_database),
             (0.35 * duration + outage, self._start_database),
             (0.60 * duration, self._poison),
@@ -300,13 +303,23 @@ class Demo:
         self.drops += 1
         return "dropped the bot's websocket (the server kicked it)"
 
-    async def _kill_actor(self) -> str:
-        owner = self.system.tree.root.owner_of(KILLED_ACTOR)
+    async def _kill_router(self) -> str:
+        self._kill(KILLED_ROUTER)
+        return (
+            f"killed actor {KILLED_ROUTER!r} (the room restarts it and the connection; a "
+            "line it was storing is given to its next incarnation)"
+        )
+
+    async def _kill_gateway(self) -> str:
+        self._kill(KILLED_GATEWAY)
+        return f"killed actor {KILLED_GATEWAY!r} (storage restarts it and the retry workers)"
+
+    def _kill(self, name: str) -> None:
+        owner = self.system.tree.root.owner_of(name)
         if owner is None:
-            raise RuntimeError(f"no actor {KILLED_ACTOR!r} in the tree")
-        owner.kill_child(KILLED_ACTOR, "demo chaos")
-        self.killed.append(KILLED_ACTOR)
-        return f"killed actor {KILLED_ACTOR!r} (its supervisor restarts it and the retry workers)"
+            raise RuntimeError(f"no actor {name!r} in the tree")
+        owner.kill_child(name, "demo chaos")
+        self.killed.append(name)
 
     async def _stop_database(self) -> str:
         await trio.to_thread.run_sync(self.pg.handle.stop)

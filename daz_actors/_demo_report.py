@@ -169,6 +169,8 @@ def render_tree(children: Iterable[ChildInfo], indent: int = 1) -> Iterator[str]
         line += f" restarts {child.restarts}" + (f" ({reasons})" if reasons else "")
         if child.mailbox_depth:
             line += f"  mailbox {child.mailbox_depth}"
+        if child.redelivered:
+            line += f"  redelivered {child.redelivered}"
         yield line
         if child.children is not None:
             yield from render_tree(child.children, indent + 1)

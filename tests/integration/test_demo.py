@@ -23,7 +23,8 @@ from daz_actors._embedded_pg import start_embedded
 from daz_actors.cli import main
 
 DAZ = [sys.executable, "-m", "daz_actors.cli"]
-FAULTS = 6  # websocket drop, killed gateway, database stop, start, poison, chat server kill
+FAULTS = 7  # websocket drop, killed router, killed gateway, database stop and start, poison,
+# chat server killed
 
 
 async def read_database(url: str) -> tuple[Counter[str], Counter[tuple[str, str]]]:

@@ -584,7 +584,8 @@ BAD_FILES = [
     pytest.param(
         base_with(a="restarts = 3"),
         "actors.a.restarts",
-        "unknown key; expected one of kind, mailbox_size, params, redeliver, restart, shutdown_timeout",
+        "unknown key; expected one of kind, mailbox_size, params, redeliver, restart, "
+        "shutdown_timeout",
         id="unknown-actor-key",
     ),
     pytest.param(

@@ -173,6 +173,7 @@ def test_the_tree_shows_states_restarts_and_their_reasons():
     assert lines[0].split() == ["storage", "running", "restarts", "0"]
     assert "restarts 1 (Killed 1)" in lines[1]
     assert "mailbox 4" in lines[1]
+    assert "redelivered 1" in lines[1]
     assert lines[1].startswith("    sql-gateway")  # nested one level deeper
 
 
