@@ -167,7 +167,13 @@ def snap(**kw: object) -> Snapshot:
 
 
 def test_the_tree_shows_states_restarts_and_their_reasons():
-    gateway = child("sql-gateway", restarts=1, restarts_by_reason=(("Killed", 1),), mailbox_depth=4)
+    gateway = child(
+        "sql-gateway",
+        restarts=1,
+        restarts_by_reason=(("Killed", 1),),
+        mailbox_depth=4,
+        redelivered=1,
+    )
     storage = child("storage", children=(gateway, child("retry", restarts=1)))
     lines = list(render_tree([storage]))
     assert lines[0].split() == ["storage", "running", "restarts", "0"]
