@@ -15,6 +15,7 @@ drained, the bot joined, every actor running and the breaker closed
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -78,6 +79,7 @@ KILLED_GATEWAY = "sql-gateway"  # its supervisor is rest_for_one: the retry work
 JOIN_TIMEOUT = 30.0  # seconds for the bot's first join
 VIEW_INTERVAL = 1.0  # seconds between screen refreshes
 STATUS_EVERY = 5  # refreshes between status lines when the output is not a terminal
+QUIESCE_TIMEOUT = 10.0  # seconds the chatters wait for the bot before the server is killed
 SETTLE_POLL = 0.5  # seconds between checks once the chatters stopped
 
 
@@ -173,6 +175,9 @@ class Demo:
         self.drops = 0
         self.poisons = 0
         self.stored: int | None = None
+        self.may_speak = trio.Event()  # cleared (replaced) while the chatters hold their tongue
+        self.may_speak.set()
+        self.speaking = 0  # says in progress
         self.invariants: list[Invariant] | None = None  # None until the end is reached
         self.header = ""
         self.started = 0.0
@@ -247,8 +252,13 @@ class Demo:
         rng = random.Random(number)
         line = 0
         while trio.current_time() < until:
+            await self.may_speak.wait()  # held while the chat server is about to be killed
             line += 1
-            await self._say(name, f"{name} says line {line}")
+            self.speaking += 1
+            try:
+                await self._say(name, f"{name} says line {line}")
+            finally:
+                self.speaking -= 1
             await trio.sleep(rng.uniform(0.4, 1.0))  # a person's pace between lines
 
     async def _say(self, name: str, text: str) -> bool:
@@ -336,9 +346,42 @@ class Demo:
         return f"{self.chatters[0]} said !poison (a command that fails on every attempt)"
 
     async def _restart_chat_server(self) -> str:
-        await trio.to_thread.run_sync(self.server.restart)
+        # The server is killed between lines: a line it confirmed but had not yet written
+        # to the bot's websocket would die with it (a chat server's loss, not the bot's).
+        # So the chatters hold their tongue until the bot has everything said so far.
+        self.may_speak = trio.Event()
+        delivered = await self._wait_delivered(QUIESCE_TIMEOUT)
+        try:
+            await trio.to_thread.run_sync(self.server.restart)
+        finally:
+            self.may_speak.set()
         self.drops += 1
-        return "killed the chat server (SIGKILL) and started a new one"
+        note = "" if delivered else f" (not every line was stored within {QUIESCE_TIMEOUT:g} s)"
+        return "killed the chat server (SIGKILL) between lines and started a new one" + note
+
+    async def _stored_count(self) -> int:
+        """The chatters' lines in the database now (raises `DazActorsError` if unreachable)."""
+        count = await self.db.query_value(
+            "SELECT count(*) FROM daz_chat_messages"
+            " WHERE channel = $1 AND username = ANY($2::text[])",
+            CHANNEL,
+            list(self.chatters),
+        )
+        return int(count)
+
+    async def _wait_delivered(self, timeout: float) -> bool:
+        """Wait until no line is being said and every confirmed one is stored."""
+        with trio.move_on_after(timeout):
+            while True:
+                if not self.speaking:
+                    try:
+                        count = await self._stored_count()
+                    except DazActorsError:
+                        count = -1
+                    if count >= len(self.ledger.confirmed):
+                        return True
+                await trio.sleep(0.05)  # polling the database, bounded by the timeout
+        return False
 
     # ------------------------------------------------------------------ the end
 
@@ -399,16 +442,8 @@ class Demo:
 
     async def _draw(self, *, final: bool, status_line: bool = True) -> None:
         snap = await snapshot(self.system.sources)
-        try:
-            count = await self.db.query_value(
-                "SELECT count(*) FROM daz_chat_messages"
-                " WHERE channel = $1 AND username = ANY($2::text[])",
-                CHANNEL,
-                list(self.chatters),
-            )
-            self.stored = int(count)
-        except DazActorsError:
-            pass  # the database is away: show the last count
+        with contextlib.suppress(DazActorsError):  # the database is away: the last count
+            self.stored = await self._stored_count()
         elapsed = self.elapsed()
         if self.live:
             screen = render_screen(
