@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from weakref import WeakKeyDictionary
 
 import attrs
 import trio
@@ -37,6 +36,7 @@ from ._bus import Overflow, Published
 from ._config import RetryPolicy
 from ._errors import ActorStopped, AskTimeout, QueueInputError, SqlError
 from ._events import FailureEvent
+from ._metric_once import metric_once
 from ._queue_types import NewItem
 from ._spool import Spool, SpoolFull
 from ._sql_messages import SqlClient
@@ -57,9 +57,6 @@ SCHEDULE_TOPIC = "retry.schedule"
 
 Outcome = Literal["queued", "duplicate", "spooled", "refused"]
 
-_scheduled_counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
-_drained_counters: WeakKeyDictionary[CollectorRegistry, Counter] = WeakKeyDictionary()
-
 
 def scheduled_counter(registry: CollectorRegistry) -> Counter:
     """The counter of items given to the capture, on `registry`, registered there once.
@@ -67,33 +64,33 @@ def scheduled_counter(registry: CollectorRegistry) -> Counter:
     Every capture incarnation (and every retry subtree built on the same registry) shares
     it: a second ``Counter(...)`` of the same name would be refused as a duplicate.
     """
-    counter = _scheduled_counters.get(registry)
-    if counter is None:
-        counter = Counter(
+    return metric_once(
+        registry,
+        "daz_retry_scheduled",
+        lambda: Counter(
             "daz_retry_scheduled",
             "Items the failure capture was given, by event type and outcome: queued (new"
             " in the queue), duplicate (its event id was queued already), spooled (kept in"
             " the local spool while the database is unreachable), refused (neither).",
             ["event_type", "outcome"],
             registry=registry,
-        )
-        _scheduled_counters[registry] = counter
-    return counter
+        ),
+    )
 
 
 def spool_drained_counter(registry: CollectorRegistry) -> Counter:
     """The counter of items moved from the spool into the queue, on `registry`, once."""
-    counter = _drained_counters.get(registry)
-    if counter is None:
-        counter = Counter(
+    return metric_once(
+        registry,
+        "daz_retry_spool_drained",
+        lambda: Counter(
             "daz_retry_spool_drained",
             "Items moved from the local spool into the queue, by event type (an item the"
             " queue already had is counted too: enqueueing is idempotent by event id).",
             ["event_type"],
             registry=registry,
-        )
-        _drained_counters[registry] = counter
-    return counter
+        ),
+    )
 
 
 @attrs.frozen

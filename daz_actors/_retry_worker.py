@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import weakref
 from functools import partial
 from typing import Any
 
@@ -24,6 +23,7 @@ from . import _queue as queue
 from ._actor import ActorContext
 from ._error_classes import ErrorClassifier
 from ._errors import SqlError
+from ._metric_once import metric_once
 from ._queue_types import Lease, QueueItem, RetryStatus
 from ._registry import Registry
 from ._retry_handlers import (
@@ -44,10 +44,6 @@ HAND_BACK_TIMEOUT = 5.0
 # attempt timeouts are tens of seconds (DESIGN section 4), so the buckets reach past them
 ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-_attempt_histograms: weakref.WeakKeyDictionary[CollectorRegistry, Histogram] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 def attempt_histogram(registry: CollectorRegistry) -> Histogram:
     """The attempt duration histogram on `registry`, registered there on first use only.
@@ -55,18 +51,18 @@ def attempt_histogram(registry: CollectorRegistry) -> Histogram:
     Every worker of a process (and every retry subtree built on the same registry) shares
     it: a second ``Histogram(...)`` of the same name would be refused as a duplicate.
     """
-    histogram = _attempt_histograms.get(registry)
-    if histogram is None:
-        histogram = Histogram(
+    return metric_once(
+        registry,
+        "daz_retry_attempt_duration_seconds",
+        lambda: Histogram(
             "daz_retry_attempt_duration_seconds",
             "Duration of retry handler attempts by event type and outcome"
             " (succeeded, failed, timed_out).",
             ["event_type", "outcome"],
             registry=registry,
             buckets=ATTEMPT_BUCKETS,
-        )
-        _attempt_histograms[registry] = histogram
-    return histogram
+        ),
+    )
 
 
 @attrs.frozen

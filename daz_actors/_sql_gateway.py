@@ -30,6 +30,7 @@ from ._errors import CircuitOpen, DatabaseUnavailable, SqlError
 from ._events import FailureEvent, new_id
 from ._kinds import BuildContext
 from ._mailbox import Ask
+from ._metric_once import metric_once
 from ._sql_messages import (
     Execute,
     ExecuteMany,
@@ -161,18 +162,26 @@ class SqlGateway:
         self.params = params
         self._latency: Histogram | None = None
         self._errors: Counter | None = None
-        if metrics is not None:
-            self._latency = Histogram(
+        if metrics is not None:  # shared by every gateway built on this registry
+            self._latency = metric_once(
+                metrics,
                 "daz_sql_call_seconds",
-                "Duration of SQL gateway calls that reached the database.",
-                ["kind"],
-                registry=metrics,
+                lambda: Histogram(
+                    "daz_sql_call_seconds",
+                    "Duration of SQL gateway calls that reached the database.",
+                    ["kind"],
+                    registry=metrics,
+                ),
             )
-            self._errors = Counter(
+            self._errors = metric_once(
+                metrics,
                 "daz_sql_errors",
-                "Failed SQL gateway calls by error class (SQLSTATE class or error type).",
-                ["error_class", "retryable"],
-                registry=metrics,
+                lambda: Counter(
+                    "daz_sql_errors",
+                    "Failed SQL gateway calls by error class (SQLSTATE class or error type).",
+                    ["error_class", "retryable"],
+                    registry=metrics,
+                ),
             )
         self._dsn = dsn
         self.database = redact_dsn(dsn)

@@ -159,3 +159,19 @@ async def test_asks_timed_out_move_for_the_asked_actor(autojump_clock):
         after = await scrape(tree)
     assert after[timed_out] == 1
     assert after[("daz_actor_asks_timed_out_total", (("actor", "b"),))] == 0
+
+
+def test_two_gateways_on_one_registry_share_their_metrics():
+    """A second SQL gateway (a second storage subtree) on the same registry does not fail
+    as a duplicate registration; both feed the same histogram and counter."""
+    from prometheus_client import CollectorRegistry
+
+    from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
+
+    registry = CollectorRegistry()
+    first = SqlGateway(SqlGatewayParams(), "postgresql://a@/x", metrics=registry)
+    second = SqlGateway(SqlGatewayParams(), "postgresql://b@/y", metrics=registry)
+    assert first._latency is second._latency is not None
+    assert first._errors is second._errors is not None
+    other = SqlGateway(SqlGatewayParams(), "postgresql://a@/x", metrics=CollectorRegistry())
+    assert other._latency is not first._latency
