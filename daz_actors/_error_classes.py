@@ -31,6 +31,7 @@ DEFAULT_RETRYABLE_TYPES = (
     "DatabaseUnavailable",
     "CircuitOpen",
     "SendFailed",
+    "ActorCrashed",  # the actor asked (e.g. the gateway) crashed: its restart answers later
 )
 
 

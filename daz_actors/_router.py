@@ -334,7 +334,7 @@ def classify(exc: BaseException) -> tuple[bool, str]:
         return True, "timeout"
     if isinstance(exc, AskTimeout):
         return True, "ask_timeout"
-    if isinstance(exc, ActorStopped | NoSuchActor):
+    if isinstance(exc, ActorStopped | ActorCrashed | NoSuchActor):
         return True, type(exc).__name__
     retryable = getattr(exc, "retryable", None)  # a command's own error may say so
     if isinstance(retryable, bool):

@@ -8,6 +8,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daz_actors import ActorCrashed
 from daz_actors._breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from daz_actors._error_classes import ErrorClassifier
 
@@ -119,6 +120,7 @@ def test_bad_breaker_policies_are_refused(kw, message):
         (asyncpg.ConnectionDoesNotExistError("x"), True, "08003"),
         (ConnectionRefusedError("refused"), True, "ConnectionRefusedError"),
         (trio.TooSlowError(), True, "TooSlowError"),
+        (ActorCrashed("the gateway crashed"), True, "ActorCrashed"),
         (ValueError("bad data"), False, "ValueError"),
     ],
 )

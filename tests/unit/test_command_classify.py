@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from daz_actors import ActorStopped, DatabaseUnavailable
+from daz_actors import ActorCrashed, ActorStopped, DatabaseUnavailable
 from daz_actors._router import classify
 
 
@@ -25,6 +25,7 @@ def test_known_transient_errors_are_retryable():
     assert classify(DatabaseUnavailable("down")) == (True, "database_unavailable")
     assert classify(trio.TooSlowError()) == (True, "timeout")
     assert classify(ActorStopped("x")) == (True, "ActorStopped")
+    assert classify(ActorCrashed("the gateway died")) == (True, "ActorCrashed")
 
 
 def test_a_commands_own_error_says_whether_it_is_retryable():
