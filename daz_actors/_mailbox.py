@@ -104,6 +104,7 @@ class Mailbox:
         "asks_timed_out",
         "capacity",
         "closed",
+        "down",
         "dropped_on_close",
         "full_count",
         "name",
@@ -120,6 +121,7 @@ class Mailbox:
         self.asks_timed_out = 0  # asks to this mailbox that got no reply in time
         self.dropped_on_close = 0  # tells still queued when the actor stopped for good
         self.closed = False
+        self.down: Callable[[], BaseException] | None = None  # see `mark_down`
 
     @property
     def depth(self) -> int:
@@ -128,6 +130,8 @@ class Mailbox:
 
     async def put(self, message: Any) -> None:
         """Queue `message`, waiting while the mailbox is full (backpressure)."""
+        if self._refuse_if_down(message):
+            return
         try:
             await self._send.send(message)
         except trio.ClosedResourceError:
@@ -135,6 +139,8 @@ class Mailbox:
 
     def put_nowait(self, message: Any) -> bool:
         """Queue `message` if there is room now (not counted as full when there is none)."""
+        if self._refuse_if_down(message):
+            return True
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
@@ -145,6 +151,8 @@ class Mailbox:
 
     def try_put(self, message: Any) -> bool:
         """Queue `message` if there is room now; count and return False if full."""
+        if self._refuse_if_down(message):
+            return True
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
@@ -164,16 +172,15 @@ class Mailbox:
         """Put `message` back in front: the next `get` returns it (see `ChildSpec.redeliver`)."""
         self._again.appendleft(message)
 
-    def fail_waiting_asks(self, error: Callable[[], BaseException]) -> int:
-        """Fail every ask waiting in the mailbox with a fresh `error()`; tells stay, in order.
+    def mark_down(self, error: Callable[[], BaseException]) -> int:
+        """Fail every ask waiting here, and each new one at once, until `mark_up`.
 
         For a child whose next incarnation will be late (its supervisor first stops the
-        siblings that may be the very askers). Done only when no sender is blocked on a
-        full mailbox, so the order of what stays is kept; the number of asks failed.
+        siblings, which may be the very askers; Erlang's calls to a dead process fail at
+        once too). Tells stay, in order, blocked senders' ones included; the number of
+        asks failed now.
         """
-        if self.closed or self._send.statistics().tasks_waiting_send:
-            return 0
-        kept: list[Any] = []
+        self.down = error
         failed = 0
         while True:
             try:
@@ -185,10 +192,18 @@ class Mailbox:
                     item.fail(error())
                     failed += 1
             else:
-                kept.append(item)
-        for item in kept:
-            self._send.send_nowait(item)
+                self._again.append(item)  # after any redelivered one, before newer tells
         return failed
+
+    def mark_up(self) -> None:
+        """A new incarnation runs: asks queue up again."""
+        self.down = None
+
+    def _refuse_if_down(self, message: Any) -> bool:
+        if self.down is not None and type(message) is Ask:
+            message.fail(self.down())
+            return True
+        return False
 
     def close(self) -> None:
         """Stop taking messages for good: queued asks fail, queued tells are counted."""

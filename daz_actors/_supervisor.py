@@ -420,6 +420,7 @@ class Supervisor:
         assert self._nursery is not None
         slot.incarnation += 1
         slot.state, slot.due = ChildState.STARTING, None
+        slot.mailbox.mark_up()
         slot.done = trio.Event()
         ctx = ActorContext(
             name=slot.registered_as,
@@ -519,12 +520,10 @@ class Supervisor:
         ]
         if len(group) > 1:
             # the restart waits until the others stop, and they may be waiting on this
-            # child's answers: fail the asks still in its mailbox now instead (Erlang's
-            # calls to a dead process fail at once too); tells wait for the restart
+            # child's answers: its asks fail at once until it runs again (Erlang's calls
+            # to a dead process fail at once too); tells wait for the restart
             cause = error if error is not None else RuntimeError("exited")
-            failed = slot.mailbox.fail_waiting_asks(
-                lambda: crashed_error(slot.registered_as, cause)
-            )
+            failed = slot.mailbox.mark_down(lambda: crashed_error(slot.registered_as, cause))
             if failed:
                 log.info("%s: failed %d asks waiting for %r", self.name, failed, slot.registered_as)
         for other in reversed(group):
