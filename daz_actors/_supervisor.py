@@ -489,7 +489,7 @@ class Supervisor:
             slot.last_error = error
             self._report_crash(slot, error)
             if slot.spec.redeliver and not start_failed:
-                self._redeliver(slot)
+                self._redeliver(slot, "crashed on")
         if not needs_restart(slot.spec.restart, kind):
             if slot.spec.restart is Restart.TEMPORARY:
                 self._remove_slot(slot)
@@ -539,8 +539,9 @@ class Supervisor:
         if delay > 0:
             log.info("%s: restarting %r in %.3f s", self.name, slot.registered_as, delay)
 
-    def _redeliver(self, slot: _Slot) -> None:
-        """Give the tell the child crashed on to its next incarnation, or drop a poison."""
+    def _redeliver(self, slot: _Slot, what: str) -> None:
+        """Give the tell the child was handling (it crashed, or a stop cancelled it) to its
+        next incarnation, or drop it as poison after `ChildSpec.redeliver` times."""
         message = slot.ctx.current_message if slot.ctx is not None else None
         if message is None or type(message) is Ask:  # an ask's asker got the error already
             return
@@ -549,16 +550,17 @@ class Supervisor:
             slot.poison_dropped += 1
             slot.redelivering, slot.deliveries = None, 0
             log.error(
-                "%s: dropping %s: %r crashed on it %d times (poison): %r",
-                self.name, type(message).__name__, slot.registered_as, crashes, message,
+                "%s: dropping %s: %r %s it %d times (poison): %r",
+                self.name, type(message).__name__, slot.registered_as, what, crashes, message,
             )  # fmt: skip
             return
         slot.redelivering, slot.deliveries = message, crashes
         slot.redelivered += 1
         slot.mailbox.redeliver(message)
         log.warning(
-            "%s: %s given again to %r's next incarnation (crash %d of at most %d on it)",
-            self.name, type(message).__name__, slot.registered_as, crashes, slot.spec.redeliver,
+            "%s: %s given again to %r's next incarnation (it %s it: %d of at most %d times)",
+            self.name, type(message).__name__, slot.registered_as, what, crashes,
+            slot.spec.redeliver,
         )  # fmt: skip
 
     def _report_crash(self, slot: _Slot, error: BaseException) -> None:
@@ -608,6 +610,8 @@ class Supervisor:
             if ctx._cancel_scope is not None:
                 ctx._cancel_scope.cancel()
             await slot.done.wait()
+            if slot.spec.redeliver:
+                self._redeliver(slot, "was cancelled by a stop on")
         slot.state = ChildState.STOPPED
 
     async def _stop_all(self) -> None:

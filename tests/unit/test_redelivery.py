@@ -80,7 +80,7 @@ async def test_a_poison_tell_is_dropped_after_redeliver_crashes_and_the_rest_goe
         assert 'daz_actor_redelivered_total{actor="rec"} 2.0' in exposition
         assert 'daz_actor_poison_dropped_total{actor="rec"} 1.0' in exposition
     assert "dropping Store" in caplog.text
-    assert "crashed on it 3 times (poison)" in caplog.text
+    assert "'rec' crashed on it 3 times (poison)" in caplog.text
 
 
 async def test_without_redeliver_the_tell_is_gone_as_in_erlang():
@@ -140,3 +140,23 @@ def test_redeliver_must_be_a_count():
     redeliver = 2
     """
     assert parse_config(text, default_kinds()).actors["failure-log"].redeliver == 2
+
+
+async def test_a_tell_cancelled_by_a_slow_orderly_stop_is_given_again():
+    """restart_child (as the health monitor does) on an actor stuck mid-message past its
+    shutdown timeout: with redeliver the message goes to the next incarnation."""
+    seen: list[tuple[str, int]] = []
+    spec = attrs.evolve(recorder(seen, redeliver=1), shutdown_timeout=0.05)
+    sup = supervisor("sup", [spec], fast_policy())
+    async with open_tree(sup):
+        ref = sup.ref("rec")
+        await ref.send(Hang())
+        await wait_until(lambda: info(sup).mailbox_depth == 0)
+        await trio.testing.wait_all_tasks_blocked()
+        await sup.restart_child("rec")
+        assert info(sup).redelivered == 1
+        assert info(sup).mailbox_depth == 0  # the Hang was taken again by incarnation 2
+        await ref.send(Store("after"))
+        await sup.restart_child("rec")  # stuck on the Hang again: dropped as poison now
+        await wait_until(lambda: seen == [("after", 3)])
+        assert (info(sup).redelivered, info(sup).poison_dropped) == (1, 1)
