@@ -8,6 +8,7 @@ requests go to the connection actor (``room:<channel>/connection``) by `ask`.
 from __future__ import annotations
 
 import enum
+import time
 from typing import Any
 
 import attrs
@@ -73,6 +74,9 @@ class UserJoined:
 
     channel: str
     user: User
+    # wall-clock seconds the bot received it: part of its log row's id (it carries no
+    # server time), stamped once so a redelivered event is still the same row
+    received_at: float = attrs.field(factory=time.time, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +85,7 @@ class UserLeft:
 
     channel: str
     name: str
+    received_at: float = attrs.field(factory=time.time, eq=False)  # as UserJoined's
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +105,7 @@ class MediaChanged:
     media_id: str
     media_type: str
     seconds: float
+    received_at: float = attrs.field(factory=time.time, eq=False)  # as UserJoined's
 
 
 @attrs.frozen(kw_only=True)

@@ -387,12 +387,12 @@ class EventRouter(Actor):
             await self._log(private_write(message, received_ms))
         elif isinstance(message, UserJoined):
             self.ranks[message.user.name.lower()] = message.user.rank
-            await self._log(channel_event_write(message, received_ms))
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserLeft):
             self.ranks.pop(message.name.lower(), None)
-            await self._log(channel_event_write(message, received_ms))
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, MediaChanged):
-            await self._log(channel_event_write(message, received_ms))
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserList):
             self.ranks = {user.name.lower(): user.rank for user in message.users}
         elif isinstance(message, MediaUpdate):

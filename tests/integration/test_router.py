@@ -467,3 +467,16 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
         item = await enqueue(room.db, failure)
         await redo_sql(item, attempt(item, room))
         assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 1
+
+
+async def test_a_join_handled_twice_is_one_row_stamped_when_it_was_received(pg):
+    """A redelivered (or repeated) join keeps the time the connection stamped on it, so
+    its row id is the same however late the router handles it again."""
+    received = T0 / 1000 - 30.0  # the connection got it 30 s before the router handles it
+    join = UserJoined(channel="test", user=User(name="bob", rank=0), received_at=received)
+    async with open_room(pg.dsn) as room:
+        await room.tell(join)
+        await room.tell(join)
+        rows = await room.rows("SELECT kind, username, at FROM daz_channel_events")
+    assert [(r["kind"], r["username"]) for r in rows] == [("join", "bob")]
+    assert rows[0]["at"] == datetime.fromtimestamp(received, UTC)
