@@ -34,12 +34,12 @@ from . import _queue as queue
 from ._actor import Actor, ActorContext, Startable, run_actor
 from ._bus import Overflow, Published
 from ._config import RetryPolicy
-from ._errors import ActorStopped, AskTimeout, QueueInputError, SqlError
+from ._errors import QueueInputError, SqlError
 from ._events import FailureEvent
 from ._metric_once import metric_once
 from ._queue_types import NewItem
 from ._spool import Spool, SpoolFull
-from ._sql_messages import SqlClient
+from ._sql_messages import CALL_FAILED, SqlClient
 
 __all__ = [
     "DrainSpool",
@@ -179,7 +179,7 @@ class RetryCapture(Actor):
 
         try:
             drained = await self.spool.drain(send)
-        except (SqlError, AskTimeout, ActorStopped) as exc:
+        except CALL_FAILED as exc:
             log.warning("spool: %d items wait for the database (%s)", self.spool.pending_count, exc)
             return False
         log.info("spool: moved %d items into the queue", drained)
@@ -224,7 +224,7 @@ class RetryCapture(Actor):
                 self._count(item, "refused")
                 log.error("cannot queue %s (%s): %s", item.event_id, item.event_type, exc)
                 return False
-            except (SqlError, AskTimeout, ActorStopped) as exc:
+            except CALL_FAILED as exc:
                 if isinstance(exc, SqlError) and not exc.retryable:
                     self.refused += 1
                     self._count(item, "refused")

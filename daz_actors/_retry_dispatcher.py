@@ -21,10 +21,9 @@ from . import _queue as queue
 from ._actor import ActorContext
 from ._backoff import BackoffPolicy, Jitter
 from ._embedded_pg import redact_dsn
-from ._errors import SqlError
 from ._retry_capture import DrainSpool
 from ._retry_worker import Wake
-from ._sql_messages import SqlClient
+from ._sql_messages import CALL_FAILED, SqlClient
 
 __all__ = ["RetryDispatcher"]
 
@@ -116,7 +115,7 @@ class RetryDispatcher:
                     partial(queue.cleanup, retention_days=self.retention_days),
                     name="retry.cleanup",
                 )
-            except SqlError as exc:
+            except CALL_FAILED as exc:
                 log.warning("queue cleanup failed: %s", exc)
             else:
                 if deleted:

@@ -77,7 +77,8 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
         metrics=metrics,
     )
     children = [
-        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000),
+        # redeliver: queueing is idempotent by event id, so a crash never loses an event
+        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000, redeliver=3),
         *(
             ChildSpec(
                 name=name,

@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from . import _queue as queue
 from ._actor import ActorContext
 from ._error_classes import ErrorClassifier
-from ._errors import SqlError
 from ._metric_once import metric_once
 from ._queue_types import Lease, QueueItem, RetryStatus
 from ._registry import Registry
@@ -33,7 +32,7 @@ from ._retry_handlers import (
     PermanentError,
     UnknownEventType,
 )
-from ._sql_messages import SqlClient
+from ._sql_messages import CALL_FAILED, SqlClient
 
 __all__ = ["RetryWorker", "Wake", "WorkerStats", "attempt_histogram", "worker_id"]
 
@@ -134,7 +133,7 @@ class RetryWorker:
                     ),
                     name="retry.acquire",
                 )
-            except SqlError as exc:
+            except CALL_FAILED as exc:
                 log.warning("%s: cannot acquire items: %s", self.worker_id, exc)
                 return
             if not items:
@@ -179,7 +178,7 @@ class RetryWorker:
                 )
                 self.stats.handed_back += len(released)
                 log.info("%s: handed back %d unfinished items", self.worker_id, len(released))
-        except SqlError as exc:  # the items stay leased: reclaimed after the lock timeout
+        except CALL_FAILED as exc:  # the items stay leased: reclaimed after the lock timeout
             log.warning("%s: cannot record outcomes: %s", self.worker_id, exc)
 
     async def _attempt(self, db: SqlClient, item: QueueItem) -> bool:
@@ -264,7 +263,7 @@ class RetryWorker:
                 ),
                 name="retry.fail",
             )
-        except SqlError as exc:
+        except CALL_FAILED as exc:
             log.warning("%s: cannot record failure of item %d: %s", self.worker_id, item.id, exc)
             return
         if not outcome.accepted or outcome.item is None:

@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 import attrs
 
 from ._breaker import BreakerState
+from ._errors import ActorCrashed, ActorStopped, AskTimeout, SqlError
 from ._events import new_id
 from ._ref import ActorRef
 
 __all__ = [
+    "CALL_FAILED",
     "Execute",
     "ExecuteMany",
     "GatewayStatus",
@@ -24,6 +26,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# What a call through the gateway raises when it did not succeed: the database's error
+# (`SqlError`, incl. the breaker's), no answer in time, or the gateway stopped or crashed
+# meanwhile (it is restarted by its supervisor). Catch these, not just SqlError.
+CALL_FAILED: tuple[type[Exception], ...] = (SqlError, AskTimeout, ActorStopped, ActorCrashed)
 
 ASK_MARGIN = 5.0  # seconds an ask waits beyond the call's own timeout
 
