@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from string import Template
 from typing import Any, TextIO
@@ -50,7 +50,7 @@ from ._demo_report import (
 )
 from ._embedded_pg import EmbeddedServer, start_embedded
 from ._errors import DazActorsError
-from ._metrics import snapshot
+from ._metrics import connections_in, snapshot
 from ._queue_types import QueueStats, RetryStatus
 from ._runner import RunningSystem, run_config
 from ._sql_messages import SqlClient
@@ -79,6 +79,8 @@ KILLED_GATEWAY = "sql-gateway"  # its supervisor is rest_for_one: the retry work
 JOIN_TIMEOUT = 30.0  # seconds for the bot's first join
 VIEW_INTERVAL = 1.0  # seconds between screen refreshes
 STATUS_EVERY = 5  # refreshes between status lines when the output is not a terminal
+FAULTS_PLANNED = 7  # steps of `Demo._chaos_schedule`
+TABLE_LOCK_SECONDS = 2.0  # how long the router's inserts wait before it is killed
 QUIESCE_TIMEOUT = 10.0  # seconds the chatters wait for the bot before the server is killed
 SETTLE_POLL = 0.5  # seconds between checks once the chatters stopped
 
@@ -287,6 +289,7 @@ class Demo:
             (0.60 * duration, self._poison),
             (0.68 * duration, self._restart_chat_server),
         ]
+        assert len(schedule) == FAULTS_PLANNED
         for at, step in schedule:
             await trio.sleep_until(self.started + at)
             try:
@@ -314,11 +317,74 @@ class Demo:
         return "dropped the bot's websocket (the server kicked it)"
 
     async def _kill_router(self) -> str:
-        self._kill(KILLED_ROUTER)
+        """Kill the router while a chat line's insert waits on a locked table, so it dies
+        holding a line; the chatters hold their tongue until the bot has rejoined (the
+        room is one_for_all: its connection restarts too, and the server replays only
+        the last 15 lines to a bot that was away)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._hold_chat_table, TABLE_LOCK_SECONDS)
+            busy = await self._router_busy(TABLE_LOCK_SECONDS)
+            async with self._chatters_held():
+                before = self._connection_key()
+                self._kill(KILLED_ROUTER)
+                await self._wait_rejoined(before)
+        router = self._child(KILLED_ROUTER)
+        again = router.redelivered if router is not None else 0
+        when = "while it was storing a line" if busy else "while it was idle"
         return (
-            f"killed actor {KILLED_ROUTER!r} (the room restarts it and the connection; a "
-            "line it was storing is given to its next incarnation)"
+            f"killed actor {KILLED_ROUTER!r} {when} (the room restarted it and the "
+            f"connection; lines given to its next incarnation again: {again})"
         )
+
+    async def _hold_chat_table(self, seconds: float) -> None:
+        """Make chat inserts wait `seconds` (reads go on): an EXCLUSIVE lock, held."""
+
+        async def hold(pool: Any) -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("LOCK TABLE daz_chat_messages IN EXCLUSIVE MODE")
+                await conn.execute("SELECT pg_sleep($1::float8)", seconds)
+
+        with contextlib.suppress(DazActorsError):  # no lock: the kill finds it idle
+            await self.db.run(hold, name="demo.hold_chat_table", timeout=seconds + 5)
+
+    async def _router_busy(self, timeout: float) -> bool:
+        """Wait until the router is stuck on a write with a line queued behind it."""
+        with trio.move_on_after(timeout):
+            while True:
+                router = self._child(KILLED_ROUTER)
+                if router is not None and router.mailbox_depth > 0:
+                    return True
+                await trio.sleep(0.02)  # polling the tree, bounded by the timeout
+        return False
+
+    def _child(self, name: str) -> ChildInfo | None:
+        return next((c for c in _walk(self.system.tree.which_children()) if c.name == name), None)
+
+    def _connection_key(self) -> tuple[int, int]:
+        """(the connection's incarnation, its reconnects): changes when the bot rejoins."""
+        conns = connections_in(self.system.tree.root)
+        child = self._child("connection")
+        return (child.incarnation if child else 0, conns[0].reconnects if conns else 0)
+
+    async def _wait_rejoined(self, before: tuple[int, int]) -> bool:
+        """Wait until the bot has reconnected (or restarted) since `before` and joined."""
+        with trio.move_on_after(JOIN_TIMEOUT):
+            while True:
+                conns = connections_in(self.system.tree.root)
+                joined = bool(conns) and conns[0].status is ConnectionStatus.JOINED
+                if joined and self._connection_key() != before:
+                    return True
+                await trio.sleep(0.05)  # polling the bot's state, bounded by the deadline
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _chatters_held(self) -> AsyncIterator[None]:
+        """The chatters say nothing new meanwhile (a line being said is finished)."""
+        self.may_speak = trio.Event()
+        try:
+            yield
+        finally:
+            self.may_speak.set()
 
     async def _kill_gateway(self) -> str:
         self._kill(KILLED_GATEWAY)
@@ -349,13 +415,12 @@ class Demo:
         # The server is killed between lines: a line it confirmed but had not yet written
         # to the bot's websocket would die with it (a chat server's loss, not the bot's).
         # So the chatters hold their tongue until the bot has everything said so far.
-        self.may_speak = trio.Event()
-        delivered = await self._wait_delivered(QUIESCE_TIMEOUT)
-        try:
+        async with self._chatters_held():
+            delivered = await self._wait_delivered(QUIESCE_TIMEOUT)
+            before = self._connection_key()
             await trio.to_thread.run_sync(self.server.restart)
-        finally:
-            self.may_speak.set()
-        self.drops += 1
+            self.drops += 1
+            await self._wait_rejoined(before)
         note = "" if delivered else f" (not every line was stored within {QUIESCE_TIMEOUT:g} s)"
         return "killed the chat server (SIGKILL) between lines and started a new one" + note
 
@@ -429,6 +494,9 @@ class Demo:
                 c.name for c in tree if any(r == "Killed" for r, _ in c.restarts_by_reason)
             ),
             not_running=tuple(c.name for c in tree if c.state is not ChildState.RUNNING),
+            faults_planned=FAULTS_PLANNED,
+            faults_done=sum(1 for step in self.chaos if step.done),
+            faults_failed=tuple(step.what for step in self.chaos if not step.done),
         )
 
     # ------------------------------------------------------------------ the screen

@@ -64,6 +64,9 @@ class Findings:
     killed: Sequence[str]  # actors the demo killed
     restarted_by_kill: Sequence[str]  # actors whose restarts include reason "Killed"
     not_running: Sequence[str]  # actors not running at the end
+    faults_planned: int = 0  # steps of the chaos schedule
+    faults_failed: Sequence[str] = ()  # steps that could not be injected, with the reason
+    faults_done: int = 0  # steps injected
 
 
 @attrs.frozen(kw_only=True)
@@ -94,6 +97,12 @@ def check_invariants(ledger: ChatLedger, found: Findings) -> list[Invariant]:
     )
     not_restarted = sorted(set(found.killed) - set(found.restarted_by_kill))
     return [
+        Invariant(
+            name="every fault was injected",
+            held=found.faults_done == found.faults_planned and not found.faults_failed,
+            detail=f"{found.faults_done} of {found.faults_planned}"
+            + (f"; failed: {list(found.faults_failed)}" if found.faults_failed else ""),
+        ),
         Invariant(
             name="every chat line sent is stored",
             held=not missing,

@@ -54,7 +54,7 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "every invariant held: nothing was lost" in result.stdout
-    assert result.stdout.count("[ok  ]") == 10, output
+    assert result.stdout.count("[ok  ]") == 11, output
     assert "FAIL" not in result.stdout
 
     summary = json.loads((work / "summary.json").read_text())

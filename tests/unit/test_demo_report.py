@@ -42,6 +42,8 @@ def healthy(**changes: object) -> Findings:
         killed=("sql-gateway",),
         restarted_by_kill=("sql-gateway",),
         not_running=(),
+        faults_planned=7,
+        faults_done=7,
     )
     return attrs.evolve(found, **changes)
 
@@ -52,7 +54,7 @@ def broken(found: Findings) -> list[str]:
 
 def test_a_healthy_run_holds_every_invariant():
     invariants = check_invariants(ledger(), healthy())
-    assert len(invariants) == 10
+    assert len(invariants) == 11
     assert all(inv.held for inv in invariants), invariants
     assert "every invariant held" in render_summary(invariants, ledger())
 
@@ -64,6 +66,11 @@ def test_an_uncertain_line_may_be_stored_or_not():
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
+        ({"faults_done": 6}, "every fault was injected"),
+        (
+            {"faults_done": 6, "faults_failed": ("poison: the server was down",)},
+            "every fault was injected",
+        ),
         ({"stored": {"a1": 1, "!poison": 1}}, "every chat line sent is stored"),
         ({"stored": {"a1": 2, "a2": 1, "!poison": 1}}, "no chat line is stored twice"),
         (
