@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import time
 from collections import Counter, deque
@@ -46,6 +47,7 @@ import socketio
 import uvicorn
 
 HISTORY_LINES = 15  # chat lines CyTube replays to a socket that joins
+RECORDS_KEPT = 10_000  # chat lines, PMs, logins and kicks kept for the control API's state
 CHANNEL_NAME = re.compile(r"^[\w-]{1,30}$")
 BAD_LOGIN = "Invalid username/password combination"
 DEFAULT_MEDIA = {"id": "dQw4w9WgXcQ", "title": "Test video", "type": "yt", "seconds": 212}
@@ -102,6 +104,7 @@ class Options:
     host: str = "127.0.0.1"
     port: int = 0
     port_file: str | None = None
+    parent_pid: int | None = None  # exit once this process is gone (default: the parent)
     ping_interval: int = 25  # seconds; Engine.IO announces whole seconds
     ping_timeout: float = 120.0  # seconds
     max_payload: int = 1_048_576  # bytes, as CyTube announces
@@ -226,10 +229,11 @@ class CytubePeer:
         self.conn_buckets: dict[str, TokenBucket] = {}
         self.connect_attempts: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
-        self.chat_received: list[Json] = []
-        self.pm_received: list[Json] = []
-        self.logins: list[Json] = []
-        self.kicks: list[Json] = []
+        # what the control API's state reports; bounded, so a long run stays small
+        self.chat_received: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        self.pm_received: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        self.logins: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        self.kicks: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.started = time.time()
         for event in ("connect", "disconnect", "joinChannel", "login", "chatMsg", "pm"):
             self.sio.on(event, getattr(self, "on_" + event))
@@ -443,7 +447,7 @@ class CytubePeer:
         meta = data.get("meta")
         return data["msg"], meta if isinstance(meta, dict) else {}
 
-    async def _may_send(self, session: Session, record: Json, log: list[Json]) -> bool:
+    async def _may_send(self, session: Session, record: Json, log: deque[Json]) -> bool:
         """Login, emptiness, rate and spam checks shared by chat and PM; record the outcome."""
         log.append(record)
         if not session.logged_in:
@@ -525,6 +529,17 @@ class CytubePeer:
     async def _startup(self) -> None:
         if self.options.media_update_interval > 0:
             self.sio.start_background_task(self._media_updates)
+        if self.options.parent_pid is not None:
+            self.sio.start_background_task(self._exit_with_parent, self.options.parent_pid)
+
+    async def _exit_with_parent(self, parent: int) -> None:
+        """Stop (SIGTERM to ourselves) once `parent` is gone, so a killed demo or test run
+        leaves no server behind."""
+        while True:  # nothing to wait on: a process learns of its parent's end by polling
+            await asyncio.sleep(1.0)  # how soon an orphaned server notices
+            if not _alive(parent):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     async def _media_updates(self) -> None:
         while True:
@@ -604,10 +619,10 @@ class CytubePeer:
                 }
                 for name, chan in self.channels.items()
             },
-            "chat_received": self.chat_received,
-            "pm_received": self.pm_received,
-            "logins": self.logins,
-            "kicks": self.kicks,
+            "chat_received": list(self.chat_received),
+            "pm_received": list(self.pm_received),
+            "logins": list(self.logins),
+            "kicks": list(self.kicks),
         }
 
     async def control_say(
@@ -703,6 +718,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port; 0 picks a free one")
     p.add_argument("--port-file", help="write the bound port here once listening")
+    p.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="exit once this process is gone (default: the process that started this one)",
+    )
     p.add_argument("--ping-interval", type=int, default=d.ping_interval, help="whole seconds")
     p.add_argument("--ping-timeout", type=float, default=d.ping_timeout, help="seconds")
     p.add_argument("--max-payload", type=int, default=d.max_payload, help="bytes")
@@ -768,6 +789,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         host=args.host,
         port=args.port,
         port_file=args.port_file,
+        parent_pid=args.parent_pid if args.parent_pid is not None else os.getppid(),
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         max_payload=args.max_payload,
@@ -784,6 +806,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
         accounts=accounts,
         new_accounts=set(args.new_account),
     )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -112,6 +112,8 @@ class CytubeServerProcess:
             str(self.port),
             "--port-file",
             str(port_file),
+            "--parent-pid",
+            str(os.getpid()),
             *_cli_args({**self.options, "accounts": self.accounts}),
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)

@@ -8,10 +8,12 @@ the per-IP connection budget, discovery, and the fixture's restart and freeze.
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from cytube_peer import fixtures
 from cytube_peer.fixtures import PeerProcess
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
+import daz_actors
 from daz_actors._socketio_codec import (
     Connect,
     ConnectError,
@@ -33,6 +36,7 @@ from daz_actors._socketio_codec import (
     encode,
     encode_event,
 )
+from daz_actors.testing import wait_until
 
 # the peer's fixtures, found by pytest under these names
 cytube_peer = fixtures.cytube_peer
@@ -423,3 +427,33 @@ async def test_too_many_open_connections_get_a_kick(
     async with connected(peer), connected(peer) as second:
         kick = await second.event("kick")
         assert "Too many connections" in kick.args[0]["reason"]
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for init counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
+
+
+async def test_the_server_exits_once_its_parent_is_gone(tmp_path):
+    """Orphaned (its parent killed), the server stops by itself: a killed demo or test
+    run leaves no chat server behind."""
+    script = Path(daz_actors.__file__).with_name("_cytube_server.py")
+    launcher = await trio.run_process(
+        [
+            "sh",
+            "-c",
+            f'"{sys.executable}" "{script}" --port 0 --port-file "{tmp_path / "port"}"'
+            " --parent-pid $$"
+            f' > "{tmp_path / "log"}" 2>&1 & echo $!',
+        ],
+        capture_stdout=True,
+    )
+    pid = int(launcher.stdout.decode().strip())  # its parent, the launcher, is gone already
+    await wait_until(lambda: (tmp_path / "port").exists(), timeout=20, interval=0.05)
+    assert _running(pid)
+    await wait_until(lambda: not _running(pid), timeout=20, interval=0.1)
