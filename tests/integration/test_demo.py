@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import trio
 from click.testing import CliRunner
 
 from daz_actors._embedded_pg import start_embedded
 from daz_actors.cli import main
+from daz_actors.testing import wait_until
 
 DAZ = [sys.executable, "-m", "daz_actors.cli"]
 FAULTS = 7  # websocket drop, killed router, killed gateway, database stop and start, poison,
@@ -91,3 +94,47 @@ def test_bad_demo_options_are_refused_with_the_reason(tmp_path: Path):
     assert taken.exit_code == 1
     assert "is not empty" in taken.output
     assert (used / "something").read_text() == "x"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions `text` (zombies excluded)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+async def test_ctrl_c_stops_the_demo_in_order_and_leaves_nothing_running(tmp_path: Path):
+    """SIGINT mid-run: the tree stops in order, exit code 130, and no PostgreSQL or chat
+    server of the run is left behind."""
+    work = tmp_path / "demo"
+    out = tmp_path / "out.txt"
+    env = {k: v for k, v in os.environ.items() if k != "DAZ_DATABASE_URL"}
+    with out.open("wb") as sink:
+        process = await trio.lowlevel.open_process(
+            [*DAZ, "demo", "--duration", "60", "--no-live", "--work-dir", str(work)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            await wait_until(lambda: "chaos: dropped" in out.read_text(), timeout=120)
+            assert _processes_mentioning(str(work))  # its database and chat server run
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(120):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+    text = out.read_text()
+    assert code == 130, text
+    assert "interrupted before the end: nothing was checked" in text
+    await wait_until(lambda: not _processes_mentioning(str(work)), timeout=30)

@@ -176,3 +176,38 @@ def test_an_alongside_task_sees_the_running_tree_and_its_return_stops_it(pg, tmp
 
     with pytest.raises(LookupError, match="alongside task failed"):
         run_config(config, kinds, handle_signals=False, alongside=failing)
+
+
+def test_a_shutdown_begun_elsewhere_cancels_the_alongside_task_first(pg, tmp_path, monkeypatch):
+    """A signal (here: tree.stop()) cancels the alongside task as the shutdown begins,
+    while the actors still run: it never acts on a tree that is being taken down."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        enabled = false
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        shutdown_timeout = 30
+        """,
+        kinds,
+    )
+    states: list[str] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        system.tree.stop()
+        try:
+            await trio.sleep_forever()
+        finally:
+            states.extend(c.state.value for c in system.tree.which_children())
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert states
+    assert states != ["stopped"]
