@@ -126,22 +126,22 @@ async def _serve_alongside(
             tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
         )
 
+        scope = trio.CancelScope()  # a signal's shutdown cancels the task first
+
+        async def cancel_when_stopping() -> None:
+            await tree.wait_stopping()
+            scope.cancel()
+
         async def alongside_then_stop() -> None:
             try:
-                async with trio.open_nursery() as inner:
-
-                    async def cancel_when_stopping() -> None:
-                        await tree.wait_stopping()  # a signal: the task ends first
-                        inner.cancel_scope.cancel()
-
-                    inner.start_soon(cancel_when_stopping)
+                with scope:
                     await alongside(system)
-                    inner.cancel_scope.cancel()
             except Exception as exc:  # kept out of the nursery's exception group
                 failed.append(exc)
             finally:
                 tree.stop()  # an orderly stop of the whole tree
 
+        nursery.start_soon(cancel_when_stopping)
         nursery.start_soon(alongside_then_stop)
 
 
