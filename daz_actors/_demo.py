@@ -552,7 +552,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
     if options.work_dir is not None:
         work = options.work_dir.expanduser().resolve()
         if work.exists() and any(work.iterdir()):
-            raise ValueError(f"work directory {work} is not empty (the demo needs a fresh one)")
+            raise DemoFailed(f"work directory {work} is not empty (the demo needs a fresh one)")
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="daz-demo-"))

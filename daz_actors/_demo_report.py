@@ -262,6 +262,11 @@ def render_summary(invariants: Sequence[Invariant], ledger: ChatLedger) -> str:
         lines.append(f"  [{mark}] {inv.name}: {inv.detail}")
     if ledger.refused:
         lines.append(f"  ({ledger.refused} line(s) refused while the chat server was down)")
+    unsure = set(ledger.uncertain) - set(ledger.confirmed)
+    if unsure:
+        lines.append(
+            f"  ({len(unsure)} line(s) whose confirmation was lost: stored or not, either is right)"
+        )
     held = all(inv.held for inv in invariants)
     lines.append(
         "every invariant held: nothing was lost" if held else "INVARIANTS BROKEN (see FAIL above)"

@@ -14,7 +14,7 @@ from ._builtin_kinds import default_kinds
 from ._cli_db import migrate_command
 from ._cli_queue import queue_group
 from ._config import Config, load_config
-from ._demo import DemoOptions, run_demo
+from ._demo import DemoFailed, DemoOptions, run_demo
 from ._errors import ConfigError
 from ._logging import configure_logging
 from ._runner import run_config
@@ -144,7 +144,7 @@ def demo(duration: float, chatters: int, live: bool | None, work_dir: Path | Non
         raise click.BadParameter(str(exc)) from None
     try:
         code = run_demo(options)
-    except ValueError as exc:
+    except DemoFailed as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
 

@@ -56,7 +56,10 @@ def test_a_healthy_run_holds_every_invariant():
     invariants = check_invariants(ledger(), healthy())
     assert len(invariants) == 11
     assert all(inv.held for inv in invariants), invariants
-    assert "every invariant held" in render_summary(invariants, ledger())
+    summary = render_summary(invariants, ledger())
+    assert "every invariant held" in summary
+    assert "2 line(s) refused" in summary
+    assert "1 line(s) whose confirmation was lost" in summary
 
 
 def test_an_uncertain_line_may_be_stored_or_not():
