@@ -24,7 +24,7 @@ import trio
 from ._actor import ActorContext, Startable
 from ._bus import EventBus
 from ._errors import ActorStopped, Killed, NameTaken, NoSuchActor, StartFailed, SupervisorGaveUp
-from ._events import ActorFailed
+from ._events import ActorFailed, FailureEvent
 from ._mailbox import Ask, Mailbox, OneShot, crashed_error
 from ._ref import ActorRef
 from ._registry import Registry
@@ -42,6 +42,9 @@ __all__ = ["ChildInfo", "ChildSpec", "ChildState", "Supervisor"]
 log = logging.getLogger("daz_actors.supervisor")
 
 CRASH_TOPIC = "actor.crashed"
+POISON_TOPIC = "actor.poison.failed"  # a message dropped after `ChildSpec.redeliver` tries
+POISON_EVENT_TYPE = "actor.poison"  # no retry handler: the queue dead-letters it
+POISON_REPR_LIMIT = 4000  # characters of the message's repr kept
 
 
 class ChildState(enum.Enum):
@@ -553,6 +556,7 @@ class Supervisor:
                 "%s: dropping %s: %r %s it %d times (poison): %r",
                 self.name, type(message).__name__, slot.registered_as, what, crashes, message,
             )  # fmt: skip
+            self._publish_poison(slot, message, f"{slot.registered_as} {what} it {crashes} times")
             return
         slot.redelivering, slot.deliveries = message, crashes
         slot.redelivered += 1
@@ -562,6 +566,27 @@ class Supervisor:
             self.name, type(message).__name__, slot.registered_as, what, crashes,
             slot.spec.redeliver,
         )  # fmt: skip
+
+    def _publish_poison(self, slot: _Slot, message: Any, error: str) -> None:
+        """Keep a dropped message durably: a failure event no handler redoes, which the
+        retry queue (if one runs) therefore stores as a dead letter with the message."""
+        if self._nursery is None:
+            return
+        event = FailureEvent(
+            topic=POISON_TOPIC,
+            source=slot.registered_as,
+            operation="default",
+            event_type=POISON_EVENT_TYPE,
+            error=error,
+            error_code="poison",
+            retryable=True,  # queued; with no handler its first attempt dead-letters it
+            retry_data={
+                "actor": slot.registered_as,
+                "message_type": type(message).__name__,
+                "message": repr(message)[:POISON_REPR_LIMIT],
+            },
+        )
+        self._nursery.start_soon(self.bus.publish, POISON_TOPIC, event)
 
     def _report_crash(self, slot: _Slot, error: BaseException) -> None:
         ctx = slot.ctx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,14 +12,28 @@ import attrs
 import pytest
 import trio
 
-from daz_actors import ChildSpec, EventBus, FailureEvent, Registry, Strategy, Supervisor
+from daz_actors import (
+    Actor,
+    ChildSpec,
+    EventBus,
+    FailureEvent,
+    Registry,
+    Strategy,
+    Supervisor,
+    actor_factory,
+)
 from daz_actors import _queue as queue
 from daz_actors._builtin_kinds import default_kinds
 from daz_actors._config import RetryPolicy, load_config
 from daz_actors._kinds import BuildContext
 from daz_actors._queue_types import NewItem, QueueItem, RetryStatus
 from daz_actors._retry_capture import DrainSpool, ScheduleRetry
-from daz_actors._retry_handlers import AttemptContext, HandlerRegistry, PermanentError
+from daz_actors._retry_handlers import (
+    AttemptContext,
+    HandlerRegistry,
+    PermanentError,
+    default_handlers,
+)
 from daz_actors._retry_kind import RetryParams, build_retry
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
 from daz_actors.testing import fast_policy, open_tree, wait_until
@@ -517,7 +532,6 @@ async def test_a_write_that_keeps_failing_is_one_queue_item_however_often_it_fai
     """A retried SQL write that fails again is not queued again: one item, its attempts in
     its own history, until it dead-letters."""
     from daz_actors import SqlClient, SqlError
-    from daz_actors._retry_handlers import default_handlers
 
     tree = retry_tree(pg.dsn, default_handlers())
     failing = "DO $$ BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = '40001'; END $$"
@@ -678,3 +692,33 @@ async def test_attempt_durations_are_observed_by_event_type_and_outcome(pg):
     }
     assert ("daz_retry_attempt_duration_seconds_bucket", "timed_out", "+Inf") in rendered
     assert ("daz_retry_attempt_duration_seconds_count", "succeeded", None) in rendered
+
+
+class AlwaysCrashes(Actor):
+    async def handle(self, message: Any) -> Any:
+        raise RuntimeError(f"cannot handle {message!r}")
+
+
+async def test_a_poison_message_an_actor_dropped_is_kept_as_a_dead_letter(pg):
+    """An actor with redeliver that crashes on a message every time drops it; the message
+    is not gone: it lands in the retry queue's dead letters with its repr."""
+    tree = retry_tree(pg.dsn, default_handlers())
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        ref = await tree.sup.start_child(
+            ChildSpec(name="crasher", start=actor_factory(AlwaysCrashes), redeliver=1)
+        )
+        await ref.send("the poison line")
+        with trio.fail_after(30):
+            while True:
+                status = await fetchval(
+                    db, "SELECT status FROM daz_retry_queue WHERE event_type = 'actor.poison'"
+                )
+                if status == "dead_letter":
+                    break
+                await trio.sleep(0.05)  # polling the queue, bounded by the deadline
+        data = await fetchval(
+            db, "SELECT event_data FROM daz_retry_queue WHERE event_type = 'actor.poison'"
+        )
+    kept = json.loads(data) if isinstance(data, str) else data
+    assert kept == {"actor": "crasher", "message_type": "str", "message": "'the poison line'"}

@@ -10,7 +10,17 @@ import trio
 import trio.testing
 from probes import supervisor
 
-from daz_actors import Actor, ChildSpec, ChildState, actor_factory, default_kinds
+from daz_actors import (
+    Actor,
+    ActorRef,
+    ChildSpec,
+    ChildState,
+    EventBus,
+    FailureEvent,
+    Overflow,
+    actor_factory,
+    default_kinds,
+)
 from daz_actors._config import parse_config
 from daz_actors._mailbox import Mailbox
 from daz_actors._metrics import Metrics, Sources, snapshot
@@ -68,7 +78,10 @@ async def test_a_tell_the_actor_crashed_on_is_handled_by_the_next_incarnation_fi
 
 async def test_a_poison_tell_is_dropped_after_redeliver_crashes_and_the_rest_goes_on(caplog):
     seen: list[tuple[str, int]] = []
-    sup = supervisor("sup", [recorder(seen, redeliver=2)], fast_policy())
+    bus = EventBus()
+    dropped = Mailbox("listener", 10)
+    bus.subscribe("actor.poison.failed", ActorRef(dropped), overflow=Overflow.BLOCK)
+    sup = supervisor("sup", [recorder(seen, redeliver=2)], fast_policy(), bus=bus)
     async with open_tree(sup) as tree:
         ref = sup.ref("rec")
         await ref.send(Store("poison", crash_until=100))
@@ -79,6 +92,11 @@ async def test_a_poison_tell_is_dropped_after_redeliver_crashes_and_the_rest_goe
         exposition = Metrics().render(await snapshot(Sources(tree=tree))).decode()
         assert 'daz_actor_redelivered_total{actor="rec"} 2.0' in exposition
         assert 'daz_actor_poison_dropped_total{actor="rec"} 1.0' in exposition
+        event = (await dropped.get()).event  # kept durably: the queue dead-letters it
+        assert isinstance(event, FailureEvent)
+        assert (event.event_type, event.retryable) == ("actor.poison", True)
+        assert event.retry_data["message"] == repr(Store("poison", crash_until=100))
+        assert "crashed on it 3 times" in event.error
     assert "dropping Store" in caplog.text
     assert "'rec' crashed on it 3 times (poison)" in caplog.text
 
