@@ -163,11 +163,17 @@ async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketCo
             try:
                 yield ws
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                # when the session was cancelled (an orderly stop), the nursery's reader is
+                # cancelled too and the server's close reply is never read: send the close
+                # frame, wait briefly, then drop the stream
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
                     await ws.aclose()
                 nursery.cancel_scope.cancel()
     finally:
         await stream.aclose()
+
+
+CLOSE_TIMEOUT = 0.5  # seconds for the websocket close handshake at the end of a session
 
 
 def _text(frame: str | bytes) -> str:
