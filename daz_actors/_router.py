@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -54,6 +55,7 @@ from ._cytube_events import (
     MediaUpdate,
     PrivateMessage,
     SendChat,
+    SendPrivate,
     UserJoined,
     UserLeft,
     UserList,
@@ -307,6 +309,7 @@ class RunCommand:
     rank: float
     args: str
     issued_at: float  # wall-clock seconds of the original line
+    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
 
 
 @attrs.frozen(kw_only=True)
@@ -385,6 +388,8 @@ class EventRouter(Actor):
             await self._on_chat(message, received_ms)
         elif isinstance(message, PrivateMessage):
             await self._log(private_write(message, received_ms))
+            if self.params.bot_name and message.to.lower() == self.params.bot_name.lower():
+                self._dispatch(message.msg, message.username, reply_to=message.username)
         elif isinstance(message, UserJoined):
             self.ranks[message.user.name.lower()] = message.user.rank
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
@@ -461,15 +466,19 @@ class EventRouter(Actor):
             await self._log(chat_write(message, received_ms))
         if message.history:
             return  # said before the bot joined: recorded, never answered
-        parsed = parse_command(message.msg, self.params.command_prefix)
+        self._dispatch(message.msg, message.username, reply_to=None)
+
+    def _dispatch(self, text: str, user: str, *, reply_to: str | None) -> None:
+        """Start the command `text` holds, if any: its reply goes to the channel, or by
+        private message to `reply_to` (a command sent to the bot by PM)."""
+        parsed = parse_command(text, self.params.command_prefix)
         if parsed is None:
             return
-        if self._is_me(message.username):
+        if self._is_me(user):
             self.stats.own_ignored += 1
             return
         name, args = parsed
         command = self.commands.get(name)
-        user = message.username
         if command is None:
             self.stats.unknown_ignored += 1
             log.debug("%s: %s: unknown command %r ignored", self.params.channel, user, name)
@@ -492,7 +501,7 @@ class EventRouter(Actor):
         self.running += 1
         self.stats.commands_started += 1
         context = self._context(command, user, rank, args)
-        self.nursery.start_soon(self._run_command, command, context, self.clock())
+        self.nursery.start_soon(self._run_command, command, context, self.clock(), reply_to)
 
     def _is_me(self, username: str) -> bool:
         return bool(self.params.bot_name) and username.lower() == self.params.bot_name.lower()
@@ -512,20 +521,27 @@ class EventRouter(Actor):
             tree_state=self.tree_state,
         )
 
-    async def _run_command(self, command: Command, context: CommandContext, issued: float) -> None:
+    async def _run_command(
+        self, command: Command, context: CommandContext, issued: float, reply_to: str | None
+    ) -> None:
         try:
             with trio.fail_after(self.params.command_timeout):
                 reply = await command.fn(context)
         except Exception as exc:
-            await self._command_failed(command, context, exc, issued)
+            await self._command_failed(command, context, exc, issued, reply_to)
             return
         finally:
             self.running -= 1
         if reply:
-            await self._say(str(reply))
+            await self._say(str(reply), to=reply_to)
 
     async def _command_failed(
-        self, command: Command, context: CommandContext, exc: Exception, issued: float
+        self,
+        command: Command,
+        context: CommandContext,
+        exc: Exception,
+        issued: float,
+        reply_to: str | None,
     ) -> None:
         self.stats.commands_failed += 1
         retryable, code = classify(exc)
@@ -552,6 +568,7 @@ class EventRouter(Actor):
                     "rank": context.rank,
                     "args": context.args,
                     "issued_at": issued,
+                    "reply_to": reply_to,
                 },
                 channel=self.params.channel,
             ),
@@ -572,14 +589,17 @@ class EventRouter(Actor):
             retryable, code = classify(exc)
             return CommandOutcome(ok=False, error=f"{code}: {exc}", retryable=retryable)
         if reply:
-            self.nursery.start_soon(self._say, str(reply))
+            self.nursery.start_soon(partial(self._say, str(reply), to=request.reply_to))
         return CommandOutcome(ok=True)
 
     # ------------------------------------------------------------------ replies
 
-    async def _say(self, text: str) -> None:
-        """Tell the connection to say `text`; it confirms by echo and queues a failure."""
-        request = SendChat(msg=text)
+    async def _say(self, text: str, *, to: str | None = None) -> None:
+        """Tell the connection to say `text` (by private message to `to`, if given); it
+        confirms by echo and queues a failure itself."""
+        request: SendChat | SendPrivate = (
+            SendChat(msg=text) if to is None else SendPrivate(to=to, msg=text)
+        )
         ref = self.ctx.registry.get(self.params.connection_name)
         reason = f"no connection registered as {self.params.connection_name!r}"
         if ref is not None:
@@ -599,11 +619,12 @@ class EventRouter(Actor):
                 topic=SEND_FAILED_TOPIC,
                 source=self.ctx.name,
                 operation="cytube_command",
-                event_type="cytube.send_chat",
+                event_type="cytube.send_chat" if to is None else "cytube.send_pm",
                 error=reason,
                 error_code="not_handed_over",
                 retryable=True,
-                retry_data={"channel": self.params.channel, "msg": text},
+                retry_data={"channel": self.params.channel, "msg": text}
+                | ({} if to is None else {"to": to}),
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,
@@ -681,6 +702,7 @@ async def rerun_command(item: QueueItem, ctx: AttemptContext) -> None:
             rank=float(data.get("rank", 0)),
             args=str(data.get("args", "")),
             issued_at=float(data["issued_at"]),
+            reply_to=str(data["reply_to"]) if data.get("reply_to") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PermanentError(f"command.run item has bad event data: {exc!r}") from None

@@ -480,3 +480,54 @@ async def test_a_join_handled_twice_is_one_row_stamped_when_it_was_received(pg):
         rows = await room.rows("SELECT kind, username, at FROM daz_channel_events")
     assert [(r["kind"], r["username"]) for r in rows] == [("join", "bob")]
     assert rows[0]["at"] == datetime.fromtimestamp(received, UTC)
+
+
+def pm(username: str, to: str, msg: str, *, time: int = T0) -> PrivateMessage:
+    return PrivateMessage(channel="test", username=username, to=to, msg=msg, time=time)
+
+
+async def test_a_command_sent_by_pm_is_answered_by_pm(pg):
+    """A PM to the bot holding a command runs it and answers the sender privately; PMs
+    to others and the bot's own (echoed) PMs run nothing; all are logged."""
+    async with open_room(pg.dsn) as room:
+        await room.tell(
+            pm("ann", "DazBot", "!uptime"),
+            pm("ann", "someone", "!about", time=T0 + 1),
+            pm("DazBot", "ann", "!about", time=T0 + 2),
+        )
+        await wait_until(lambda: len(room.sent) == 1)
+        reply = room.sent[0]
+        assert isinstance(reply, SendPrivate)
+        assert reply.to == "ann"
+        assert reply.msg.startswith("up ")
+        stats = await room.tell()
+        assert stats.commands_started == 1  # the others were not addressed to the bot
+        assert await room.db.query_value("SELECT count(*) FROM daz_private_messages") == 3
+
+
+async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
+    """The retry data of a failed PM command keeps who to answer: the rerun replies by PM."""
+    extra = CommandRegistry()
+    calls: list[str] = []
+
+    @extra.register("flaky", description="fails once, then works")
+    async def flaky(ctx: CommandContext) -> str:
+        calls.append(ctx.args)
+        if len(calls) == 1:
+            raise DatabaseUnavailable("not yet")
+        return f"flaky ok {ctx.args}"
+
+    async with open_room(pg.dsn, commands=extra) as room:
+        events = listen(room.bus, "command.*")
+        await room.tell(pm("ann", "DazBot", "!flaky 3"))
+        failure = (await events.get()).event
+        assert failure.retry_data["reply_to"] == "ann"
+        item = await enqueue(room.db, failure)
+        await rerun_command(item, attempt(item, room))
+        await wait_until(lambda: len(room.sent) == 1)
+        assert room.sent[0] == SendPrivate(
+            to="ann",
+            msg="flaky ok 3",
+            event_id=room.sent[0].event_id,
+            correlation_id=room.sent[0].correlation_id,
+        )
