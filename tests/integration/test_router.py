@@ -171,6 +171,15 @@ async def unlock(conn: Any) -> None:
     await conn.execute("ROLLBACK")
 
 
+async def insert_waiting_on_a_lock(conn: Any) -> bool:
+    """Whether another session's INSERT into the chat table waits on a lock now."""
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE 'INSERT INTO daz_chat_messages%'"
+    )
+    return bool(waiting)
+
+
 def listen(bus: EventBus, pattern: str) -> Mailbox:
     mailbox = Mailbox("listener", 100)
     bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
@@ -452,7 +461,11 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
 
         # the line left the router's mailbox and its insert the gateway's: it is in flight
         await wait_until(lambda: router().mailbox_depth == 0 and gateway().mailbox_depth == 0)
-        await wait_all_tasks_blocked(cushion=0.05)
+        with trio.fail_after(30):  # and PostgreSQL has the INSERT waiting on the lock
+            while True:
+                if await locker.call(insert_waiting_on_a_lock):
+                    break
+                await trio.sleep(0.01)  # polling pg_stat_activity, bounded by the deadline
         room.root.kill_child("sql-gateway", "test")
         failure = (await events.get()).event
         await locker.call(unlock)
