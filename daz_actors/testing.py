@@ -4,14 +4,16 @@
 - `open_tree(root)`: run a tree in the background, wait until every child is ready,
   stop it in order on exit.
 - `wait_until(predicate)`: poll a condition with a deadline instead of sleeping for a guess.
+- `poll(check)`: the same for an async check (a query, a request): its first truthy result.
 
 Use them with pytest-trio; with ``autojump_clock`` backoff waits take no real time.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import trio
 
@@ -20,7 +22,9 @@ from ._supervision_policy import Strategy, SupervisorPolicy
 from ._supervisor import Supervisor
 from ._tree import Tree, run_tree
 
-__all__ = ["NO_BACKOFF", "fast_policy", "open_tree", "wait_until"]
+__all__ = ["NO_BACKOFF", "fast_policy", "open_tree", "poll", "wait_until"]
+
+T = TypeVar("T")
 
 NO_BACKOFF = BackoffPolicy(initial=0.0, multiplier=1.0, max_delay=0.0, jitter=Jitter.NONE)
 
@@ -61,3 +65,14 @@ async def wait_until(
     with trio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - polling a condition is the point here
             await trio.sleep(interval)
+
+
+async def poll(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05
+) -> T:
+    """Await `check()` until it returns something truthy, and return that; raise
+    `trio.TooSlowError` after `timeout` seconds."""
+    with trio.fail_after(timeout):
+        while not (result := await check()):  # noqa: ASYNC110 - polling is the point
+            await trio.sleep(interval)
+        return result

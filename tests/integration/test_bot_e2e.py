@@ -20,6 +20,8 @@ import trio
 import trio_asyncio
 from cytube_peer import fixtures
 
+from daz_actors.testing import poll as poll_until
+
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
 
@@ -92,12 +94,7 @@ async def connect(dsn: str) -> AsyncIterator[Callable[..., Any]]:
 
 async def poll(check: Callable[[], Any], timeout: float = 60) -> Any:
     """Call async `check` until it returns something truthy, within `timeout` seconds."""
-    with trio.fail_after(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await trio.sleep(0.1)
+    return await poll_until(check, timeout=timeout, interval=0.1)
 
 
 def bot_lines(peer: Any) -> list[str]:

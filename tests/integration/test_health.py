@@ -23,7 +23,7 @@ from daz_actors._health import Health, HealthMonitor, HealthParams
 from daz_actors._http import serve_http
 from daz_actors._metrics import Sources
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
-from daz_actors.testing import fast_policy, open_tree, wait_until
+from daz_actors.testing import fast_policy, open_tree, poll, wait_until
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
@@ -121,12 +121,11 @@ async def test_a_down_database_fails_readyz_and_it_recovers(own_server):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
 
             async def readyz_is(code: int) -> dict[str, Any]:
-                with trio.fail_after(60):
-                    while True:
-                        response = await client.get("/readyz")
-                        if response.status_code == code:
-                            return dict(response.json())
-                        await trio.sleep(0.05)
+                async def answered() -> tuple[dict[str, Any]] | None:
+                    response = await client.get("/readyz")
+                    return (dict(response.json()),) if response.status_code == code else None
+
+                return (await poll(answered, timeout=60))[0]
 
             await gateway.connected.wait()
             await readyz_is(200)

@@ -36,7 +36,7 @@ from daz_actors._retry_handlers import (
 )
 from daz_actors._retry_kind import RetryParams, build_retry
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
-from daz_actors.testing import fast_policy, open_tree, wait_until
+from daz_actors.testing import fast_policy, open_tree, poll, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -112,14 +112,18 @@ async def item(db: Any, event_id: str) -> QueueItem | None:
     return await db.call(queue.get_by_event_id, event_id)
 
 
+async def gone(db: Any, event_id: str) -> bool:
+    return await item(db, event_id) is None
+
+
 async def item_in(db: Any, event_id: str, status: RetryStatus) -> QueueItem:
     """Poll the queue (with a deadline) until the item has `status`; the item."""
-    with trio.fail_after(30):
-        while True:
-            row = await item(db, event_id)
-            if row is not None and row.status is status:
-                return row
-            await trio.sleep(0.05)
+
+    async def reached() -> QueueItem | None:
+        row = await item(db, event_id)
+        return row if row is not None and row.status is status else None
+
+    return await poll(reached, timeout=30)
 
 
 def scheduled(metrics: Any) -> dict[tuple[str, str], float]:
@@ -219,12 +223,10 @@ async def test_permanent_errors_and_unknown_types_dead_letter_at_once(pg):
         await tree.gateway.connected.wait()
         for event in (bad_event, unknown_event):
             await tree.bus.publish(event.topic, event)
-        with trio.fail_after(30):
-            while True:
-                rows = [await item(db, e.event_id) for e in (bad_event, unknown_event)]
-                if all(r is not None and r.status is RetryStatus.DEAD_LETTER for r in rows):
-                    break
-                await trio.sleep(0.05)
+        rows = [
+            await item_in(db, e.event_id, RetryStatus.DEAD_LETTER)
+            for e in (bad_event, unknown_event)
+        ]
         assert [r.last_error_code for r in rows] == ["permanent", "unknown_event_type"]
         assert [r.retry_count for r in rows] == [1, 1]
 
@@ -522,9 +524,7 @@ async def test_periodic_cleanup_removes_finished_items_past_the_retention(pg):
         )
         await fetchval(db, "UPDATE daz_retry_queue SET updated_at = now() WHERE event_id = 'new'")
         async with open_tree(tree.sup):
-            with trio.fail_after(30):
-                while await item(db, "old") is not None:  # noqa: ASYNC110 - polling the table
-                    await trio.sleep(0.05)
+            await poll(lambda: gone(db, "old"), timeout=30)
         assert await item(db, "new") is not None
 
 
@@ -541,11 +541,12 @@ async def test_a_write_that_keeps_failing_is_one_queue_item_however_often_it_fai
         with pytest.raises(SqlError) as caught:
             await client.execute(failing)
         assert caught.value.retryable
-        with trio.fail_after(30):
-            while not await fetchval(  # noqa: ASYNC110 - polling the table
+        await poll(
+            lambda: fetchval(
                 db, "SELECT count(*) FROM daz_retry_queue WHERE status = 'dead_letter'"
-            ):
-                await trio.sleep(0.05)
+            ),
+            timeout=30,
+        )
         items = await fetchval(db, "SELECT count(*) FROM daz_retry_queue")
         attempts = await fetchval(db, "SELECT count(*) FROM daz_retry_history")
     assert items == 1
@@ -709,14 +710,14 @@ async def test_a_poison_message_an_actor_dropped_is_kept_as_a_dead_letter(pg):
             ChildSpec(name="crasher", start=actor_factory(AlwaysCrashes), redeliver=1)
         )
         await ref.send("the poison line")
-        with trio.fail_after(30):
-            while True:
-                status = await fetchval(
-                    db, "SELECT status FROM daz_retry_queue WHERE event_type = 'actor.poison'"
-                )
-                if status == "dead_letter":
-                    break
-                await trio.sleep(0.05)  # polling the queue, bounded by the deadline
+        await poll(
+            lambda: fetchval(
+                db,
+                "SELECT 1 FROM daz_retry_queue"
+                " WHERE event_type = 'actor.poison' AND status = 'dead_letter'",
+            ),
+            timeout=30,
+        )
         data = await fetchval(
             db, "SELECT event_data FROM daz_retry_queue WHERE event_type = 'actor.poison'"
         )

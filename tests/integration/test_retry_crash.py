@@ -13,6 +13,7 @@ import trio
 
 from daz_actors import _queue as queue
 from daz_actors._queue_types import Lease, NewItem
+from daz_actors.testing import poll
 
 PROGRAM = Path(__file__).parent / "programs" / "retry_worker.py"
 ITEMS = 40
@@ -46,6 +47,10 @@ async def count_unfinished(sql: Any) -> int:
     return int(rows[0]["n"])
 
 
+async def nothing_unfinished(sql: Any) -> bool:
+    return await count_unfinished(sql) == 0
+
+
 async def test_sigkilled_worker_process_loses_nothing_and_completes_each_item_once(pg, tmp_path):
     """SIGKILL a worker process mid-attempt under load; another process reclaims the stranded
     items after the lock timeout: every item completed once, none left processing, and the
@@ -75,9 +80,7 @@ async def test_sigkilled_worker_process_loses_nothing_and_completes_each_item_on
 
         second = await start_worker(pg.dsn, hold=0, lock_timeout=1, data=tmp_path)
         try:
-            with trio.fail_after(120):
-                while await count_unfinished(sql):  # noqa: ASYNC110 - polling the database
-                    await trio.sleep(0.1)
+            await poll(lambda: nothing_unfinished(sql), timeout=120, interval=0.1)
         finally:
             second.send_signal(signal.SIGTERM)
             with trio.fail_after(60):

@@ -13,7 +13,7 @@ from daz_actors._config import load_config
 from daz_actors._kinds import BuildContext
 from daz_actors._rooms import RoomsParams, build_rooms, room_spec
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
-from daz_actors.testing import fast_policy, open_tree
+from daz_actors.testing import fast_policy, open_tree, poll
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
@@ -26,13 +26,11 @@ def password(monkeypatch):
 
 
 async def in_channels(peer: Any, channels: list[str]) -> None:
-    with trio.fail_after(30):
-        while True:
-            state = await trio.to_thread.run_sync(peer.state)
-            chans = state["channels"]
-            if all("bot" in chans.get(c, {}).get("users", []) for c in channels):
-                return
-            await trio.sleep(0.1)
+    async def joined() -> bool:
+        chans = (await trio.to_thread.run_sync(peer.state))["channels"]
+        return all("bot" in chans.get(c, {}).get("users", []) for c in channels)
+
+    await poll(joined, timeout=30, interval=0.1)
 
 
 async def test_rooms_join_each_channel_and_take_new_ones_at_run_time(pg, cytube_peer):

@@ -60,7 +60,7 @@ from daz_actors._router import (
 )
 from daz_actors._sql_gateway import SqlGateway, SqlGatewayParams
 from daz_actors._sql_messages import SqlClient
-from daz_actors.testing import fast_policy, open_tree, wait_until
+from daz_actors.testing import fast_policy, open_tree, poll, wait_until
 
 T0 = 1_700_000_000_000  # a server time in ms
 
@@ -461,11 +461,8 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
 
         # the line left the router's mailbox and its insert the gateway's: it is in flight
         await wait_until(lambda: router().mailbox_depth == 0 and gateway().mailbox_depth == 0)
-        with trio.fail_after(30):  # and PostgreSQL has the INSERT waiting on the lock
-            while True:
-                if await locker.call(insert_waiting_on_a_lock):
-                    break
-                await trio.sleep(0.01)  # polling pg_stat_activity, bounded by the deadline
+        # and PostgreSQL has the INSERT waiting on the lock
+        await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
         room.root.kill_child("sql-gateway", "test")
         failure = (await events.get()).event
         await locker.call(unlock)
