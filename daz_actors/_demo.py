@@ -24,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import urllib.error
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from string import Template
 from typing import Any, TextIO
@@ -238,12 +238,12 @@ class Demo:
         path.write_text(json.dumps(record, indent=2) + "\n")
 
     async def _wait_joined(self) -> None:
-        with trio.move_on_after(JOIN_TIMEOUT):
-            while True:
-                snap = await snapshot(self.system.sources)
-                if snap.connections and snap.connections[0].status is ConnectionStatus.JOINED:
-                    return
-                await trio.sleep(0.1)  # polling the bot's state, bounded by the deadline
+        async def joined() -> bool:
+            snap = await snapshot(self.system.sources)
+            return bool(snap.connections) and snap.connections[0].status is ConnectionStatus.JOINED
+
+        if await _eventually(joined, JOIN_TIMEOUT, 0.1):
+            return
         raise DemoFailed(
             f"the bot did not join the local chat server within {JOIN_TIMEOUT:g} s "
             "(see daz-actors.log and chat-server/cytube-server.log in the work directory)"
@@ -350,13 +350,12 @@ class Demo:
 
     async def _router_busy(self, timeout: float) -> bool:
         """Wait until the router is stuck on a write with a line queued behind it."""
-        with trio.move_on_after(timeout):
-            while True:
-                router = self._child(KILLED_ROUTER)
-                if router is not None and router.mailbox_depth > 0:
-                    return True
-                await trio.sleep(0.02)  # polling the tree, bounded by the timeout
-        return False
+
+        async def busy() -> bool:
+            router = self._child(KILLED_ROUTER)
+            return router is not None and router.mailbox_depth > 0
+
+        return await _eventually(busy, timeout, 0.02)
 
     def _child(self, name: str) -> ChildInfo | None:
         return next((c for c in _walk(self.system.tree.which_children()) if c.name == name), None)
@@ -369,14 +368,13 @@ class Demo:
 
     async def _wait_rejoined(self, before: tuple[int, int]) -> bool:
         """Wait until the bot has reconnected (or restarted) since `before` and joined."""
-        with trio.move_on_after(JOIN_TIMEOUT):
-            while True:
-                conns = connections_in(self.system.tree.root)
-                joined = bool(conns) and conns[0].status is ConnectionStatus.JOINED
-                if joined and self._connection_key() != before:
-                    return True
-                await trio.sleep(0.05)  # polling the bot's state, bounded by the deadline
-        return False
+
+        async def rejoined() -> bool:
+            conns = connections_in(self.system.tree.root)
+            joined = bool(conns) and conns[0].status is ConnectionStatus.JOINED
+            return joined and self._connection_key() != before
+
+        return await _eventually(rejoined, JOIN_TIMEOUT, 0.05)
 
     @contextlib.asynccontextmanager
     async def _chatters_held(self) -> AsyncIterator[None]:
@@ -437,17 +435,16 @@ class Demo:
 
     async def _wait_delivered(self, timeout: float) -> bool:
         """Wait until no line is being said and every confirmed one is stored."""
-        with trio.move_on_after(timeout):
-            while True:
-                if not self.speaking:
-                    try:
-                        count = await self._stored_count()
-                    except DazActorsError:
-                        count = -1
-                    if count >= len(self.ledger.confirmed):
-                        return True
-                await trio.sleep(0.05)  # polling the database, bounded by the timeout
-        return False
+
+        async def delivered() -> bool:
+            if self.speaking:
+                return False
+            try:
+                return await self._stored_count() >= len(self.ledger.confirmed)
+            except DazActorsError:
+                return False
+
+        return await _eventually(delivered, timeout, 0.05)
 
     # ------------------------------------------------------------------ the end
 
@@ -535,6 +532,15 @@ class Demo:
     def _say_line(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float, every: float) -> bool:
+    """Whether `check()` comes true within `timeout` seconds, asking it every `every` s."""
+    with trio.move_on_after(timeout):
+        while not await check():  # noqa: ASYNC110 - polling state that sends no event
+            await trio.sleep(every)
+        return True
+    return False
 
 
 def _refused(exc: BaseException) -> bool:
