@@ -4,7 +4,7 @@
 
 Against one PostgreSQL in one run (embedded by default, default durability settings) it
 measures single-row enqueue, batch enqueue (100 per call) and acquire(10)+complete cycles,
-with 1, 2 and 4 concurrent callers. The project side calls `daz_actors._queue` from trio
+with 1, 2 and 4 concurrent callers. The project side calls `daz_actors.storage.queue` from trio
 through trio-asyncio, one bridge crossing per operation (an acquire+complete cycle is one
 coroutine). The baseline runs the same SQL with plain asyncpg on asyncio, arguments prepared
 in advance. Prints absolute rates and the ratio project / baseline.
@@ -25,10 +25,10 @@ import asyncpg
 import trio
 import trio_asyncio
 
-from daz_actors import _queue as queue
-from daz_actors._embedded_pg import open_database, redact_dsn
-from daz_actors._migrations import migrate
-from daz_actors._queue_types import NewItem
+from daz_actors.storage import queue
+from daz_actors.storage.embedded_pg import open_database, redact_dsn
+from daz_actors.storage.migrations import migrate
+from daz_actors.storage.queue_types import NewItem
 
 CALLERS = (1, 2, 4)
 BATCH = 100
@@ -130,7 +130,7 @@ def aio_run(
     return asyncio.run(main())
 
 
-# ---- project: daz_actors._queue from trio via trio-asyncio ---------------------------------
+# ---- project: daz_actors.storage.queue from trio via trio-asyncio ----------------------------
 
 
 def trio_run(

@@ -17,10 +17,10 @@ from typing import TypeVar
 
 import trio
 
-from ._backoff import BackoffPolicy, Jitter
-from ._supervision_policy import Strategy, SupervisorPolicy
-from ._supervisor import Supervisor
-from ._tree import Tree, run_tree
+from daz_actors.runtime.backoff import BackoffPolicy, Jitter
+from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
+from daz_actors.runtime.supervisor import Supervisor
+from daz_actors.runtime.tree import Tree, run_tree
 
 __all__ = ["NO_BACKOFF", "fast_policy", "open_tree", "poll", "wait_until"]
 

@@ -1,4 +1,4 @@
-"""Settings shared by every test: hypothesis profiles."""
+"""Settings shared by every test: hypothesis profiles, and the PostgreSQL fixtures."""
 
 import os
 
@@ -15,3 +15,6 @@ settings.register_profile("thorough", deadline=None, max_examples=1000)
 settings.load_profile(
     "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "default")
 )
+
+# Real PostgreSQL for the tests that ask for it (``pg``, ``pg_empty``, ...): see database.py.
+from database import own_server, pg, pg_empty, pg_server, pg_template  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""Pytest fixtures running the CyTube test peer (`daz_actors._cytube_server`) as a process.
+"""Pytest fixtures running the CyTube test peer (`daz_actors.cytube.local_server`) as a process.
 
 * ``cytube_peer`` (per test): a peer on a free loopback port with short test timings
   (`TEST_OPTIONS`: pings every 1 s with a 2 s timeout, ``mediaUpdate`` every 1 s), stopped at
@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 import trio
 
-from daz_actors._cytube_server_process import CytubeServerError as PeerError
-from daz_actors._cytube_server_process import CytubeServerProcess
+from daz_actors.cytube.local_server_process import CytubeServerError as PeerError
+from daz_actors.cytube.local_server_process import CytubeServerProcess
 
 __all__ = ["PeerError", "PeerProcess", "cytube_peer", "cytube_peer_factory"]
 

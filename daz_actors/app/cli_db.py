@@ -1,0 +1,103 @@
+"""``daz-actors migrate``: apply, roll back or list the schema migrations.
+
+Attach to the main group with ``main.add_command(migrate_command)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import click
+
+from daz_actors.storage.embedded_pg import DATABASE_URL_ENV, default_data_dir, open_database
+from daz_actors.storage.migrations import MigrationError, MigrationStatus, migrate, rollback, status
+
+__all__ = ["migrate_command"]
+
+
+def _print_status(report: MigrationStatus) -> None:
+    click.echo(f"current version: {report.current_version}")
+    for applied in report.applied:
+        click.echo(
+            f"  applied  {applied.version:04d} {applied.name}  "
+            f"({applied.applied_at.isoformat(timespec='seconds')})"
+        )
+    for pending in report.pending:
+        click.echo(f"  pending  {pending.version:04d} {pending.name}")
+    for version in report.unknown:
+        click.echo(f"  unknown  {version:04d} (applied, but no file for it here)")
+
+
+async def _run(url: str, *, to: int | None, rollback_to: int | None, show: bool) -> None:
+    conn: Any = await asyncpg.connect(url)
+    try:
+        if show:
+            _print_status(await status(conn))
+        elif rollback_to is not None:
+            done = await rollback(conn, rollback_to)
+            for migration in done:
+                click.echo(f"rolled back {migration.down_file}")
+            if not done:
+                click.echo(f"nothing to roll back: already at or below version {rollback_to}")
+        else:
+            done = await migrate(conn, to)
+            for migration in done:
+                click.echo(f"applied {migration.up_file}")
+            if not done:
+                click.echo("nothing to apply: the schema is up to date")
+    finally:
+        await conn.close()
+
+
+@click.command("migrate")
+@click.option("--to", "to", type=click.IntRange(min=0), help="Migrate up to this version.")
+@click.option(
+    "--rollback",
+    "rollback_to",
+    type=click.IntRange(min=0),
+    help="Roll back every migration newer than this version (0: all of them).",
+)
+@click.option("--status", "show", is_flag=True, help="List applied and pending migrations.")
+@click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    show_envvar=True,
+    help="PostgreSQL URL; without one, the embedded server in --data-dir is used.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory of the embedded server [default: $XDG_DATA_HOME/daz-actors "
+    "or ~/.local/share/daz-actors].",
+)
+def migrate_command(
+    to: int | None,
+    rollback_to: int | None,
+    show: bool,
+    database_url: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Apply the schema migrations (up to the latest, or --to N), roll back, or list them."""
+    chosen = [
+        name
+        for name, on in (
+            ("--to", to is not None),
+            ("--rollback", rollback_to is not None),
+            ("--status", show),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} cannot be used together")
+    with open_database(database_url, data_dir=data_dir or default_data_dir()) as db:
+        click.echo(f"database: {db.redacted} ({db.source.value})", err=True)
+        try:
+            asyncio.run(_run(db.url, to=to, rollback_to=rollback_to, show=show))
+        except MigrationError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise click.ClickException(f"database {db.redacted}: {exc}") from exc

@@ -1,0 +1,221 @@
+"""The main job: resolve the database, migrate it, build the tree, run it until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import asyncpg
+import attrs
+import trio
+
+from daz_actors.app.build import build_tree
+from daz_actors.app.config import Config, HttpConfig
+from daz_actors.app.handlers import default_handlers
+from daz_actors.ops.http import serve_http
+from daz_actors.ops.logging import register_dsn_password
+from daz_actors.ops.metrics import Metrics, Sources
+from daz_actors.runtime.bus import EventBus
+from daz_actors.runtime.errors import DazActorsError, SupervisorGaveUp
+from daz_actors.runtime.kinds import ActorKinds
+from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import Supervisor
+from daz_actors.runtime.tree import Tree, run_tree
+from daz_actors.storage import queue
+from daz_actors.storage.embedded_pg import open_database
+from daz_actors.storage.migrations import migrate
+from daz_actors.storage.queue_types import QueueStats
+from daz_actors.storage.sql_messages import SqlClient
+
+__all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "Alongside", "RunningSystem", "run_config"]
+
+log = logging.getLogger("daz_actors.run")
+
+EXIT_GAVE_UP = 1  # the root supervisor exceeded its restart intensity
+EXIT_STARTUP_FAILED = 2  # the database could not be prepared
+
+
+async def _apply_migrations(url: str) -> list[str]:
+    conn: Any = await asyncpg.connect(url)
+    try:
+        return [m.up_file for m in await migrate(conn)]
+    finally:
+        await conn.close()
+
+
+@attrs.frozen(kw_only=True)
+class RunningSystem:
+    """What a task run alongside the tree (`run_config`'s ``alongside``) can reach."""
+
+    tree: Tree
+    registry: Registry
+    sources: Sources  # what /readyz and /metrics read: `await snapshot(sources)`
+    metrics: Metrics
+    http_port: int | None  # where /healthz /readyz /metrics are served, if they are
+
+
+Alongside = Callable[[RunningSystem], Awaitable[None]]
+
+
+class _ReadyTree:
+    """The tree's ``task_status``: keeps the `Tree` handle once every child is ready."""
+
+    def __init__(self) -> None:
+        self.tree: Tree | None = None
+        self.event = trio.Event()
+
+    def started(self, value: Tree | None = None) -> None:
+        self.tree = value
+        self.event.set()
+
+
+async def _run(
+    root: Supervisor,
+    registry: Registry,
+    http: HttpConfig,
+    metrics: Metrics,
+    *,
+    handle_signals: bool,
+    alongside: Alongside | None = None,
+) -> None:
+    """The tree, the health and metrics endpoints while it runs, and `alongside`."""
+    gave_up: list[SupervisorGaveUp] = []
+    failed: list[Exception] = []  # what `alongside` raised
+    ready = _ReadyTree()
+    async with trio.open_nursery() as nursery:
+
+        async def tree_task() -> None:
+            try:
+                await run_tree(root, handle_signals=handle_signals, task_status=ready)
+            except SupervisorGaveUp as exc:  # kept out of the nursery's exception group
+                gave_up.append(exc)
+            finally:
+                ready.event.set()
+                nursery.cancel_scope.cancel()  # the endpoints end with the tree
+
+        nursery.start_soon(tree_task)
+        await ready.event.wait()
+        if ready.tree is not None:  # None: the root gave up before it was ready
+            await _serve_alongside(nursery, ready.tree, registry, http, metrics, alongside, failed)
+    if gave_up:
+        raise gave_up[0]
+    if failed:
+        raise failed[0]
+
+
+async def _serve_alongside(
+    nursery: trio.Nursery,
+    tree: Tree,
+    registry: Registry,
+    http: HttpConfig,
+    metrics: Metrics,
+    alongside: Alongside | None,
+    failed: list[Exception],
+) -> None:
+    """Start the endpoints and `alongside` in `nursery`, beside the running tree."""
+    sources = _sources(tree, registry)
+    port: int | None = None
+    if http.enabled:
+        port = await nursery.start(
+            partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
+        )
+    if alongside is not None:
+        system = RunningSystem(
+            tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
+        )
+
+        scope = trio.CancelScope()  # a signal's shutdown cancels the task first
+
+        async def cancel_when_stopping() -> None:
+            await tree.wait_stopping()
+            scope.cancel()
+
+        async def alongside_then_stop() -> None:
+            try:
+                with scope:
+                    await alongside(system)
+            except Exception as exc:  # kept out of the nursery's exception group
+                failed.append(exc)
+            finally:
+                tree.stop()  # an orderly stop of the whole tree
+
+        nursery.start_soon(cancel_when_stopping)
+        nursery.start_soon(alongside_then_stop)
+
+
+def _sources(tree: Tree, registry: Registry) -> Sources:
+    gateway = registry.get("sql-gateway")
+    if gateway is None:
+        return Sources(tree=tree)
+    db = SqlClient(gateway, default_timeout=2.0)
+
+    async def queue_stats() -> Sequence[QueueStats]:
+        stats: Sequence[QueueStats] = await db.run(queue.stats, name="health.queue_stats")
+        return stats
+
+    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats)
+
+
+def run_config(
+    config: Config,
+    kinds: ActorKinds,
+    *,
+    handle_signals: bool = True,
+    extra_resources: Mapping[str, Any] | None = None,
+    alongside: Alongside | None = None,
+) -> int:
+    """Run the tree of `config` until SIGINT/SIGTERM; the process exit code.
+
+    `extra_resources` reach the kinds' factories (``retry_handlers``: your
+    `HandlerRegistry`, ``commands``: your `CommandRegistry`). `alongside`, if given, runs
+    once the tree is ready; when it returns the tree is stopped in order (what
+    ``daz-actors demo`` uses); an exception from it stops the tree and propagates; a
+    shutdown begun otherwise (a signal) cancels it first.
+    """
+    if config.database.url:
+        register_dsn_password(config.database.url)
+    with open_database(config.database.url, data_dir=config.data_dir) as database:
+        register_dsn_password(database.url)
+        try:
+            applied = asyncio.run(_apply_migrations(database.url))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DazActorsError) as exc:
+            log.critical("cannot prepare the database %s: %s", database.redacted, exc)
+            return EXIT_STARTUP_FAILED
+        for name in applied:
+            log.info("applied migration %s", name)
+        tree: list[Any] = []  # the root, once built: `!debug` reports its state
+        metrics = Metrics()
+        resources: Mapping[str, Any] = {
+            "metrics_registry": metrics.registry,
+            "database_url": database.url,
+            "tree_state": lambda: tree[0].which_children() if tree else [],
+            "root_supervisor": lambda: tree[0] if tree else None,
+            "retry_handlers": default_handlers(),  # every layer's built-in handlers
+            **(extra_resources or {}),
+        }
+        registry, bus = Registry(), EventBus()
+        root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
+        tree.append(root)
+
+        try:
+            trio.run(
+                partial(
+                    _run,
+                    root,
+                    registry,
+                    config.http,
+                    metrics,
+                    handle_signals=handle_signals,
+                    alongside=alongside,
+                )
+            )
+        except SupervisorGaveUp as exc:
+            log.critical(
+                "the root supervisor gave up, stopping: %s (last error: %r)", exc, exc.__cause__
+            )
+            return EXIT_GAVE_UP
+        log.info("stopped in order")
+        return 0

@@ -1,0 +1,107 @@
+"""The ``rooms`` actor kind: one ``room:<channel>`` subtree per configured channel.
+
+Each room is a one_for_all supervisor of its ``connection`` and ``event-router``
+(registered as ``room:<channel>/connection`` and ``room:<channel>/event-router``): if one
+of them crashes both restart together. Rooms are children of the ``rooms`` supervisor, so
+a channel can be added at run time with ``await rooms.start_child(room_spec(...))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
+from daz_actors.cytube.router import RouterParams, build_router
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
+from daz_actors.runtime.supervisor import ChildSpec, Supervisor
+
+__all__ = ["RoomsParams", "build_rooms", "room_spec"]
+
+
+def _channels(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if len(set(value)) != len(value):
+        raise ValueError(f"channels must not repeat, got {list(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class RoomsParams:
+    """Parameters of the ``rooms`` kind: the server, the bot's account, the channels."""
+
+    server: str = "https://cytu.be"  # base URL of the CyTube server
+    channels: tuple[str, ...] = attrs.field(default=(), validator=_channels)  # joined at start
+    name: str = ""  # the bot's account (empty: read only, no replies)
+    password_env: str = "DAZ_CYTUBE_PASSWORD"  # where the password comes from
+    password: str = attrs.field(default="", repr=False)  # discouraged: use password_env
+    reconnect_initial: float = 2.0  # seconds, doubling ...
+    reconnect_max: float = 300.0  # ... up to this, ±25% jitter
+    echo_timeout: float = 10.0  # seconds for the server to echo a sent line
+    command_prefix: str = "!"
+    command_cooldown: float = 3.0  # seconds per user per command
+    debug_min_rank: float = 2  # the rank `!debug` needs
+    log_history: bool = True  # store the lines the server replays on join (flagged)
+
+    def __attrs_post_init__(self) -> None:
+        for channel in self.channels:
+            self.connection(channel)
+            self.router(channel)
+
+    def connection(self, channel: str) -> ConnectionParams:
+        """The connection settings of one channel."""
+        return ConnectionParams(
+            server=self.server,
+            channel=channel,
+            name=self.name,
+            password=self.password,
+            password_env=self.password_env,
+            reconnect_initial=self.reconnect_initial,
+            reconnect_max=self.reconnect_max,
+            echo_timeout=self.echo_timeout,
+        )
+
+    def router(self, channel: str) -> RouterParams:
+        """The event router settings of one channel."""
+        return RouterParams(
+            channel=channel,
+            bot_name=self.name,
+            command_prefix=self.command_prefix,
+            command_cooldown=self.command_cooldown,
+            debug_min_rank=int(self.debug_min_rank),
+            log_history=self.log_history,
+        )
+
+
+def room_spec(channel: str, params: RoomsParams, ctx: BuildContext) -> ChildSpec:
+    """The ``room:<channel>`` child: a one_for_all supervisor of connection and router."""
+    name = f"room:{channel}"
+    router_ctx = attrs.evolve(ctx, name=f"{name}/event-router")
+    room = Supervisor(
+        name,
+        [
+            ChildSpec(name="connection", start=CytubeConnection(params.connection(channel))),
+            ChildSpec(
+                name="event-router",
+                start=build_router(params.router(channel), router_ctx),
+                mailbox_size=1000,
+                redeliver=3,  # its writes are idempotent: a line it crashed on is not lost
+            ),
+        ],
+        policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ALL),
+        registry=ctx.registry,
+        bus=ctx.bus,
+        prefix=f"{name}/",
+    )
+    return ChildSpec(name=name, start=room, shutdown_timeout=None)
+
+
+def build_rooms(params: RoomsParams, ctx: BuildContext) -> Supervisor:
+    """Factory of the ``rooms`` kind."""
+    return Supervisor(
+        ctx.name,
+        [room_spec(channel, params, ctx) for channel in params.channels],
+        policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ONE),
+        registry=ctx.registry,
+        bus=ctx.bus,
+    )

@@ -1,0 +1,725 @@
+"""The event router: one per room; logs what happens in the channel and answers commands.
+
+The connection actor tells it every typed event (`ChatMessage`, `PrivateMessage`,
+`UserJoined`, ...). For each chat line, private message, join, leave and media change the
+router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) DO NOTHING`` through the
+SQL gateway, in arrival order. The event id is a hash of the event's own fields, so the
+same line logged twice is stored once. If the write fails, the gateway has already
+published ``sql.exec.failed`` with the statement and its JSON arguments; the retry queue
+captures it and the built-in ``sql.exec`` handler runs it again later. The router never
+crashes on a failed write.
+
+A chat line starting with the prefix (not a history line, not the bot's own) goes to the
+command registry: unknown commands, users below a command's rank and users within their
+cooldown are ignored (counted, logged at debug). Commands run in the background (bounded
+by ``max_running_commands``, each within ``command_timeout``), so a slow command or a slow
+echo never stalls logging. A reply is *told* to the connection as `SendChat`, not asked:
+the connection confirms delivery by the echo, and when that fails it publishes
+``cytube.send.failed`` itself and the queue says it again. If the connection's mailbox
+has no room within ``reply_timeout`` (or no connection runs), the router publishes that
+same failure event. A command that raises publishes ``command.<name>.failed``
+(event type ``command.run``, see `rerun_command`) and the router goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from daz_actors.cytube.commands import (
+    PROCESS_STARTED_AT,
+    Command,
+    CommandContext,
+    CommandRegistry,
+    Cooldowns,
+    TreeState,
+    builtin_commands,
+    parse_command,
+)
+from daz_actors.cytube.events import (
+    ChatMessage,
+    ErrorMessage,
+    Kicked,
+    LoginResult,
+    MediaChanged,
+    MediaUpdate,
+    PrivateMessage,
+    SendChat,
+    SendPrivate,
+    UserJoined,
+    UserLeft,
+    UserList,
+)
+from daz_actors.retry.handlers import AttemptContext, PermanentError
+from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
+from daz_actors.runtime.errors import (
+    ActorCrashed,
+    ActorStopped,
+    AskTimeout,
+    DazActorsError,
+    NoSuchActor,
+)
+from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.storage.errors import SqlError
+from daz_actors.storage.queue_types import QueueItem
+from daz_actors.storage.sql_messages import SqlClient
+
+__all__ = [
+    "CommandFailed",
+    "CommandOutcome",
+    "EventRouter",
+    "GetRouterStats",
+    "LogWrite",
+    "RouterParams",
+    "RouterStats",
+    "RunCommand",
+    "build_router",
+    "channel_event_write",
+    "chat_write",
+    "private_write",
+    "rerun_command",
+    "router_startable",
+]
+
+log = logging.getLogger("daz_actors.router")
+
+COMMAND_EVENT_TYPE = "command.run"  # retry handler: `rerun_command`
+SEND_FAILED_TOPIC = "cytube.send.failed"
+STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
+
+CHAT_SQL = """\
+INSERT INTO daz_chat_messages
+    (event_id, channel, username, message, sent_at, is_history, received_at, meta)
+VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0), $6,
+        to_timestamp($7::bigint / 1000.0), $8::jsonb)
+ON CONFLICT (event_id) DO NOTHING"""
+
+PRIVATE_SQL = """\
+INSERT INTO daz_private_messages
+    (event_id, channel, from_user, to_user, message, sent_at, received_at)
+VALUES ($1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0),
+        to_timestamp($7::bigint / 1000.0))
+ON CONFLICT (event_id) DO NOTHING"""
+
+CHANNEL_EVENT_SQL = """\
+INSERT INTO daz_channel_events (event_id, kind, channel, username, title, payload, at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7::bigint / 1000.0))
+ON CONFLICT (event_id) DO NOTHING"""
+
+
+# ---------------------------------------------------------------------------- params
+
+
+def _text(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"{attr.name} must be a non-empty string without spaces, got {value!r}")
+
+
+def _bot_name(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError(f"bot_name must be a string without spaces, got {value!r}")
+
+
+def _seconds(*, positive: bool) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
+        ):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(
+                f"{attr.name} must be a finite number of seconds {bound}, got {value!r}"
+            )
+
+    return check
+
+
+def _rank(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{attr.name} must be an integer rank, got {value!r}")
+
+
+def _flag(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attr.name} must be true or false, got {value!r}")
+
+
+def _count(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attr.name} must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RouterParams:
+    """Parameters of a room's event router."""
+
+    channel: str = attrs.field(validator=_text)  # the CyTube channel
+    bot_name: str = attrs.field(default="", validator=_bot_name)  # its lines are not commands
+    command_prefix: str = attrs.field(default="!", validator=_text)  # starts a command
+    command_cooldown: float = attrs.field(default=3.0, validator=_seconds(positive=False))
+    # seconds a user waits before running the same command again
+    debug_min_rank: int = attrs.field(default=2, validator=_rank)  # rank `!debug` needs
+    log_history: bool = attrs.field(default=True, validator=_flag)
+    # store the lines the server replays on join (flagged is_history)
+    gateway: str = attrs.field(default="sql-gateway", validator=_text)  # SQL gateway's name
+    connection: str = attrs.field(default="", validator=_bot_name)
+    # the connection's registered name; "" means room:<channel>/connection
+    log_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
+    # seconds one log write may take before it fails (and is retried through the queue)
+    command_timeout: float = attrs.field(default=10.0, validator=_seconds(positive=True))
+    # seconds one command may run
+    reply_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
+    # seconds to wait for room in the connection's mailbox before the reply is queued
+    max_running_commands: int = attrs.field(default=16, validator=_count)
+    # commands running at once; more are ignored (counted)
+    command_retry_window: float = attrs.field(default=60.0, validator=_seconds(positive=False))
+    # a failed command older than this is not run again by the retry queue
+
+    @property
+    def connection_name(self) -> str:
+        """Where replies go."""
+        return self.connection or f"room:{self.channel}/connection"
+
+
+# ---------------------------------------------------------------------------- log rows
+
+
+@attrs.frozen(kw_only=True)
+class LogWrite:
+    """One idempotent insert: the statement and its JSON-serialisable arguments."""
+
+    sql: str
+    args: tuple[Any, ...]  # args[0] is the event id
+    table: str  # for logs
+
+    @property
+    def event_id(self) -> str:
+        return str(self.args[0])
+
+
+def event_id(*fields: object) -> str:
+    """A deterministic id: sha256 of the fields as a JSON array."""
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _clean(value: Any) -> Any:
+    """`value` without NUL characters (PostgreSQL text and jsonb refuse them), JSON-able."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return _clean(str(value))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def chat_write(event: ChatMessage, received_ms: int) -> LogWrite:
+    """The insert logging a chat line (its id ignores `received_ms` and `history`)."""
+    eid = event_id("chat", event.channel, event.username, event.time, event.msg)
+    args = (
+        eid, _clean(event.channel), _clean(event.username), _clean(event.msg), int(event.time),
+        bool(event.history), int(received_ms), _json(event.meta),
+    )  # fmt: skip
+    return LogWrite(sql=CHAT_SQL, args=args, table="daz_chat_messages")
+
+
+def private_write(event: PrivateMessage, received_ms: int) -> LogWrite:
+    """The insert logging a private message."""
+    eid = event_id("pm", event.channel, event.username, event.to, event.time, event.msg)
+    args = (
+        eid, _clean(event.channel), _clean(event.username), _clean(event.to),
+        _clean(event.msg), int(event.time), int(received_ms),
+    )  # fmt: skip
+    return LogWrite(sql=PRIVATE_SQL, args=args, table="daz_private_messages")
+
+
+def channel_event_write(event: UserJoined | UserLeft | MediaChanged, received_ms: int) -> LogWrite:
+    """The insert logging a join, leave or media change.
+
+    These events carry no server time, so the time the bot received them is part of
+    the id: the same event object logged twice at the same `received_ms` is one row.
+    """
+    username: str | None = None
+    title: str | None = None
+    payload: dict[str, Any]
+    if isinstance(event, UserJoined):
+        kind, username, payload = "join", event.user.name, {"rank": event.user.rank}
+    elif isinstance(event, UserLeft):
+        kind, username, payload = "leave", event.name, {}
+    else:
+        kind, title = "media", event.title
+        payload = {
+            "media_id": event.media_id, "media_type": event.media_type, "seconds": event.seconds
+        }  # fmt: skip
+    eid = event_id(kind, event.channel, username, title, payload, received_ms)
+    args = (
+        eid, kind, _clean(event.channel), _clean(username), _clean(title), _json(payload),
+        int(received_ms),
+    )  # fmt: skip
+    return LogWrite(sql=CHANNEL_EVENT_SQL, args=args, table="daz_channel_events")
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+@attrs.frozen
+class GetRouterStats:
+    """Ask the router for its `RouterStats` (answered after every earlier message)."""
+
+
+@attrs.define(kw_only=True)
+class RouterStats:
+    """Counters of one router incarnation."""
+
+    logged: int = 0  # events written (or found already written)
+    log_failures: int = 0  # writes that failed (each one queued for retry)
+    history_skipped: int = 0  # history lines not stored (log_history = false)
+    commands_started: int = 0
+    commands_failed: int = 0  # each published command.<name>.failed
+    replies: int = 0  # replies handed to the connection
+    replies_failed: int = 0  # replies that found no room or no connection (queued)
+    unknown_ignored: int = 0  # prefix + a name nobody registered
+    rank_ignored: int = 0  # users below the command's min_rank
+    cooldown_ignored: int = 0  # within the user's cooldown for that command
+    busy_ignored: int = 0  # max_running_commands already running
+    own_ignored: int = 0  # the bot's own lines that looked like commands
+
+
+@attrs.frozen(kw_only=True)
+class RunCommand:
+    """Run a command again on behalf of the retry queue (no cooldown; the reply: outcome)."""
+
+    name: str
+    username: str
+    rank: float
+    args: str
+    issued_at: float  # wall-clock seconds of the original line
+    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
+
+
+@attrs.frozen(kw_only=True)
+class CommandOutcome:
+    """How a `RunCommand` went."""
+
+    ok: bool
+    error: str = ""
+    retryable: bool = False
+    stale: bool = False  # older than command_retry_window: not run
+
+
+class CommandFailed(DazActorsError, RuntimeError):
+    """A command run again by the retry queue failed retryably (the attempt is retried)."""
+
+    retryable = True
+    code = "command_failed"
+
+
+def classify(exc: BaseException) -> tuple[bool, str]:
+    """(retryable, error code) of a command's exception."""
+    if isinstance(exc, SqlError):
+        return exc.retryable, exc.code or "sql_error"
+    if isinstance(exc, trio.TooSlowError):
+        return True, "timeout"
+    if isinstance(exc, AskTimeout):
+        return True, "ask_timeout"
+    if isinstance(exc, ActorStopped | ActorCrashed | NoSuchActor):
+        return True, type(exc).__name__
+    retryable = getattr(exc, "retryable", None)  # a command's own error may say so
+    if isinstance(retryable, bool):
+        code = getattr(exc, "code", None)
+        return retryable, code if isinstance(code, str) and code else type(exc).__name__
+    return False, type(exc).__name__
+
+
+# ---------------------------------------------------------------------------- the actor
+
+
+class EventRouter(Actor):
+    """One incarnation of a room's router (a fresh instance per incarnation)."""
+
+    def __init__(
+        self,
+        params: RouterParams,
+        *,
+        commands: CommandRegistry,
+        nursery: trio.Nursery,
+        tree_state: TreeState | None = None,
+        started_at: float = PROCESS_STARTED_AT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.params = params
+        self.commands = commands
+        self.nursery = nursery  # where commands and replies run
+        self.tree_state = tree_state
+        self.started_at = started_at
+        self.clock = clock  # wall-clock seconds: received_at of events
+        self.cooldowns = Cooldowns(params.command_cooldown)
+        self.ranks: dict[str, float] = {}  # lower-case name -> rank
+        self.running = 0  # commands running now
+        self.stats = RouterStats()
+
+    async def on_start(self) -> None:
+        try:
+            self.db = SqlClient(self.ctx.registry.lookup(self.params.gateway))
+        except NoSuchActor:
+            raise NoSuchActor(
+                f"event router for {self.params.channel!r}: no SQL gateway registered as "
+                f"{self.params.gateway!r} (start the storage subtree before the rooms)"
+            ) from None
+
+    async def handle(self, message: Any) -> Any:
+        received_ms = int(self.clock() * 1000)
+        if isinstance(message, ChatMessage):
+            await self._on_chat(message, received_ms)
+        elif isinstance(message, PrivateMessage):
+            await self._log(private_write(message, received_ms))
+            if self.params.bot_name and message.to.lower() == self.params.bot_name.lower():
+                self._dispatch(message.msg, message.username, reply_to=message.username)
+        elif isinstance(message, UserJoined):
+            self.ranks[message.user.name.lower()] = message.user.rank
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
+        elif isinstance(message, UserLeft):
+            self.ranks.pop(message.name.lower(), None)
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
+        elif isinstance(message, MediaChanged):
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
+        elif isinstance(message, UserList):
+            self.ranks = {user.name.lower(): user.rank for user in message.users}
+        elif isinstance(message, MediaUpdate):
+            pass  # every few seconds while playing: not worth a row
+        elif isinstance(message, LoginResult | ErrorMessage | Kicked):
+            log.info("%s: %r", self.params.channel, message)
+        elif isinstance(message, GetRouterStats):
+            return attrs.evolve(self.stats)
+        elif isinstance(message, RunCommand):
+            return await self._rerun(message)
+        else:  # a crash would restart the whole room (one_for_all): ignore it loudly
+            log.warning("event router %s ignores %s", self.ctx.name, type(message).__name__)
+        return None
+
+    # ------------------------------------------------------------------ logging
+
+    async def _log(self, write: LogWrite) -> None:
+        """Run one insert; on failure the line is queued for retry, and we go on."""
+        try:
+            await self.db.execute(
+                write.sql,
+                *write.args,
+                timeout=self.params.log_timeout,
+                event_id=f"log-{write.event_id}",
+            )
+        except SqlError as exc:
+            # the gateway published sql.exec.failed with {"sql", "args"}: the queue has it
+            self.stats.log_failures += 1
+            log.warning(
+                "%s: writing %s %s failed (%s); %s",
+                self.params.channel, write.table, write.event_id, exc.code,
+                "queued for retry" if exc.retryable else "permanent, not retried",
+            )  # fmt: skip
+        except (AskTimeout, ActorStopped, ActorCrashed) as exc:
+            # the gateway may not have published (it timed out, stopped or died on this
+            # write): publish it ourselves, with the same id
+            self.stats.log_failures += 1
+            log.warning(
+                "%s: writing %s %s: no answer from the gateway (%s); queued for retry",
+                self.params.channel, write.table, write.event_id, exc,
+            )  # fmt: skip
+            await self.ctx.bus.publish(
+                "sql.exec.failed",
+                FailureEvent(
+                    topic="sql.exec.failed",
+                    source=self.ctx.name,
+                    operation="sql_operation",
+                    event_type="sql.exec",
+                    error=str(exc),
+                    error_code=type(exc).__name__,
+                    retryable=True,
+                    retry_data={"sql": write.sql, "args": list(write.args)},
+                    channel=self.params.channel,
+                    event_id=f"log-{write.event_id}",
+                ),
+            )
+        else:
+            self.stats.logged += 1
+
+    # ------------------------------------------------------------------ commands
+
+    async def _on_chat(self, message: ChatMessage, received_ms: int) -> None:
+        if message.history and not self.params.log_history:
+            self.stats.history_skipped += 1
+        else:
+            await self._log(chat_write(message, received_ms))
+        if message.history:
+            return  # said before the bot joined: recorded, never answered
+        self._dispatch(message.msg, message.username, reply_to=None)
+
+    def _dispatch(self, text: str, user: str, *, reply_to: str | None) -> None:
+        """Start the command `text` holds, if any: its reply goes to the channel, or by
+        private message to `reply_to` (a command sent to the bot by PM)."""
+        parsed = parse_command(text, self.params.command_prefix)
+        if parsed is None:
+            return
+        if self._is_me(user):
+            self.stats.own_ignored += 1
+            return
+        name, args = parsed
+        command = self.commands.get(name)
+        if command is None:
+            self.stats.unknown_ignored += 1
+            log.debug("%s: %s: unknown command %r ignored", self.params.channel, user, name)
+            return
+        rank = self.ranks.get(user.lower(), 0)
+        if rank < command.min_rank:
+            self.stats.rank_ignored += 1
+            log.debug("%s: %s (rank %g) may not run %s", self.params.channel, user, rank, name)
+            return
+        if not self.cooldowns.allow(user, name, trio.current_time()):
+            self.stats.cooldown_ignored += 1
+            log.debug("%s: %s: %s within its cooldown, ignored", self.params.channel, user, name)
+            return
+        if self.running >= self.params.max_running_commands:
+            self.stats.busy_ignored += 1
+            log.warning(
+                "%s: %d commands running, %s ignored", self.params.channel, self.running, name
+            )
+            return
+        self.running += 1
+        self.stats.commands_started += 1
+        context = self._context(command, user, rank, args)
+        self.nursery.start_soon(self._run_command, command, context, self.clock(), reply_to)
+
+    def _is_me(self, username: str) -> bool:
+        return bool(self.params.bot_name) and username.lower() == self.params.bot_name.lower()
+
+    def _context(self, command: Command, username: str, rank: float, args: str) -> CommandContext:
+        return CommandContext(
+            channel=self.params.channel,
+            username=username,
+            rank=rank,
+            name=command.name,
+            args=args,
+            started_at=self.started_at,
+            registry=self.ctx.registry,
+            db=self.db,
+            commands=self.commands,
+            prefix=self.params.command_prefix,
+            tree_state=self.tree_state,
+        )
+
+    async def _run_command(
+        self, command: Command, context: CommandContext, issued: float, reply_to: str | None
+    ) -> None:
+        try:
+            with trio.fail_after(self.params.command_timeout):
+                reply = await command.fn(context)
+        except Exception as exc:
+            await self._command_failed(command, context, exc, issued, reply_to)
+            return
+        finally:
+            self.running -= 1
+        if reply:
+            await self._say(str(reply), to=reply_to)
+
+    async def _command_failed(
+        self,
+        command: Command,
+        context: CommandContext,
+        exc: Exception,
+        issued: float,
+        reply_to: str | None,
+    ) -> None:
+        self.stats.commands_failed += 1
+        retryable, code = classify(exc)
+        topic = f"command.{command.name}.failed"
+        log.warning(
+            "%s: %s%s for %s failed (%s): %r",
+            self.params.channel, self.params.command_prefix, command.name, context.username,
+            "retryable" if retryable else "permanent", exc,
+        )  # fmt: skip
+        await self.ctx.bus.publish(
+            topic,
+            FailureEvent(
+                topic=topic,
+                source=self.ctx.name,
+                operation="plugin_request",
+                event_type=COMMAND_EVENT_TYPE,
+                error=f"{type(exc).__name__}: {exc}",
+                error_code=code,
+                retryable=retryable,
+                retry_data={
+                    "channel": self.params.channel,
+                    "command": command.name,
+                    "username": context.username,
+                    "rank": context.rank,
+                    "args": context.args,
+                    "issued_at": issued,
+                    "reply_to": reply_to,
+                },
+                channel=self.params.channel,
+            ),
+        )
+
+    async def _rerun(self, request: RunCommand) -> CommandOutcome:
+        """Run a failed command again for the retry queue (inline, within the timeout)."""
+        command = self.commands.get(request.name)
+        if command is None:
+            return CommandOutcome(ok=False, error=f"no command {request.name!r}")
+        if self.clock() - request.issued_at > self.params.command_retry_window:
+            return CommandOutcome(ok=True, stale=True)
+        context = self._context(command, request.username, request.rank, request.args)
+        try:
+            with trio.fail_after(self.params.command_timeout):
+                reply = await command.fn(context)
+        except Exception as exc:
+            retryable, code = classify(exc)
+            return CommandOutcome(ok=False, error=f"{code}: {exc}", retryable=retryable)
+        if reply:
+            self.nursery.start_soon(partial(self._say, str(reply), to=request.reply_to))
+        return CommandOutcome(ok=True)
+
+    # ------------------------------------------------------------------ replies
+
+    async def _say(self, text: str, *, to: str | None = None) -> None:
+        """Tell the connection to say `text` (by private message to `to`, if given); it
+        confirms by echo and queues a failure itself."""
+        request: SendChat | SendPrivate = (
+            SendChat(msg=text) if to is None else SendPrivate(to=to, msg=text)
+        )
+        ref = self.ctx.registry.get(self.params.connection_name)
+        reason = f"no connection registered as {self.params.connection_name!r}"
+        if ref is not None:
+            try:
+                with trio.move_on_after(self.params.reply_timeout):
+                    await ref.send(request)
+                    self.stats.replies += 1
+                    return
+                reason = f"the connection's mailbox stayed full for {self.params.reply_timeout:g} s"
+            except ActorStopped as exc:
+                reason = str(exc)
+        self.stats.replies_failed += 1
+        log.warning("%s: reply not handed over (%s); queued for retry", self.params.channel, reason)
+        await self.ctx.bus.publish(
+            SEND_FAILED_TOPIC,
+            FailureEvent(
+                topic=SEND_FAILED_TOPIC,
+                source=self.ctx.name,
+                operation="cytube_command",
+                event_type="cytube.send_chat" if to is None else "cytube.send_pm",
+                error=reason,
+                error_code="not_handed_over",
+                retryable=True,
+                retry_data={"channel": self.params.channel, "msg": text}
+                | ({} if to is None else {"to": to}),
+                channel=self.params.channel,
+                event_id=request.event_id,
+                correlation_id=request.correlation_id,
+            ),
+        )
+
+
+# ---------------------------------------------------------------------------- wiring
+
+
+def router_startable(
+    params: RouterParams,
+    *,
+    commands: CommandRegistry | None = None,
+    tree_state: TreeState | None = None,
+    started_at: float = PROCESS_STARTED_AT,
+    clock: Callable[[], float] = time.time,
+) -> Startable:
+    """A Startable running a fresh `EventRouter` per incarnation.
+
+    `commands` are added to the built-ins (a name clash is a `NameTaken` error now).
+    """
+    registry = builtin_commands(debug_min_rank=params.debug_min_rank)
+    if commands is not None:
+        registry.include(commands)
+
+    async def start(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            router = EventRouter(
+                params, commands=registry, nursery=nursery, tree_state=tree_state,
+                started_at=started_at, clock=clock,
+            )  # fmt: skip
+            await run_actor(router, ctx, task_status)
+            # an orderly stop: running commands get a moment to answer
+            nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
+
+    start.__qualname__ = f"event-router({params.channel})"
+    return start
+
+
+def build_router(
+    params: RouterParams, ctx: BuildContext, *, commands: CommandRegistry | None = None
+) -> Startable:
+    """Factory of the event router kind.
+
+    Optional resources: ``tree_state`` (a callable returning the tree's `ChildInfo` list,
+    for ``!debug``), ``started_at`` (wall-clock seconds of process start, for ``!uptime``)
+    and ``commands`` (a `CommandRegistry` of extra commands, if `commands` is not given).
+    """
+    extra = commands if commands is not None else ctx.resources.get("commands")
+    if extra is not None and not isinstance(extra, CommandRegistry):
+        raise TypeError(f"the 'commands' resource must be a CommandRegistry, got {extra!r}")
+    tree_state = ctx.resources.get("tree_state")
+    started_at = ctx.resources.get("started_at", PROCESS_STARTED_AT)
+    return router_startable(params, commands=extra, tree_state=tree_state, started_at=started_at)
+
+
+# ---------------------------------------------------------------------------- retry handler
+
+
+async def rerun_command(item: QueueItem, ctx: AttemptContext) -> None:
+    """Retry handler for ``command.run``: ask the room's router to run the command again.
+
+    A command older than the router's ``command_retry_window`` is dropped (the attempt
+    succeeds; a late answer to a stale question is noise).
+    """
+    data = item.event_data if isinstance(item.event_data, dict) else {}
+    try:
+        channel, name = str(data["channel"]), str(data["command"])
+        request = RunCommand(
+            name=name,
+            username=str(data["username"]),
+            rank=float(data.get("rank", 0)),
+            args=str(data.get("args", "")),
+            issued_at=float(data["issued_at"]),
+            reply_to=str(data["reply_to"]) if data.get("reply_to") else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"command.run item has bad event data: {exc!r}") from None
+    ref = ctx.registry.get(f"room:{channel}/event-router")
+    if ref is None:
+        raise PermanentError(f"no room for channel {channel!r} in this process")
+    outcome: CommandOutcome = await ref.ask(request, timeout=item.attempt_timeout)
+    if outcome.stale:
+        log.warning("%s: not running %s again: too old", channel, name)
+    elif not outcome.ok:
+        if outcome.retryable:
+            raise CommandFailed(f"command {name!r} failed again: {outcome.error}")
+        raise PermanentError(f"command {name!r} failed: {outcome.error}")

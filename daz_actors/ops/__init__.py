@@ -1,0 +1,3 @@
+"""Operations: the health monitor, the HTTP endpoints (health, readiness, metrics), Prometheus
+metrics and structured logging.
+"""

@@ -1,0 +1,122 @@
+"""The retry dispatcher: wakes the workers on LISTEN/NOTIFY and on a poll timer.
+
+It keeps its own PostgreSQL connection for LISTEN (on its own trio-asyncio loop),
+reconnecting with backoff when it is lost; the poll interval is the fallback, so lost
+notifications delay work by at most one interval. It also runs the periodic cleanup of
+finished rows, with the retention from the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from daz_actors.retry.capture import DrainSpool
+from daz_actors.retry.worker import Wake
+from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.backoff import BackoffPolicy, Jitter
+from daz_actors.storage import queue
+from daz_actors.storage.embedded_pg import redact_dsn
+from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+
+__all__ = ["RetryDispatcher"]
+
+log = logging.getLogger("daz_actors.retry")
+
+LISTEN_BACKOFF = BackoffPolicy(initial=0.2, multiplier=2.0, max_delay=30.0, jitter=Jitter.FULL)
+
+
+class RetryDispatcher:
+    """A `Startable` that wakes `workers` (registered names) when work may be due."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        workers: Sequence[str],
+        gateway: str,
+        poll_interval: float,
+        cleanup_interval: float,
+        retention_days: float,
+        capture: str,
+    ) -> None:
+        self.capture = capture
+        self._dsn = dsn
+        self.workers = tuple(workers)
+        self.gateway = gateway
+        self.poll_interval = poll_interval
+        self.cleanup_interval = cleanup_interval
+        self.retention_days = retention_days
+        self.notifications = 0  # NOTIFYs received
+        self.wakeups = 0  # times the workers were woken
+        self.listening = False  # the LISTEN connection is up now
+        self._wake = trio.Event()
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        refs = [ctx.registry.lookup(name) for name in self.workers]
+        capture = ctx.registry.lookup(self.capture)
+        db = SqlClient(ctx.registry.lookup(self.gateway))
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            nursery.start_soon(self._listen)
+            nursery.start_soon(self._cleanup_periodically, db)
+            task_status.started()
+            while True:
+                self.wakeups += 1
+                for ref in refs:
+                    ref.try_send(Wake())  # a full mailbox already holds a Wake
+                capture.try_send(DrainSpool())  # spooled items go in once the database is back
+                with trio.move_on_after(self.poll_interval):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    def _notified(self, *_args: Any) -> None:
+        self.notifications += 1
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            lost = trio.Event()
+            conn: Any = None
+            try:
+                conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(self._dsn, timeout=10)
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await trio_asyncio.aio_as_trio(conn.add_listener)(
+                    queue.NOTIFY_CHANNEL, self._notified
+                )
+                self.listening, attempt = True, 0
+                self._wake.set()  # anything enqueued while we were not listening
+                await lost.wait()
+                log.warning("LISTEN connection to %s lost; reconnecting", redact_dsn(self._dsn))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                delay = LISTEN_BACKOFF.delay(attempt)
+                attempt += 1
+                log.warning("cannot LISTEN (%s); polling meanwhile, retry in %.1f s", exc, delay)
+                await trio.sleep(delay)
+            finally:
+                self.listening = False
+                if conn is not None and not conn.is_closed():
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await trio_asyncio.aio_as_trio(conn.close)()
+
+    async def _cleanup_periodically(self, db: SqlClient) -> None:
+        while True:
+            await trio.sleep(self.cleanup_interval)
+            try:
+                deleted = await db.run(
+                    partial(queue.cleanup, retention_days=self.retention_days),
+                    name="retry.cleanup",
+                )
+            except CALL_FAILED as exc:
+                log.warning("queue cleanup failed: %s", exc)
+            else:
+                if deleted:
+                    log.info("queue cleanup removed %d finished items", deleted)

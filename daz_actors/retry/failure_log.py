@@ -1,0 +1,88 @@
+"""The ``failure-log`` actor: writes every failure event on the bus to the log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+
+from daz_actors.runtime.actor import Actor, Startable, actor_factory
+from daz_actors.runtime.bus import Overflow, Published
+from daz_actors.runtime.events import ActorFailed, FailureEvent
+from daz_actors.runtime.kinds import BuildContext
+
+__all__ = ["FailureLog", "FailureLogParams", "build_failure_log"]
+
+log = logging.getLogger("daz_actors.failures")
+
+
+def _patterns(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if not value or any(not p for p in value):
+        raise ValueError("patterns must be a non-empty list of non-empty topic patterns")
+
+
+@attrs.frozen(kw_only=True)
+class FailureLogParams:
+    """Parameters of the ``failure-log`` kind."""
+
+    patterns: tuple[str, ...] = attrs.field(
+        default=("*.failed", "*.error", "*.timeout", "actor.crashed"), validator=_patterns
+    )  # topics to log
+
+
+class FailureLog(Actor):
+    """Subscribes to failure topics and logs each event with its correlation id."""
+
+    def __init__(self, params: FailureLogParams) -> None:
+        self.params = params
+        self.logged = 0
+
+    async def on_start(self) -> None:
+        bus = self.ctx.bus
+        # Subscriptions belong to the child slot's ref, which outlives this incarnation;
+        # drop any left by the previous incarnation so events are not logged twice.
+        for sub in bus.subscriptions():
+            if sub.ref is self.ctx.ref:
+                bus.unsubscribe(sub)
+        for pattern in self.params.patterns:
+            bus.subscribe(pattern, self.ctx.ref, overflow=Overflow.DROP)
+
+    async def handle(self, message: Any) -> Any:
+        if not isinstance(message, Published):
+            raise TypeError(f"failure-log takes bus events, not {type(message).__name__}")
+        event = message.event
+        self.logged += 1
+        if isinstance(event, FailureEvent):
+            log.warning(
+                "%s from %s: %s (code %s, %s, correlation %s)",
+                message.topic,
+                event.source,
+                event.error,
+                event.error_code,
+                "retryable" if event.retryable else "permanent",
+                event.correlation_id,
+                extra={
+                    "actor": event.source,
+                    "correlation_id": event.correlation_id,
+                    "event_id": event.event_id,
+                    "channel": event.channel,
+                    "error": event.error,
+                },
+            )
+        elif isinstance(event, ActorFailed):
+            log.warning(
+                "%s: %s crashed (incarnation %d): %s",
+                message.topic,
+                event.actor,
+                event.incarnation,
+                event.error,
+            )
+        else:
+            log.warning("%s: %r", message.topic, event)
+        return self.logged
+
+
+def build_failure_log(params: FailureLogParams, _ctx: BuildContext) -> Startable:
+    """Factory of the ``failure-log`` kind."""
+    return actor_factory(lambda: FailureLog(params))

@@ -1,0 +1,128 @@
+"""The ``retry`` actor kind: the retry subtree (capture, dispatcher, N workers) as one node."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+from prometheus_client import CollectorRegistry
+
+from daz_actors.retry.capture import capture_with_spool
+from daz_actors.retry.dispatcher import RetryDispatcher
+from daz_actors.retry.handlers import HandlerRegistry, default_handlers
+from daz_actors.retry.policies import RetryPolicy
+from daz_actors.retry.worker import RetryWorker
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
+from daz_actors.runtime.supervisor import ChildSpec, Supervisor
+from daz_actors.runtime.validators import positive
+from daz_actors.storage.error_classes import ErrorRules
+
+__all__ = ["RetryParams", "build_retry"]
+
+
+@attrs.frozen(kw_only=True)
+class RetryParams(ErrorRules):
+    """Parameters of the ``retry`` kind."""
+
+    worker_count: int = attrs.field(default=3, validator=positive)  # workers
+    batch_size: int = attrs.field(default=10, validator=positive)  # items per acquire
+    lock_timeout: float = attrs.field(default=300.0, validator=positive)  # seconds
+    poll_interval: float = attrs.field(default=5.0, validator=positive)  # seconds
+    cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds
+    retention_days: float = attrs.field(default=7.0, validator=positive)  # finished rows kept
+    worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
+    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
+    ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
+    disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
+    spool_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=positive)
+    # bound of the local spool used while PostgreSQL is unreachable
+
+    def __attrs_post_init__(self) -> None:
+        self.classifier()
+
+
+class RetrySettings(Protocol):
+    """What the retry kind reads from the application's config (`BuildContext.config`)."""
+
+    @property
+    def data_dir(self) -> Path: ...  # the spool lives in ``<data_dir>/retry-spool``
+
+    @property
+    def retry_policies(self) -> Mapping[str, RetryPolicy]: ...  # operation type -> policy
+
+
+def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
+    """Factory of the ``retry`` kind: needs the ``database_url`` resource (for LISTEN).
+
+    Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`; the runner
+    gives every layer's built-in ones), else the retry layer's own (``sql.exec``). With a
+    ``metrics_registry`` resource (a `CollectorRegistry`) the workers observe each attempt's
+    duration there, and the capture counts the items it schedules and drains from the spool.
+    """
+    try:
+        dsn = ctx.resources["database_url"]
+    except KeyError:
+        raise RuntimeError("the retry actor needs the 'database_url' resource") from None
+    handlers = ctx.resources.get("retry_handlers") or default_handlers()
+    if not isinstance(handlers, HandlerRegistry):
+        raise TypeError("the 'retry_handlers' resource must be a HandlerRegistry")
+    handlers.disable(params.disabled_handlers)
+    metrics = ctx.resources.get("metrics_registry")
+    if metrics is not None and not isinstance(metrics, CollectorRegistry):
+        raise TypeError("the 'metrics_registry' resource must be a CollectorRegistry")
+    settings: RetrySettings = ctx.config
+    classifier = params.classifier()
+    workers = [f"retry-worker-{n}" for n in range(1, params.worker_count + 1)]
+    capture = capture_with_spool(
+        spool_path=settings.data_dir / "retry-spool",
+        spool_max_bytes=params.spool_max_bytes,
+        gateway=params.gateway,
+        patterns=params.capture_patterns,
+        ignore_event_types=params.ignore_event_types,
+        policies=settings.retry_policies,
+        metrics=metrics,
+    )
+    children = [
+        # redeliver: queueing is idempotent by event id, so a crash never loses an event
+        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000, redeliver=3),
+        *(
+            ChildSpec(
+                name=name,
+                start=RetryWorker(
+                    index=n,
+                    handlers=handlers,
+                    classifier=classifier,
+                    gateway=params.gateway,
+                    batch_size=params.batch_size,
+                    lock_timeout=params.lock_timeout,
+                    metrics=metrics,
+                ),
+                shutdown_timeout=params.worker_shutdown_timeout,
+                mailbox_size=1,
+            )
+            for n, name in enumerate(workers, start=1)
+        ),
+        ChildSpec(
+            name="retry-dispatcher",
+            start=RetryDispatcher(
+                dsn=dsn,
+                workers=workers,
+                gateway=params.gateway,
+                poll_interval=params.poll_interval,
+                cleanup_interval=params.cleanup_interval,
+                retention_days=params.retention_days,
+                capture="retry-capture",
+            ),
+        ),
+    ]
+    return Supervisor(
+        ctx.name,
+        children,
+        policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ONE),
+        registry=ctx.registry,
+        bus=ctx.bus,
+    )

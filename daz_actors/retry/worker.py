@@ -1,0 +1,286 @@
+"""A retry worker: acquire a batch, run each item's handler, complete or fail it.
+
+Woken by the dispatcher (`Wake`); drains the queue batch by batch, then waits again.
+Completions are written once per batch (one round trip). On an orderly stop the worker
+finishes its current attempt within its shutdown timeout; items it acquired but did not
+finish are handed back (due at once, not counted as an attempt). Items stranded by a
+killed process are reclaimed by any worker after the lock timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from prometheus_client import CollectorRegistry, Histogram
+
+from daz_actors.retry.handlers import (
+    AttemptContext,
+    Checkpoint,
+    HandlerRegistry,
+    PermanentError,
+    UnknownEventType,
+)
+from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.metric_once import metric_once
+from daz_actors.runtime.registry import Registry
+from daz_actors.storage import queue
+from daz_actors.storage.error_classes import ErrorClassifier
+from daz_actors.storage.queue_types import Lease, QueueItem, RetryStatus
+from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+
+__all__ = ["RetryWorker", "Wake", "WorkerStats", "attempt_histogram", "worker_id"]
+
+log = logging.getLogger("daz_actors.retry")
+
+HAND_BACK_TIMEOUT = 5.0
+
+# attempt timeouts are tens of seconds (DESIGN section 4), so the buckets reach past them
+ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def attempt_histogram(registry: CollectorRegistry) -> Histogram:
+    """The attempt duration histogram on `registry`, registered there on first use only.
+
+    Every worker of a process (and every retry subtree built on the same registry) shares
+    it: a second ``Histogram(...)`` of the same name would be refused as a duplicate.
+    """
+    return metric_once(
+        registry,
+        "daz_retry_attempt_duration_seconds",
+        lambda: Histogram(
+            "daz_retry_attempt_duration_seconds",
+            "Duration of retry handler attempts by event type and outcome"
+            " (succeeded, failed, timed_out).",
+            ["event_type", "outcome"],
+            registry=registry,
+            buckets=ATTEMPT_BUCKETS,
+        ),
+    )
+
+
+@attrs.frozen
+class Wake:
+    """Tell a worker there may be due items."""
+
+
+def worker_id(index: int) -> str:
+    """Unique per host, process and index, so processes and machines can share one queue."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+@attrs.define
+class WorkerStats:
+    """Counters of one worker (all incarnations)."""
+
+    attempts: int = 0
+    completed: int = 0
+    failed: int = 0  # failed attempts scheduled for another try
+    dead_lettered: int = 0
+    handed_back: int = 0
+
+
+class RetryWorker:
+    """A `Startable`: one incarnation drains the queue whenever it is woken."""
+
+    def __init__(
+        self,
+        *,
+        index: int,
+        handlers: HandlerRegistry,
+        classifier: ErrorClassifier,
+        gateway: str,
+        batch_size: int,
+        lock_timeout: float,
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
+        self.worker_id = worker_id(index)
+        self.handlers = handlers
+        self.classifier = classifier
+        self.gateway = gateway
+        self.batch_size = batch_size
+        self.lock_timeout = lock_timeout
+        self.stats = WorkerStats()
+        # observes each handler attempt's duration; None (no metrics registry) observes nothing
+        self._durations = attempt_histogram(metrics) if metrics is not None else None
+        self._registry = Registry()  # the incarnation's registry, set when it starts
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._registry = ctx.registry
+        db = SqlClient(ctx.registry.lookup(self.gateway))
+        task_status.started()
+        while not ctx.stop_requested.is_set():
+            await ctx.mailbox.get()  # a Wake; idle here, so a stop cancels at once
+            with ctx.busy():
+                await self._drain(ctx, db)
+
+    async def _drain(self, ctx: ActorContext, db: SqlClient) -> None:
+        while not ctx.stop_requested.is_set():
+            try:
+                items = await db.run(
+                    partial(
+                        queue.acquire,
+                        worker_id=self.worker_id,
+                        batch_size=self.batch_size,
+                        lock_timeout=self.lock_timeout,
+                    ),
+                    name="retry.acquire",
+                )
+            except CALL_FAILED as exc:
+                log.warning("%s: cannot acquire items: %s", self.worker_id, exc)
+                return
+            if not items:
+                return
+            await self._run_batch(ctx, db, items)
+
+    async def _run_batch(self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]) -> None:
+        done: list[Lease] = []
+        unfinished = list(items)
+        acquired_at = trio.current_time()
+        try:
+            while unfinished and not ctx.stop_requested.is_set():
+                item = unfinished[0]
+                waited = trio.current_time() - acquired_at
+                if item is not items[0] and waited + item.attempt_timeout > self.lock_timeout:
+                    # its lease could expire mid-attempt and another worker run it too:
+                    # hand the rest back (released at once) and acquire afresh
+                    break
+                if await self._attempt(db, item):
+                    done.append(item.lease)
+                unfinished.pop(0)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
+                await self._settle(db, done, [i.lease for i in unfinished])
+
+    async def _settle(self, db: SqlClient, done: list[Lease], unfinished: list[Lease]) -> None:
+        try:
+            if done:
+                result = await db.run(
+                    partial(queue.complete_many, leases=done), name="retry.complete"
+                )
+                self.stats.completed += len(result.completed)
+                if result.refused:
+                    log.warning(
+                        "%s: %d completions refused (leases expired and reclaimed)",
+                        self.worker_id,
+                        len(result.refused),
+                    )
+            if unfinished:
+                released = await db.run(
+                    partial(queue.release_many, leases=unfinished), name="retry.release"
+                )
+                self.stats.handed_back += len(released)
+                log.info("%s: handed back %d unfinished items", self.worker_id, len(released))
+        except CALL_FAILED as exc:  # the items stay leased: reclaimed after the lock timeout
+            log.warning("%s: cannot record outcomes: %s", self.worker_id, exc)
+
+    async def _attempt(self, db: SqlClient, item: QueueItem) -> bool:
+        """Run one attempt; True if it succeeded (completion is written with the batch)."""
+        self.stats.attempts += 1
+        lease = item.lease
+        attempt = item.retry_count + 1
+        error: str | None = None
+        code: str | None = None
+        retryable = True
+        try:
+            handler = self.handlers.get(item.event_type)
+        except UnknownEventType as exc:
+            error, code, retryable = str(exc), "unknown_event_type", False
+        else:
+
+            async def save(checkpoint: dict[str, Any]) -> bool:
+                saved: bool = await db.run(
+                    partial(queue.save_checkpoint, lease=lease, checkpoint=checkpoint),
+                    name="retry.checkpoint",
+                )
+                return saved
+
+            context = AttemptContext(
+                event_id=item.event_id,
+                correlation_id=item.correlation_id,
+                attempt=attempt,
+                lease=lease,
+                checkpoint=Checkpoint(item.checkpoint, save),
+                registry=self._registry,
+                db=db,
+            )
+            started = trio.current_time()
+            with trio.move_on_after(item.attempt_timeout) as scope:
+                try:
+                    await handler(item, context)
+                except PermanentError as exc:
+                    error, code, retryable = str(exc), "permanent", False
+                except Exception as exc:
+                    verdict = self.classifier.classify(exc)
+                    retryable = getattr(exc, "retryable", verdict.retryable)
+                    code = getattr(exc, "code", None) or verdict.code
+                    error = f"{type(exc).__name__}: {exc}"
+            if scope.cancelled_caught:
+                error = f"attempt timed out after {item.attempt_timeout:g} s"
+                code, retryable = "attempt_timeout", True
+                outcome = "timed_out"
+            else:
+                outcome = "succeeded" if error is None else "failed"
+            if self._durations is not None:
+                # an attempt cancelled from outside (a stop) raised above: it has no outcome
+                self._durations.labels(item.event_type, outcome).observe(
+                    trio.current_time() - started
+                )
+        if error is None:
+            log.info(
+                "%s: item %d (%s) succeeded on attempt %d, correlation %s",
+                self.worker_id, item.id, item.event_type, attempt, item.correlation_id,
+                extra=self._fields(item),
+            )  # fmt: skip
+            return True
+        await self._fail(db, item, error, code, retryable)
+        return False
+
+    def _fields(self, item: QueueItem, **more: Any) -> dict[str, Any]:
+        """Structured log fields of an attempt (see docs/logging.md)."""
+        return {
+            "actor": self.worker_id,
+            "correlation_id": item.correlation_id,
+            "event_id": item.event_id,
+            "channel": item.channel,
+            **more,
+        }
+
+    async def _fail(
+        self, db: SqlClient, item: QueueItem, error: str, code: str | None, retryable: bool
+    ) -> None:
+        try:
+            outcome = await db.run(
+                partial(
+                    queue.fail, lease=item.lease, error=error, error_code=code, retryable=retryable
+                ),
+                name="retry.fail",
+            )
+        except CALL_FAILED as exc:
+            log.warning("%s: cannot record failure of item %d: %s", self.worker_id, item.id, exc)
+            return
+        if not outcome.accepted or outcome.item is None:
+            log.warning("%s: failure of item %d refused (lease expired)", self.worker_id, item.id)
+            return
+        if outcome.item.status is RetryStatus.DEAD_LETTER:
+            self.stats.dead_lettered += 1
+            log.error(
+                "%s: item %d (%s) dead-lettered after attempt %d: %s [%s], correlation %s",
+                self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
+                item.correlation_id, extra=self._fields(item, error=error),
+            )  # fmt: skip
+        else:
+            self.stats.failed += 1
+            log.warning(
+                "%s: item %d (%s) attempt %d failed: %s [%s]; next at %s, correlation %s",
+                self.worker_id, item.id, item.event_type, item.retry_count + 1, error, code,
+                outcome.item.next_retry_at.isoformat(), item.correlation_id,
+                extra=self._fields(item, error=error),
+            )  # fmt: skip

@@ -1,0 +1,413 @@
+"""The SQL gateway actor: one asyncpg pool on trio (through trio-asyncio) for the process.
+
+It serves `Query`, `Execute`, `ExecuteMany`, `Transaction` and `RunWithPool` requests
+concurrently (bounded), each with a timeout; classifies errors as retryable or permanent;
+publishes ``sql.query.failed`` / ``sql.exec.failed`` failure events; keeps a circuit
+breaker; and connects (and reconnects) with the shared backoff in the background, so the
+gateway reports ready at once and nothing has to restart when PostgreSQL goes away.
+Every request crosses the trio/asyncio bridge once, however many statements it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import asyncpg
+import attrs
+import trio
+import trio_asyncio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.backoff import BackoffPolicy, Jitter
+from daz_actors.runtime.breaker import BreakerPolicy, CircuitBreaker
+from daz_actors.runtime.bus import EventBus
+from daz_actors.runtime.events import FailureEvent, new_id
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.mailbox import Ask
+from daz_actors.runtime.metric_once import metric_once
+from daz_actors.storage.embedded_pg import redact_dsn
+from daz_actors.storage.error_classes import ErrorRules
+from daz_actors.storage.errors import CircuitOpen, DatabaseUnavailable, SqlError
+from daz_actors.storage.sql_messages import (
+    Execute,
+    ExecuteMany,
+    GatewayStatus,
+    GetStatus,
+    Query,
+    RunWithPool,
+    SqlRequest,
+    Transaction,
+)
+
+__all__ = ["SqlGateway", "SqlGatewayParams", "build_sql_gateway"]
+
+log = logging.getLogger("daz_actors.sql")
+
+POOL_CLOSE_TIMEOUT = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class SqlGatewayParams(ErrorRules):
+    """Parameters of the ``sql-gateway`` kind."""
+
+    pool_min_size: int = 1  # connections kept open
+    pool_max_size: int = 10  # connections at most
+    call_timeout: float = 15.0  # seconds, when a request gives none
+    connect_timeout: float = 10.0  # seconds for one connection attempt
+    max_concurrent_calls: int = 64  # requests served at once; more wait in the mailbox
+    reconnect_initial: float = 0.5  # seconds before the second connection attempt
+    reconnect_max: float = 30.0  # cap of the reconnect backoff
+    breaker_window: int = 20  # outcomes the breaker remembers
+    breaker_min_calls: int = 5  # outcomes before it may open
+    breaker_failure_ratio: float = 0.5  # failure ratio that opens it
+    breaker_open_seconds: float = 5.0  # how long it stays open before a probe
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
+            raise ValueError(
+                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, pool_max_size "
+                f">= 1; got {self.pool_min_size} and {self.pool_max_size}"
+            )
+        for name in ("call_timeout", "connect_timeout", "reconnect_initial", "reconnect_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_concurrent_calls < 1:
+            raise ValueError(f"max_concurrent_calls must be >= 1, got {self.max_concurrent_calls}")
+        self.breaker_policy()
+        self.classifier()
+        self.reconnect_backoff()
+
+    def breaker_policy(self) -> BreakerPolicy:
+        return BreakerPolicy(
+            window=self.breaker_window,
+            min_calls=self.breaker_min_calls,
+            failure_ratio=self.breaker_failure_ratio,
+            open_seconds=self.breaker_open_seconds,
+        )
+
+    def reconnect_backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            initial=self.reconnect_initial,
+            multiplier=2.0,
+            max_delay=max(self.reconnect_max, self.reconnect_initial),
+            jitter=Jitter.PROPORTIONAL,
+        )
+
+
+def _describe(request: SqlRequest) -> tuple[str, str]:
+    """(topic, operation label) of a request, for failure events and logs."""
+    if isinstance(request, Query):
+        return "sql.query.failed", "query"
+    if isinstance(request, Execute | ExecuteMany):
+        return "sql.exec.failed", "exec"
+    if isinstance(request, Transaction | RunWithPool):
+        return "sql.run.failed", request.name
+    raise TypeError(f"the SQL gateway does not handle {type(request).__name__}")
+
+
+def _event_type(request: SqlRequest) -> str:
+    """``sql.exec`` (redoable by the built-in handler), ``sql.query`` or ``sql.run``.
+
+    Reads and calls of Python functions cannot be redone later by the queue: the caller
+    got the error; their failure events are for observation, and the retry capture
+    ignores them by default.
+    """
+    if isinstance(request, Query):
+        return "sql.query"
+    if isinstance(request, Execute | ExecuteMany):
+        return "sql.exec"
+    return "sql.run"
+
+
+def _retry_data(request: SqlRequest) -> dict[str, Any]:
+    """What a retry handler needs to redo a write: SQL and JSON-able arguments."""
+    if isinstance(request, Execute):
+        data: dict[str, Any] = {"sql": request.sql, "args": list(request.args)}
+    elif isinstance(request, ExecuteMany):
+        data = {"sql": request.sql, "rows": [list(r) for r in request.rows]}
+    else:
+        return {}
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError):
+        return {}
+    return data
+
+
+async def _run_on_pool(pool: Any, request: SqlRequest) -> Any:
+    """The asyncio side of one request: everything here is one bridge crossing."""
+    if isinstance(request, Query):
+        return await pool.fetch(request.sql, *request.args)
+    if isinstance(request, Execute):
+        return await pool.execute(request.sql, *request.args)
+    if isinstance(request, ExecuteMany):
+        return await pool.executemany(request.sql, request.rows)
+    if isinstance(request, Transaction):
+        async with pool.acquire() as conn, conn.transaction():
+            return await request.fn(conn)
+    if isinstance(request, RunWithPool):
+        return await request.fn(pool)
+    raise TypeError(f"the SQL gateway does not handle {type(request).__name__}")
+
+
+class SqlGateway:
+    """The gateway's state; `__call__` runs one incarnation (it is a `Startable`)."""
+
+    def __init__(
+        self, params: SqlGatewayParams, dsn: str, *, metrics: CollectorRegistry | None = None
+    ) -> None:
+        self.params = params
+        self._latency: Histogram | None = None
+        self._errors: Counter | None = None
+        if metrics is not None:  # shared by every gateway built on this registry
+            self._latency = metric_once(
+                metrics,
+                "daz_sql_call_seconds",
+                lambda: Histogram(
+                    "daz_sql_call_seconds",
+                    "Duration of SQL gateway calls that reached the database.",
+                    ["kind"],
+                    registry=metrics,
+                ),
+            )
+            self._errors = metric_once(
+                metrics,
+                "daz_sql_errors",
+                lambda: Counter(
+                    "daz_sql_errors",
+                    "Failed SQL gateway calls by error class (SQLSTATE class or error type).",
+                    ["error_class", "retryable"],
+                    registry=metrics,
+                ),
+            )
+        self._dsn = dsn
+        self.database = redact_dsn(dsn)
+        self.classifier = params.classifier()
+        self.breaker = CircuitBreaker(params.breaker_policy())
+        self._pool: Any = None
+        self.calls = 0
+        self.failures = 0
+        self.in_flight = 0
+        self.connected = trio.Event()  # set once a pool exists (per incarnation)
+        self._bus: EventBus | None = None  # where failure events go (the incarnation's)
+        self._background: trio.Nursery | None = None  # where they are published from
+        self._name = "sql-gateway"
+
+    def status(self) -> GatewayStatus:
+        """A snapshot of the gateway's state."""
+        return GatewayStatus(
+            connected=self._pool is not None,
+            database=self.database,
+            breaker=self.breaker.state,
+            failure_ratio=self.breaker.failure_ratio(),
+            breaker_transitions=self.breaker.transitions,
+            calls=self.calls,
+            failures=self.failures,
+            in_flight=self.in_flight,
+        )
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        ctx.idle = False  # an orderly stop lets in-flight calls finish
+        self._bus, self._name = ctx.bus, ctx.name
+        self.connected = trio.Event()
+        limiter = trio.CapacityLimiter(self.params.max_concurrent_calls)
+        async with trio_asyncio.open_loop(), trio.open_nursery() as background:
+            first_attempt = trio.Event()
+            background.start_soon(self._keep_connected, first_attempt)
+            # ready once the first connection attempt is over, whatever its outcome: the
+            # actors started after this one find a pool if the database is up
+            await first_attempt.wait()
+            task_status.started()
+            async with trio.open_nursery() as calls:
+                with trio.CancelScope() as accepting:
+                    background.start_soon(self._stop_accepting, ctx, accepting)
+                    self._background = background
+                    while True:
+                        # capacity first: a stop never finds a request taken but not served
+                        slot = object()
+                        await limiter.acquire_on_behalf_of(slot)
+                        item = await ctx.mailbox.get()
+                        message = item.message if isinstance(item, Ask) else item
+                        if isinstance(message, GetStatus):
+                            limiter.release_on_behalf_of(slot)
+                            if isinstance(item, Ask):
+                                item.reply(self.status())
+                            continue
+                        calls.start_soon(self._serve, ctx, item, limiter, slot)
+            background.cancel_scope.cancel()
+
+    async def _stop_accepting(self, ctx: ActorContext, scope: trio.CancelScope) -> None:
+        await ctx.stop_requested.wait()
+        scope.cancel()
+
+    async def _keep_connected(self, first_attempt: trio.Event) -> None:
+        backoff = self.params.reconnect_backoff()
+        attempt = 0
+        try:
+            while self._pool is None:
+                try:
+                    with trio.fail_after(self.params.connect_timeout * 2):
+                        self._pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
+                            self._dsn,
+                            min_size=self.params.pool_min_size,
+                            max_size=self.params.pool_max_size,
+                            timeout=self.params.connect_timeout,
+                        )
+                except Exception as exc:  # includes trio.TooSlowError
+                    first_attempt.set()
+                    delay = backoff.delay(attempt)
+                    attempt += 1
+                    log.warning(
+                        "cannot connect to %s (attempt %d): %s; retrying in %.1f s",
+                        self.database,
+                        attempt,
+                        exc,
+                        delay,
+                    )
+                    await trio.sleep(delay)
+            log.info("connected to %s", self.database)
+            self.connected.set()
+            first_attempt.set()
+            await trio.sleep_forever()
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(POOL_CLOSE_TIMEOUT) as cs:
+                    await trio_asyncio.aio_as_trio(pool.close)()
+                if cs.cancelled_caught:
+                    pool.terminate()
+
+    async def _serve(
+        self, ctx: ActorContext, item: Any, limiter: trio.CapacityLimiter, slot: object
+    ) -> None:
+        ask = item if isinstance(item, Ask) else None
+        request = item.message if ask is not None else item
+        try:
+            result = await self.call(request)
+        except SqlError as exc:
+            if ask is not None:
+                ask.fail(exc)
+        except Exception as exc:  # a bug in a caller's function: the caller gets it
+            if ask is not None:
+                ask.fail(exc)
+            else:
+                log.error("SQL request %s failed: %r", type(request).__name__, exc)
+        except BaseException:
+            if ask is not None:
+                ask.fail(ctx.interrupted_error("stopped during the call"))
+            raise
+        else:
+            if ask is not None:
+                ask.reply(result)
+        finally:
+            limiter.release_on_behalf_of(slot)
+
+    async def call(self, request: SqlRequest) -> Any:
+        """Run one request with its timeout, breaker, classification and failure event."""
+        if not isinstance(request, SqlRequest):
+            raise TypeError(f"the SQL gateway does not handle {type(request).__name__}")
+        topic, operation = _describe(request)
+        timeout = request.timeout if request.timeout is not None else self.params.call_timeout
+        self.calls += 1
+        now = trio.current_time()
+        if not self.breaker.allow(now):
+            error: SqlError = CircuitOpen(
+                f"{operation} refused: circuit breaker open for {self.database}",
+                retry_after=self.breaker.retry_after(now),
+            )
+            self._failed(request, topic, operation, error)
+            raise error
+        pool = self._pool
+        if pool is None:
+            self.breaker.record_failure(now)
+            error = DatabaseUnavailable(f"{operation} failed: not connected to {self.database}")
+            self._failed(request, topic, operation, error)
+            raise error
+        self.in_flight += 1
+        started = trio.current_time()
+        try:
+            with trio.fail_after(timeout):
+                result = await trio_asyncio.aio_as_trio(_run_on_pool)(pool, request)
+        except trio.TooSlowError:
+            error = SqlError(
+                f"{operation} timed out after {timeout:g} s", retryable=True, code="timeout"
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            verdict = self.classifier.classify(exc)
+            error = SqlError(
+                f"{operation} failed: {type(exc).__name__}: {exc}",
+                retryable=verdict.retryable,
+                code=verdict.code,
+            )
+            error.__cause__ = exc
+        except BaseException:
+            self.breaker.record_cancelled()
+            raise
+        else:
+            self.breaker.record_success(trio.current_time())
+            return result
+        finally:
+            self.in_flight -= 1
+            if self._latency is not None:
+                kind = type(request).__name__.lower()
+                self._latency.labels(kind).observe(trio.current_time() - started)
+        if error.retryable:
+            self.breaker.record_failure(trio.current_time())
+        else:  # the database answered: it is healthy, the request was wrong
+            self.breaker.record_success(trio.current_time())
+        self._failed(request, topic, operation, error)
+        raise error
+
+    def _failed(self, request: SqlRequest, topic: str, operation: str, error: SqlError) -> None:
+        if self._errors is not None:
+            code = error.code or "unknown"
+            error_class = code[:2] if len(code) == 5 and code[:2].isalnum() else code
+            self._errors.labels(error_class, str(error.retryable).lower()).inc()
+        """Log the failure and publish its event without delaying the caller's answer.
+
+        (Publishing inline could wait on a full BLOCK subscriber, such as the retry capture,
+        while that subscriber waits for this very answer.)
+        """
+        self.failures += 1
+        log.warning(
+            "%s failed (%s, %s, correlation %s): %s",
+            operation,
+            error.code,
+            "retryable" if error.retryable else "permanent",
+            request.correlation_id,
+            error,
+        )
+        if self._bus is not None and self._background is not None:
+            self._background.start_soon(
+                self._bus.publish,
+                topic,
+                FailureEvent(
+                    topic=topic,
+                    source=self._name,
+                    operation="sql_operation",
+                    event_type=_event_type(request),
+                    error=str(error),
+                    error_code=error.code,
+                    retryable=error.retryable,
+                    retry_data=_retry_data(request),
+                    correlation_id=request.correlation_id,
+                    event_id=request.event_id or new_id(),
+                ),
+            )
+
+
+def build_sql_gateway(params: SqlGatewayParams, ctx: BuildContext) -> SqlGateway:
+    """Factory of the ``sql-gateway`` kind: needs the ``database_url`` resource."""
+    try:
+        dsn = ctx.resources["database_url"]
+    except KeyError:
+        raise RuntimeError(
+            "the sql-gateway actor needs the 'database_url' resource; "
+            "run the tree with `daz-actors run`, which provides it"
+        ) from None
+    return SqlGateway(params, dsn, metrics=ctx.resources.get("metrics_registry"))

@@ -1,0 +1,213 @@
+"""`daz-actors run`: the main job as a real process, and the root giving up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from daz_actors import Actor, ActorKind, actor_factory, default_kinds
+from daz_actors.app.config import default_config_text, parse_config
+from daz_actors.app.runner import EXIT_GAVE_UP, RunningSystem, run_config
+
+DAZ = [sys.executable, "-m", "daz_actors.app.cli"]
+
+
+async def wait_for_line(process: trio.Process, text: str, seen: list[str]) -> None:
+    """Read the process's stderr until a line contains `text` (all lines go to `seen`)."""
+    assert process.stderr is not None
+    buffer = b""
+    while not any(text in line for line in seen):
+        chunk = await process.stderr.receive_some(4096)
+        if not chunk:
+            raise AssertionError(f"process ended before {text!r}: {seen}")
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        seen.extend(line.decode() for line in lines)
+
+
+async def drain(process: trio.Process, seen: list[str]) -> None:
+    assert process.stderr is not None
+    rest = b""
+    while chunk := await process.stderr.receive_some(4096):
+        rest += chunk
+    seen.extend(rest.decode().splitlines())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_run_starts_the_default_tree_serves_health_and_stops_in_order_on_a_signal(
+    pg, tmp_path, signum
+):
+    """The main job migrates, starts the whole default tree, serves /healthz /readyz and
+    /metrics, and exits 0 after an orderly shutdown on SIGTERM or SIGINT, without printing
+    the database password."""
+    config = tmp_path / "bot.toml"
+    config.write_text(default_config_text() + "\n[http]\nport = 0\n")
+    env = {**os.environ, "DAZ_DATABASE_URL": pg.dsn, "DAZ_DATA_DIR": str(tmp_path)}
+    process = await trio.lowlevel.open_process(
+        [*DAZ, "run", str(config)], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    seen: list[str] = []
+    try:
+        with trio.fail_after(60):
+            await wait_for_line(process, "tree 'daz' is ready", seen)
+            await wait_for_line(process, "serving /healthz", seen)
+            await wait_for_line(process, "connected to", seen)
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", "\n".join(seen)).group(1))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            ready = await client.get("/readyz")
+            metrics = (await client.get("/metrics")).text
+        components = ready.json()["components"]
+        assert components["database"]["status"] == "UP"
+        # the shipped channel is on cytu.be, out of reach here: not ready, and it says why
+        assert ready.status_code == 503
+        assert components["room:daz-actors"]["status"] == "DOWN"
+        assert "daz_sql_connected 1.0" in metrics
+        assert "daz_sql_call_seconds_count" in metrics  # the registry the gateway fills
+        process.send_signal(signum)
+        with trio.fail_after(60):
+            await drain(process, seen)
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 0, seen
+    assert any("shutting down in order" in line for line in seen)
+    assert any("stopped in order" in line for line in seen)
+    assert (tmp_path / "retry-spool").exists()
+
+
+class AlwaysCrashes(Actor):
+    async def on_start(self) -> None:
+        raise RuntimeError("this actor can never start")
+
+
+@attrs.frozen(kw_only=True)
+class NoParams:
+    pass
+
+
+def test_root_giving_up_exits_non_zero_with_a_clear_log_line(pg, tmp_path, monkeypatch, caplog):
+    """When the root supervisor exceeds its intensity, run returns exit code 1 and says why."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    kinds.add(
+        ActorKind(
+            name="crasher", params=NoParams, build=lambda _p, _c: actor_factory(AlwaysCrashes)
+        )
+    )
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["crasher"]
+        max_restarts = 2
+        backoff = {{ initial = 0.01, max_delay = 0.01 }}
+        [actors.crasher]
+        kind = "crasher"
+        """,
+        kinds,
+    )
+    with caplog.at_level(logging.CRITICAL, logger="daz_actors.run"):
+        code = run_config(config, kinds, handle_signals=False)
+    assert code == EXIT_GAVE_UP == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "daz_actors.run"]
+    assert any("the root supervisor gave up" in m and "crasher" in m for m in messages), messages
+
+
+def test_run_exits_2_when_the_database_cannot_be_prepared(tmp_path: Path, monkeypatch: Any):
+    """An unreachable database at start gives exit code 2 and a message without secrets."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    dsn = f"postgresql://bot:hunter2@/postgres?host={tmp_path}&port=1"
+    env = {**os.environ, "DAZ_DATABASE_URL": dsn, "DAZ_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([*DAZ, "run"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "cannot prepare the database" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_an_alongside_task_sees_the_running_tree_and_its_return_stops_it(pg, tmp_path, monkeypatch):
+    """run_config(alongside=...) runs the task once the tree is ready, with the endpoints'
+    port; when it returns the tree stops in order and run_config returns 0."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+    seen: list[Any] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        seen.append([c.state.value for c in system.tree.which_children()])
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(f"http://127.0.0.1:{system.http_port}/readyz")
+        seen.append(reply.status_code)
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert seen == [["running"], 200]
+
+    async def failing(system: RunningSystem) -> None:
+        raise LookupError("the alongside task failed")
+
+    with pytest.raises(LookupError, match="alongside task failed"):
+        run_config(config, kinds, handle_signals=False, alongside=failing)
+
+
+def test_a_shutdown_begun_elsewhere_cancels_the_alongside_task_first(pg, tmp_path, monkeypatch):
+    """A signal (here: tree.stop()) cancels the alongside task as the shutdown begins,
+    while the actors still run: it never acts on a tree that is being taken down."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        enabled = false
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        shutdown_timeout = 30
+        """,
+        kinds,
+    )
+    states: list[str] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        system.tree.stop()
+        try:
+            await trio.sleep_forever()
+        finally:
+            states.extend(c.state.value for c in system.tree.which_children())
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert states
+    assert states != ["stopped"]

@@ -1,0 +1,291 @@
+"""The connection actor against a real Socket.IO v4 server playing a CyTube channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from cytube_peer import fixtures
+
+from daz_actors import (
+    Actor,
+    ChildSpec,
+    EventBus,
+    FailureEvent,
+    Overflow,
+    Published,
+    Registry,
+    Supervisor,
+    actor_factory,
+)
+from daz_actors.cytube.connection import ConnectionParams, CytubeConnection, SendFailed
+from daz_actors.cytube.events import (
+    ChatMessage,
+    ConnectionStatus,
+    Delivered,
+    Kicked,
+    LoginResult,
+    MediaChanged,
+    MediaUpdate,
+    PrivateMessage,
+    SendChat,
+    SendPrivate,
+    UserJoined,
+    UserLeft,
+    UserList,
+)
+from daz_actors.runtime.mailbox import Mailbox
+from daz_actors.runtime.ref import ActorRef
+from daz_actors.testing import fast_policy, open_tree, wait_until
+
+cytube_peer = fixtures.cytube_peer
+cytube_peer_factory = fixtures.cytube_peer_factory
+
+CHANNEL = "lobby"
+
+
+class Recorder(Actor):
+    """Stands in for the event router: keeps every event it gets."""
+
+    def __init__(self, seen: list[Any]) -> None:
+        self.seen = seen
+
+    async def handle(self, message: Any) -> Any:
+        self.seen.append(message)
+
+
+def room(
+    peer: Any, seen: list[Any], **params: Any
+) -> tuple[Supervisor, CytubeConnection, EventBus]:
+    settings = {"name": "bot", "password": "secret", "reconnect_initial": 0.1,
+                "reconnect_max": 0.5, "connect_timeout": 5, "echo_timeout": 3,
+                **params}  # fmt: skip
+    connection = CytubeConnection(ConnectionParams(server=peer.url, channel=CHANNEL, **settings))
+    bus = EventBus()
+    sup = Supervisor(
+        f"room:{CHANNEL}",
+        [
+            ChildSpec(name="connection", start=connection),
+            ChildSpec(name="event-router", start=actor_factory(lambda: Recorder(seen))),
+        ],
+        policy=fast_policy(),
+        registry=Registry(),
+        bus=bus,
+        prefix=f"room:{CHANNEL}/",
+    )
+    return sup, connection, bus
+
+
+def of(seen: list[Any], kind: type) -> list[Any]:
+    return [e for e in seen if isinstance(e, kind)]
+
+
+async def joined(connection: CytubeConnection) -> None:
+    await wait_until(lambda: connection.status is ConnectionStatus.JOINED, timeout=20)
+
+
+async def test_join_login_history_and_every_event_type(cytube_peer):
+    """The bot discovers the server, joins, logs in, and gets every event typed; lines from
+    before it joined are marked as history."""
+    cytube_peer.add_account("bot", "secret")
+    cytube_peer.say(CHANNEL, "early", "said before the bot came")
+    seen: list[Any] = []
+    sup, connection, _bus = room(cytube_peer, seen)
+    async with open_tree(sup):
+        await joined(connection)
+        await trio.to_thread.run_sync(cytube_peer.say, CHANNEL, "ann", "hello bot")
+        await trio.to_thread.run_sync(cytube_peer.add_user, CHANNEL, "carl", 1)
+        await trio.to_thread.run_sync(cytube_peer.remove_user, CHANNEL, "carl")
+        await trio.to_thread.run_sync(cytube_peer.pm, CHANNEL, "bot", "psst", "ann")
+        await wait_until(lambda: of(seen, PrivateMessage) and of(seen, UserLeft), timeout=20)
+        await wait_until(lambda: of(seen, MediaUpdate), timeout=20)
+    chats = of(seen, ChatMessage)
+    assert [(c.msg, c.history) for c in chats if c.username == "early"] == [
+        ("said before the bot came", True)
+    ]
+    assert [(c.msg, c.history) for c in chats if c.username == "ann"] == [("hello bot", False)]
+    assert of(seen, LoginResult)[0].success
+    assert of(seen, UserList)
+    assert of(seen, MediaChanged)
+    assert [e.user.name for e in of(seen, UserJoined)].count("carl") == 1
+    assert of(seen, PrivateMessage)[0].msg == "psst"
+
+
+async def test_sending_chat_and_pm_is_confirmed_by_the_echo(cytube_peer):
+    """A chat line and a PM count as delivered once echoed; a long line goes in parts."""
+    cytube_peer.add_account("bot", "secret")
+    cytube_peer.add_user(CHANNEL, "ann", 0)
+    seen: list[Any] = []
+    sup, connection, _bus = room(cytube_peer, seen)
+    async with open_tree(sup):
+        await joined(connection)
+        ref = sup.ref("connection")
+        assert await ref.ask(SendChat(msg="hello everyone"), timeout=10) == Delivered(parts=1)
+        long = " ".join(["word"] * 120)  # about 600 characters: two parts
+        assert await ref.ask(SendChat(msg=long), timeout=10) == Delivered(parts=2)
+        state = await trio.to_thread.run_sync(cytube_peer.state)
+    lines = [c for c in state["chat_received"] if c.get("username", c.get("name")) == "bot"]
+    assert [c["outcome"] for c in lines] == ["broadcast"] * 3
+    assert all(len(c["msg"]) <= 320 for c in lines)
+    assert connection.sent == 3
+
+
+async def test_pm_to_someone_present_is_delivered(cytube_peer):
+    """A private message to a user in the channel is confirmed by its echo."""
+    cytube_peer.add_account("bot", "secret")
+    cytube_peer.add_account("ann", "pw")
+    seen: list[Any] = []
+    sup, connection, _bus = room(cytube_peer, seen)
+    async with open_tree(sup):
+        await joined(connection)
+        # a second real client would be needed for a real recipient: the bot PMs itself
+        reply = await sup.ref("connection").ask(SendPrivate(to="bot", msg="note"), timeout=10)
+    assert reply == Delivered(parts=1)
+
+
+async def test_wrong_password_is_reported_and_sends_fail_into_the_queue(cytube_peer):
+    """A refused login is not taken for a working session; a send then fails and publishes
+    cytube.send.failed with what the queue needs to retry it."""
+    cytube_peer.add_account("bot", "right")
+    seen: list[Any] = []
+    sup, connection, bus = room(cytube_peer, seen, password="wrong")
+    failures = Mailbox("failures", 10)
+    bus.subscribe("cytube.send.failed", ActorRef(failures), overflow=Overflow.BLOCK)
+    async with open_tree(sup):
+        await wait_until(lambda: connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20)
+        request = SendChat(msg="can anyone hear me")
+        with pytest.raises(SendFailed, match="login_failed"):
+            await sup.ref("connection").ask(request, timeout=10)
+        published = await failures.get()
+    assert isinstance(published, Published)
+    event = published.event
+    assert isinstance(event, FailureEvent)
+    assert event.event_id == request.event_id
+    assert event.correlation_id == request.correlation_id
+    assert event.operation == "cytube_command"
+    assert event.retryable
+    assert event.retry_data == {"channel": CHANNEL, "msg": "can anyone hear me"}
+
+
+async def test_kick_and_server_restart_are_survived_with_backoff_in_bounds(cytube_peer):
+    """After a kick and after a server restart the bot reconnects and rejoins; every wait is
+    inside the reconnect policy's bounds."""
+    cytube_peer.add_account("bot", "secret")
+    seen: list[Any] = []
+    sup, connection, _bus = room(cytube_peer, seen)
+    async with open_tree(sup):
+        await joined(connection)
+        await trio.to_thread.run_sync(cytube_peer.kick, CHANNEL, "bot", "go away")
+        await wait_until(lambda: connection.reconnects >= 1, timeout=20)
+        await joined(connection)
+        await trio.to_thread.run_sync(cytube_peer.restart)
+        await trio.to_thread.run_sync(cytube_peer.add_account, "bot", "secret")
+        await wait_until(lambda: connection.reconnects >= 2, timeout=30)
+        await joined(connection)
+        assert await sup.ref("connection").ask(SendChat(msg="back"), timeout=10)
+        assert sup.which_children()[0].restarts == 0  # reconnects, not crashes
+    assert [e.reason for e in of(seen, Kicked)] == ["go away"]
+    policy = connection.params.backoff()
+    low, high = policy.bounds(0)
+    assert low <= connection.delays[0] <= high  # after a joined session: the first step
+    assert all(low <= d <= policy.max_delay for d in connection.delays), connection.delays
+
+
+async def test_a_frozen_server_is_detected_by_ping_timeout(cytube_peer):
+    """A server that stops sending pings is declared dead after interval + timeout."""
+    cytube_peer.add_account("bot", "secret")
+    seen: list[Any] = []
+    sup, connection, _bus = room(cytube_peer, seen)
+    async with open_tree(sup):
+        await joined(connection)
+        await trio.to_thread.run_sync(cytube_peer.freeze)
+        try:
+            await wait_until(lambda: connection.status is not ConnectionStatus.JOINED, timeout=30)
+        finally:
+            await trio.to_thread.run_sync(cytube_peer.thaw)
+        await joined(connection)
+
+
+async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_peer_factory):
+    """With pacing set faster than the server allows, throttled lines fail (cooldown) and
+    become failure events instead of being lost silently."""
+    peer = cytube_peer_factory(chat_burst=3, chat_rate=0.5)
+    peer.add_account("bot", "secret")
+    seen: list[Any] = []
+    sup, connection, bus = room(peer, seen, send_burst=50, send_rate=1000.0, echo_timeout=2)
+    failures = Mailbox("failures", 50)
+    bus.subscribe("cytube.send.failed", ActorRef(failures), overflow=Overflow.BLOCK)
+    results: list[object] = []
+    async with open_tree(sup):
+        await joined(connection)
+        ref = sup.ref("connection")
+
+        async def send(n: int) -> None:
+            try:
+                results.append(await ref.ask(SendChat(msg=f"line {n}"), timeout=10))
+            except SendFailed as exc:
+                results.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(send, n)
+    delivered = [r for r in results if isinstance(r, Delivered)]
+    failed = [r for r in results if isinstance(r, SendFailed)]
+    assert len(results) == 6
+    assert failed, results
+    assert len(delivered) >= 3
+    assert failures.depth == len(failed)
+
+
+async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it_cannot(
+    cytube_peer, pg
+):
+    """The cytube.send_chat retry handler says a queued line again through the room's
+    connection; while the room cannot send it raises an error classified as retryable."""
+    from daz_actors.cytube.retry_handlers import resend_chat
+    from daz_actors.retry.handlers import AttemptContext, Checkpoint
+    from daz_actors.storage import queue
+    from daz_actors.storage.error_classes import ErrorClassifier
+    from daz_actors.storage.queue_types import NewItem
+
+    async def queued_item(conn: Any) -> Any:
+        data = {"channel": CHANNEL, "msg": "queued line"}
+        await queue.enqueue(conn, NewItem(event_id="e-1", event_type="cytube.send_chat",
+                                          event_data=data, correlation_id="c-1"))  # fmt: skip
+        return (await queue.acquire(conn, "w", batch_size=1))[0]
+
+    async with pg.trio_connection() as db:
+        item = await db.call(queued_item)
+
+    async def save(_checkpoint: Any) -> bool:
+        return True
+
+    def context(registry: Registry) -> AttemptContext:
+        return AttemptContext(
+            event_id=item.event_id,
+            correlation_id=item.correlation_id,
+            attempt=1,
+            lease=item.lease,
+            checkpoint=Checkpoint(None, save),
+            registry=registry,
+            db=None,  # type: ignore[arg-type]  # this handler does not use the database
+        )
+
+    cytube_peer.add_account("bot", "secret")
+    refused, refused_connection, _ = room(cytube_peer, [], password="wrong")
+    async with open_tree(refused):
+        await wait_until(
+            lambda: refused_connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20
+        )
+        with pytest.raises(SendFailed) as caught:
+            await resend_chat(item, context(refused.registry))
+    assert ErrorClassifier().classify(caught.value).retryable
+
+    sup, connection, _ = room(cytube_peer, [])
+    async with open_tree(sup):
+        await joined(connection)
+        await resend_chat(item, context(sup.registry))
+        state = await trio.to_thread.run_sync(cytube_peer.state)
+    said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
+    assert said == ["queued line"]

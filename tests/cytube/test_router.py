@@ -1,0 +1,543 @@
+"""The event router against real PostgreSQL, with a stand-in for the network connection."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+from trio.testing import wait_all_tasks_blocked
+
+from daz_actors import (
+    Actor,
+    ActorRef,
+    ChildInfo,
+    ChildSpec,
+    ChildState,
+    EventBus,
+    FailureEvent,
+    Overflow,
+    Registry,
+    Strategy,
+    Supervisor,
+    actor_factory,
+)
+from daz_actors.cytube.commands import CommandContext, CommandRegistry
+from daz_actors.cytube.events import (
+    ChatMessage,
+    Delivered,
+    MediaChanged,
+    MediaUpdate,
+    PrivateMessage,
+    SendChat,
+    SendPrivate,
+    User,
+    UserJoined,
+    UserLeft,
+    UserList,
+)
+from daz_actors.cytube.router import (
+    CHAT_SQL,
+    GetRouterStats,
+    RouterParams,
+    RouterStats,
+    rerun_command,
+    router_startable,
+)
+from daz_actors.retry.capture import item_for_failure
+from daz_actors.retry.handlers import AttemptContext, Checkpoint, redo_sql
+from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.mailbox import Mailbox
+from daz_actors.storage import queue
+from daz_actors.storage.errors import DatabaseUnavailable
+from daz_actors.storage.queue_types import Lease, QueueItem
+from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.storage.sql_messages import SqlClient
+from daz_actors.testing import fast_policy, open_tree, poll, wait_until
+
+T0 = 1_700_000_000_000  # a server time in ms
+
+
+class FakeConnection(Actor):
+    """Stands in for the CyTube connection: records requests, reports them delivered."""
+
+    def __init__(self, sent: list[SendChat | SendPrivate]) -> None:
+        self.sent = sent
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, SendChat | SendPrivate):
+            self.sent.append(message)
+            return Delivered(parts=1)
+        raise TypeError(f"unexpected {message!r}")
+
+
+@attrs.define
+class Room:
+    """A running test room: the router's ref, the gateway client, what was said."""
+
+    router: ActorRef
+    db: SqlClient
+    bus: EventBus
+    registry: Registry
+    room: Supervisor
+    sent: list[SendChat | SendPrivate]
+    root: Supervisor
+
+    async def tell(self, *events: Any) -> RouterStats:
+        """Send events to the router; its stats once it handled them all."""
+        for event in events:
+            await self.router.send(event)
+        stats: RouterStats = await self.router.ask(GetRouterStats(), timeout=30)
+        return stats
+
+    def replies(self) -> list[str]:
+        return [m.msg for m in self.sent]
+
+    async def rows(self, sql: str, *args: Any) -> list[Any]:
+        return await self.db.query(sql, *args)
+
+
+@asynccontextmanager
+async def open_room(
+    dsn: str,
+    *,
+    commands: CommandRegistry | None = None,
+    connection: bool = True,
+    **params: Any,
+) -> AsyncIterator[Room]:
+    """The storage gateway and a ``room:test`` of a fake connection and a real router."""
+    bus, registry = EventBus(), Registry()
+    sent: list[SendChat | SendPrivate] = []
+    holder: list[Supervisor] = []
+    router_params = RouterParams(channel="test", bot_name="DazBot", **params)
+    children = [
+        ChildSpec(
+            name="event-router",
+            start=router_startable(
+                router_params, commands=commands, tree_state=lambda: holder[0].which_children()
+            ),
+            mailbox_size=1000,
+        )
+    ]
+    if connection:
+        children.insert(
+            0, ChildSpec(name="connection", start=actor_factory(lambda: FakeConnection(sent)))
+        )
+    room = Supervisor(
+        "room:test",
+        children,
+        policy=fast_policy(Strategy.ONE_FOR_ALL),
+        registry=registry,
+        bus=bus,
+        prefix="room:test/",
+    )
+    root = Supervisor(
+        "root",
+        [
+            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
+            ChildSpec(name="room:test", start=room, shutdown_timeout=None),
+        ],
+        policy=fast_policy(),
+        registry=registry,
+        bus=bus,
+    )
+    holder.append(root)
+    with trio.fail_after(60):
+        async with open_tree(root):
+            yield Room(
+                router=registry.lookup("room:test/event-router"),
+                db=SqlClient(registry.lookup("sql-gateway")),
+                bus=bus,
+                registry=registry,
+                room=room,
+                sent=sent,
+                root=root,
+            )
+
+
+async def lock(conn: Any) -> None:
+    """Hold the chat table locked (in `conn`'s open transaction) so inserts wait."""
+    await conn.execute("BEGIN; LOCK TABLE daz_chat_messages IN ACCESS EXCLUSIVE MODE")
+
+
+async def unlock(conn: Any) -> None:
+    await conn.execute("ROLLBACK")
+
+
+async def insert_waiting_on_a_lock(conn: Any) -> bool:
+    """Whether another session's INSERT into the chat table waits on a lock now."""
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE 'INSERT INTO daz_chat_messages%'"
+    )
+    return bool(waiting)
+
+
+def listen(bus: EventBus, pattern: str) -> Mailbox:
+    mailbox = Mailbox("listener", 100)
+    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
+    return mailbox
+
+
+def chat(username: str, msg: str, *, time: int = T0, history: bool = False) -> ChatMessage:
+    return ChatMessage(channel="test", username=username, msg=msg, time=time, history=history)
+
+
+def router_restarts(room: Room) -> int:
+    return next(c.restarts for c in room.room.which_children() if c.name == "event-router")
+
+
+async def test_chat_pms_joins_leaves_and_media_land_in_their_tables(pg):
+    """Every logged event kind is one row with the fields a "who said what, when" needs."""
+    async with open_room(pg.dsn) as room:
+        stats = await room.tell(
+            UserList(channel="test", users=(User(name="ann", rank=1),)),
+            ChatMessage(channel="test", username="ann", msg="hello", time=T0 + 5, meta={"a": [1]}),
+            PrivateMessage(channel="test", username="ann", to="DazBot", msg="psst", time=T0 + 6),
+            UserJoined(channel="test", user=User(name="bob", rank=0)),
+            UserLeft(channel="test", name="ann"),
+            MediaChanged(channel="test", title="Song", media_id="abc", media_type="yt", seconds=61),
+            MediaUpdate(channel="test", current_time=3.0, paused=False),
+        )
+        assert stats.logged == 5
+        assert stats.log_failures == 0
+        [line] = await room.rows("SELECT * FROM daz_chat_messages")
+        assert (line["channel"], line["username"], line["message"]) == ("test", "ann", "hello")
+        assert line["sent_at"] == datetime.fromtimestamp((T0 + 5) / 1000, UTC)
+        assert line["is_history"] is False
+        assert json.loads(line["meta"]) == {"a": [1]}
+        assert abs(line["received_at"].timestamp() - time.time()) < 60
+        [pm] = await room.rows("SELECT * FROM daz_private_messages")
+        assert (pm["from_user"], pm["to_user"], pm["message"]) == ("ann", "DazBot", "psst")
+        events = await room.rows(
+            "SELECT kind, username, title, payload FROM daz_channel_events ORDER BY id"
+        )
+        assert [(e["kind"], e["username"], e["title"]) for e in events] == [
+            ("join", "bob", None),
+            ("leave", "ann", None),
+            ("media", None, "Song"),
+        ]
+        assert json.loads(events[0]["payload"]) == {"rank": 0}
+        assert json.loads(events[2]["payload"]) == {
+            "media_id": "abc",
+            "media_type": "yt",
+            "seconds": 61,
+        }
+
+
+async def test_the_same_event_twice_is_stored_once(pg):
+    """A line received twice, or replayed as history after a reconnect, is one row."""
+    async with open_room(pg.dsn) as room:
+        pm = PrivateMessage(channel="test", username="ann", to="DazBot", msg="x", time=T0)
+        stats = await room.tell(
+            chat("ann", "hello"),
+            chat("ann", "hello"),
+            chat("ann", "hello", history=True),
+            chat("ann", "hello", time=T0 + 1),  # said again later: a new line
+            pm,
+            pm,
+        )
+        assert stats.logged == 6
+        rows = await room.rows("SELECT sent_at, is_history FROM daz_chat_messages ORDER BY 1")
+        assert [r["is_history"] for r in rows] == [False, False]
+        assert await room.db.query_value("SELECT count(*) FROM daz_private_messages") == 1
+
+
+async def test_history_lines_are_stored_flagged_and_never_answered(pg):
+    """A replayed "!uptime" is recorded as history and not run."""
+    async with open_room(pg.dsn) as room:
+        stats = await room.tell(chat("ann", "!uptime", history=True))
+        assert stats.commands_started == 0
+        assert await room.db.query_value("SELECT is_history FROM daz_chat_messages") is True
+        await wait_all_tasks_blocked()
+        assert room.sent == []
+
+
+async def test_history_is_not_stored_when_switched_off(pg):
+    """With log_history off, replayed lines are skipped (counted) and live ones stored."""
+    async with open_room(pg.dsn, log_history=False) as room:
+        stats = await room.tell(chat("ann", "old", history=True), chat("ann", "new"))
+        assert (stats.history_skipped, stats.logged) == (1, 1)
+        assert await room.db.query_value("SELECT message FROM daz_chat_messages") == "new"
+
+
+async def test_help_about_and_uptime_are_answered(pg):
+    """The built-in commands reply in the channel through the connection."""
+    async with open_room(pg.dsn) as room:
+        await room.tell(chat("ann", "!help"), chat("ann", "!about"), chat("ann", "!UPTIME now"))
+        await wait_until(lambda: len(room.sent) == 3)
+        replies = sorted(room.replies())
+        assert all(isinstance(m, SendChat) for m in room.sent)
+        assert replies[0].startswith("Commands: !about: what this bot is | !help: ")
+        assert "!debug" not in replies[0]
+        assert replies[1].startswith("daz-actors 0.1.0: ")
+        assert replies[2].startswith("up ")
+        assert replies[2].endswith("s")
+        assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 3
+
+
+async def test_a_command_within_the_cooldown_is_ignored_for_that_user_only(pg):
+    """A second !uptime by the same user is ignored; another user's is answered."""
+    async with open_room(pg.dsn, command_cooldown=60.0) as room:
+        await room.tell(chat("ann", "!uptime"))
+        await wait_until(lambda: len(room.sent) == 1)
+        stats = await room.tell(chat("ann", "!uptime", time=T0 + 1), chat("bob", "!uptime"))
+        assert stats.cooldown_ignored == 1
+        assert stats.commands_started == 2
+        await wait_until(lambda: len(room.sent) == 2)
+        stats = await room.tell()
+        assert stats.replies == 2
+
+
+async def test_debug_is_refused_below_its_rank_and_answered_at_it(pg):
+    """!debug needs the configured rank; the answer has breaker, queue and tree state."""
+    async with open_room(pg.dsn, debug_min_rank=3) as room:
+        users = (User(name="ann", rank=2), User(name="mod", rank=3))
+        stats = await room.tell(
+            UserList(channel="test", users=users),
+            chat("ann", "!debug"),
+            chat("nobody", "!debug"),
+            chat("ann", "!nosuchcommand"),
+        )
+        assert stats.rank_ignored == 2
+        assert stats.unknown_ignored == 1
+        assert stats.commands_started == 0
+        stats = await room.tell(chat("mod", "!debug", time=T0 + 1))
+        await wait_until(lambda: len(room.sent) == 1)
+        [reply] = room.replies()
+        assert reply.startswith("db: connected, breaker closed, ")
+        assert "queue: empty" in reply
+        assert "tree: " in reply
+        assert "running" in reply
+
+
+async def test_the_bots_own_lines_are_logged_but_not_run(pg):
+    """A line by the bot itself (any case) that looks like a command is not a command."""
+    async with open_room(pg.dsn) as room:
+        stats = await room.tell(chat("dazbot", "!uptime"))
+        assert (stats.own_ignored, stats.commands_started, stats.logged) == (1, 0, 1)
+        await wait_all_tasks_blocked()
+        assert room.sent == []
+
+
+async def test_a_failing_command_publishes_an_event_and_the_router_goes_on(pg):
+    """A raising command gives command.<name>.failed; the router answers the next one."""
+    extra = CommandRegistry()
+    calls: list[str] = []
+
+    @extra.register("boom", description="always fails")
+    async def boom(_ctx: CommandContext) -> str:
+        raise ZeroDivisionError("boom")
+
+    @extra.register("flaky", description="fails once, then works")
+    async def flaky(ctx: CommandContext) -> str:
+        calls.append(ctx.args)
+        if len(calls) == 1:
+            raise DatabaseUnavailable("not yet")
+        return f"flaky ok {ctx.args}"
+
+    async with open_room(pg.dsn, commands=extra) as room:
+        events = listen(room.bus, "command.*")
+        await room.tell(chat("ann", "!boom"))
+        published = await events.get()
+        assert published.topic == "command.boom.failed"
+        failure = published.event
+        assert isinstance(failure, FailureEvent)
+        assert failure.source == "room:test/event-router"
+        assert failure.operation == "plugin_request"
+        assert failure.retryable is False
+        assert failure.error == "ZeroDivisionError: boom"
+        assert failure.retry_data["command"] == "boom"
+
+        await room.tell(chat("ann", "!uptime"), chat("ann", "!flaky 7"))
+        published = await events.get()
+        assert published.topic == "command.flaky.failed"
+        assert published.event.retryable is True
+        assert published.event.error_code == "database_unavailable"
+        await wait_until(lambda: len(room.sent) == 1)
+        assert room.sent[0].msg.startswith("up ")
+        assert (await room.tell()).commands_failed == 2
+        assert router_restarts(room) == 0
+
+        # the retry queue's handler runs it again through the router
+        item = await enqueue(room.db, published.event)
+        await rerun_command(item, attempt(item, room))
+        await wait_until(lambda: len(room.sent) == 2)
+        assert room.sent[1].msg == "flaky ok 7"
+
+
+async def test_a_reply_with_no_connection_to_take_it_is_queued_as_a_send_failure(pg):
+    """When no connection runs, the reply becomes a cytube.send.failed event to retry."""
+    async with open_room(pg.dsn, connection=False) as room:
+        events = listen(room.bus, "cytube.send.failed")
+        await room.tell(chat("ann", "!uptime"))
+        failure = (await events.get()).event
+        assert failure.event_type == "cytube.send_chat"
+        assert failure.operation == "cytube_command"
+        assert failure.retryable is True
+        assert failure.retry_data["channel"] == "test"
+        assert failure.retry_data["msg"].startswith("up ")
+
+
+async def enqueue(db: SqlClient, event: FailureEvent) -> QueueItem:
+    """Queue `event` as the retry capture does; the stored item."""
+    await db.run(partial(queue.enqueue, item=item_for_failure(event, RetryPolicy())))
+    item = await db.run(partial(queue.get_by_event_id, event_id=event.event_id))
+    assert item is not None
+    return item
+
+
+def attempt(item: QueueItem, room: Room) -> AttemptContext:
+    """The context a retry worker gives a handler (without taking a real lease)."""
+
+    async def save(_checkpoint: dict[str, Any]) -> bool:
+        return True
+
+    return AttemptContext(
+        event_id=item.event_id,
+        correlation_id=item.correlation_id,
+        attempt=1,
+        lease=Lease(item_id=item.id, worker_id="test", lock_token=uuid.uuid4()),
+        checkpoint=Checkpoint(None, save),
+        registry=room.registry,
+        db=room.db,
+    )
+
+
+async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
+    """A write that times out on a locked table publishes sql.exec.failed whose retry data,
+    queued and run twice by redo_sql, stores the line once; the router keeps logging."""
+    async with open_room(pg.dsn, log_timeout=0.5) as room, pg.trio_connection() as locker:
+        events = listen(room.bus, "sql.exec.failed")
+
+        await locker.call(lock)
+        line = chat("ann", "said during the outage", time=T0 + 42)
+        stats = await room.tell(line)
+        assert (stats.logged, stats.log_failures) == (0, 1)
+        failure = (await events.get()).event
+        await locker.call(unlock)
+
+        assert isinstance(failure, FailureEvent)
+        assert failure.retryable is True
+        assert failure.event_type == "sql.exec"
+        assert failure.retry_data["sql"] == CHAT_SQL
+        item = await enqueue(room.db, failure)
+        assert item.event_data == failure.retry_data  # survives the JSON round trip
+        await redo_sql(item, attempt(item, room))
+        await redo_sql(item, attempt(item, room))
+        rows = await room.rows("SELECT username, message, sent_at FROM daz_chat_messages")
+        assert [(r["username"], r["message"], r["sent_at"]) for r in rows] == [
+            ("ann", "said during the outage", datetime.fromtimestamp((T0 + 42) / 1000, UTC))
+        ]
+
+        stats = await room.tell(line, chat("bob", "back to normal"))
+        assert stats.logged == 2
+        assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 2
+        assert router_restarts(room) == 0
+
+
+async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(pg):
+    """The gateway dies mid-write (killed while the insert waits on a lock): the router does
+    not crash, publishes sql.exec.failed for the line itself, and the line can be redone."""
+    async with open_room(pg.dsn, log_timeout=30) as room, pg.trio_connection() as locker:
+        events = listen(room.bus, "sql.exec.failed")
+
+        await locker.call(lock)
+        line = chat("ann", "said as the gateway died", time=T0 + 7)
+        await room.router.send(line)
+
+        def gateway() -> ChildInfo:
+            return next(c for c in room.root.which_children() if c.name == "sql-gateway")
+
+        def router() -> ChildInfo:
+            return next(c for c in room.room.which_children() if c.name == "event-router")
+
+        # the line left the router's mailbox and its insert the gateway's: it is in flight
+        await wait_until(lambda: router().mailbox_depth == 0 and gateway().mailbox_depth == 0)
+        # and PostgreSQL has the INSERT waiting on the lock
+        await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
+        room.root.kill_child("sql-gateway", "test")
+        failure = (await events.get()).event
+        await locker.call(unlock)
+
+        assert isinstance(failure, FailureEvent)
+        assert failure.retryable is True
+        assert failure.retry_data["args"][3] == "said as the gateway died"
+        stats = await room.router.ask(GetRouterStats(), timeout=30)
+        assert stats.log_failures == 1
+        assert router_restarts(room) == 0
+        await wait_until(lambda: gateway().state is ChildState.RUNNING and gateway().restarts == 1)
+        item = await enqueue(room.db, failure)
+        await redo_sql(item, attempt(item, room))
+        assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 1
+
+
+async def test_a_join_handled_twice_is_one_row_stamped_when_it_was_received(pg):
+    """A redelivered (or repeated) join keeps the time the connection stamped on it, so
+    its row id is the same however late the router handles it again."""
+    received = T0 / 1000 - 30.0  # the connection got it 30 s before the router handles it
+    join = UserJoined(channel="test", user=User(name="bob", rank=0), received_at=received)
+    async with open_room(pg.dsn) as room:
+        await room.tell(join)
+        await room.tell(join)
+        rows = await room.rows("SELECT kind, username, at FROM daz_channel_events")
+    assert [(r["kind"], r["username"]) for r in rows] == [("join", "bob")]
+    assert rows[0]["at"] == datetime.fromtimestamp(received, UTC)
+
+
+def pm(username: str, to: str, msg: str, *, time: int = T0) -> PrivateMessage:
+    return PrivateMessage(channel="test", username=username, to=to, msg=msg, time=time)
+
+
+async def test_a_command_sent_by_pm_is_answered_by_pm(pg):
+    """A PM to the bot holding a command runs it and answers the sender privately; PMs
+    to others and the bot's own (echoed) PMs run nothing; all are logged."""
+    async with open_room(pg.dsn) as room:
+        await room.tell(
+            pm("ann", "DazBot", "!uptime"),
+            pm("ann", "someone", "!about", time=T0 + 1),
+            pm("DazBot", "ann", "!about", time=T0 + 2),
+        )
+        await wait_until(lambda: len(room.sent) == 1)
+        reply = room.sent[0]
+        assert isinstance(reply, SendPrivate)
+        assert reply.to == "ann"
+        assert reply.msg.startswith("up ")
+        stats = await room.tell()
+        assert stats.commands_started == 1  # the others were not addressed to the bot
+        assert await room.db.query_value("SELECT count(*) FROM daz_private_messages") == 3
+
+
+async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
+    """The retry data of a failed PM command keeps who to answer: the rerun replies by PM."""
+    extra = CommandRegistry()
+    calls: list[str] = []
+
+    @extra.register("flaky", description="fails once, then works")
+    async def flaky(ctx: CommandContext) -> str:
+        calls.append(ctx.args)
+        if len(calls) == 1:
+            raise DatabaseUnavailable("not yet")
+        return f"flaky ok {ctx.args}"
+
+    async with open_room(pg.dsn, commands=extra) as room:
+        events = listen(room.bus, "command.*")
+        await room.tell(pm("ann", "DazBot", "!flaky 3"))
+        failure = (await events.get()).event
+        assert failure.retry_data["reply_to"] == "ann"
+        item = await enqueue(room.db, failure)
+        await rerun_command(item, attempt(item, room))
+        await wait_until(lambda: len(room.sent) == 1)
+        assert room.sent[0] == SendPrivate(
+            to="ann",
+            msg="flaky ok 3",
+            event_id=room.sent[0].event_id,
+            correlation_id=room.sent[0].correlation_id,
+        )

@@ -1,0 +1,57 @@
+"""The failure capture keeps an event when the SQL gateway is down mid-restart."""
+
+from __future__ import annotations
+
+from daz_actors import ActorCrashed, ChildSpec, EventBus, FailureEvent, Registry, Supervisor
+from daz_actors.retry.capture import capture_with_spool
+from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.mailbox import Mailbox
+from daz_actors.runtime.ref import ActorRef
+from daz_actors.storage.spool import Spool
+from daz_actors.testing import fast_policy, open_tree, wait_until
+
+
+async def test_an_event_is_spooled_when_the_gateway_crashed_not_lost(tmp_path):
+    """A gateway whose supervisor restarts its group answers asks with ActorCrashed at
+    once; the capture spools the event (as for an unreachable database), and does not
+    crash and lose it."""
+    registry, bus = Registry(), EventBus()
+    gateway_box = Mailbox("sql-gateway", 10)
+    registry.register("sql-gateway", ActorRef(gateway_box))
+    gateway_box.mark_down(lambda: ActorCrashed("actor 'sql-gateway' crashed: Killed"))
+    spool_path = tmp_path / "spool"
+    capture = capture_with_spool(
+        spool_path=spool_path,
+        spool_max_bytes=1 << 20,
+        gateway="sql-gateway",
+        patterns=("*.failed",),
+        ignore_event_types=(),
+        policies={"default": RetryPolicy()},
+    )
+    root = Supervisor(
+        "root",
+        [ChildSpec(name="retry-capture", start=capture, redeliver=3)],
+        policy=fast_policy(),
+        registry=registry,
+        bus=bus,
+    )
+    event = FailureEvent(
+        topic="sql.exec.failed",
+        source="test",
+        operation="sql_operation",
+        event_type="sql.exec",
+        error="gateway crashed",
+        retryable=True,
+        retry_data={"sql": "SELECT 1", "args": []},
+    )
+    async with open_tree(root):
+        await bus.publish("sql.exec.failed", event)
+        await wait_until(lambda: root.which_children()[0].mailbox_depth == 0)
+        info = root.which_children()[0]
+        await wait_until(lambda: spool_path.exists() and spool_path.stat().st_size > 0)
+    assert info.restarts == 0
+    spool = Spool(spool_path, 1 << 20)
+    try:
+        assert [item.event_id for item in spool.pending()] == [event.event_id]
+    finally:
+        spool.close()

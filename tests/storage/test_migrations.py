@@ -1,0 +1,321 @@
+"""Migrations against real PostgreSQL: up, down, status, concurrency, failure."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from click.testing import CliRunner
+
+from daz_actors.app.cli_db import migrate_command
+from daz_actors.storage.migrations import (
+    ADVISORY_LOCK_KEY,
+    MigrationError,
+    default_source,
+    load_migrations,
+    migrate,
+    rollback,
+    split_sql,
+    status,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+ALL = [m.version for m in load_migrations()]  # every shipped migration, in order
+LATEST = ALL[-1]
+BROKEN = f"{LATEST + 1:04d}_broken"  # a migration after the last shipped one
+
+CATALOG = """
+SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type
+       || ' null=' || is_nullable || ' default=' || coalesce(column_default, '')
+FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+UNION ALL SELECT 'function ' || p.oid::regprocedure::text || ' ' || md5(p.prosrc)
+FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+UNION ALL SELECT 'view ' || viewname || ' ' || md5(definition) FROM pg_views
+WHERE schemaname = 'public'
+UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+UNION ALL SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+ORDER BY 1
+"""
+
+
+async def catalog(conn: Any) -> list[str]:
+    """Everything the migrations create, as sorted text lines, plus the version rows."""
+    rows = await conn.fetch(CATALOG)
+    lines = [row[0] for row in rows]
+    if await conn.fetchval("SELECT to_regclass('daz_schema_migrations') IS NOT NULL"):
+        versions = await conn.fetch("SELECT version, name FROM daz_schema_migrations ORDER BY 1")
+        lines += [f"migration {row['version']} {row['name']}" for row in versions]
+    return lines
+
+
+def test_up_down_up_gives_the_same_schema(pg_empty: Any) -> None:
+    """Migrating up, rolling everything back and migrating up again ends in the same schema."""
+
+    async def body(conn: Any) -> None:
+        before = await catalog(conn)
+        applied = await migrate(conn)
+        assert [m.version for m in applied] == ALL
+        first = await catalog(conn)
+        assert "view daz_retry_queue_stats" in " ".join(first)
+        rolled = await rollback(conn, 0)
+        assert [m.version for m in rolled] == ALL[::-1]
+        # only the (now empty) version table remains
+        assert [line for line in await catalog(conn) if "daz_schema_migrations" not in line] == [
+            line for line in before if "daz_schema_migrations" not in line
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM daz_schema_migrations") == 0
+        assert [m.version for m in await migrate(conn)] == ALL
+        assert await catalog(conn) == first
+
+    pg_empty.run(body)
+
+
+def test_migrate_to_and_status(pg_empty: Any) -> None:
+    """`migrate --to 1` stops at version 1, status reports it, and a later run finishes the job."""
+
+    async def body(conn: Any) -> None:
+        report = await status(conn)
+        assert report.current_version == 0
+        assert [m.version for m in report.pending] == ALL
+        await migrate(conn, to=1)
+        report = await status(conn)
+        assert [a.version for a in report.applied] == [1]
+        assert [m.version for m in report.pending] == ALL[1:]
+        assert await conn.fetchval("SELECT to_regproc('acquire_retry_items')") is None
+        assert await migrate(conn, to=1) == []
+        await migrate(conn)
+        assert (await status(conn)).current_version == LATEST
+        await rollback(conn, 1)
+        assert (await status(conn)).current_version == 1
+        assert await conn.fetchval("SELECT to_regclass('daz_retry_queue')") is not None
+
+    pg_empty.run(body)
+
+
+def test_unknown_target_versions_are_refused(pg_empty: Any) -> None:
+    """Asking for a version no file has is an error that changes nothing."""
+
+    async def body(conn: Any) -> None:
+        with pytest.raises(MigrationError, match="no migration 7"):
+            await migrate(conn, to=7)
+        with pytest.raises(MigrationError, match="no migration 9"):
+            await rollback(conn, 9)
+        assert (await status(conn)).current_version == 0
+
+    pg_empty.run(body)
+
+
+def test_concurrent_migrations_apply_each_migration_once(pg_empty: Any) -> None:
+    """Two connections released together from a held lock apply each migration once."""
+
+    async def body(conn: Any) -> None:
+        others = [await asyncpg.connect(pg_empty.dsn) for _ in range(2)]
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+            runs = [asyncio.ensure_future(migrate(other)) for other in others]
+            await _wait_for_lock_waiters(conn, 2)
+            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+            results = await asyncio.gather(*runs)
+        finally:
+            for other in others:
+                await other.close()
+        applied = sorted(m.version for result in results for m in result)
+        assert applied == ALL
+        assert sorted(len(result) for result in results) == [0, len(ALL)]
+        rows = await conn.fetch("SELECT version FROM daz_schema_migrations ORDER BY 1")
+        assert [row["version"] for row in rows] == ALL
+
+    pg_empty.run(body)
+
+
+async def _wait_for_lock_waiters(conn: Any, count: int, deadline: float = 10.0) -> None:
+    """Poll pg_locks until ``count`` sessions wait for the migration lock."""
+    end = time.monotonic() + deadline
+    while True:
+        waiting = await conn.fetchval(
+            """
+            SELECT count(*) FROM pg_locks
+            WHERE locktype = 'advisory' AND NOT granted
+              AND ((classid::bigint << 32) | objid::bigint) = $1
+            """,
+            ADVISORY_LOCK_KEY,
+        )
+        if waiting >= count:
+            return
+        assert time.monotonic() < end, f"only {waiting} of {count} migrations reached the lock"
+        await asyncio.sleep(0.01)
+
+
+def test_two_migrate_processes_apply_each_migration_once(pg_empty: Any) -> None:
+    """Two `migrate` processes started together apply each migration exactly once between them."""
+    code = "from daz_actors.app.cli_db import migrate_command; migrate_command()"
+
+    def start_processes() -> list[subprocess.Popen[str]]:
+        return [
+            subprocess.Popen(
+                [sys.executable, "-c", code, "--database-url", pg_empty.dsn],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+
+    async def hold_lock_and_start() -> list[subprocess.CompletedProcess[str]]:
+        conn = await asyncpg.connect(pg_empty.dsn)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+            procs = await asyncio.to_thread(start_processes)
+            try:
+                await _wait_for_lock_waiters(conn, 2, deadline=60.0)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+            done = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=60)
+                done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+            return done
+        finally:
+            await conn.close()
+
+    results = asyncio.run(hold_lock_and_start())
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    outputs = sorted(r.stdout for r in results)
+    assert outputs[0].strip() == "\n".join(f"applied {m.up_file}" for m in load_migrations())
+    assert outputs[1].strip() == "nothing to apply: the schema is up to date"
+
+
+def _broken_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "schema"
+    shutil.copytree(SCHEMA_DIR, folder)
+    (folder / f"{BROKEN}.up.sql").write_text(
+        """
+        -- a function whose body has semicolons: the splitter must keep it whole
+        CREATE FUNCTION broken_helper() RETURNS integer LANGUAGE plpgsql AS $body$
+        BEGIN
+            PERFORM 1; -- ; inside the body
+            RETURN 'a;b' IS NOT NULL::integer;
+        END
+        $body$;
+        CREATE TABLE broken_side_effect (id integer);
+        INSERT INTO no_such_table VALUES (1);
+        CREATE TABLE never_reached (id integer);
+        """
+    )
+    (folder / f"{BROKEN}.down.sql").write_text("DROP TABLE broken_side_effect;\n")
+    return folder
+
+
+def test_broken_migration_rolls_back_whole_and_names_file_and_statement(
+    pg_empty: Any, tmp_path: Path
+) -> None:
+    """A failing migration leaves the database as it was and the error names file and statement."""
+    folder = _broken_folder(tmp_path)
+
+    async def body(conn: Any) -> None:
+        await migrate(conn)
+        before = await catalog(conn)
+        with pytest.raises(MigrationError) as info:
+            await migrate(conn, source=folder)
+        error = info.value
+        assert error.file == f"{BROKEN}.up.sql"
+        assert error.statement_number == 3
+        assert f"{BROKEN}.up.sql: statement 3 of 4" in str(error)
+        assert "INSERT INTO no_such_table VALUES (1)" in str(error)
+        assert isinstance(error.__cause__, asyncpg.UndefinedTableError)
+        assert await catalog(conn) == before
+        assert not conn.is_in_transaction()
+
+    pg_empty.run(body)
+
+
+def test_broken_migration_on_a_fresh_database_keeps_the_good_ones(
+    pg_empty: Any, tmp_path: Path
+) -> None:
+    """Migrations before the broken one stay applied; the broken one leaves nothing behind."""
+    folder = _broken_folder(tmp_path)
+
+    async def body(conn: Any) -> None:
+        with pytest.raises(MigrationError, match=BROKEN):
+            await migrate(conn, source=folder)
+        report = await status(conn, source=folder)
+        assert [a.version for a in report.applied] == ALL
+        assert [m.version for m in report.pending] == [LATEST + 1]
+        assert await conn.fetchval("SELECT to_regclass('broken_side_effect')") is None
+        assert await conn.fetchval("SELECT to_regproc('broken_helper')") is None
+
+    pg_empty.run(body)
+
+
+def test_load_migrations_rejects_inconsistent_folders(tmp_path: Path) -> None:
+    """A missing rollback file or a badly named file is reported by name."""
+    (tmp_path / "0001_a.up.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"'0001_a\.up\.sql' but no down file"):
+        load_migrations(tmp_path)
+    (tmp_path / "0001_a.down.sql").write_text("SELECT 1;")
+    assert [m.name for m in load_migrations(tmp_path)] == ["a"]
+    (tmp_path / "2_no_direction.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"2_no_direction\.sql"):
+        load_migrations(tmp_path)
+
+
+def test_default_source_is_the_repository_schema_folder() -> None:
+    """In a checkout the migrations come from the top-level schema/ folder, every one paired."""
+    migrations = load_migrations()
+    assert Path(str(default_source())).resolve() == SCHEMA_DIR
+    assert [(m.version, m.up_file, m.down_file) for m in migrations] == [
+        (1, "0001_retry_queue.up.sql", "0001_retry_queue.down.sql"),
+        (2, "0002_retry_functions.up.sql", "0002_retry_functions.down.sql"),
+        (3, "0003_release_items.up.sql", "0003_release_items.down.sql"),
+        (4, "0004_chat_log.up.sql", "0004_chat_log.down.sql"),
+    ]
+
+
+def test_split_sql_respects_quotes_comments_and_dollar_bodies() -> None:
+    """Semicolons in strings, identifiers, comments and dollar-quoted bodies do not split."""
+    script = """
+    -- leading comment; not a statement
+    SELECT 'a;b', "we;ird", E'it\\'s;';
+    /* block; /* nested; */ still comment; */
+    CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;
+    DO $tag$ BEGIN PERFORM 'x;$$;'; END $tag$;
+    SELECT $1;
+    SELECT 2
+    """
+    assert split_sql(script) == [
+        "-- leading comment; not a statement\n    SELECT 'a;b', \"we;ird\", E'it\\'s;'",
+        "/* block; /* nested; */ still comment; */\n"
+        "    CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$",
+        "DO $tag$ BEGIN PERFORM 'x;$$;'; END $tag$",
+        "SELECT $1",
+        "SELECT 2",
+    ]
+    assert split_sql("-- only a comment;\n  ;  ") == []
+
+
+def test_cli_migrate_status_and_rollback(pg_empty: Any) -> None:
+    """The click command migrates, reports status and rolls back against a given URL."""
+    runner = CliRunner()
+    url = ["--database-url", pg_empty.dsn]
+    result = runner.invoke(migrate_command, [*url, "--to", "1"])
+    assert result.exit_code == 0, result.output
+    assert "applied 0001_retry_queue.up.sql" in result.output
+    result = runner.invoke(migrate_command, [*url, "--status"])
+    assert result.exit_code == 0, result.output
+    assert "current version: 1" in result.output
+    assert "pending  0002 retry_functions" in result.output
+    result = runner.invoke(migrate_command, [*url, "--rollback", "0"])
+    assert result.exit_code == 0, result.output
+    assert "rolled back 0001_retry_queue.down.sql" in result.output
+    result = runner.invoke(migrate_command, [*url, "--to", "1", "--status"])
+    assert result.exit_code == 2
+    assert "cannot be used together" in result.output

@@ -1,0 +1,210 @@
+"""The SQL gateway actor against real PostgreSQL, including a real outage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from daz_actors import (
+    ChildSpec,
+    EventBus,
+    Overflow,
+    Published,
+    Registry,
+    Supervisor,
+)
+from daz_actors.runtime.breaker import BreakerState
+from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.mailbox import Mailbox
+from daz_actors.runtime.ref import ActorRef
+from daz_actors.storage.errors import CircuitOpen, SqlError
+from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.storage.sql_messages import SqlClient
+from daz_actors.testing import fast_policy, open_tree
+
+
+def gateway_tree(dsn: str, **params: Any) -> tuple[Supervisor, EventBus, SqlGateway]:
+    bus = EventBus()
+    gateway = SqlGateway(SqlGatewayParams(**params), dsn)
+    sup = Supervisor(
+        "storage",
+        [ChildSpec(name="sql-gateway", start=gateway)],
+        policy=fast_policy(),
+        registry=Registry(),
+        bus=bus,
+    )
+    return sup, bus, gateway
+
+
+def listen(bus: EventBus, pattern: str) -> Mailbox:
+    mailbox = Mailbox("listener", 100)
+    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
+    return mailbox
+
+
+async def test_query_execute_executemany_and_transaction(pg):
+    """Every call kind works and a transaction commits or rolls back as a whole."""
+    sup, _bus, gateway = gateway_tree(pg.dsn)
+    async with open_tree(sup):
+        db = SqlClient(sup.ref("sql-gateway"))
+        await gateway.connected.wait()
+        await db.execute("CREATE TABLE t (id int PRIMARY KEY, name text)")
+        assert await db.execute("INSERT INTO t VALUES ($1, $2)", 1, "one") == "INSERT 0 1"
+        await db.executemany("INSERT INTO t VALUES ($1, $2)", [(2, "two"), (3, "three")])
+        rows = await db.query("SELECT id, name FROM t ORDER BY id")
+        assert [(r["id"], r["name"]) for r in rows] == [(1, "one"), (2, "two"), (3, "three")]
+
+        async def move(conn: Any) -> int:
+            await conn.execute("DELETE FROM t WHERE id = 1")
+            return int(await conn.fetchval("SELECT count(*) FROM t"))
+
+        assert await db.transaction(move) == 2
+
+        async def half_then_fail(conn: Any) -> None:
+            await conn.execute("DELETE FROM t")
+            await conn.execute("INSERT INTO t VALUES (2, 'duplicate-free?')")
+            await conn.execute("INSERT INTO t VALUES (2, 'duplicate')")
+
+        with pytest.raises(SqlError) as caught:
+            await db.transaction(half_then_fail)
+        assert caught.value.code == "23505"
+        assert not caught.value.retryable
+        assert await db.query_value("SELECT count(*) FROM t") == 2
+        status = await db.status()
+        assert status.connected
+        assert status.breaker is BreakerState.CLOSED
+
+
+async def test_permanent_error_publishes_a_failure_event_and_leaves_the_breaker_closed(pg):
+    """A syntax error is permanent: a failure event with the correlation id, no breaker trip."""
+    sup, bus, gateway = gateway_tree(pg.dsn, breaker_min_calls=1, breaker_failure_ratio=0.1)
+    events = listen(bus, "sql.*")
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+        for _ in range(3):
+            with pytest.raises(SqlError) as caught:
+                await db.execute("INSERTT INTO nowhere VALUES ($1)", 5)
+            assert caught.value.code == "42601"
+            assert caught.value.retryable is False
+        published = await events.get()
+        assert isinstance(published, Published)
+        assert published.topic == "sql.exec.failed"
+        event = published.event
+        assert isinstance(event, FailureEvent)
+        assert event.retryable is False
+        assert event.retry_data == {"sql": "INSERTT INTO nowhere VALUES ($1)", "args": [5]}
+        assert event.source == "sql-gateway"
+        assert (await db.status()).breaker is BreakerState.CLOSED
+
+
+async def test_a_call_past_its_timeout_fails_as_retryable(pg):
+    """A statement running past the call timeout is cancelled and reported as retryable."""
+    sup, _bus, gateway = gateway_tree(pg.dsn)
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+        with trio.fail_after(30), pytest.raises(SqlError) as caught:
+            await db.query("SELECT pg_sleep(60)", timeout=0.2)
+        assert caught.value.retryable
+        assert caught.value.code == "timeout"
+        assert await db.query_value("SELECT 41 + 1") == 42
+
+
+async def test_gateway_is_ready_before_the_database_is_reachable(tmp_path):
+    """With no server, calls fail fast as retryable instead of hanging or crashing the tree."""
+    dsn = f"postgresql://postgres@/postgres?host={tmp_path}&port=1"
+    sup, _bus, _gateway = gateway_tree(dsn, reconnect_initial=0.05, connect_timeout=1)
+    async with open_tree(sup):
+        db = SqlClient(sup.ref("sql-gateway"))
+        with trio.fail_after(30):
+            for _ in range(6):
+                with pytest.raises(SqlError) as caught:
+                    await db.query("SELECT 1")
+                assert caught.value.retryable
+        assert isinstance(caught.value, CircuitOpen)
+        assert sup.which_children()[0].restarts == 0
+
+
+async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own_server):
+    """Stop PostgreSQL mid-use and start it again: classified errors, breaker round trip,
+    recovery without any restart, and every committed row still there."""
+    sup, bus, gateway = gateway_tree(
+        own_server.url,
+        breaker_min_calls=3,
+        breaker_failure_ratio=0.5,
+        breaker_open_seconds=0.3,
+        reconnect_initial=0.05,
+        call_timeout=5,
+    )
+    events = listen(bus, "sql.*")
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+        await db.execute("CREATE TABLE kept (n int)")
+        await db.executemany("INSERT INTO kept VALUES ($1)", [(n,) for n in range(100)])
+
+        await trio.to_thread.run_sync(own_server.handle.stop)
+        errors: list[SqlError] = []
+        with trio.fail_after(60):
+            while (await db.status()).breaker is not BreakerState.OPEN:
+                with pytest.raises(SqlError) as caught:
+                    await db.execute("INSERT INTO kept VALUES (-1)")
+                errors.append(caught.value)
+        assert errors
+        assert all(e.retryable for e in errors), [(e.code, str(e)) for e in errors]
+        with pytest.raises(CircuitOpen):
+            await db.query("SELECT 1")
+        failure = (await events.get()).event
+        assert failure.retryable
+        assert failure.retry_data["sql"] == "INSERT INTO kept VALUES (-1)"
+
+        await trio.to_thread.run_sync(own_server.handle.start)
+        recovery_errors: list[SqlError] = []
+        with trio.fail_after(60):
+            while True:
+                try:
+                    count = await db.query_value("SELECT count(*) FROM kept WHERE n >= 0")
+                    break
+                except SqlError as exc:
+                    recovery_errors.append(exc)
+                    await trio.sleep(0.05)
+        assert all(e.retryable for e in recovery_errors)
+        assert count == 100
+        status = await db.status()
+        assert status.breaker is BreakerState.CLOSED
+        assert status.breaker_transitions >= 3  # closed -> open -> half_open -> closed
+        assert sup.which_children()[0].incarnation == 1
+
+
+async def test_call_latency_and_errors_by_class_are_measured(pg):
+    """With a metrics registry, each call's duration is observed and errors are counted by
+    SQLSTATE class and retryability."""
+    from prometheus_client import CollectorRegistry
+
+    metrics = CollectorRegistry()
+    bus = EventBus()
+    gateway = SqlGateway(SqlGatewayParams(), pg.dsn, metrics=metrics)
+    sup = Supervisor(
+        "storage",
+        [ChildSpec(name="sql-gateway", start=gateway)],
+        policy=fast_policy(),
+        registry=Registry(),
+        bus=bus,
+    )
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+        await db.query("SELECT 1")
+        await db.query("SELECT 2")
+        with pytest.raises(SqlError):
+            await db.execute("INSERTT nothing")
+    count = metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "query"})
+    assert count == 2
+    assert metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "execute"}) == 1
+    errors = metrics.get_sample_value(
+        "daz_sql_errors_total", {"error_class": "42", "retryable": "false"}
+    )
+    assert errors == 1
