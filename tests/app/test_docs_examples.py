@@ -70,7 +70,8 @@ def my_bot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg: Any) -> Iterator
 def test_the_test_on_the_extending_page_passes(my_bot: Path) -> None:
     """docs/extending.md section 5, run as written: the greeter greets and counts."""
     spec = importlib.util.spec_from_file_location("doc_test", my_bot / "tests/test_greeter.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.test_the_greeter_greets_and_counts()
