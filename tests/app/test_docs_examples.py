@@ -113,12 +113,13 @@ def test_the_program_on_the_extending_page_runs_and_stops_on_sigint(my_bot: Path
 def test_the_handlers_on_the_retry_page_run_on_a_real_queue(my_bot: Path, pg: Any) -> None:
     """docs/retry.md's handlers and scheduling: an item is queued once per event id and
     done once, one without a name is a dead letter, the two-step handler runs each step."""
-    from daz_actors import load_config, run_config
-    from daz_actors.retry.capture import ScheduleRetry
-    from daz_actors.storage.queue_types import NewItem
     from my_bot.handlers import handlers  # type: ignore[import-not-found]
     from my_bot.kinds import kinds  # type: ignore[import-not-found]
     from my_bot.schedule import schedule_greeting  # type: ignore[import-not-found]
+
+    from daz_actors import load_config, run_config
+    from daz_actors.retry.capture import ScheduleRetry
+    from daz_actors.storage.queue_types import NewItem
 
     async def tables(conn: Any) -> None:
         await conn.execute("CREATE TABLE greetings_sent (event_id text PRIMARY KEY, name text)")
