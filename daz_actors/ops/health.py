@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.names import room_name
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
@@ -165,7 +166,7 @@ class HealthMonitor:
         now = trio.current_time()
         for conn in snap.connections:
             last = conn.last_media_update
-            name = f"room:{conn.channel}"
+            name = room_name(conn.channel)
             if conn.status is ConnectionStatus.JOINED and last is not None:
                 quiet = now - last
                 if quiet > self.params.media_stuck_after:

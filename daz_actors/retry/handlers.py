@@ -36,6 +36,9 @@ __all__ = [
 class PermanentError(DazActorsError):
     """Raised by a handler: this item can never succeed; dead-letter it at once."""
 
+    retryable = False  # read by the error classifier
+    code = "permanent"
+
 
 class UnknownEventType(DazActorsError, LookupError):
     """No enabled handler for an item's event type (the item is dead-lettered)."""
@@ -98,7 +101,7 @@ class HandlerRegistry:
         self._disabled: set[str] = set()
 
     def register(self, event_type: str, *, description: str = "") -> Callable[[Handler], Handler]:
-        """Decorator: ``@handlers.register("sql.exec")``."""
+        """Decorator: ``@handlers.register("greeting.send")``."""
 
         def decorate(handler: Handler) -> Handler:
             self.add(event_type, handler, description=description)
@@ -131,38 +134,3 @@ class HandlerRegistry:
     def event_types(self) -> list[str]:
         """Enabled event types, sorted."""
         return sorted(set(self._handlers) - self._disabled)
-
-
-async def redo_sql(item: QueueItem, ctx: AttemptContext) -> None:
-    """Handler for ``sql.exec``: run the failed statement again through the gateway.
-
-    Idempotency is the statement's own (write failing writes as upserts or with
-    ON CONFLICT clauses); the gateway's classification decides retryable or permanent.
-    """
-    data = item.event_data if isinstance(item.event_data, dict) else {}
-    sql = data.get("sql")
-    if not isinstance(sql, str):
-        raise PermanentError("sql.exec item has no 'sql' text in its event data")
-    # the item's own ids: failing again must not queue a second item for the same write
-    if "rows" in data:
-        await ctx.db.executemany(
-            sql,
-            [tuple(r) for r in data["rows"]],
-            event_id=item.event_id,
-            correlation_id=ctx.correlation_id,
-        )
-    else:
-        await ctx.db.execute(
-            sql, *data.get("args", []), event_id=item.event_id, correlation_id=ctx.correlation_id
-        )
-
-
-def default_handlers() -> HandlerRegistry:
-    """A registry with the retry layer's own handler, ``sql.exec``.
-
-    The layers above add theirs (the CyTube layer: `register_cytube_handlers`); the
-    application's full set is `daz_actors.app.handlers.default_handlers`.
-    """
-    handlers = HandlerRegistry()
-    handlers.add("sql.exec", redo_sql, description="re-run a failed SQL write")
-    return handlers

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from daz_actors.retry.capture import capture_with_spool
 from daz_actors.retry.dispatcher import RetryDispatcher
-from daz_actors.retry.handlers import HandlerRegistry, default_handlers
+from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.retry.worker import RetryWorker
 from daz_actors.runtime.kinds import BuildContext
@@ -59,7 +59,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     """Factory of the ``retry`` kind: needs the ``database_url`` resource (for LISTEN).
 
     Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`; the runner
-    gives every layer's built-in ones), else the retry layer's own (``sql.exec``). With a
+    gives every layer's built-in ones), else none (every item then dead-letters). With a
     ``metrics_registry`` resource (a `CollectorRegistry`) the workers observe each attempt's
     duration there, and the capture counts the items it schedules and drains from the spool.
     """
@@ -67,7 +67,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
         dsn = ctx.resources["database_url"]
     except KeyError:
         raise RuntimeError("the retry actor needs the 'database_url' resource") from None
-    handlers = ctx.resources.get("retry_handlers") or default_handlers()
+    handlers = ctx.resources.get("retry_handlers") or HandlerRegistry()
     if not isinstance(handlers, HandlerRegistry):
         raise TypeError("the 'retry_handlers' resource must be a HandlerRegistry")
     handlers.disable(params.disabled_handlers)

@@ -95,7 +95,8 @@ async def test_permanent_error_publishes_a_failure_event_and_leaves_the_breaker_
         event = published.event
         assert isinstance(event, FailureEvent)
         assert event.retryable is False
-        assert event.retry_data == {"sql": "INSERTT INTO nowhere VALUES ($1)", "args": [5]}
+        assert event.event_type == "sql.exec"
+        assert event.intent is None  # reported to the caller; nothing queued behind its back
         assert event.source == "sql-gateway"
         assert (await db.status()).breaker is BreakerState.CLOSED
 
@@ -159,7 +160,8 @@ async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own
             await db.query("SELECT 1")
         failure = (await events.get()).event
         assert failure.retryable
-        assert failure.retry_data["sql"] == "INSERT INTO kept VALUES (-1)"
+        assert failure.event_type == "sql.exec"
+        assert failure.intent is None
 
         await trio.to_thread.run_sync(own_server.handle.start)
         recovery_errors: list[SqlError] = []
