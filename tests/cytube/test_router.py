@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import trio
+from probes import listen
 from trio.testing import wait_all_tasks_blocked
 
 from daz_actors import (
@@ -23,7 +24,6 @@ from daz_actors import (
     ChildState,
     EventBus,
     FailureEvent,
-    Overflow,
     Registry,
     Strategy,
     Supervisor,
@@ -54,7 +54,6 @@ from daz_actors.cytube.router import (
 from daz_actors.retry.capture import item_for_failure
 from daz_actors.retry.handlers import AttemptContext, Checkpoint, redo_sql
 from daz_actors.retry.policies import RetryPolicy
-from daz_actors.runtime.mailbox import Mailbox
 from daz_actors.storage import queue
 from daz_actors.storage.errors import DatabaseUnavailable
 from daz_actors.storage.queue_types import Lease, QueueItem
@@ -179,11 +178,6 @@ async def insert_waiting_on_a_lock(conn: Any) -> bool:
     )
     return bool(waiting)
 
-
-def listen(bus: EventBus, pattern: str) -> Mailbox:
-    mailbox = Mailbox("listener", 100)
-    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
-    return mailbox
 
 
 def chat(username: str, msg: str, *, time: int = T0, history: bool = False) -> ChatMessage:

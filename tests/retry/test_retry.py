@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from probes import listen
 
 from daz_actors import (
     Actor,
@@ -24,15 +25,16 @@ from daz_actors import (
 )
 from daz_actors.app.builtin_kinds import default_kinds
 from daz_actors.app.config import load_config
+from daz_actors.app.handlers import default_handlers
 from daz_actors.retry.capture import DrainSpool, ScheduleRetry
 from daz_actors.retry.handlers import (
     AttemptContext,
     HandlerRegistry,
     PermanentError,
-    default_handlers,
 )
 from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.events import Intent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import NewItem, QueueItem, RetryStatus
@@ -99,7 +101,7 @@ def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
         event_type=event_type,
         error="boom",
         retryable=True,
-        retry_data={"n": 1},
+        intent=Intent(name=event_type, version=1, args={"n": 1}),
         **kw,
     )
 
@@ -529,29 +531,30 @@ async def test_periodic_cleanup_removes_finished_items_past_the_retention(pg):
         assert await item(db, "new") is not None
 
 
-async def test_a_write_that_keeps_failing_is_one_queue_item_however_often_it_fails(pg):
-    """A retried SQL write that fails again is not queued again: one item, its attempts in
-    its own history, until it dead-letters."""
+async def test_a_failed_gateway_write_is_reported_to_its_caller_and_not_queued(pg):
+    """The gateway queues nothing behind its caller's back: a write that fails retryably
+    raises to its caller and publishes an event for observation, with no intent, so the
+    retry queue stays empty (issue 11: no SQL text is ever queued)."""
     from daz_actors import SqlClient, SqlError
 
     tree = retry_tree(pg.dsn, default_handlers())
     failing = "DO $$ BEGIN RAISE EXCEPTION 'busy' USING ERRCODE = '40001'; END $$"
     async with pg.trio_connection() as db, open_tree(tree.sup):
+        seen = listen(tree.bus, "sql.exec.failed")  # subscribed after the capture
         await tree.gateway.connected.wait()
         client = SqlClient(tree.registry.lookup("sql-gateway"))
         with pytest.raises(SqlError) as caught:
             await client.execute(failing)
         assert caught.value.retryable
-        await poll(
-            lambda: fetchval(
-                db, "SELECT count(*) FROM daz_retry_queue WHERE status = 'dead_letter'"
-            ),
-            timeout=30,
-        )
-        items = await fetchval(db, "SELECT count(*) FROM daz_retry_queue")
-        attempts = await fetchval(db, "SELECT count(*) FROM daz_retry_history")
-    assert items == 1
-    assert attempts == 3  # the first attempt and two retries (max_retries=2)
+        with trio.fail_after(10):
+            event = (await seen.get()).event
+        assert event.intent is None
+        # the capture got the event before our listener did, and answers in order: once it
+        # has queued a later item, it has handled the failure event
+        capture = tree.registry.lookup("retry-capture")
+        assert await capture.ask(ScheduleRetry(item=NewItem(event_id="after", event_type="t")))
+        rows = await fetchval(db, "SELECT count(*) FROM daz_retry_queue WHERE event_id <> 'after'")
+    assert rows == 0
 
 
 async def test_items_whose_lease_could_expire_in_the_batch_are_handed_back_first(pg):
@@ -704,7 +707,7 @@ class AlwaysCrashes(Actor):
 async def test_a_poison_message_an_actor_dropped_is_kept_as_a_dead_letter(pg):
     """An actor with redeliver that crashes on a message every time drops it; the message
     is not gone: it lands in the retry queue's dead letters with its repr."""
-    tree = retry_tree(pg.dsn, default_handlers())
+    tree = retry_tree(pg.dsn, default_handlers())  # none for actor.poison: a dead letter
     async with pg.trio_connection() as db, open_tree(tree.sup):
         await tree.gateway.connected.wait()
         ref = await tree.sup.start_child(
@@ -723,4 +726,7 @@ async def test_a_poison_message_an_actor_dropped_is_kept_as_a_dead_letter(pg):
             db, "SELECT event_data FROM daz_retry_queue WHERE event_type = 'actor.poison'"
         )
     kept = json.loads(data) if isinstance(data, str) else data
-    assert kept == {"actor": "crasher", "message_type": "str", "message": "'the poison line'"}
+    assert kept == {
+        "version": 1,
+        "args": {"actor": "crasher", "message_type": "str", "message": "'the poison line'"},
+    }

@@ -6,19 +6,17 @@ from typing import Any
 
 import pytest
 import trio
+from probes import listen
 
 from daz_actors import (
     ChildSpec,
     EventBus,
-    Overflow,
     Published,
     Registry,
     Supervisor,
 )
 from daz_actors.runtime.breaker import BreakerState
 from daz_actors.runtime.events import FailureEvent
-from daz_actors.runtime.mailbox import Mailbox
-from daz_actors.runtime.ref import ActorRef
 from daz_actors.storage.errors import CircuitOpen, SqlError
 from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
 from daz_actors.storage.sql_messages import SqlClient
@@ -37,11 +35,6 @@ def gateway_tree(dsn: str, **params: Any) -> tuple[Supervisor, EventBus, SqlGate
     )
     return sup, bus, gateway
 
-
-def listen(bus: EventBus, pattern: str) -> Mailbox:
-    mailbox = Mailbox("listener", 100)
-    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
-    return mailbox
 
 
 async def test_query_execute_executemany_and_transaction(pg):
