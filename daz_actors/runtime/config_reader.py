@@ -52,6 +52,8 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
+        if value is None and type(None) in options:  # JSON null (TOML has none)
+            return None
         non_none = [o for o in options if o is not type(None)]
         if len(non_none) == 1:
             return read_value(value, non_none[0], path)

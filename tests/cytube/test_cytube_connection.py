@@ -165,7 +165,15 @@ async def test_wrong_password_is_reported_and_sends_fail_into_the_queue(cytube_p
     assert event.correlation_id == request.correlation_id
     assert event.operation == "cytube_command"
     assert event.retryable
-    assert event.retry_data == {"channel": CHANNEL, "msg": "can anyone hear me"}
+    assert event.intent is not None
+    assert (event.intent.name, event.intent.version) == ("cytube.say", 1)
+    assert event.intent.args == {
+        "channel": CHANNEL,
+        "msg": "can anyone hear me",
+        "to": None,
+        "connection": f"room:{CHANNEL}/connection",
+        "delivered_parts": 0,
+    }
 
 
 async def test_kick_and_server_restart_are_survived_with_backoff_in_bounds(cytube_peer):
@@ -241,22 +249,25 @@ async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_pe
 async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it_cannot(
     cytube_peer, pg
 ):
-    """The cytube.send_chat retry handler says a queued line again through the room's
-    connection; while the room cannot send it raises an error classified as retryable."""
-    from daz_actors.cytube.retry_handlers import resend_chat
+    """A line queued by an earlier version (``cytube.send_chat``) is read as a ``cytube.say``
+    intent; its handler says it again through the room's connection, and while the room
+    cannot send it raises an error classified as retryable."""
+    from daz_actors.cytube.intents import SAY
     from daz_actors.retry.handlers import AttemptContext, Checkpoint
     from daz_actors.storage import queue
     from daz_actors.storage.error_classes import ErrorClassifier
     from daz_actors.storage.queue_types import NewItem
 
     async def queued_item(conn: Any) -> Any:
-        data = {"channel": CHANNEL, "msg": "queued line"}
+        data = {"channel": CHANNEL, "msg": "queued line"}  # the legacy form
         await queue.enqueue(conn, NewItem(event_id="e-1", event_type="cytube.send_chat",
                                           event_data=data, correlation_id="c-1"))  # fmt: skip
         return (await queue.acquire(conn, "w", batch_size=1))[0]
 
     async with pg.trio_connection() as db:
         item = await db.call(queued_item)
+    assert item.event_type == "cytube.say"
+    assert item.event_data["args"]["msg"] == "queued line"
 
     async def save(_checkpoint: Any) -> bool:
         return True
@@ -279,13 +290,13 @@ async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it
             lambda: refused_connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20
         )
         with pytest.raises(SendFailed) as caught:
-            await resend_chat(item, context(refused.registry))
+            await SAY(item, context(refused.registry))
     assert ErrorClassifier().classify(caught.value).retryable
 
     sup, connection, _ = room(cytube_peer, [])
     async with open_tree(sup):
         await joined(connection)
-        await resend_chat(item, context(sup.registry))
+        await SAY(item, context(sup.registry))
         state = await trio.to_thread.run_sync(cytube_peer.state)
     said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
     assert said == ["queued line"]

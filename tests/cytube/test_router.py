@@ -29,6 +29,7 @@ from daz_actors import (
     Supervisor,
     actor_factory,
 )
+from daz_actors.cytube.chat_log import CHAT_LOG
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import (
     ChatMessage,
@@ -43,16 +44,15 @@ from daz_actors.cytube.events import (
     UserLeft,
     UserList,
 )
+from daz_actors.cytube.intents import COMMAND_RUN
 from daz_actors.cytube.router import (
-    CHAT_SQL,
     GetRouterStats,
     RouterParams,
     RouterStats,
-    rerun_command,
     router_startable,
 )
 from daz_actors.retry.capture import item_for_failure
-from daz_actors.retry.handlers import AttemptContext, Checkpoint, redo_sql
+from daz_actors.retry.handlers import AttemptContext, Checkpoint
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.storage import queue
 from daz_actors.storage.errors import DatabaseUnavailable
@@ -348,7 +348,9 @@ async def test_a_failing_command_publishes_an_event_and_the_router_goes_on(pg):
         assert failure.operation == "plugin_request"
         assert failure.retryable is False
         assert failure.error == "ZeroDivisionError: boom"
-        assert failure.retry_data["command"] == "boom"
+        assert failure.intent is not None
+        assert failure.intent.name == "command.run"
+        assert failure.intent.args["command"] == "boom"
 
         await room.tell(chat("ann", "!uptime"), chat("ann", "!flaky 7"))
         published = await events.get()
@@ -362,7 +364,7 @@ async def test_a_failing_command_publishes_an_event_and_the_router_goes_on(pg):
 
         # the retry queue's handler runs it again through the router
         item = await enqueue(room.db, published.event)
-        await rerun_command(item, attempt(item, room))
+        await COMMAND_RUN(item, attempt(item, room))
         await wait_until(lambda: len(room.sent) == 2)
         assert room.sent[1].msg == "flaky ok 7"
 
@@ -373,11 +375,13 @@ async def test_a_reply_with_no_connection_to_take_it_is_queued_as_a_send_failure
         events = listen(room.bus, "cytube.send.failed")
         await room.tell(chat("ann", "!uptime"))
         failure = (await events.get()).event
-        assert failure.event_type == "cytube.send_chat"
+        assert failure.event_type == "cytube.say"
         assert failure.operation == "cytube_command"
         assert failure.retryable is True
-        assert failure.retry_data["channel"] == "test"
-        assert failure.retry_data["msg"].startswith("up ")
+        assert failure.intent.name == "cytube.say"
+        assert failure.intent.args["channel"] == "test"
+        assert failure.intent.args["connection"] == "room:test/connection"
+        assert failure.intent.args["msg"].startswith("up ")
 
 
 async def enqueue(db: SqlClient, event: FailureEvent) -> QueueItem:
@@ -406,26 +410,30 @@ def attempt(item: QueueItem, room: Room) -> AttemptContext:
 
 
 async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
-    """A write that times out on a locked table publishes sql.exec.failed whose retry data,
-    queued and run twice by redo_sql, stores the line once; the router keeps logging."""
+    """A write that times out on a locked table publishes chat.log.failed carrying the row as
+    a chat.log intent (no SQL text); its handler, run twice, stores the line once; the
+    router keeps logging."""
     async with open_room(pg.dsn, log_timeout=0.5) as room, pg.trio_connection() as locker:
-        events = listen(room.bus, "sql.exec.failed")
+        events = listen(room.bus, "*.failed")
 
         await locker.call(lock)
         line = chat("ann", "said during the outage", time=T0 + 42)
         stats = await room.tell(line)
         assert (stats.logged, stats.log_failures) == (0, 1)
         failure = (await events.get()).event
+        while failure.topic != "chat.log.failed":  # the gateway's own event comes too
+            failure = (await events.get()).event
         await locker.call(unlock)
 
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
-        assert failure.event_type == "sql.exec"
-        assert failure.retry_data["sql"] == CHAT_SQL
+        assert failure.intent is not None
+        assert (failure.intent.name, failure.intent.version) == ("chat.log", 1)
+        assert "INSERT" not in json.dumps(dict(failure.intent.args))
         item = await enqueue(room.db, failure)
-        assert item.event_data == failure.retry_data  # survives the JSON round trip
-        await redo_sql(item, attempt(item, room))
-        await redo_sql(item, attempt(item, room))
+        assert item.event_data == {"version": 1, "args": dict(failure.intent.args)}
+        await CHAT_LOG(item, attempt(item, room))
+        await CHAT_LOG(item, attempt(item, room))
         rows = await room.rows("SELECT username, message, sent_at FROM daz_chat_messages")
         assert [(r["username"], r["message"], r["sent_at"]) for r in rows] == [
             ("ann", "said during the outage", datetime.fromtimestamp((T0 + 42) / 1000, UTC))
@@ -439,9 +447,9 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
 
 async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(pg):
     """The gateway dies mid-write (killed while the insert waits on a lock): the router does
-    not crash, publishes sql.exec.failed for the line itself, and the line can be redone."""
+    not crash, publishes chat.log.failed for the line itself, and the line can be redone."""
     async with open_room(pg.dsn, log_timeout=30) as room, pg.trio_connection() as locker:
-        events = listen(room.bus, "sql.exec.failed")
+        events = listen(room.bus, "chat.log.failed")
 
         await locker.call(lock)
         line = chat("ann", "said as the gateway died", time=T0 + 7)
@@ -463,13 +471,13 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
 
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
-        assert failure.retry_data["args"][3] == "said as the gateway died"
+        assert failure.intent.args["message"] == "said as the gateway died"
         stats = await room.router.ask(GetRouterStats(), timeout=30)
         assert stats.log_failures == 1
         assert router_restarts(room) == 0
         await wait_until(lambda: gateway().state is ChildState.RUNNING and gateway().restarts == 1)
         item = await enqueue(room.db, failure)
-        await redo_sql(item, attempt(item, room))
+        await CHAT_LOG(item, attempt(item, room))
         assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 1
 
 
@@ -525,9 +533,9 @@ async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
         events = listen(room.bus, "command.*")
         await room.tell(pm("ann", "DazBot", "!flaky 3"))
         failure = (await events.get()).event
-        assert failure.retry_data["reply_to"] == "ann"
+        assert failure.intent.args["reply_to"] == "ann"
         item = await enqueue(room.db, failure)
-        await rerun_command(item, attempt(item, room))
+        await COMMAND_RUN(item, attempt(item, room))
         await wait_until(lambda: len(room.sent) == 1)
         assert room.sent[0] == SendPrivate(
             to="ann",
