@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
@@ -29,6 +31,7 @@ from daz_actors import (
     Supervisor,
     actor_factory,
 )
+from daz_actors.app.handlers import default_handlers
 from daz_actors.cytube.chat_log import CHAT_LOG
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import (
@@ -44,7 +47,7 @@ from daz_actors.cytube.events import (
     UserLeft,
     UserList,
 )
-from daz_actors.cytube.intents import COMMAND_RUN
+from daz_actors.cytube.intents import COMMAND_RUN, PendingCommand, RunCommand
 from daz_actors.cytube.router import (
     GetRouterStats,
     RouterParams,
@@ -53,7 +56,9 @@ from daz_actors.cytube.router import (
 )
 from daz_actors.retry.capture import item_for_failure
 from daz_actors.retry.handlers import AttemptContext, Checkpoint
+from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage import queue
 from daz_actors.storage.errors import DatabaseUnavailable
 from daz_actors.storage.queue_types import Lease, QueueItem
@@ -109,9 +114,12 @@ async def open_room(
     *,
     commands: CommandRegistry | None = None,
     connection: bool = True,
+    retry_in: Path | None = None,
     **params: Any,
 ) -> AsyncIterator[Room]:
-    """The storage gateway and a ``room:test`` of a fake connection and a real router."""
+    """The storage gateway and a ``room:test`` of a fake connection and a real router; with
+    `retry_in` (a data directory for its spool) also the retry subtree, with the built-in
+    handlers and fast policies, between them."""
     bus, registry = EventBus(), Registry()
     sent: list[SendChat | SendPrivate] = []
     holder: list[Supervisor] = []
@@ -137,12 +145,24 @@ async def open_room(
         bus=bus,
         prefix="room:test/",
     )
+    storage = [ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn))]
+    if retry_in is not None:
+        fast = RetryPolicy(max_retries=5, initial=0.05, max_delay=0.2, attempt_timeout=10)
+        settings = SimpleNamespace(
+            data_dir=retry_in, retry_policies={"default": fast, "plugin_request": fast}
+        )
+        context = BuildContext(
+            name="retry",
+            config=settings,
+            registry=registry,
+            bus=bus,
+            resources={"database_url": dsn, "retry_handlers": default_handlers()},
+        )
+        retry = build_retry(RetryParams(worker_count=1, poll_interval=0.2), context)
+        storage.append(ChildSpec(name="retry", start=retry, shutdown_timeout=None))
     root = Supervisor(
         "root",
-        [
-            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
-            ChildSpec(name="room:test", start=room, shutdown_timeout=None),
-        ],
+        [*storage, ChildSpec(name="room:test", start=room, shutdown_timeout=None)],
         policy=fast_policy(),
         registry=registry,
         bus=bus,
@@ -543,3 +563,75 @@ async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
             event_id=room.sent[0].event_id,
             correlation_id=room.sent[0].correlation_id,
         )
+
+
+async def test_a_failing_command_write_is_applied_once(pg, tmp_path):
+    """A command whose write through ``ctx.db`` fails retryably is queued once, as the
+    command (``command.run``); the gateway queues nothing behind it, so the rerun applies
+    the write exactly once (before issue 11 a ``sql.exec`` item applied it a second time)."""
+    extra = CommandRegistry()
+
+    @extra.register("note", description="records a note")
+    async def note(ctx: CommandContext) -> str:
+        await ctx.db.execute("INSERT INTO notes (body) VALUES ($1)", ctx.args)
+        return "noted"
+
+    async def tables(conn: Any) -> None:
+        # the first insert fails as a serialization failure (40001, retryable), later ones pass
+        await conn.execute(
+            """
+            CREATE TABLE notes (id serial PRIMARY KEY, body text);
+            CREATE SEQUENCE note_attempts;  -- not rolled back with the failed insert
+            CREATE FUNCTION fail_first() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('note_attempts') = 1 THEN
+                    RAISE EXCEPTION 'try again' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER fail_first BEFORE INSERT ON notes
+                FOR EACH ROW EXECUTE FUNCTION fail_first();
+            """
+        )
+
+    async with pg.trio_connection() as conn:
+        await conn.call(tables)
+    async with open_room(pg.dsn, commands=extra, retry_in=tmp_path) as room:
+        await room.tell(chat("ann", "!note buy milk"))
+        await wait_until(lambda: "noted" in room.replies(), timeout=30)
+
+        async def settled() -> list[Any]:
+            rows = await room.rows("SELECT event_type, status FROM daz_retry_queue")
+            return rows if all(r["status"] == "completed" for r in rows) else []
+
+        items = await poll(settled, timeout=30)
+        notes = await room.db.query_value("SELECT count(*) FROM notes")
+    assert [(r["event_type"], r["status"]) for r in items] == [("command.run", "completed")]
+    assert notes == 1
+
+
+async def test_a_rerun_runs_beside_logging_not_in_its_loop(pg):
+    """A command the queue runs again is slow: while it runs, the router goes on storing
+    lines and answering; the rerun's outcome arrives afterwards through its PendingCommand."""
+    extra = CommandRegistry()
+    release = trio.Event()
+
+    @extra.register("slow", description="waits until released")
+    async def slow(_ctx: CommandContext) -> str:
+        await release.wait()
+        return "slow done"
+
+    async with open_room(pg.dsn, commands=extra, command_timeout=60) as room:
+        request = RunCommand(name="slow", username="ann", rank=0, args="", issued_at=time.time())
+        pending = await room.router.ask(request, timeout=10)
+        assert isinstance(pending, PendingCommand)
+        # the rerun is still running; logging and commands go on meanwhile
+        stats = await room.tell(chat("bob", "still logged"), chat("bob", "!uptime"))
+        assert stats.logged == 2
+        await wait_until(lambda: any(r.startswith("up ") for r in room.replies()))
+        assert not any(r == "slow done" for r in room.replies())
+        release.set()
+        with trio.fail_after(10):
+            outcome = await pending.outcome()
+        assert outcome.ok
+        await wait_until(lambda: "slow done" in room.replies())

@@ -12,19 +12,14 @@ import attrs
 import pytest
 import trio
 from probes import listen
+from retry_trees import fetchval, gone, item, item_in, retry_tree
 
 from daz_actors import (
     Actor,
     ChildSpec,
-    EventBus,
     FailureEvent,
-    Registry,
-    Strategy,
-    Supervisor,
     actor_factory,
 )
-from daz_actors.app.builtin_kinds import default_kinds
-from daz_actors.app.config import load_config
 from daz_actors.app.handlers import default_handlers
 from daz_actors.retry.capture import DrainSpool, ScheduleRetry
 from daz_actors.retry.handlers import (
@@ -32,14 +27,10 @@ from daz_actors.retry.handlers import (
     HandlerRegistry,
     PermanentError,
 )
-from daz_actors.retry.kind import RetryParams, build_retry
-from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.events import Intent
-from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import NewItem, QueueItem, RetryStatus
-from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
-from daz_actors.testing import fast_policy, open_tree, poll, wait_until
+from daz_actors.testing import open_tree, poll, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -47,50 +38,6 @@ def data_dir(tmp_path, monkeypatch):
     """Each test's own data directory (where the retry spool lives)."""
     monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
-
-
-FAST = RetryPolicy(max_retries=2, initial=0.05, max_delay=0.2, multiplier=2.0, attempt_timeout=2)
-
-
-@attrs.define
-class Tree:
-    sup: Supervisor
-    bus: EventBus
-    registry: Registry
-    gateway: SqlGateway
-    retry: Supervisor
-
-
-def retry_tree(dsn: str, handlers: HandlerRegistry, **params: Any) -> Tree:
-    config = attrs.evolve(
-        load_config(None, default_kinds()),
-        retry_policies={"default": FAST, "sql_operation": FAST},
-    )
-    registry, bus = Registry(), EventBus()
-    gateway = SqlGateway(SqlGatewayParams(), dsn)
-    resources = {"database_url": params.pop("listen_dsn", dsn), "retry_handlers": handlers}
-    if (metrics := params.pop("metrics_registry", None)) is not None:
-        resources["metrics_registry"] = metrics
-    context = BuildContext(
-        name="retry",
-        config=config,
-        registry=registry,
-        bus=bus,
-        resources=resources,
-    )
-    settings = {"worker_count": 2, "poll_interval": 0.2, **params}
-    retry = build_retry(RetryParams(**settings), context)
-    sup = Supervisor(
-        "storage",
-        [
-            ChildSpec(name="sql-gateway", start=gateway),
-            ChildSpec(name="retry", start=retry, shutdown_timeout=None),
-        ],
-        policy=fast_policy(Strategy.REST_FOR_ONE),
-        registry=registry,
-        bus=bus,
-    )
-    return Tree(sup=sup, bus=bus, registry=registry, gateway=gateway, retry=retry)
 
 
 def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
@@ -104,29 +51,6 @@ def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
         intent=Intent(name=event_type, version=1, args={"n": 1}),
         **kw,
     )
-
-
-async def fetchval(db: Any, sql: str, *args: Any) -> Any:
-    """One value from the test's own connection (asyncpg on the trio-asyncio loop)."""
-    return await db.call(lambda conn: conn.fetchval(sql, *args))
-
-
-async def item(db: Any, event_id: str) -> QueueItem | None:
-    return await db.call(queue.get_by_event_id, event_id)
-
-
-async def gone(db: Any, event_id: str) -> bool:
-    return await item(db, event_id) is None
-
-
-async def item_in(db: Any, event_id: str, status: RetryStatus) -> QueueItem:
-    """Poll the queue (with a deadline) until the item has `status`; the item."""
-
-    async def reached() -> QueueItem | None:
-        row = await item(db, event_id)
-        return row if row is not None and row.status is status else None
-
-    return await poll(reached, timeout=30)
 
 
 def scheduled(metrics: Any) -> dict[tuple[str, str], float]:
