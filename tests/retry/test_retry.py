@@ -33,13 +33,6 @@ from daz_actors.storage.queue_types import NewItem, QueueItem, RetryStatus
 from daz_actors.testing import open_tree, poll, wait_until
 
 
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    """Each test's own data directory (where the retry spool lives)."""
-    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
 def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
     return FailureEvent(
         topic="test.op.failed",
