@@ -154,7 +154,8 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
             replies = await poll(answered)
             assert any(re.fullmatch(r"up \d+[smhd].*", r) for r in replies), replies
             assert any(
-                r.startswith("Commands: !help: list the commands you can use")
+                r.startswith("Commands: ")
+                and "!help: list the commands you can use" in r
                 and "!about: " in r
                 and "!uptime: " in r
                 for r in replies
@@ -190,9 +191,9 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
             async def answered_again() -> list[str]:
                 return await trio.to_thread.run_sync(bot_lines, cytube_peer)
 
-            async def abouts() -> bool:
+            async def abouts() -> bool:  # the restarted server's record starts empty
                 lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
-                return sum(r.startswith("daz-actors ") for r in lines) == 2
+                return any(r.startswith("daz-actors ") for r in lines)
 
             assert await poll(abouts)
             # every line said once is one row (the history replayed on rejoin adds none);
