@@ -476,17 +476,18 @@ async def test_a_failed_gateway_write_is_reported_to_its_caller_and_not_queued(p
 
 async def test_items_whose_lease_could_expire_in_the_batch_are_handed_back_first(pg):
     """A worker does not start an item whose lease could run out mid-attempt: it hands it
-    back and acquires it afresh, so no lock expires and nothing runs twice."""
+    back and acquires it afresh, so no lock expires and nothing runs twice. (Each item may
+    take its whole lease, 30 s: once any time has passed since the batch was acquired, the
+    next item could outlive its lease, whatever the machine's speed.)"""
     handlers = HandlerRegistry()
     runs: list[str] = []
 
     @handlers.register("test.slowish")
     async def slowish(item: QueueItem, ctx: AttemptContext) -> None:
         runs.append(ctx.event_id)
-        await trio.sleep(0.4)  # the work itself takes time (the subject of this test)
 
-    tree = retry_tree(pg.dsn, handlers, worker_count=1, batch_size=3, lock_timeout=1.0)
-    items = [NewItem(event_id=f"s-{n}", event_type="test.slowish", attempt_timeout=0.8)
+    tree = retry_tree(pg.dsn, handlers, worker_count=1, batch_size=3, lock_timeout=30.0)
+    items = [NewItem(event_id=f"s-{n}", event_type="test.slowish", attempt_timeout=30.0)
              for n in range(3)]  # fmt: skip
     async with pg.trio_connection() as db, open_tree(tree.sup):
         await tree.gateway.connected.wait()
@@ -497,8 +498,8 @@ async def test_items_whose_lease_could_expire_in_the_batch_are_handed_back_first
             lambda conn: conn.fetch("SELECT outcome FROM daz_retry_history ORDER BY id")
         )
     assert sorted(runs) == ["s-0", "s-1", "s-2"]
-    assert "lock_expired" not in {r["outcome"] for r in outcomes}
-    assert "released" in {r["outcome"] for r in outcomes}
+    # one per batch ran; the other two, then the last one, were handed back unstarted
+    assert sorted(r["outcome"] for r in outcomes) == ["completed"] * 3 + ["released"] * 3
 
 
 async def test_the_correlation_id_follows_the_operation_through_every_log_record(pg, caplog):
