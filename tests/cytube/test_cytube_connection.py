@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import trio
 from cytube_peer import fixtures
+from probes import listen
 
 from daz_actors import (
     Actor,
@@ -204,15 +205,22 @@ async def test_a_frozen_server_is_detected_by_ping_timeout(cytube_peer):
     """A server that stops sending pings is declared dead after interval + timeout."""
     cytube_peer.add_account("bot", "secret")
     seen: list[Any] = []
-    sup, connection, _bus = room(cytube_peer, seen)
+    sup, connection, bus = room(cytube_peer, seen)
     async with open_tree(sup):
         await joined(connection)
+        states = listen(bus, f"cytube.{CHANNEL}.state")
         await trio.to_thread.run_sync(cytube_peer.freeze)
         try:
-            await wait_until(lambda: connection.status is not ConnectionStatus.JOINED, timeout=30)
+            with trio.fail_after(30):
+                state = (await states.get()).event
         finally:
             await trio.to_thread.run_sync(cytube_peer.thaw)
+        # the peer pings every 1 s with a 2 s timeout: silence past 3 s ends the session
+        assert state.status is ConnectionStatus.DISCONNECTED
+        assert "no ping from the server for 3 s" in state.reason
+        assert connection.reconnects == 0  # detected, not yet reconnected
         await joined(connection)
+        assert connection.reconnects == 1
 
 
 async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_peer_factory):
