@@ -308,3 +308,44 @@ async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it
         state = await trio.to_thread.run_sync(cytube_peer.state)
     said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
     assert said == ["queued line"]
+
+
+async def test_a_long_line_that_fails_midway_is_retried_from_the_part_not_delivered(
+    cytube_peer_factory,
+):
+    """A two-part line whose second part the server refuses fails with one part delivered;
+    its ``cytube.say`` intent says so, and saying it again sends the second part only."""
+    from daz_actors.cytube.intents import SAY
+
+    def broadcast_by_bot(peer: Any) -> list[str]:
+        return [
+            c["msg"]
+            for c in peer.state()["chat_received"]
+            if c.get("username") == "bot" and c["outcome"] == "broadcast"
+        ]
+
+    strict = cytube_peer_factory(chat_burst=1, chat_rate=0.5)  # a second line within 2 s: no
+    strict.add_account("bot", "secret")
+    sup, connection, bus = room(strict, [], send_burst=50, send_rate=1000.0, echo_timeout=2)
+    first, second = "a" * 300, "b" * 100  # split at 320 characters: two parts
+    failures = listen(bus, "cytube.send.failed")
+    async with open_tree(sup):
+        await joined(connection)
+        with pytest.raises(SendFailed) as caught:
+            await sup.ref("connection").ask(SendChat(msg=f"{first} {second}"), timeout=10)
+        assert caught.value.delivered_parts == 1
+        with trio.fail_after(10):
+            event = (await failures.get()).event
+    say = SAY.decode(event.intent)
+    assert say.delivered_parts == 1
+    assert await trio.to_thread.run_sync(broadcast_by_bot, strict) == [first]
+
+    # the retry (here through a server with room to spare) sends the rest only
+    roomy = cytube_peer_factory()
+    roomy.add_account("bot", "secret")
+    sup, connection, _ = room(roomy, [])
+    async with open_tree(sup):
+        await joined(connection)
+        request = say.request(event_id=event.event_id, correlation_id=None)
+        await sup.ref("connection").ask(request, timeout=10)
+    assert await trio.to_thread.run_sync(broadcast_by_bot, roomy) == [second]
