@@ -81,6 +81,7 @@ from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = [
@@ -155,7 +156,7 @@ class RouterParams:
     debug_min_rank: int = attrs.field(default=2, validator=_rank)  # rank `!debug` needs
     log_history: bool = attrs.field(default=True, validator=_flag)
     # store the lines the server replays on join (flagged is_history)
-    gateway: str = attrs.field(default="sql-gateway", validator=_text)  # SQL gateway's name
+    gateway: str = attrs.field(default=GATEWAY_NAME, validator=_text)  # SQL gateway's name
     connection: str = attrs.field(default="", validator=_bot_name)
     # the connection's registered name; "" means room:<channel>/connection
     log_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))

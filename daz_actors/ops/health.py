@@ -36,6 +36,7 @@ from daz_actors.runtime.supervisor import ChildInfo, Supervisor
 from daz_actors.runtime.validators import positive
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = ["Health", "HealthMonitor", "HealthParams", "HealthReport", "build_health_monitor"]
@@ -80,7 +81,7 @@ class HealthParams:
     media_stuck_after: float = attrs.field(default=300.0, validator=positive)  # seconds
     db_latency_degraded: float = attrs.field(default=0.5, validator=positive)  # seconds
     max_restarts_per_check: int = attrs.field(default=3, validator=positive)
-    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
 
 
 class _RootView:

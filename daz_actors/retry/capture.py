@@ -46,6 +46,7 @@ from daz_actors.storage.spool import Spool, SpoolFull
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = [
+    "CAPTURE_NAME",
     "DrainSpool",
     "RetryCapture",
     "ScheduleRetry",
@@ -58,6 +59,7 @@ __all__ = [
 log = logging.getLogger("daz_actors.retry")
 
 SCHEDULE_TOPIC = "retry.schedule"
+CAPTURE_NAME = "retry-capture"  # its registered name in the retry subtree
 
 Outcome = Literal["queued", "duplicate", "spooled", "refused"]
 

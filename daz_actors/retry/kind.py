@@ -9,7 +9,7 @@ from typing import Protocol
 import attrs
 from prometheus_client import CollectorRegistry
 
-from daz_actors.retry.capture import capture_with_spool
+from daz_actors.retry.capture import CAPTURE_NAME, capture_with_spool
 from daz_actors.retry.dispatcher import RetryDispatcher
 from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy
@@ -19,6 +19,7 @@ from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
 from daz_actors.runtime.supervisor import ChildSpec, Supervisor
 from daz_actors.runtime.validators import positive
 from daz_actors.storage.error_classes import ErrorRules
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 
 __all__ = ["RetryParams", "build_retry"]
 
@@ -34,7 +35,7 @@ class RetryParams(ErrorRules):
     cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds
     retention_days: float = attrs.field(default=7.0, validator=positive)  # finished rows kept
     worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
-    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
     capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
     ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
     disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
@@ -88,7 +89,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     )
     children = [
         # redeliver: queueing is idempotent by event id, so a crash never loses an event
-        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000, redeliver=3),
+        ChildSpec(name=CAPTURE_NAME, start=capture, mailbox_size=1000, redeliver=3),
         *(
             ChildSpec(
                 name=name,
@@ -115,7 +116,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 poll_interval=params.poll_interval,
                 cleanup_interval=params.cleanup_interval,
                 retention_days=params.retention_days,
-                capture="retry-capture",
+                capture=CAPTURE_NAME,
             ),
         ),
     ]

@@ -44,6 +44,8 @@ from daz_actors.storage.sql_messages import (
 
 __all__ = ["SqlGateway", "SqlGatewayParams", "build_sql_gateway"]
 
+GATEWAY_NAME = "sql-gateway"  # its registered name unless a config says otherwise
+
 log = logging.getLogger("daz_actors.sql")
 
 POOL_CLOSE_TIMEOUT = 5.0
@@ -178,7 +180,7 @@ class SqlGateway:
         self.connected = trio.Event()  # set once a pool exists (per incarnation)
         self._bus: EventBus | None = None  # where failure events go (the incarnation's)
         self._background: trio.Nursery | None = None  # where they are published from
-        self._name = "sql-gateway"
+        self._name = GATEWAY_NAME
 
     def status(self) -> GatewayStatus:
         """A snapshot of the gateway's state."""
