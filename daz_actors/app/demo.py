@@ -402,8 +402,17 @@ class Demo:
         return "stopped PostgreSQL"
 
     async def _start_database(self) -> str:
-        await trio.to_thread.run_sync(self.pg.handle.start)
-        return "started PostgreSQL again"
+        # a server still finishing its stop (slow under load) makes pgserver's start find
+        # the old postmaster "running" but not ready and fail an assertion: try again until
+        # the old one is gone, within a deadline
+        with trio.fail_after(60):
+            while True:
+                try:
+                    await trio.to_thread.run_sync(self.pg.handle.start)
+                except AssertionError:
+                    await trio.sleep(0.2)
+                else:
+                    return "started PostgreSQL again"
 
     async def _poison(self) -> str:
         if not await self._say(self.chatters[0], "!poison"):
