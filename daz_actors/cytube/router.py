@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import trio
 
+from daz_actors.cytube.chat_text import storable_text
 from daz_actors.cytube.commands import (
     PROCESS_STARTED_AT,
     Command,
@@ -45,7 +46,6 @@ from daz_actors.cytube.commands import (
     builtin_commands,
     parse_command,
 )
-from daz_actors.cytube.chat_text import storable_text
 from daz_actors.cytube.events import (
     ChatMessage,
     ErrorMessage,
