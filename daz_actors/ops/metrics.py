@@ -95,6 +95,10 @@ class ConnectionSnapshot:
     received: int
     sent: int
     last_media_update: float | None
+    # ((event, reason), count): events dropped at the protocol boundary
+    rejected: tuple[tuple[tuple[str, str], int], ...] = ()
+    # ((event, flag), count): events stored changed (text replaced or cut, time replaced)
+    flagged: tuple[tuple[tuple[str, str], int], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -212,6 +216,8 @@ async def snapshot(sources: Sources) -> Snapshot:
                 received=c.received,
                 sent=c.sent,
                 last_media_update=c.last_media_update,
+                rejected=tuple(sorted(c.rejected.items())),
+                flagged=tuple(sorted(c.flagged.items())),
             )
             for c in conns
         ),
@@ -367,15 +373,32 @@ class _SnapshotCollector(Collector):
             sent = CounterMetricFamily(
                 "daz_chat_messages_sent", "Chat message parts delivered.", labels=["channel"]
             )
+            rejected = CounterMetricFamily(
+                "daz_chat_events_rejected",
+                "Events dropped at the protocol boundary: a required field missing or of the"
+                " wrong type.",
+                labels=["channel", "event", "reason"],
+            )
+            flagged = CounterMetricFamily(
+                "daz_chat_events_flagged",
+                "Events kept with a change: text replaced or cut, time replaced.",
+                labels=["channel", "event", "flag"],
+            )
             for c in snap.connections:
                 up.add_metric([c.channel], 1.0 if c.status is ConnectionStatus.JOINED else 0.0)
                 reconnects.add_metric([c.channel], c.reconnects)
                 received.add_metric([c.channel], c.received)
                 sent.add_metric([c.channel], c.sent)
+                for (event, reason), count in c.rejected:
+                    rejected.add_metric([c.channel, event, reason], count)
+                for (event, flag), count in c.flagged:
+                    flagged.add_metric([c.channel, event, flag], count)
             yield up
             yield reconnects
             yield received
             yield sent
+            yield rejected
+            yield flagged
 
 
 class Metrics:
