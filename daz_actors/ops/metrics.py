@@ -71,6 +71,7 @@ class ActorSnapshot:
     asks_timed_out: int = 0
     redelivered: int = 0
     poison_dropped: int = 0
+    poison_skipped: int = 0
 
 
 class TreeView(Protocol):
@@ -156,6 +157,7 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
             asks_timed_out=child.asks_timed_out,
             redelivered=child.redelivered,
             poison_dropped=child.poison_dropped,
+            poison_skipped=child.poison_skipped,
         )
         if child.children is not None:
             yield from _flatten(child.children, f"{path}/")
@@ -281,10 +283,16 @@ class _SnapshotCollector(Collector):
             "Messages dropped after crashing an actor on every redelivery (see the log).",
             labels=["actor"],
         )
+        poison_skipped = CounterMetricFamily(
+            "daz_actor_poison_skipped",
+            "Copies of a message dropped as poison (a replay) skipped unhandled.",
+            labels=["actor"],
+        )
         for actor in snap.actors:
             restarts.add_metric([actor.path], actor.restarts)
             redelivered.add_metric([actor.path], actor.redelivered)
             poison_dropped.add_metric([actor.path], actor.poison_dropped)
+            poison_skipped.add_metric([actor.path], actor.poison_skipped)
             for s in ChildState:
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
             depth.add_metric([actor.path], actor.mailbox_depth)
@@ -304,6 +312,7 @@ class _SnapshotCollector(Collector):
         yield asks_timed_out
         yield redelivered
         yield poison_dropped
+        yield poison_skipped
         if snap.retry is not None:
             for name, help_text, value in (
                 ("daz_retry_attempts", "Retry attempts started.", snap.retry.attempts),

@@ -20,6 +20,7 @@ import attrs
 
 from daz_actors.runtime.errors import DazActorsError, NameTaken
 from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import POISON_EVENT_TYPE
 from daz_actors.storage.queue_types import Lease, QueueItem
 from daz_actors.storage.sql_messages import SqlClient
 
@@ -35,6 +36,14 @@ __all__ = [
 
 class PermanentError(DazActorsError):
     """Raised by a handler: this item can never succeed; dead-letter it at once."""
+
+    code = "permanent"  # the error code stored on the dead letter
+
+
+class NotRequeueable(PermanentError):
+    """A dead letter kept for inspection only: requeueing it dead-letters it again."""
+
+    code = "not_requeueable"
 
 
 class UnknownEventType(DazActorsError, LookupError):
@@ -157,12 +166,28 @@ async def redo_sql(item: QueueItem, ctx: AttemptContext) -> None:
         )
 
 
+async def keep_poison(item: QueueItem, ctx: AttemptContext) -> None:
+    """Handler for ``actor.poison``: a tell an actor crashed on every time it was given.
+
+    The item holds the message as text (its repr) only, so nothing can run it again: it is
+    dead-lettered at once with a reason that says so, and again if requeued.
+    """
+    data = item.event_data if isinstance(item.event_data, dict) else {}
+    raise NotRequeueable(
+        f"poison message for {data.get('actor', '?')} ({data.get('message_type', '?')}), kept"
+        " for inspection only: it is stored as text, so it cannot be requeued or run again"
+    )
+
+
 def default_handlers() -> HandlerRegistry:
-    """A registry with the retry layer's own handler, ``sql.exec``.
+    """A registry with the retry layer's own handlers, ``sql.exec`` and ``actor.poison``.
 
     The layers above add theirs (the CyTube layer: `register_cytube_handlers`); the
     application's full set is `daz_actors.app.handlers.default_handlers`.
     """
     handlers = HandlerRegistry()
     handlers.add("sql.exec", redo_sql, description="re-run a failed SQL write")
+    handlers.add(
+        POISON_EVENT_TYPE, keep_poison, description="dead-letter a poison message (not requeueable)"
+    )
     return handlers

@@ -216,7 +216,7 @@ class RetryWorker:
                 try:
                     await handler(item, context)
                 except PermanentError as exc:
-                    error, code, retryable = str(exc), "permanent", False
+                    error, code, retryable = str(exc), exc.code, False
                 except Exception as exc:
                     verdict = self.classifier.classify(exc)
                     retryable = getattr(exc, "retryable", verdict.retryable)
