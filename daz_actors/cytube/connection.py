@@ -261,6 +261,8 @@ class CytubeConnection:
             except* _SESSION_ERRORS as group:
                 error = _first_leaf(group)
                 reason = f"{type(error).__name__}: {error}"
+                if isinstance(error, FrameError):  # a malformed frame: counted, then reconnect
+                    self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
                 self._fail_pending("the connection was lost")
