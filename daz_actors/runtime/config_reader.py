@@ -23,6 +23,9 @@ __all__ = ["read_attrs", "read_value"]
 T = TypeVar("T")
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# no setting is sane beyond these; settings with tighter limits check them themselves
+MAX_INTEGER = 1_000_000_000
+MAX_NUMBER = 1e9  # seconds: about 31 years
 
 
 def _join(path: str, key: str) -> str:
@@ -63,6 +66,8 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_describe(value)}")
+        if abs(value) > MAX_INTEGER:
+            raise ConfigError(path, f"{value} is out of range (at most {MAX_INTEGER:,})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -73,6 +78,8 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
             number = math.inf
         if not math.isfinite(number):
             raise ConfigError(path, f"expected a finite number, got {value!r}")
+        if abs(number) > MAX_NUMBER:
+            raise ConfigError(path, f"{value!r} is out of range (at most {MAX_NUMBER:g})")
         return number
     if tp is str:
         if not isinstance(value, str):
