@@ -28,6 +28,7 @@ from daz_actors.storage import queue
 from daz_actors.storage.embedded_pg import open_database
 from daz_actors.storage.migrations import migrate
 from daz_actors.storage.queue_types import QueueStats
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
@@ -174,7 +175,7 @@ def _http_unavailable(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> H
 
 
 def _sources(tree: Tree, registry: Registry) -> Sources:
-    gateway = registry.get("sql-gateway")
+    gateway = registry.get(GATEWAY_NAME)
     if gateway is None:
         return Sources(tree=tree)
     db = SqlClient(gateway, default_timeout=2.0)

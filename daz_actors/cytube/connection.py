@@ -63,6 +63,7 @@ from daz_actors.cytube.events import (
     UserList,
 )
 from daz_actors.cytube.inbound import MalformedEvent, check_event
+from daz_actors.cytube.intents import SAY, Say
 from daz_actors.cytube.protocol import split_message, to_typed_event
 from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
@@ -80,7 +81,13 @@ SEND_FAILED_TOPIC = "cytube.send.failed"
 
 
 class SendFailed(DazActorsError, RuntimeError):
-    """A chat message was not delivered (not echoed in time, refused, or not connected)."""
+    """A chat message was not delivered (not echoed in time, refused, or not connected).
+
+    `delivered_parts` counts the leading parts of the message that were delivered before
+    it failed (set by `deliver`): a retry sends the rest only.
+    """
+
+    delivered_parts = 0
 
 
 class SessionEnded(DazActorsError, ConnectionError):
@@ -432,10 +439,11 @@ class CytubeConnection:
             if ask is not None:
                 ask.fail(TypeError(f"the connection does not handle {type(request).__name__}"))
             return
+        progress = [0]  # parts delivered so far
         try:
-            parts = await self.deliver(request)
+            parts = await self.deliver(request, progress)
         except SendFailed as exc:
-            await self._publish_failure(ctx, request, str(exc))
+            await self._publish_failure(ctx, request, str(exc), exc.delivered_parts)
             if ask is not None:
                 ask.fail(exc)
         except BaseException:
@@ -443,50 +451,75 @@ class CytubeConnection:
                 ask.fail(SendFailed("the connection stopped before delivering"))
             else:  # a told reply: hand it to the next incarnation, or to the retry queue
                 try:
-                    handed_back = ctx.mailbox.put_nowait(request)
+                    # what is left of it: parts already delivered are not said twice
+                    rest = attrs.evolve(request, delivered_parts=progress[0])
+                    handed_back = ctx.mailbox.put_nowait(rest)
                 except ActorStopped:
                     handed_back = False
                 if not handed_back:
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await self._publish_failure(ctx, request, "stopped before delivering")
+                        await self._publish_failure(
+                            ctx, request, "stopped before delivering", progress[0]
+                        )
             raise
         else:
             if ask is not None:
                 ask.reply(Delivered(parts=parts))
 
-    async def deliver(self, request: SendChat | SendPrivate) -> int:
-        """Send every part and wait for its echo; the number of parts."""
+    async def deliver(
+        self, request: SendChat | SendPrivate, progress: list[int] | None = None
+    ) -> int:
+        """Send every part not yet delivered and wait for its echo; the number of parts.
+
+        A `SendFailed` says how many leading parts were delivered by then; so does
+        ``progress[0]`` at every moment (for a send that is cancelled).
+        """
         parts = split_message(request.msg)
-        for part in parts:
-            ws = self._ws
-            if ws is None or self.status is not ConnectionStatus.JOINED:
-                raise SendFailed(f"not joined to {self.params.channel} ({self.status.value})")
-            await self._bucket.take()
-            pending = _Pending(text=part, done=OneShot())
-            self._pending.append(pending)
-            if isinstance(request, SendChat):
-                frame = encode_event("chatMsg", {"msg": part, "meta": {}})
-            else:
-                frame = encode_event("pm", {"to": request.to, "msg": part, "meta": {}})
-            try:
-                await ws.send_message(frame)
-            except ConnectionClosed:
-                raise SendFailed("the connection closed while sending") from None
-            with trio.move_on_after(self.params.echo_timeout) as waited:
-                await pending.done.wait()
-            if waited.cancelled_caught:
-                if pending in self._pending:
-                    self._pending.remove(pending)
-                raise SendFailed(f"no echo within {self.params.echo_timeout:g} s")
-            self.sent += 1
+        progress = progress if progress is not None else [0]
+        progress[0] = min(max(request.delivered_parts, 0), len(parts))
+        try:
+            for part in parts[progress[0] :]:
+                await self._deliver_part(request, part)
+                progress[0] += 1
+        except SendFailed as exc:
+            exc.delivered_parts = progress[0]
+            raise
         return len(parts)
 
+    async def _deliver_part(self, request: SendChat | SendPrivate, part: str) -> None:
+        """Send one part and wait for its echo; `SendFailed` if it is not delivered."""
+        ws = self._ws
+        if ws is None or self.status is not ConnectionStatus.JOINED:
+            raise SendFailed(f"not joined to {self.params.channel} ({self.status.value})")
+        await self._bucket.take()
+        pending = _Pending(text=part, done=OneShot())
+        self._pending.append(pending)
+        if isinstance(request, SendChat):
+            frame = encode_event("chatMsg", {"msg": part, "meta": {}})
+        else:
+            frame = encode_event("pm", {"to": request.to, "msg": part, "meta": {}})
+        try:
+            await ws.send_message(frame)
+        except ConnectionClosed:
+            raise SendFailed("the connection closed while sending") from None
+        with trio.move_on_after(self.params.echo_timeout) as waited:
+            await pending.done.wait()
+        if waited.cancelled_caught:
+            if pending in self._pending:
+                self._pending.remove(pending)
+            raise SendFailed(f"no echo within {self.params.echo_timeout:g} s")
+        self.sent += 1
+
     async def _publish_failure(
-        self, ctx: ActorContext, request: SendChat | SendPrivate, error: str
+        self, ctx: ActorContext, request: SendChat | SendPrivate, error: str, delivered: int
     ) -> None:
-        data: dict[str, Any] = {"channel": self.params.channel, "msg": request.msg}
-        if isinstance(request, SendPrivate):
-            data["to"] = request.to
+        say = Say(
+            channel=self.params.channel,
+            msg=request.msg,
+            to=request.to if isinstance(request, SendPrivate) else None,
+            connection=ctx.name,
+            delivered_parts=delivered,
+        )
         log.warning(
             "%s: send failed (%s), correlation %s", self.params.channel, error,
             request.correlation_id,
@@ -497,13 +530,11 @@ class CytubeConnection:
                 topic=SEND_FAILED_TOPIC,
                 source=ctx.name,
                 operation="cytube_command",
-                event_type="cytube.send_pm"
-                if isinstance(request, SendPrivate)
-                else "cytube.send_chat",
+                event_type=SAY.name,
                 error=error,
                 error_code="not_delivered",
                 retryable=True,
-                retry_data=data,
+                intent=SAY.intent(say),
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,

@@ -181,6 +181,7 @@ class SendChat:
     msg: str
     event_id: str = attrs.field(factory=new_id)  # idempotency key if it is retried
     correlation_id: str = attrs.field(factory=new_id)
+    delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 
 @attrs.frozen(kw_only=True)
@@ -191,6 +192,7 @@ class SendPrivate:
     msg: str
     event_id: str = attrs.field(factory=new_id)
     correlation_id: str = attrs.field(factory=new_id)
+    delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 
 @attrs.frozen(kw_only=True)

@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.names import room_name
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
@@ -35,6 +36,7 @@ from daz_actors.runtime.supervisor import ChildInfo, Supervisor
 from daz_actors.runtime.validators import positive
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = ["Health", "HealthMonitor", "HealthParams", "HealthReport", "build_health_monitor"]
@@ -79,7 +81,7 @@ class HealthParams:
     media_stuck_after: float = attrs.field(default=300.0, validator=positive)  # seconds
     db_latency_degraded: float = attrs.field(default=0.5, validator=positive)  # seconds
     max_restarts_per_check: int = attrs.field(default=3, validator=positive)
-    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
 
 
 class _RootView:
@@ -165,7 +167,7 @@ class HealthMonitor:
         now = trio.current_time()
         for conn in snap.connections:
             last = conn.last_media_update
-            name = f"room:{conn.channel}"
+            name = room_name(conn.channel)
             if conn.status is ConnectionStatus.JOINED and last is not None:
                 quiet = now - last
                 if quiet > self.params.media_stuck_after:

@@ -64,6 +64,15 @@ def attempt_histogram(registry: CollectorRegistry) -> Histogram:
     )
 
 
+def _unknown(item: QueueItem, exc: UnknownEventType) -> str:
+    """Why an item has no handler, naming its intent's version when it has one."""
+    data = item.event_data
+    version = data.get("version") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool):
+        return f"no handler for intent {item.event_type!r} version {version} in this process"
+    return str(exc)
+
+
 @attrs.frozen
 class Wake:
     """Tell a worker there may be due items."""
@@ -192,7 +201,7 @@ class RetryWorker:
         try:
             handler = self.handlers.get(item.event_type)
         except UnknownEventType as exc:
-            error, code, retryable = str(exc), "unknown_event_type", False
+            error, code, retryable = _unknown(item, exc), "unknown_event_type", False
         else:
 
             async def save(checkpoint: dict[str, Any]) -> bool:
@@ -215,13 +224,14 @@ class RetryWorker:
             with trio.move_on_after(item.attempt_timeout) as scope:
                 try:
                     await handler(item, context)
-                except PermanentError as exc:
-                    error, code, retryable = str(exc), exc.code, False
-                except Exception as exc:
+                except Exception as exc:  # one classification (a PermanentError says so)
                     verdict = self.classifier.classify(exc)
-                    retryable = getattr(exc, "retryable", verdict.retryable)
-                    code = getattr(exc, "code", None) or verdict.code
-                    error = f"{type(exc).__name__}: {exc}"
+                    retryable, code = verdict.retryable, verdict.code
+                    error = (
+                        str(exc)
+                        if isinstance(exc, PermanentError)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
             if scope.cancelled_caught:
                 error = f"attempt timed out after {item.attempt_timeout:g} s"
                 code, retryable = "attempt_timeout", True
@@ -259,7 +269,13 @@ class RetryWorker:
         try:
             outcome = await db.run(
                 partial(
-                    queue.fail, lease=item.lease, error=error, error_code=code, retryable=retryable
+                    queue.fail,
+                    lease=item.lease,
+                    error=error,
+                    error_code=code,
+                    retryable=retryable,
+                    # the one place a retry's delay is computed: the item's policy, jitter too
+                    next_delay=item.backoff().delay(item.retry_count),
                 ),
                 name="retry.fail",
             )

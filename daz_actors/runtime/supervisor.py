@@ -31,7 +31,7 @@ from daz_actors.runtime.errors import (
     StartFailed,
     SupervisorGaveUp,
 )
-from daz_actors.runtime.events import ActorFailed, FailureEvent
+from daz_actors.runtime.events import ActorFailed, FailureEvent, Intent
 from daz_actors.runtime.mailbox import Ask, Mailbox, OneShot, crashed_error
 from daz_actors.runtime.poison import poison_key
 from daz_actors.runtime.ref import ActorRef
@@ -592,11 +592,15 @@ class Supervisor:
             error=error,
             error_code="poison",
             retryable=True,  # queued; with no handler its first attempt dead-letters it
-            retry_data={
-                "actor": slot.registered_as,
-                "message_type": type(message).__name__,
-                "message": repr(message)[:POISON_REPR_LIMIT],
-            },
+            intent=Intent(
+                name=POISON_EVENT_TYPE,
+                version=1,
+                args={
+                    "actor": slot.registered_as,
+                    "message_type": type(message).__name__,
+                    "message": repr(message)[:POISON_REPR_LIMIT],
+                },
+            ),
         )
         self._nursery.start_soon(self.bus.publish, POISON_TOPIC, event)
 

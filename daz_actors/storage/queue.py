@@ -74,13 +74,14 @@ class Executor(Protocol):
 _COLUMNS = (
     "event_id, event_type, channel, plugin, operation_type, event_data, event_metadata, "
     "priority, max_retries, retry_delay_seconds, backoff_multiplier, max_delay_seconds, "
-    "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at"
+    "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at, "
+    "jitter"
 )
 
 _ENQUEUE = f"""
 INSERT INTO daz_retry_queue ({_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13,
-        coalesce($14, now()), $15, $16, $17::jsonb, $18)
+        coalesce($14, now()), $15, $16, $17::jsonb, $18, $19)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING id
 """
@@ -91,15 +92,16 @@ SELECT t.event_id, t.event_type, t.channel, t.plugin, t.operation_type, t.event_
        t.event_metadata, t.priority, t.max_retries, t.retry_delay_seconds,
        t.backoff_multiplier, t.max_delay_seconds, t.attempt_timeout_seconds,
        coalesce(t.next_retry_at, now()), t.correlation_id,
-       ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.checkpoint, t.expires_at
+       ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.checkpoint, t.expires_at, t.jitter
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
             $7::jsonb[], $8::smallint[], $9::integer[], $10::float8[], $11::float8[],
             $12::float8[], $13::float8[], $14::timestamptz[], $15::text[], $16::jsonb[],
-            $17::jsonb[], $18::timestamptz[])
+            $17::jsonb[], $18::timestamptz[], $19::text[])
      WITH ORDINALITY AS t(event_id, event_type, channel, plugin, operation_type, event_data,
                           event_metadata, priority, max_retries, retry_delay_seconds,
                           backoff_multiplier, max_delay_seconds, attempt_timeout_seconds,
-                          next_retry_at, correlation_id, tags, checkpoint, expires_at, n)
+                          next_retry_at, correlation_id, tags, checkpoint, expires_at, jitter,
+                          n)
 ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
@@ -164,6 +166,7 @@ def _encode_item(item: NewItem, max_payload_bytes: int) -> tuple[Any, ...]:
         list(item.tags),
         checkpoint,
         item.expires_at,
+        item.jitter.value,
     )
 
 
@@ -308,23 +311,29 @@ async def fail(
     error: str,
     error_code: str | None = None,
     retryable: bool = True,
+    next_delay: float | None = None,
 ) -> FailOutcome:
     """Record a failed attempt of the leased item.
 
-    Retryable with retries left: back to pending, due after the item's backoff. Permanent
+    Retryable with retries left: back to pending, due `next_delay` seconds from now (the
+    worker computes it from the item's policy, `QueueItem.backoff`; None: the SQL function's
+    jitter-free ``calculate_next_retry``, for callers with no policy at hand). Permanent
     (``retryable=False``) or out of retries: dead letter. A stale lease changes nothing and
     gives ``accepted=False``.
     """
     if not isinstance(error, str):
         raise QueueInputError(f"error: must be a string, got {type(error).__name__}")
+    if next_delay is not None and not (isinstance(next_delay, int | float) and next_delay >= 0):
+        raise QueueInputError(f"next_delay: must be seconds >= 0, got {next_delay!r}")
     row = await conn.fetchrow(
-        "SELECT * FROM fail_retry_item($1, $2, $3, $4, $5, $6)",
+        "SELECT * FROM fail_retry_item($1, $2, $3, $4, $5, $6, $7)",
         lease.item_id,
         lease.worker_id,
         lease.lock_token,
         error.replace("\x00", "\\0"),
         error_code,
         retryable,
+        None if next_delay is None else float(next_delay),
     )
     if row is None:
         return FailOutcome(accepted=False, item=None)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import trio
 from cytube_peer import fixtures
+from probes import listen
 
 from daz_actors import (
     Actor,
@@ -165,7 +166,15 @@ async def test_wrong_password_is_reported_and_sends_fail_into_the_queue(cytube_p
     assert event.correlation_id == request.correlation_id
     assert event.operation == "cytube_command"
     assert event.retryable
-    assert event.retry_data == {"channel": CHANNEL, "msg": "can anyone hear me"}
+    assert event.intent is not None
+    assert (event.intent.name, event.intent.version) == ("cytube.say", 1)
+    assert event.intent.args == {
+        "channel": CHANNEL,
+        "msg": "can anyone hear me",
+        "to": None,
+        "connection": f"room:{CHANNEL}/connection",
+        "delivered_parts": 0,
+    }
 
 
 async def test_kick_and_server_restart_are_survived_with_backoff_in_bounds(cytube_peer):
@@ -196,15 +205,22 @@ async def test_a_frozen_server_is_detected_by_ping_timeout(cytube_peer):
     """A server that stops sending pings is declared dead after interval + timeout."""
     cytube_peer.add_account("bot", "secret")
     seen: list[Any] = []
-    sup, connection, _bus = room(cytube_peer, seen)
+    sup, connection, bus = room(cytube_peer, seen)
     async with open_tree(sup):
         await joined(connection)
+        states = listen(bus, f"cytube.{CHANNEL}.state")
         await trio.to_thread.run_sync(cytube_peer.freeze)
         try:
-            await wait_until(lambda: connection.status is not ConnectionStatus.JOINED, timeout=30)
+            with trio.fail_after(30):
+                state = (await states.get()).event
         finally:
             await trio.to_thread.run_sync(cytube_peer.thaw)
+        # the peer pings every 1 s with a 2 s timeout: silence past 3 s ends the session
+        assert state.status is ConnectionStatus.DISCONNECTED
+        assert "no ping from the server for 3 s" in state.reason
+        assert connection.reconnects == 0  # detected, not yet reconnected
         await joined(connection)
+        assert connection.reconnects == 1
 
 
 async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_peer_factory):
@@ -241,22 +257,25 @@ async def test_sends_past_the_servers_rate_limit_fail_and_are_reported(cytube_pe
 async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it_cannot(
     cytube_peer, pg
 ):
-    """The cytube.send_chat retry handler says a queued line again through the room's
-    connection; while the room cannot send it raises an error classified as retryable."""
-    from daz_actors.cytube.retry_handlers import resend_chat
+    """A line queued by an earlier version (``cytube.send_chat``) is read as a ``cytube.say``
+    intent; its handler says it again through the room's connection, and while the room
+    cannot send it raises an error classified as retryable."""
+    from daz_actors.cytube.intents import SAY
     from daz_actors.retry.handlers import AttemptContext, Checkpoint
     from daz_actors.storage import queue
     from daz_actors.storage.error_classes import ErrorClassifier
     from daz_actors.storage.queue_types import NewItem
 
     async def queued_item(conn: Any) -> Any:
-        data = {"channel": CHANNEL, "msg": "queued line"}
+        data = {"channel": CHANNEL, "msg": "queued line"}  # the legacy form
         await queue.enqueue(conn, NewItem(event_id="e-1", event_type="cytube.send_chat",
                                           event_data=data, correlation_id="c-1"))  # fmt: skip
         return (await queue.acquire(conn, "w", batch_size=1))[0]
 
     async with pg.trio_connection() as db:
         item = await db.call(queued_item)
+    assert item.event_type == "cytube.say"
+    assert item.event_data["args"]["msg"] == "queued line"
 
     async def save(_checkpoint: Any) -> bool:
         return True
@@ -279,13 +298,54 @@ async def test_resend_handler_delivers_a_queued_line_and_fails_retryably_when_it
             lambda: refused_connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20
         )
         with pytest.raises(SendFailed) as caught:
-            await resend_chat(item, context(refused.registry))
+            await SAY(item, context(refused.registry))
     assert ErrorClassifier().classify(caught.value).retryable
 
     sup, connection, _ = room(cytube_peer, [])
     async with open_tree(sup):
         await joined(connection)
-        await resend_chat(item, context(sup.registry))
+        await SAY(item, context(sup.registry))
         state = await trio.to_thread.run_sync(cytube_peer.state)
     said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
     assert said == ["queued line"]
+
+
+async def test_a_long_line_that_fails_midway_is_retried_from_the_part_not_delivered(
+    cytube_peer_factory,
+):
+    """A two-part line whose second part the server refuses fails with one part delivered;
+    its ``cytube.say`` intent says so, and saying it again sends the second part only."""
+    from daz_actors.cytube.intents import SAY
+
+    def broadcast_by_bot(peer: Any) -> list[str]:
+        return [
+            c["msg"]
+            for c in peer.state()["chat_received"]
+            if c.get("username") == "bot" and c["outcome"] == "broadcast"
+        ]
+
+    strict = cytube_peer_factory(chat_burst=1, chat_rate=0.5)  # a second line within 2 s: no
+    strict.add_account("bot", "secret")
+    sup, connection, bus = room(strict, [], send_burst=50, send_rate=1000.0, echo_timeout=2)
+    first, second = "a" * 300, "b" * 100  # split at 320 characters: two parts
+    failures = listen(bus, "cytube.send.failed")
+    async with open_tree(sup):
+        await joined(connection)
+        with pytest.raises(SendFailed) as caught:
+            await sup.ref("connection").ask(SendChat(msg=f"{first} {second}"), timeout=10)
+        assert caught.value.delivered_parts == 1
+        with trio.fail_after(10):
+            event = (await failures.get()).event
+    say = SAY.decode(event.intent)
+    assert say.delivered_parts == 1
+    assert await trio.to_thread.run_sync(broadcast_by_bot, strict) == [first]
+
+    # the retry (here through a server with room to spare) sends the rest only
+    roomy = cytube_peer_factory()
+    roomy.add_account("bot", "secret")
+    sup, connection, _ = room(roomy, [])
+    async with open_tree(sup):
+        await joined(connection)
+        request = say.request(event_id=event.event_id, correlation_id=None)
+        await sup.ref("connection").ask(request, timeout=10)
+    assert await trio.to_thread.run_sync(broadcast_by_bot, roomy) == [second]

@@ -6,6 +6,7 @@ import json
 
 from test_router import T0, open_room, router_restarts
 
+from daz_actors.cytube.chat_log import event_id
 from daz_actors.cytube.events import (
     ChatMessage,
     MediaChanged,
@@ -14,7 +15,6 @@ from daz_actors.cytube.events import (
     UserJoined,
     UserLeft,
 )
-from daz_actors.cytube.router import event_id
 
 BAD = "a\ud800b\x00c\udfff"  # lone surrogates and a NUL
 STORED = "a\ufffdb\ufffdc\ufffd"

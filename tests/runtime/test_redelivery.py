@@ -95,7 +95,9 @@ async def test_a_poison_tell_is_dropped_after_redeliver_crashes_and_the_rest_goe
         event = (await dropped.get()).event  # kept durably: the queue dead-letters it
         assert isinstance(event, FailureEvent)
         assert (event.event_type, event.retryable) == ("actor.poison", True)
-        assert event.retry_data["message"] == repr(Store("poison", crash_until=100))
+        assert event.intent is not None
+        assert event.intent.name == "actor.poison"
+        assert event.intent.args["message"] == repr(Store("poison", crash_until=100))
         assert "crashed on it 3 times" in event.error
     assert "dropping Store" in caplog.text
     assert "'rec' crashed on it 3 times (poison)" in caplog.text
