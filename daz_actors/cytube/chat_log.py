@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from daz_actors.cytube.chat_text import storable_text
 from daz_actors.cytube.events import ChatMessage, MediaChanged, PrivateMessage, UserJoined, UserLeft
 from daz_actors.retry.handlers import AttemptContext, HandlerRegistry
 from daz_actors.retry.intents import IntentType
@@ -57,15 +58,20 @@ ON CONFLICT (event_id) DO NOTHING"""
 
 
 def event_id(*fields: object) -> str:
-    """A deterministic id: sha256 of the fields as a JSON array."""
+    """A deterministic id: sha256 of the fields as a JSON array.
+
+    Text with a lone surrogate is hashed as it is ("surrogatepass"): two lines that differ
+    only there keep two ids, and valid text hashes as it always did.
+    """
     text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _clean(value: Any) -> Any:
-    """`value` without NUL characters (PostgreSQL text and jsonb refuse them), JSON-able."""
+    """`value` as PostgreSQL text and jsonb take it (NUL characters and lone surrogates
+    become U+FFFD, see docs/chat-log.md), JSON-able."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return storable_text(value)
     if isinstance(value, dict):
         return {_clean(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,6 +62,7 @@ from daz_actors.cytube.events import (
     SendPrivate,
     UserList,
 )
+from daz_actors.cytube.inbound import MalformedEvent, check_event
 from daz_actors.cytube.intents import SAY, Say
 from daz_actors.cytube.protocol import split_message, to_typed_event
 from daz_actors.runtime.actor import ActorContext
@@ -233,6 +235,10 @@ class CytubeConnection:
         self.received = 0  # typed events received
         self.sent = 0  # parts delivered
         self.delays: list[float] = []  # reconnect waits so far (for checks and health)
+        self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
+        # (event, reason) -> events dropped at the protocol boundary (see cytube/inbound.py)
+        self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
+        # (event, flag) -> events stored changed: text replaced or cut, time replaced
         self._ws: Any = None
         self._pending: collections.deque[_Pending] = collections.deque()
         self._joined_users = False
@@ -262,6 +268,8 @@ class CytubeConnection:
             except* _SESSION_ERRORS as group:
                 error = _first_leaf(group)
                 reason = f"{type(error).__name__}: {error}"
+                if isinstance(error, FrameError):  # a malformed frame: counted, then reconnect
+                    self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
                 self._fail_pending("the connection was lost")
@@ -341,7 +349,15 @@ class CytubeConnection:
     async def _on_event(self, ctx: ActorContext, packet: Event) -> None:
         """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
-        event = to_typed_event(channel, packet.name, packet.args, history=not self._joined_users)
+        try:
+            checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
+        except MalformedEvent as exc:
+            self.rejected[(exc.event, exc.reason)] += 1
+            log.warning("%s: %s event dropped: %s", channel, exc.event, exc.reason)
+            return
+        for flag in checked.flags:
+            self.flagged[(packet.name, flag)] += 1
+        event = to_typed_event(channel, packet.name, checked.args, history=not self._joined_users)
         if event is None:
             return
         self.received += 1

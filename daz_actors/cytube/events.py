@@ -56,6 +56,10 @@ class ChatMessage:
     history: bool = False  # replayed by the server on join: record it, do not answer it
     meta: dict[str, Any] = attrs.field(factory=dict)
 
+    def poison_key(self) -> tuple[object, ...]:
+        """The same for the live line and its replays (see runtime/poison.py)."""
+        return ("chatMsg", self.channel, self.username, self.time, self.msg)
+
 
 @attrs.frozen(kw_only=True)
 class PrivateMessage:
@@ -66,6 +70,10 @@ class PrivateMessage:
     to: str  # the recipient
     msg: str
     time: int
+
+    def poison_key(self) -> tuple[object, ...]:
+        """The same for every copy of this message (see runtime/poison.py)."""
+        return ("pm", self.channel, self.username, self.to, self.time, self.msg)
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,9 @@ __all__ = ["RoomsParams", "build_rooms", "room_spec"]
 def _channels(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if len(set(value)) != len(value):
         raise ValueError(f"channels must not repeat, got {list(value)}")
+    for channel in value:  # checked here so that the error names this key
+        if not channel or any(c in channel for c in "/?# ") or not channel.isprintable():
+            raise ValueError(f"channels must be plain channel names, got {channel!r}")
 
 
 @attrs.frozen(kw_only=True)

@@ -20,6 +20,7 @@ import attrs
 
 from daz_actors.runtime.errors import DazActorsError, NameTaken
 from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import POISON_EVENT_TYPE
 from daz_actors.storage.queue_types import Lease, QueueItem
 from daz_actors.storage.sql_messages import SqlClient
 
@@ -37,7 +38,13 @@ class PermanentError(DazActorsError):
     """Raised by a handler: this item can never succeed; dead-letter it at once."""
 
     retryable = False  # read by the error classifier
-    code = "permanent"
+    code = "permanent"  # the error code stored on the dead letter
+
+
+class NotRequeueable(PermanentError):
+    """A dead letter kept for inspection only: requeueing it dead-letters it again."""
+
+    code = "not_requeueable"
 
 
 class UnknownEventType(DazActorsError, LookupError):
@@ -134,3 +141,26 @@ class HandlerRegistry:
     def event_types(self) -> list[str]:
         """Enabled event types, sorted."""
         return sorted(set(self._handlers) - self._disabled)
+
+
+async def keep_poison(item: QueueItem, ctx: AttemptContext) -> None:
+    """Handler for ``actor.poison``: a tell an actor crashed on every time it was given.
+
+    The item holds the message as text (its repr) only, so nothing can run it again: it is
+    dead-lettered at once with a reason that says so, and again if requeued.
+    """
+    data = item.event_data if isinstance(item.event_data, dict) else {}
+    args = data.get("args", data)  # an intent (version 1), or the form before intents
+    args = args if isinstance(args, dict) else {}
+    raise NotRequeueable(
+        f"poison message for {args.get('actor', '?')} ({args.get('message_type', '?')}), kept"
+        " for inspection only: it is stored as text, so it cannot be requeued or run again"
+    )
+
+
+def register_retry_handlers(handlers: HandlerRegistry) -> HandlerRegistry:
+    """Add the retry layer's own handler, ``actor.poison``, to `handlers`."""
+    handlers.add(
+        POISON_EVENT_TYPE, keep_poison, description="dead-letter a poison message (not requeueable)"
+    )
+    return handlers

@@ -113,7 +113,7 @@ class IntentType(Generic[A]):
                 ) from exc
             version += 1
         try:
-            return read_attrs(args, self.args, f"{self.name} v{self.version}")
+            return read_attrs(args, self.args, f"{self.name} v{self.version}", bounded=False)
         except ConfigError as exc:
             raise PermanentError(f"intent {self.name!r} version {intent.version}: {exc}") from None
 

@@ -17,7 +17,7 @@ from daz_actors.retry.worker import RetryWorker
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
 from daz_actors.runtime.supervisor import ChildSpec, Supervisor
-from daz_actors.runtime.validators import positive
+from daz_actors.runtime.validators import at_most, positive
 from daz_actors.storage.error_classes import ErrorRules
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 
@@ -28,8 +28,9 @@ __all__ = ["RetryParams", "build_retry"]
 class RetryParams(ErrorRules):
     """Parameters of the ``retry`` kind."""
 
-    worker_count: int = attrs.field(default=3, validator=positive)  # workers
-    batch_size: int = attrs.field(default=10, validator=positive)  # items per acquire
+    worker_count: int = attrs.field(default=3, validator=[positive, at_most(64)])  # workers
+    # items per acquire
+    batch_size: int = attrs.field(default=10, validator=[positive, at_most(1000)])
     lock_timeout: float = attrs.field(default=300.0, validator=positive)  # seconds
     poll_interval: float = attrs.field(default=5.0, validator=positive)  # seconds
     cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds

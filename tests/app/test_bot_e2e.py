@@ -67,14 +67,23 @@ command_cooldown = 0.1
 [actors.failure-log]
 kind = "failure-log"
 
+# every attempt must end before the worker's lock (lock_timeout = 5) does
 [retry_policies.sql_operation]
 initial = 0.2
 max_delay = 1.0
 max_retries = 20
+attempt_timeout = 4.5
 
 [retry_policies.cytube_command]
 initial = 0.2
 max_delay = 1.0
+attempt_timeout = 4.5
+
+[retry_policies.plugin_request]
+attempt_timeout = 4.5
+
+[retry_policies.default]
+attempt_timeout = 4.5
 """
 
 

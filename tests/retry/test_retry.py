@@ -648,3 +648,28 @@ async def test_a_poison_message_an_actor_dropped_is_kept_as_a_dead_letter(pg):
         "version": 1,
         "args": {"actor": "crasher", "message_type": "str", "message": "'the poison line'"},
     }
+
+
+async def test_a_poison_dead_letter_says_it_cannot_be_requeued_and_stays_so(pg):
+    """The dead letter of a poison message names the actor and says it cannot be requeued
+    (not "unknown_event_type"); requeued anyway, it is dead-lettered again, saying so."""
+    tree = retry_tree(pg.dsn, default_handlers())
+    dead = (
+        "SELECT id, last_error, last_error_code, retry_count FROM daz_retry_queue"
+        " WHERE event_type = 'actor.poison' AND status = 'dead_letter'"
+    )
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        ref = await tree.sup.start_child(
+            ChildSpec(name="crasher", start=actor_factory(AlwaysCrashes), redeliver=1)
+        )
+        await ref.send("the poison line")
+        await poll(lambda: fetchval(db, "SELECT count(*) FROM (" + dead + ") d"), timeout=30)
+        row = await db.call(lambda conn: conn.fetchrow(dead))
+        assert row["last_error_code"] == "not_requeueable"
+        assert "poison message for crasher (str)" in row["last_error"]
+        assert "cannot be requeued" in row["last_error"]
+        assert await fetchval(db, "SELECT requeue_dead_letter($1)", row["id"])
+        await poll(lambda: fetchval(db, "SELECT count(*) FROM (" + dead + ") d"), timeout=30)
+        again = await db.call(lambda conn: conn.fetchrow(dead))
+    assert again["last_error_code"] == "not_requeueable"
