@@ -11,27 +11,15 @@ import click
 
 from daz_actors.app.build import format_tree
 from daz_actors.app.builtin_kinds import default_kinds
+from daz_actors.app.cli_config import CONFIG_ARG, load_cli_config
 from daz_actors.app.cli_db import migrate_command
 from daz_actors.app.cli_queue import queue_group
-from daz_actors.app.config import Config, load_config
+from daz_actors.app.config import Config
 from daz_actors.app.demo import DemoFailed, DemoOptions, run_demo
 from daz_actors.app.runner import run_config
 from daz_actors.ops.logging import configure_logging
-from daz_actors.runtime.errors import ConfigError
 
 log = logging.getLogger("daz_actors.app.cli")
-
-CONFIG_ARG = click.argument(
-    "config_file", required=False, type=click.Path(dir_okay=False, path_type=Path)
-)
-
-
-def _load(config_file: Path | None) -> Config:
-    try:
-        return load_config(config_file, default_kinds())
-    except ConfigError as exc:
-        source = str(config_file) if config_file else "the default config"
-        raise click.ClickException(f"invalid config ({source}): {exc}") from None
 
 
 @click.group()
@@ -60,7 +48,7 @@ def config() -> None:
 @CONFIG_ARG
 def config_check(config_file: Path | None) -> None:
     """Validate CONFIG_FILE (default: the shipped config) and say what it holds."""
-    cfg = _load(config_file)
+    cfg = load_cli_config(config_file)
     click.echo(
         f"{cfg.source}: OK ({len(cfg.supervisors)} supervisors, {len(cfg.actors)} actors, "
         f"{len(cfg.retry_policies)} retry policies)"
@@ -71,7 +59,7 @@ def config_check(config_file: Path | None) -> None:
 @CONFIG_ARG
 def tree(config_file: Path | None) -> None:
     """Print the supervision tree of CONFIG_FILE with each node's policy."""
-    click.echo(format_tree(_load(config_file)))
+    click.echo(format_tree(load_cli_config(config_file)))
 
 
 @main.command()
@@ -88,7 +76,7 @@ def run(config_file: Path | None, channels: tuple[str, ...]) -> None:
     Without a database URL (config or $DAZ_DATABASE_URL) an embedded PostgreSQL is started
     in the data directory; migrations are applied before the tree starts.
     """
-    cfg = _load(config_file)
+    cfg = load_cli_config(config_file)
     if channels:
         try:
             cfg = with_channels(cfg, channels)

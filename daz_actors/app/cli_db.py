@@ -1,18 +1,19 @@
 """``daz-actors migrate``: apply, roll back or list the schema migrations.
 
-Attach to the main group with ``main.add_command(migrate_command)``.
+Attach to the main group with ``main.add_command(migrate_command)``. It takes ``--config``,
+``--database-url`` and ``--data-dir`` and so migrates the database ``run`` would use
+(`daz_actors.app.cli_database`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import click
 
-from daz_actors.storage.embedded_pg import DATABASE_URL_ENV, default_data_dir, open_database
+from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
 from daz_actors.storage.migrations import MigrationError, MigrationStatus, migrate, rollback, status
 
 __all__ = ["migrate_command"]
@@ -61,25 +62,11 @@ async def _run(url: str, *, to: int | None, rollback_to: int | None, show: bool)
     help="Roll back every migration newer than this version (0: all of them).",
 )
 @click.option("--status", "show", is_flag=True, help="List applied and pending migrations.")
-@click.option(
-    "--database-url",
-    envvar=DATABASE_URL_ENV,
-    show_envvar=True,
-    help="PostgreSQL URL; without one, the embedded server in --data-dir is used.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory of the embedded server [default: $XDG_DATA_HOME/daz-actors "
-    "or ~/.local/share/daz-actors].",
-)
+@database_options
 def migrate_command(
     to: int | None,
     rollback_to: int | None,
     show: bool,
-    database_url: str | None,
-    data_dir: Path | None,
 ) -> None:
     """Apply the schema migrations (up to the latest, or --to N), roll back, or list them."""
     chosen = [
@@ -93,8 +80,7 @@ def migrate_command(
     ]
     if len(chosen) > 1:
         raise click.UsageError(f"{' and '.join(chosen)} cannot be used together")
-    with open_database(database_url, data_dir=data_dir or default_data_dir()) as db:
-        click.echo(f"database: {db.redacted} ({db.source.value})", err=True)
+    with open_cli_database(current_choice()) as db:
         try:
             asyncio.run(_run(db.url, to=to, rollback_to=rollback_to, show=show))
         except MigrationError as exc:

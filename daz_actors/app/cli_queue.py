@@ -1,9 +1,11 @@
 """``daz-actors queue``: inspect and operate the durable retry queue.
 
 Attach to the main group with ``main.add_command(queue_group)``. Every command takes
-``--database-url`` (or ``$DAZ_DATABASE_URL``) and ``--data-dir`` like ``migrate``, and
-``--json`` for machine-readable output (datetimes in ISO 8601). Tables go to stdout, notes
-and errors to stderr. Exit status: 0 done, 1 refused or not found, 2 bad usage.
+``--config``, ``--database-url`` and ``--data-dir`` like ``migrate`` (the database ``run``
+would use: `daz_actors.app.cli_database`), and ``--json`` for machine-readable output
+(datetimes in ISO 8601). Tables go to stdout, notes and errors to stderr. Exit status: 0
+done, 1 refused or not found (a database without the schema: run ``migrate``; these
+commands never change the schema), 2 bad usage (every number and duration is bounded).
 """
 
 from __future__ import annotations
@@ -16,21 +18,20 @@ import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import attrs
 import click
-from click.core import ParameterSource
 
-from daz_actors.storage import queue
-from daz_actors.storage.embedded_pg import (
-    DATABASE_URL_ENV,
-    default_data_dir,
-    open_database,
-    redact_dsn,
+from daz_actors.app.cli_database import (
+    DatabaseChoice,
+    current_choice,
+    database_options,
+    open_cli_database,
 )
+from daz_actors.storage import migrations, queue
+from daz_actors.storage.embedded_pg import redact_dsn
 from daz_actors.storage.queue_types import (
     HistoryEntry,
     QueueAlert,
@@ -51,6 +52,13 @@ _LIVE = frozenset({RetryStatus.PENDING, RetryStatus.PROCESSING})
 # default for `queue cleanup --retention-days`
 DEFAULT_RETENTION_DAYS = 7.0
 
+# the longest retention or age a command takes (100 years): PostgreSQL's intervals and
+# timestamps overflow long before Python's floats do
+MAX_DAYS = 36_500
+
+# the most items a listing shows
+MAX_LIMIT = 100_000
+
 # longest text of a free-form column (errors) in a table
 _TEXT_WIDTH = 60
 
@@ -64,8 +72,9 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
 
 if TYPE_CHECKING:  # click 8.5 made ParamType generic; older ones cannot be subscripted
     _DurationBase = click.ParamType[timedelta, Any]
+    _DaysBase = click.ParamType[float, Any]
 else:
-    _DurationBase = click.ParamType
+    _DurationBase = _DaysBase = click.ParamType
 
 
 class Duration(_DurationBase):
@@ -87,13 +96,32 @@ class Duration(_DurationBase):
                 ctx,
             )
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-        try:
-            return timedelta(seconds=seconds)
-        except OverflowError:
-            self.fail(f"{value!r} is too long a duration", param, ctx)
+        if seconds > MAX_DAYS * 86400:
+            self.fail(f"{value!r} is too long: at most {MAX_DAYS}d (100 years)", param, ctx)
+        return timedelta(seconds=seconds)
 
 
 DURATION = Duration()
+
+
+class Days(_DaysBase):
+    """A number of days from 0 to `MAX_DAYS`, decimals allowed (no nan, no infinity)."""
+
+    name = "days"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            days = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of days", param, ctx)
+        if not 0 <= days <= MAX_DAYS:  # also false for nan
+            self.fail(f"{value!r} is not a number of days from 0 to {MAX_DAYS}", param, ctx)
+        return days
+
+
+DAYS = Days()
 
 
 def format_duration(value: timedelta) -> str:
@@ -175,52 +203,53 @@ def _note(message: str) -> None:
 
 
 def _common_options(fn: F) -> F:
-    """``--database-url``, ``--data-dir`` (as for ``migrate``) and ``--json``."""
+    """``--config``, ``--database-url``, ``--data-dir`` (as for ``migrate``) and ``--json``."""
     fn = click.option(
         "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table."
     )(fn)
-    fn = click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Data directory of the embedded server [default: $XDG_DATA_HOME/daz-actors "
-        "or ~/.local/share/daz-actors].",
-    )(fn)
-    return click.option(
-        "--database-url",
-        envvar=DATABASE_URL_ENV,
-        show_envvar=True,
-        help="PostgreSQL URL; without one, the embedded server in --data-dir is used.",
-    )(fn)
+    return database_options(fn)
 
 
-def _with_connection(
-    database_url: str | None, data_dir: Path | None, fn: Callable[[Any], Awaitable[T]]
-) -> T:
-    """Run ``await fn(conn)`` on asyncio with a connection to the resolved database."""
+class _NotMigrated(Exception):
+    """The database lacks migrations this program needs."""
 
-    async def connected(url: str) -> T:
-        conn = await asyncpg.connect(url)
-        try:
-            return await fn(conn)
-        finally:
-            await conn.close()
 
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.get_parameter_source("database_url") is ParameterSource.ENVIRONMENT:
-        database_url = None  # open_database reads it there too, and says where it came from
-    with open_database(database_url, data_dir=data_dir or default_data_dir()) as db:
-        _note(f"database: {db.redacted} ({db.source.value})")
+async def _check_schema(conn: Any, db: str, choice: DatabaseChoice) -> None:
+    report = await migrations.status(conn)
+    if not report.pending:
+        return
+    have = (
+        "has no retry queue (no migration applied)"
+        if not report.applied
+        else f"is at schema version {report.current_version}, and "
+        f"{len(report.pending)} migration{'s are' if len(report.pending) != 1 else ' is'} "
+        "not applied"
+    )
+    raise _NotMigrated(f"database {db} {have}: run `{choice.command('migrate')}` first")
+
+
+def _with_connection(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``await fn(conn)`` on asyncio with a connection to the chosen database, once it
+    has every migration (see `daz_actors.app.cli_database` for the choice)."""
+    choice = current_choice()
+
+    with open_cli_database(choice) as db:
+
+        async def connected() -> T:
+            conn = await asyncpg.connect(db.url)
+            try:
+                await _check_schema(conn, db.redacted, choice)
+                return await fn(conn)
+            finally:
+                await conn.close()
 
         def fail(message: str) -> click.ClickException:
             return click.ClickException(_scrub(message, db.url))
 
         try:
-            return asyncio.run(connected(db.url))
-        except (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError) as exc:
-            raise fail(
-                f"database {db.redacted} has no retry queue ({exc}); run `daz-actors migrate` first"
-            ) from None
+            return asyncio.run(connected())
+        except _NotMigrated as exc:
+            raise fail(str(exc)) from None
         except QueueInputError as exc:
             raise click.ClickException(str(exc)) from None
         except (ValueError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -254,9 +283,9 @@ def queue_group() -> None:
 
 @queue_group.command("stats")
 @_common_options
-def stats_command(database_url: str | None, data_dir: Path | None, as_json: bool) -> None:
+def stats_command(as_json: bool) -> None:
     """Item counts by status, event type and plugin."""
-    rows: list[QueueStats] = _with_connection(database_url, data_dir, queue.stats)
+    rows: list[QueueStats] = _with_connection(queue.stats)
     by_status = {s.value: 0 for s in RetryStatus}
     for row in rows:
         by_status[row.status.value] += row.item_count
@@ -350,8 +379,6 @@ def _dead_letter_table(items: Sequence[QueueItem]) -> str:
 
 
 def _list(
-    database_url: str | None,
-    data_dir: Path | None,
     *,
     status: RetryStatus | None,
     event_type: str | None,
@@ -361,7 +388,7 @@ def _list(
         # one more than asked: tells whether the listing was cut
         return await queue.list_items(conn, status=status, event_type=event_type, limit=limit + 1)
 
-    items = _with_connection(database_url, data_dir, fetch)
+    items = _with_connection(fetch)
     if len(items) > limit:
         _note(f"(more items match: only the first {limit} are shown; raise --limit to see more)")
     return items[:limit]
@@ -369,7 +396,7 @@ def _list(
 
 _LIMIT = click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_LIMIT),
     default=50,
     show_default=True,
     help="Show at most this many items (oldest first).",
@@ -386,14 +413,10 @@ def list_command(
     status: str | None,
     event_type: str | None,
     limit: int,
-    database_url: str | None,
-    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """List queue items, oldest first."""
     items = _list(
-        database_url,
-        data_dir,
         status=None if status is None else RetryStatus(status.lower()),
         event_type=event_type,
         limit=limit,
@@ -413,14 +436,10 @@ def list_command(
 def dead_letters_command(
     event_type: str | None,
     limit: int,
-    database_url: str | None,
-    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """List dead letters (items that gave up), oldest first."""
-    items = _list(
-        database_url, data_dir, status=RetryStatus.DEAD_LETTER, event_type=event_type, limit=limit
-    )
+    items = _list(status=RetryStatus.DEAD_LETTER, event_type=event_type, limit=limit)
     if as_json:
         _print_json(items)
     elif not items:
@@ -496,16 +515,14 @@ def _show_item(item: QueueItem, history: Sequence[HistoryEntry]) -> str:
 @queue_group.command("show")
 @click.argument("item_id", type=_ITEM_ID)
 @_common_options
-def show_command(
-    item_id: int, database_url: str | None, data_dir: Path | None, as_json: bool
-) -> None:
+def show_command(item_id: int, as_json: bool) -> None:
     """Every field of item ITEM_ID and its attempt history."""
 
     async def fetch(conn: Any) -> tuple[QueueItem | None, list[HistoryEntry]]:
         item = await queue.get(conn, item_id)
         return item, ([] if item is None else await queue.history(conn, item_id))
 
-    item, history = _with_connection(database_url, data_dir, fetch)
+    item, history = _with_connection(fetch)
     if item is None:
         raise click.ClickException(f"no queue item {item_id}")
     if as_json:
@@ -538,8 +555,6 @@ def requeue_command(
     all_dead: bool,
     event_type: str | None,
     older_than: timedelta | None,
-    database_url: str | None,
-    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Put dead letters back in the queue: ITEM_ID... or --all-dead [--type T] [--older-than D].
@@ -570,7 +585,7 @@ def requeue_command(
                 result.not_dead[item_id] = item.status.value
         return result
 
-    result = _with_connection(database_url, data_dir, by_filter if all_dead else by_id)
+    result = _with_connection(by_filter if all_dead else by_id)
     if as_json:
         _print_json(result)
     elif result.requeued:
@@ -606,8 +621,6 @@ def purge_command(
     event_type: str | None,
     yes: bool,
     force: bool,
-    database_url: str | None,
-    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Delete items of one status (and their history) for good.
@@ -642,7 +655,7 @@ def purge_command(
             return None
         return await queue.purge(conn, status=chosen, event_type=event_type, older_than=older_than)
 
-    deleted = _with_connection(database_url, data_dir, run)
+    deleted = _with_connection(run)
     if deleted is None:
         raise click.ClickException("not confirmed: nothing deleted")
     if as_json:
@@ -663,14 +676,14 @@ def purge_command(
 @queue_group.command("cleanup")
 @click.option(
     "--retention-days",
-    type=click.FloatRange(min=0),
+    type=DAYS,
     default=DEFAULT_RETENTION_DAYS,
     show_default=True,
     help="Delete completed and expired (failed) items last changed longer ago than this.",
 )
 @click.option(
     "--dead-letter-retention-days",
-    type=click.FloatRange(min=0),
+    type=DAYS,
     default=None,
     help="Also delete dead letters older than this [default: keep them].",
 )
@@ -678,8 +691,6 @@ def purge_command(
 def cleanup_command(
     retention_days: float,
     dead_letter_retention_days: float | None,
-    database_url: str | None,
-    data_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Delete finished items past the retention period (what the periodic cleanup does)."""
@@ -691,7 +702,7 @@ def cleanup_command(
             dead_letter_retention_days=dead_letter_retention_days,
         )
 
-    deleted = _with_connection(database_url, data_dir, run)
+    deleted = _with_connection(run)
     if as_json:
         _print_json(
             {
@@ -714,9 +725,9 @@ def cleanup_command(
 
 @queue_group.command("alerts")
 @_common_options
-def alerts_command(database_url: str | None, data_dir: Path | None, as_json: bool) -> None:
+def alerts_command(as_json: bool) -> None:
     """What needs attention: dead letters, stuck, nearly exhausted and overdue items."""
-    rows: list[QueueAlert] = _with_connection(database_url, data_dir, queue.alerts)
+    rows: list[QueueAlert] = _with_connection(queue.alerts)
     if as_json:
         _print_json(rows)
         return

@@ -564,7 +564,7 @@ def test_database_url_from_the_environment(pg: Any, items: dict[str, int]) -> No
     """$DAZ_DATABASE_URL is used when --database-url is not given."""
     result = CliRunner().invoke(cli, ["queue", "stats", "--json"], env={"DAZ_DATABASE_URL": pg.dsn})
     assert ok_json(result)["total"] == 5
-    assert "(environment)" in result.stderr
+    assert "(from $DAZ_DATABASE_URL)" in result.stderr
 
 
 def test_unreachable_database_hides_the_password() -> None:
