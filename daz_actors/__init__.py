@@ -25,6 +25,7 @@ from .runtime.errors import Killed as Killed
 from .runtime.errors import NameTaken as NameTaken
 from .runtime.errors import NoSuchActor as NoSuchActor
 from .runtime.errors import StartFailed as StartFailed
+from .runtime.errors import StopForced as StopForced
 from .runtime.errors import SupervisorGaveUp as SupervisorGaveUp
 from .runtime.errors import UnknownActorKind as UnknownActorKind
 from .runtime.events import ActorFailed as ActorFailed

@@ -66,3 +66,7 @@ class SupervisorGaveUp(DazActorsError, RuntimeError):
 
 class StartFailed(DazActorsError, RuntimeError):
     """A child failed before it reported ready; the child's error is the cause."""
+
+
+class StopForced(DazActorsError, RuntimeError):
+    """A second signal cancelled what an orderly shutdown had not yet stopped."""

@@ -6,7 +6,10 @@ subtree is restarted by the supervisor above it.
 
 One task per supervisor incarnation makes every decision (`_loop`); child incarnations run
 in their own tasks and report their exits on a channel. Backoff is a due time on the slot,
-not a sleeping task, so shutdown never waits one out.
+not a sleeping task, so shutdown never waits one out. Once a stop is asked for, nothing is
+started or restarted again: pending backoffs are dropped, and a child still starting (a
+subtree that is not ready yet) is asked to stop too, then cancelled after its
+``shutdown_timeout``.
 """
 
 from __future__ import annotations
@@ -214,6 +217,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._exits: trio.MemorySendChannel[_Exit | _StopRequested] | None = None
         self._intensity = RestartIntensity(self.policy.max_restarts, self.policy.within_seconds)
+        self._stopping = False  # this incarnation was asked to stop: start nothing more
         for spec in children:
             self._add_slot(spec)
 
@@ -326,6 +330,7 @@ class Supervisor:
     ) -> None:
         """Run one incarnation: start the children in order, report ready, supervise."""
         ctx.idle = False  # an orderly stop must reach `_loop`, not cancel it
+        self._stopping = False
         self._intensity = RestartIntensity(self.policy.max_restarts, self.policy.within_seconds)
         send, receive = trio.open_memory_channel[_Exit | _StopRequested](math.inf)
         self._exits = send
@@ -350,7 +355,33 @@ class Supervisor:
         self, ctx: ActorContext, send: trio.MemorySendChannel[_Exit | _StopRequested]
     ) -> None:
         await ctx.stop_requested.wait()
+        self._stopping = True
         send.send_nowait(_StopRequested())
+        # `_loop` may be waiting for a child to report ready (a subtree held back by a
+        # child failing to start): that start is stopped too, or shutdown would wait on it
+        assert self._nursery is not None
+        for slot in self._slots:
+            if slot.state is ChildState.STARTING:
+                self._nursery.start_soon(self._stop_starting, slot)
+
+    async def _stop_starting(self, slot: _Slot) -> None:
+        """Ask a child that has not reported ready yet to stop; cancel it after its
+        shutdown timeout."""
+        ctx = slot.ctx
+        if ctx is None:
+            return
+        ctx._request_stop()
+        timeout = slot.spec.shutdown_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await slot.done.wait()
+        if not slot.done.is_set() and ctx._cancel_scope is not None:
+            log.warning(
+                "%s: %r did not stop starting within %s s; cancelling it",
+                self.name,
+                slot.registered_as,
+                timeout,
+            )
+            ctx._cancel_scope.cancel()
 
     async def _loop(
         self,
@@ -365,6 +396,8 @@ class Supervisor:
             await self._acquire()
             try:
                 due = await self._start_due(in_order=not ready)
+                if self._stopping:
+                    return
                 if not ready and all(s.state is not ChildState.BACKING_OFF for s in self._slots):
                     ready = True
                     task_status.started()
@@ -412,6 +445,8 @@ class Supervisor:
             again = False
             next_due = math.inf
             for slot in list(self._slots):
+                if self._stopping:
+                    return math.inf
                 if slot.state is not ChildState.BACKING_OFF or slot not in self._slots:
                     continue
                 assert slot.due is not None
@@ -421,6 +456,9 @@ class Supervisor:
                         return next_due
                     continue
                 error = await self._start(slot)
+                if error is not None and self._stopping:
+                    log.info("%s: %r stopped before it was ready", self.name, slot.registered_as)
+                    return math.inf
                 if error is not None:
                     await self._handle_exit(slot, error, start_failed=True)
                     again = True
@@ -502,7 +540,7 @@ class Supervisor:
             self._report_crash(slot, error)
             if slot.spec.redeliver and not start_failed:
                 self._redeliver(slot, "crashed on")
-        if not needs_restart(slot.spec.restart, kind):
+        if not needs_restart(slot.spec.restart, kind) or self._stopping:
             if slot.spec.restart is Restart.TEMPORARY:
                 self._remove_slot(slot)
             return

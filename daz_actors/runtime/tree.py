@@ -8,6 +8,7 @@ import signal
 import trio
 
 from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.errors import StopForced
 from daz_actors.runtime.mailbox import Mailbox
 from daz_actors.runtime.ref import ActorRef
 from daz_actors.runtime.supervisor import ChildInfo, Supervisor
@@ -54,14 +55,16 @@ class _Forward:
         self._status.started(self._tree)
 
 
-async def _watch_signals(tree: Tree, cancel_scope: trio.CancelScope) -> None:
+async def _watch_signals(tree: Tree, cancel_scope: trio.CancelScope, forced: list[str]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
+            name = signal.Signals(signum).name
             if not tree.stopping:
-                log.warning("%s received: shutting down in order", signal.Signals(signum).name)
+                log.warning("%s received: shutting down in order", name)
                 tree.stop()
             else:
-                log.error("second %s: cancelling everything now", signal.Signals(signum).name)
+                log.error("second %s: cancelling everything now", name)
+                forced.append(name)
                 cancel_scope.cancel()
 
 
@@ -74,8 +77,9 @@ async def run_tree(
     """Run `root` until it is stopped (returns) or gives up (raises `SupervisorGaveUp`).
 
     With `handle_signals`, SIGINT and SIGTERM begin the orderly shutdown; a second one
-    cancels at once. ``await nursery.start(run_tree, root)`` returns the `Tree` handle once
-    every child reported ready.
+    cancels what has not stopped yet and raises `StopForced` once it is cancelled.
+    ``await nursery.start(run_tree, root)`` returns the `Tree` handle once every child
+    reported ready.
     """
     mailbox = Mailbox(root.name, 16)
     ctx = ActorContext(
@@ -88,10 +92,11 @@ async def run_tree(
     )
     tree = Tree(root, ctx)
     failure: Exception | None = None
+    forced: list[str] = []  # the signal that forced the stop
     try:
         async with trio.open_nursery() as nursery:
             if handle_signals:
-                nursery.start_soon(_watch_signals, tree, nursery.cancel_scope)
+                nursery.start_soon(_watch_signals, tree, nursery.cancel_scope, forced)
             try:
                 await root(ctx, task_status=_Forward(task_status, tree))
             except Exception as exc:
@@ -102,3 +107,5 @@ async def run_tree(
         root.close()
     if failure is not None:
         raise failure
+    if forced:
+        raise StopForced(f"a second {forced[0]} cancelled what had not stopped in order")
