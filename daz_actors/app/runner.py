@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -19,12 +20,13 @@ from daz_actors.ops.http import serve_http
 from daz_actors.ops.logging import register_dsn_password
 from daz_actors.ops.metrics import Metrics, Sources
 from daz_actors.runtime.bus import EventBus
-from daz_actors.runtime.errors import DazActorsError, SupervisorGaveUp
+from daz_actors.runtime.errors import DazActorsError, StopForced, SupervisorGaveUp
 from daz_actors.runtime.kinds import ActorKinds
 from daz_actors.runtime.registry import Registry
 from daz_actors.runtime.supervisor import Supervisor
 from daz_actors.runtime.tree import Tree, run_tree
 from daz_actors.storage import queue
+from daz_actors.storage.data_dir_lock import DataDirInUse, lock_data_dir
 from daz_actors.storage.embedded_pg import open_database
 from daz_actors.storage.migrations import migrate
 from daz_actors.storage.queue_types import QueueStats
@@ -32,6 +34,8 @@ from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
+    "EXIT_DATA_DIR_IN_USE",
+    "EXIT_FORCED",
     "EXIT_GAVE_UP",
     "EXIT_HTTP_UNAVAILABLE",
     "EXIT_STARTUP_FAILED",
@@ -46,6 +50,8 @@ log = logging.getLogger("daz_actors.run")
 EXIT_GAVE_UP = 1  # the root supervisor exceeded its restart intensity
 EXIT_STARTUP_FAILED = 2  # the database could not be prepared
 EXIT_HTTP_UNAVAILABLE = 4  # the HTTP address could not be bound (in use, not allowed)
+EXIT_DATA_DIR_IN_USE = 5  # another process runs on the same data directory
+EXIT_FORCED = 6  # a second signal cancelled what had not stopped in order
 
 
 class HttpUnavailable(DazActorsError, OSError):
@@ -96,7 +102,7 @@ async def _run(
     alongside: Alongside | None = None,
 ) -> None:
     """The tree, the health and metrics endpoints while it runs, and `alongside`."""
-    gave_up: list[SupervisorGaveUp] = []
+    gave_up: list[SupervisorGaveUp | StopForced] = []
     failed: list[Exception] = []  # what `alongside` raised
     ready = _ReadyTree()
     async with trio.open_nursery() as nursery:
@@ -104,7 +110,7 @@ async def _run(
         async def tree_task() -> None:
             try:
                 await run_tree(root, handle_signals=handle_signals, task_status=ready)
-            except SupervisorGaveUp as exc:  # kept out of the nursery's exception group
+            except (SupervisorGaveUp, StopForced) as exc:  # out of the nursery's exception group
                 gave_up.append(exc)
             finally:
                 ready.event.set()
@@ -203,6 +209,33 @@ def run_config(
     ``daz-actors demo`` uses); an exception from it stops the tree and propagates; a
     shutdown begun otherwise (a signal) cancels it first.
     """
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(lock_data_dir(config.data_dir))
+        except DataDirInUse as exc:
+            log.critical("%s", exc)
+            return EXIT_DATA_DIR_IN_USE
+        except OSError as exc:
+            log.critical("cannot use the data directory %s: %s", config.data_dir, exc)
+            return EXIT_STARTUP_FAILED
+        return _run_locked(
+            config,
+            kinds,
+            handle_signals=handle_signals,
+            extra_resources=extra_resources,
+            alongside=alongside,
+        )
+
+
+def _run_locked(
+    config: Config,
+    kinds: ActorKinds,
+    *,
+    handle_signals: bool,
+    extra_resources: Mapping[str, Any] | None,
+    alongside: Alongside | None,
+) -> int:
+    """`run_config` once this process holds the data directory."""
     if config.database.url:
         register_dsn_password(config.database.url)
     with open_database(config.database.url, data_dir=config.data_dir) as database:
@@ -248,5 +281,8 @@ def run_config(
         except HttpUnavailable as exc:
             log.critical("%s; stopped (set [http] port, or enabled = false)", exc)
             return EXIT_HTTP_UNAVAILABLE
+        except StopForced as exc:
+            log.error("stopped by force: %s", exc)
+            return EXIT_FORCED
         log.info("stopped in order")
         return 0
