@@ -16,8 +16,10 @@ tick the dispatcher sends.
 
 With a metrics registry, each item `_enqueue` is given is counted once in
 ``daz_retry_scheduled_total{event_type,outcome}`` (outcome ``queued``, ``duplicate``,
-``spooled`` or ``refused``), and each item moved from the spool into the queue in
-``daz_retry_spool_drained_total{event_type}``.
+``spooled`` or ``refused``), each item moved from the spool into the queue in
+``daz_retry_spool_drained_total{event_type}``, and each damaged spool record found when an
+incarnation opens the spool (its bytes moved to ``<spool>.quarantine``) in
+``daz_retry_spool_quarantined_total``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "item_for_failure",
     "scheduled_counter",
     "spool_drained_counter",
+    "spool_quarantined_counter",
 ]
 
 log = logging.getLogger("daz_actors.retry")
@@ -94,6 +97,20 @@ def spool_drained_counter(registry: CollectorRegistry) -> Counter:
             "Items moved from the local spool into the queue, by event type (an item the"
             " queue already had is counted too: enqueueing is idempotent by event id).",
             ["event_type"],
+            registry=registry,
+        ),
+    )
+
+
+def spool_quarantined_counter(registry: CollectorRegistry) -> Counter:
+    """The counter of damaged spool records moved to the quarantine file, once."""
+    return metric_once(
+        registry,
+        "daz_retry_spool_quarantined",
+        lambda: Counter(
+            "daz_retry_spool_quarantined",
+            "Damaged or torn spool records found when the spool was opened: their bytes were"
+            " moved to <spool>.quarantine and they were not queued (docs/retry.md).",
             registry=registry,
         ),
     )
@@ -281,6 +298,8 @@ def capture_with_spool(*, spool_path: Path, spool_max_bytes: int, **capture: Any
             partial(spool_path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
         )
         spool = await Spool.open_async(spool_path, spool_max_bytes)
+        if (metrics := capture.get("metrics")) is not None:
+            spool_quarantined_counter(metrics).inc(spool.skipped_records)
         try:
             await run_actor(RetryCapture(spool=spool, **capture), ctx, task_status)
         finally:

@@ -2,8 +2,11 @@
 
 The file holds a header line ``DAZSPOOL 1 <file id>`` then one line per record,
 ``<crc32 of the JSON, 8 hex> <JSON of the NewItem's fields>``. A torn last line (a kill
-mid-write) or a record failing its checksum is skipped, counted and logged; a torn tail is
-cut so the next append starts on a fresh line. Beside it: ``<path>.offset`` ("<file id>
+mid-write) or a record failing its checksum is found when the spool is opened: its bytes
+are appended to ``<path>.quarantine`` (fsynced, see `spool_quarantine`) first, then it is
+dropped from the spool (a torn tail is cut so the next append starts on a fresh line; the
+undrained records around a damaged one are rewritten without it), counted and logged with
+the quarantine file's name. Beside it: ``<path>.offset`` ("<file id>
 <offset>" of the first undrained record, replaced atomically after each acknowledged batch),
 ``<path>.lock`` (flocked while open: one process per spool) and briefly ``<path>.tmp``.
 Compaction rewrites the undrained tail under a new file id, so a checkpoint left stale by a
@@ -35,6 +38,7 @@ from daz_actors.runtime.errors import ConfigError, DazActorsError
 from daz_actors.storage.errors import QueueInputError
 from daz_actors.storage.queue import _encode_item
 from daz_actors.storage.queue_types import DEFAULT_MAX_PAYLOAD_BYTES, NewItem
+from daz_actors.storage.spool_quarantine import Damaged, quarantine
 
 __all__ = ["Spool", "SpoolClosed", "SpoolError", "SpoolFormatError", "SpoolFull", "SpoolLocked"]
 
@@ -164,8 +168,8 @@ class Spool:
         self._lock = threading.Lock()  # file, offsets and counters
         self._drain_lock = trio.Lock()  # one drain at a time
         self._closed = False
-        # metrics: items appended, items refused with SpoolFull, damaged records skipped
-        # when opening, items acknowledged by send_batch
+        # metrics: items appended, items refused with SpoolFull, damaged records moved to
+        # the quarantine file when opening, items acknowledged by send_batch
         self.appended = self.refused_full = self.skipped_records = self.drained = 0
         self._lock_fd = self._take_lock()
         try:
@@ -232,23 +236,45 @@ class Spool:
             self._offset = pos = self._read_checkpoint(f)
             f.seek(pos)
             self._pending = 0
+            good: list[bytes] = []
+            damaged: list[Damaged] = []
             for line in f:
                 if not line.endswith(b"\n"):
-                    log.warning("spool %s: torn last record (%d bytes) cut", self.path, len(line))
-                    self.skipped_records += 1
+                    damaged.append(Damaged(offset=pos, data=line, reason="torn"))
                     break
                 if _decode_record(line[:-1]) is None:
-                    log.warning("spool %s: damaged record at byte %d skipped", self.path, pos)
-                    self.skipped_records += 1
+                    damaged.append(Damaged(offset=pos, data=line[:-1], reason="checksum"))
                 else:
+                    good.append(line)
                     self._pending += 1
                 pos += len(line)
+        if damaged:
+            self._quarantine(damaged)
+        if any(d.reason == "checksum" for d in damaged):
+            self._new_file(b"".join(good))  # the undrained records, without the damaged
+            self._write_checkpoint(self._start)
+            pos = self._size
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         if pos < self.path.stat().st_size:
             os.ftruncate(fd, pos)
             os.fsync(fd)
         self._size = pos
         return fd
+
+    def _quarantine(self, damaged: list[Damaged]) -> None:
+        """Keep the bytes of `damaged` records in the quarantine file (before they are
+        dropped from the spool) and say where."""
+        where = quarantine(self.path, self._file_id, damaged)
+        self.skipped_records += len(damaged)
+        for record in damaged:
+            log.warning(
+                "spool %s: %s record at byte %d (%d bytes) moved to %s",
+                self.path,
+                "torn last" if record.reason == "torn" else "damaged",
+                record.offset,
+                len(record.data),
+                where,
+            )
 
     def _read_checkpoint(self, f: Any) -> int:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import functools
+import json
+import logging
 import math
 import os
 import signal
@@ -20,7 +23,15 @@ import trio
 from daz_actors.runtime.errors import ConfigError, DazActorsError
 from daz_actors.storage.errors import QueueInputError
 from daz_actors.storage.queue_types import NewItem
-from daz_actors.storage.spool import Spool, SpoolClosed, SpoolFormatError, SpoolFull, SpoolLocked
+from daz_actors.storage.spool import (
+    Spool,
+    SpoolClosed,
+    SpoolFormatError,
+    SpoolFull,
+    SpoolLocked,
+    _encode_record,
+)
+from daz_actors.storage.spool_quarantine import quarantine_path
 
 REPO = Path(__file__).resolve().parents[2]
 MAX = 1 << 20
@@ -381,3 +392,78 @@ def test_closed_spool_refuses_work_and_bad_limits_are_refused(tmp_path: Path) ->
     for bad in (0, 1023, True, 2048.0):
         with pytest.raises(ConfigError, match="max_bytes"):
             Spool(tmp_path / "other", bad)  # type: ignore[arg-type]
+
+
+# --- quarantine (issue 13, item 14) ------------------------------------------------------
+
+
+def quarantined(path: Path) -> list[dict[str, Any]]:
+    """The entries of the quarantine file beside the spool at `path`."""
+    lines = quarantine_path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "garbage line"])
+def test_a_damaged_record_is_kept_in_the_quarantine_file_named_in_the_warning(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its exact bytes go to <spool>.quarantine, once (a reopened spool no longer holds it),
+    and the warning names that file."""
+    path = tmp_path / "spool"
+    with Spool(path, MAX) as spool:
+        spool.append_many([item(0), item(1), item(2)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    if damage == "flipped byte":
+        lines[2] = lines[2].replace(b'"n":1', b'"n":7')
+        bad = lines[2][:-1]
+    else:
+        bad = b"\x00\xffnot a record"
+        lines.insert(2, bad + b"\n")
+    offset = sum(len(line) for line in lines[:2])
+    path.write_bytes(b"".join(lines))
+    with caplog.at_level(logging.WARNING, logger="daz_actors.spool"), Spool(path, MAX) as spool:
+        assert spool.skipped_records == 1
+    [entry] = quarantined(path)
+    assert base64.b64decode(entry["bytes_b64"]) == bad
+    assert (entry["reason"], entry["offset"], entry["length"]) == ("checksum", offset, len(bad))
+    assert entry["spool"] == str(path)
+    assert any(str(quarantine_path(path)) in r.getMessage() for r in caplog.records)
+    with Spool(path, MAX) as again:  # the damaged record is gone from the spool itself
+        assert again.skipped_records == 0
+        expected = ["e0", "e2"] if damage == "flipped byte" else ["e0", "e1", "e2"]
+        assert ids(again.pending()) == expected
+    assert len(quarantined(path)) == 1
+
+
+def test_a_torn_last_record_is_quarantined_before_it_is_cut(tmp_path: Path) -> None:
+    """A kill mid-write leaves half a line: those bytes are kept too (reason torn)."""
+    path = tmp_path / "spool"
+    with Spool(path, MAX) as spool:
+        spool.append_many([item(0), item(1)])
+    good = path.read_bytes()
+    half = _encode_record(item(2), 1 << 20)[:20]
+    path.write_bytes(good + half)
+    with Spool(path, MAX) as spool:
+        assert ids(spool.pending()) == ["e0", "e1"]
+        assert spool.size_bytes == len(good)
+    [entry] = quarantined(path)
+    assert (entry["reason"], entry["offset"]) == ("torn", len(good))
+    assert base64.b64decode(entry["bytes_b64"]) == half
+
+
+def test_a_damaged_record_after_the_checkpoint_keeps_the_drained_ones_drained(
+    tmp_path: Path,
+) -> None:
+    """Rewriting the spool without the damaged record keeps only the undrained records."""
+    path = tmp_path / "spool"
+    with Spool(path, MAX) as spool:
+        spool.append_many([item(n) for n in range(4)])
+        spool._acknowledge(*spool._read(1)[1:], 1)  # e0 drained
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b'"n":2', b'"n":9')
+    path.write_bytes(b"".join(lines))
+    with Spool(path, MAX) as spool:
+        assert ids(spool.pending()) == ["e1", "e3"]
+    with Spool(path, MAX) as spool:
+        assert ids(spool.pending()) == ["e1", "e3"]
+    assert len(quarantined(path)) == 1
