@@ -64,6 +64,11 @@ class ActorSnapshot:
     last_error: str | None
     mailbox_depth: int = 0
     mailbox_full: int = 0
+    mailbox_capacity: int = 0
+    mailbox_depth_max: int = 0
+    mailbox_blocked_sends: int = 0
+    mailbox_blocked_seconds: float = 0.0
+    mailbox_senders_waiting: int = 0
     # (reason, count) pairs: see `ChildInfo.restarts_by_reason`
     restarts_by_reason: tuple[tuple[str, int], ...] = ()
     backoff_waits: int = 0
@@ -151,6 +156,11 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
             last_error=child.last_error,
             mailbox_depth=child.mailbox_depth,
             mailbox_full=child.mailbox_full,
+            mailbox_capacity=child.mailbox_capacity,
+            mailbox_depth_max=child.mailbox_depth_max,
+            mailbox_blocked_sends=child.mailbox_blocked_sends,
+            mailbox_blocked_seconds=child.mailbox_blocked_seconds,
+            mailbox_senders_waiting=child.mailbox_senders_waiting,
             restarts_by_reason=child.restarts_by_reason,
             backoff_waits=child.backoff_waits,
             backoff_seconds=child.backoff_seconds,
@@ -252,6 +262,31 @@ class _SnapshotCollector(Collector):
             "try_send calls refused because the actor's mailbox was full.",
             labels=["actor"],
         )
+        capacity = GaugeMetricFamily(
+            "daz_mailbox_capacity", "The size of each actor's mailbox.", labels=["actor"]
+        )
+        depth_max = GaugeMetricFamily(
+            "daz_mailbox_depth_max",
+            "The most messages ever waiting at once in each actor's mailbox (high-water mark"
+            " since the process started).",
+            labels=["actor"],
+        )
+        blocked = CounterMetricFamily(
+            "daz_mailbox_blocked_sends",
+            "Sends (tell, ask) that waited for room in each actor's full mailbox.",
+            labels=["actor"],
+        )
+        blocked_seconds = CounterMetricFamily(
+            "daz_mailbox_blocked_seconds",
+            "Seconds senders spent waiting for room in each actor's full mailbox, added when"
+            " each wait ends (see daz_mailbox_senders_waiting for waits still going on).",
+            labels=["actor"],
+        )
+        waiting = GaugeMetricFamily(
+            "daz_mailbox_senders_waiting",
+            "Senders blocked on each actor's full mailbox right now.",
+            labels=["actor"],
+        )
         by_reason = CounterMetricFamily(
             "daz_actor_restarts_by_reason",
             "Restarts of each actor by reason: the exception type of a crash or failed start,"
@@ -297,6 +332,11 @@ class _SnapshotCollector(Collector):
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
             depth.add_metric([actor.path], actor.mailbox_depth)
             full.add_metric([actor.path], actor.mailbox_full)
+            capacity.add_metric([actor.path], actor.mailbox_capacity)
+            depth_max.add_metric([actor.path], actor.mailbox_depth_max)
+            blocked.add_metric([actor.path], actor.mailbox_blocked_sends)
+            blocked_seconds.add_metric([actor.path], actor.mailbox_blocked_seconds)
+            waiting.add_metric([actor.path], actor.mailbox_senders_waiting)
             for reason, count in actor.restarts_by_reason:
                 by_reason.add_metric([actor.path, reason], count)
             backoff_waits.add_metric([actor.path], actor.backoff_waits)
@@ -306,6 +346,11 @@ class _SnapshotCollector(Collector):
         yield state
         yield depth
         yield full
+        yield capacity
+        yield depth_max
+        yield blocked
+        yield blocked_seconds
+        yield waiting
         yield by_reason
         yield backoff_waits
         yield backoff_seconds

@@ -103,8 +103,11 @@ class Mailbox:
         "_receive",
         "_send",
         "asks_timed_out",
+        "blocked_seconds",
+        "blocked_sends",
         "capacity",
         "closed",
+        "depth_max",
         "down",
         "dropped_on_close",
         "full_count",
@@ -121,6 +124,9 @@ class Mailbox:
         self._send, self._receive = trio.open_memory_channel[Any](capacity)
         self._again: collections.deque[Any] = collections.deque()  # redelivered first
         self.full_count = 0  # try_send calls refused because the mailbox was full
+        self.blocked_sends = 0  # tells/asks that had to wait for room (backpressure)
+        self.blocked_seconds = 0.0  # the time they waited, in total (once they got in)
+        self.depth_max = 0  # the most messages ever waiting at once (high-water mark)
         self.asks_timed_out = 0  # asks to this mailbox that got no reply in time
         self.dropped_on_close = 0  # tells still queued when the actor stopped for good
         self.closed = False
@@ -133,14 +139,34 @@ class Mailbox:
         """Messages waiting in the mailbox now."""
         return self._receive.statistics().current_buffer_used + len(self._again)
 
+    @property
+    def senders_waiting(self) -> int:
+        """Senders blocked on this full mailbox right now."""
+        return self._send.statistics().tasks_waiting_send
+
+    def _note_depth(self) -> None:
+        depth = self._receive.statistics().current_buffer_used + len(self._again)
+        if depth > self.depth_max:
+            self.depth_max = depth
+
     async def put(self, message: Any) -> None:
-        """Queue `message`, waiting while the mailbox is full (backpressure)."""
+        """Queue `message`, waiting while the mailbox is full (backpressure: the wait is
+        counted in `blocked_sends` and `blocked_seconds`)."""
         if self._refuse_if_down(message):
             return
         try:
-            await self._send.send(message)
+            try:
+                self._send.send_nowait(message)
+            except trio.WouldBlock:
+                began = trio.current_time()
+                try:
+                    await self._send.send(message)
+                finally:
+                    self.blocked_sends += 1
+                    self.blocked_seconds += trio.current_time() - began
         except trio.ClosedResourceError:
             raise ActorStopped(f"actor {self.name!r} is stopped") from None
+        self._note_depth()
 
     def put_nowait(self, message: Any) -> bool:
         """Queue `message` if there is room now (not counted as full when there is none)."""
@@ -152,6 +178,7 @@ class Mailbox:
             return False
         except trio.ClosedResourceError:
             raise ActorStopped(f"actor {self.name!r} is stopped") from None
+        self._note_depth()
         return True
 
     def try_put(self, message: Any) -> bool:
@@ -165,6 +192,7 @@ class Mailbox:
             return False
         except trio.ClosedResourceError:
             raise ActorStopped(f"actor {self.name!r} is stopped") from None
+        self._note_depth()
         return True
 
     async def get(self) -> Any:

@@ -118,6 +118,11 @@ class ChildInfo:
     mailbox_depth: int  # messages waiting
     children: tuple[ChildInfo, ...] | None  # a supervisor child's own children
     mailbox_full: int = 0  # try_send calls refused because the mailbox was full
+    mailbox_capacity: int = 0  # the mailbox's size
+    mailbox_depth_max: int = 0  # the most messages ever waiting at once
+    mailbox_blocked_sends: int = 0  # sends that waited for room in the full mailbox
+    mailbox_blocked_seconds: float = 0.0  # the total of those waits
+    mailbox_senders_waiting: int = 0  # senders blocked on the full mailbox now
     # restarts by reason: the exception's type name for a crash or a failed start,
     # "exit" (a permanent child returned), "sibling" (restarted by the strategy with
     # another child), "request" (`restart_child`); sorted by reason
@@ -745,6 +750,11 @@ class Supervisor:
             backoff_until=slot.due if slot.state is ChildState.BACKING_OFF else None,
             mailbox_depth=slot.mailbox.depth,
             mailbox_full=slot.mailbox.full_count,
+            mailbox_capacity=slot.mailbox.capacity,
+            mailbox_depth_max=slot.mailbox.depth_max,
+            mailbox_blocked_sends=slot.mailbox.blocked_sends,
+            mailbox_blocked_seconds=slot.mailbox.blocked_seconds,
+            mailbox_senders_waiting=slot.mailbox.senders_waiting,
             restarts_by_reason=tuple(sorted(slot.reasons.items())),
             backoff_waits=slot.backoff_waits,
             backoff_seconds=slot.backoff_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import trio
 from probes import Journal, Sleep, spec, supervisor
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -175,3 +176,41 @@ def test_two_gateways_on_one_registry_share_their_metrics():
     assert first._errors is second._errors is not None
     other = SqlGateway(SqlGatewayParams(), "postgresql://a@/x", metrics=CollectorRegistry())
     assert other._latency is not first._latency
+
+
+async def test_backpressure_shows_as_blocked_sends_seconds_and_a_high_water_mark(
+    autojump_clock,
+):
+    """Issue 13, item 12: senders waiting on a full mailbox (not try_send refusals) show up:
+    a sender blocked now, the sends that waited and their seconds, the depth's high-water
+    mark and the capacity; daz_mailbox_full_total stays 0 (nothing was refused)."""
+    journal = Journal()
+    root = supervisor(
+        "root", [spec(journal, "slow", mailbox_size=2), spec(journal, "b")], fast_policy()
+    )
+
+    def metric(found: Samples, name: str, actor: str = "slow") -> float:
+        return found[(name, (("actor", actor),))]
+
+    async with open_tree(root) as tree:
+        ref = root.ref("slow")
+        async with trio.open_nursery() as nursery:
+
+            async def flood() -> None:
+                for _ in range(6):
+                    await ref.send(Sleep(1))  # one second each in trio's clock
+
+            nursery.start_soon(flood)
+            await wait_until(lambda: root.which_children()[0].mailbox_senders_waiting == 1)
+            during = await scrape(tree)
+        after = await scrape(tree)
+    assert metric(during, "daz_mailbox_senders_waiting") == 1
+    assert metric(during, "daz_mailbox_depth") == 2
+    assert metric(after, "daz_mailbox_senders_waiting") == 0
+    assert metric(after, "daz_mailbox_capacity") == 2
+    assert metric(after, "daz_mailbox_depth_max") == 2
+    assert metric(after, "daz_mailbox_blocked_sends_total") >= 3
+    assert metric(after, "daz_mailbox_blocked_seconds_total") > 0
+    assert metric(after, "daz_mailbox_full_total") == 0  # the old signal saw nothing
+    assert metric(after, "daz_mailbox_blocked_sends_total", "b") == 0
+    assert metric(after, "daz_mailbox_depth_max", "b") == 0
