@@ -40,6 +40,7 @@ from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.bus import Overflow, Published
 from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.metric_once import metric_once
 from daz_actors.storage import queue
 from daz_actors.storage.errors import QueueInputError, SqlError
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("daz_actors.retry")
+outage = RepeatedWarnings(log)  # one line per kind per interval while the database is away
 
 SCHEDULE_TOPIC = "retry.schedule"
 CAPTURE_NAME = "retry-capture"  # its registered name in the retry subtree
@@ -206,7 +208,12 @@ class RetryCapture(Actor):
         try:
             drained = await self.spool.drain(send)
         except CALL_FAILED as exc:
-            log.warning("spool: %d items wait for the database (%s)", self.spool.pending_count, exc)
+            outage.warning(
+                "spool.wait",
+                "spool: %d items wait for the database (%s)",
+                self.spool.pending_count,
+                exc,
+            )
             return False
         log.info("spool: moved %d items into the queue", drained)
         return not self.spool.pending_count
@@ -258,7 +265,9 @@ class RetryCapture(Actor):
                     log.error("cannot queue %s: %s", item.event_id, exc)
                     return False
                 # enqueue is idempotent: spooling after a call that may have worked is safe
-                log.warning("database unreachable (%s): spooling %s", exc, item.event_id)
+                outage.warning(
+                    "spooling", "database unreachable (%s): spooling %s", exc, item.event_id
+                )
             else:
                 if is_new:
                     self.queued += 1

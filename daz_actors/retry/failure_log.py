@@ -11,10 +11,13 @@ from daz_actors.runtime.actor import Actor, Startable, actor_factory
 from daz_actors.runtime.bus import Overflow, Published
 from daz_actors.runtime.events import ActorFailed, FailureEvent
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.log_summary import RepeatedWarnings
 
 __all__ = ["FailureLog", "FailureLogParams", "build_failure_log"]
 
 log = logging.getLogger("daz_actors.failures")
+# one line per topic and error code per interval: an outage fails every call the same way
+repeated = RepeatedWarnings(log)
 
 
 def _patterns(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -54,7 +57,8 @@ class FailureLog(Actor):
         event = message.event
         self.logged += 1
         if isinstance(event, FailureEvent):
-            log.warning(
+            repeated.warning(
+                f"{message.topic} {event.error_code}",
                 "%s from %s: %s (code %s, %s, correlation %s)",
                 message.topic,
                 event.source,

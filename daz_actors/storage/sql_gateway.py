@@ -26,6 +26,7 @@ from daz_actors.runtime.breaker import BreakerPolicy, CircuitBreaker
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.events import FailureEvent, new_id
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.metric_once import metric_once
 from daz_actors.storage.embedded_pg import redact_dsn
@@ -47,6 +48,8 @@ __all__ = ["SqlGateway", "SqlGatewayParams", "build_sql_gateway"]
 GATEWAY_NAME = "sql-gateway"  # its registered name unless a config says otherwise
 
 log = logging.getLogger("daz_actors.sql")
+# one line per operation and error code per interval: an outage fails every call alike
+failed_calls = RepeatedWarnings(log)
 
 POOL_CLOSE_TIMEOUT = 5.0
 
@@ -360,7 +363,8 @@ class SqlGateway:
         while that subscriber waits for this very answer.)
         """
         self.failures += 1
-        log.warning(
+        failed_calls.warning(
+            f"{operation} {error.code}",
             "%s failed (%s, %s, correlation %s): %s",
             operation,
             error.code,

@@ -1,0 +1,58 @@
+"""Warnings that repeat during an outage, summarised: one line per kind per interval.
+
+`RepeatedWarnings.warning(kind, msg, *args)` logs the first warning of `kind` at WARNING;
+the same kind again within `interval` seconds goes to DEBUG (every item's detail is still
+there with ``-vv``) and is counted; the first one after the interval is logged at WARNING
+again with ``(N more like this in the last S s)``. Kinds are short fixed strings chosen by
+the caller (an operation and an error code, never an item id), so the table stays small.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+__all__ = ["DEFAULT_INTERVAL", "RepeatedWarnings"]
+
+DEFAULT_INTERVAL = 10.0
+
+
+@attrs.define
+class _Kind:
+    logged_at: float
+    suppressed: int = 0
+
+
+class RepeatedWarnings:
+    """Rate-limited warnings of one logger, per kind (see the module docstring)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._clock = clock
+        self._kinds: dict[str, _Kind] = {}
+
+    def warning(self, kind: str, msg: str, *args: Any, **kwargs: Any) -> None:
+        """Log `msg % args` at WARNING, or at DEBUG when `kind` was logged less than
+        `interval` seconds ago (counted, and reported with the next WARNING of it)."""
+        now = self._clock()
+        seen = self._kinds.get(kind)
+        if seen is not None and now - seen.logged_at < self._interval:
+            seen.suppressed += 1
+            self._log.debug(msg, *args, **kwargs)
+            return
+        if seen is not None and seen.suppressed:
+            msg += " (%d more like this in the last %.0f s)"
+            args = (*args, seen.suppressed, now - seen.logged_at)
+        self._kinds[kind] = _Kind(logged_at=now)
+        self._log.warning(msg, *args, **kwargs)
