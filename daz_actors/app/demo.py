@@ -572,7 +572,14 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="daz-demo-"))
-    out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json)\n")
+    kept = (
+        "kept"
+        if options.work_dir is not None
+        else "removed after a good run, kept when an invariant breaks"
+    )
+    out.write(
+        f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json; {kept})\n"
+    )
     out.flush()
     code = EXIT_INTERRUPTED
     try:

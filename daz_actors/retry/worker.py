@@ -40,7 +40,7 @@ log = logging.getLogger("daz_actors.retry")
 
 HAND_BACK_TIMEOUT = 5.0
 
-# attempt timeouts are tens of seconds (DESIGN section 4), so the buckets reach past them
+# attempt timeouts are tens of seconds (docs/retry.md), so the buckets reach past them
 ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 

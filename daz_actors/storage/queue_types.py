@@ -141,7 +141,7 @@ class NewItem:
     channel: str | None = attrs.field(default=None, validator=_optional_text)
     # plugin that owns the event, if any
     plugin: str | None = attrs.field(default=None, validator=_optional_text)
-    # retry policy name (DESIGN section 4), e.g. "cytube_command"
+    # retry policy name (docs/retry.md), e.g. "cytube_command"
     operation_type: str = attrs.field(default="default", validator=_nonempty_text)
     # free-form context for logs and operators (JSON object or value)
     event_metadata: Any = attrs.field(factory=dict)

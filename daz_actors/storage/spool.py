@@ -1,4 +1,4 @@
-"""The local spool (DESIGN section 7): queue items kept on disk while PostgreSQL is down.
+"""The local spool (docs/retry.md): queue items kept on disk while PostgreSQL is down.
 
 The file holds a header line ``DAZSPOOL 1 <file id>`` then one line per record,
 ``<crc32 of the JSON, 8 hex> <JSON of the NewItem's fields>``. A torn last line (a kill
