@@ -2,23 +2,33 @@
 
 The connection actor tells it every typed event (`ChatMessage`, `PrivateMessage`,
 `UserJoined`, ...). For each chat line, private message, join, leave and media change the
-router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) DO NOTHING`` through the
+router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) ...`` through the
 SQL gateway, in arrival order. The event id is a hash of the event's own fields, so the
 same line logged twice is stored once. If the write fails, the gateway has already
 published ``sql.exec.failed`` with the statement and its JSON arguments; the retry queue
 captures it and the built-in ``sql.exec`` handler runs it again later. The router never
 crashes on a failed write.
 
+A line is stored twice over: ``message`` is the text as a reader sees it (entities
+unescaped, tags reduced to their text), ``raw_message`` what the server sent. A line's id
+is channel + user + server time + raw text (+ its occurrence number when the same user said
+the same text in the same millisecond again), so a history replay of lines already stored
+adds nothing, and a replayed line never flags a live one as history.
+
 A chat line starting with the prefix (not a history line, not the bot's own) goes to the
-command registry: unknown commands, users below a command's rank and users within their
-cooldown are ignored (counted, logged at debug). Commands run in the background (bounded
-by ``max_running_commands``, each within ``command_timeout``), so a slow command or a slow
-echo never stalls logging. A reply is *told* to the connection as `SendChat`, not asked:
-the connection confirms delivery by the echo, and when that fails it publishes
-``cytube.send.failed`` itself and the queue says it again. If the connection's mailbox
-has no room within ``reply_timeout`` (or no connection runs), the router publishes that
-same failure event. A command that raises publishes ``command.<name>.failed``
-(event type ``command.run``, see `rerun_command`) and the router goes on.
+command registry, parsed from the reader's text. Commands are not run while the bot cannot
+speak in the room (its connection tells the router its `ConnectionState`). Unknown
+commands, users below a command's rank and users within their cooldown are ignored
+(counted, logged at debug). Ranks come from ``userlist``, ``addUser`` (the global rank)
+and ``setUserRank`` (the channel rank, after ``addUser`` and on every promotion or
+demotion). Commands run in the background (bounded by ``max_running_commands``, each
+within ``command_timeout``), so a slow command or a slow echo never stalls logging.
+A reply is *told* to the connection as `SendChat`, not asked: the connection confirms
+delivery by the echo, and when that fails it publishes ``cytube.send.failed`` itself and
+the queue says it again. If the connection's mailbox has no room within
+``reply_timeout`` (or no connection runs), the router publishes that same failure event.
+A command that raises publishes ``command.<name>.failed`` (event type ``command.run``, see
+`rerun_command`) and the router goes on.
 """
 
 from __future__ import annotations
@@ -46,18 +56,25 @@ from daz_actors.cytube.commands import (
     parse_command,
 )
 from daz_actors.cytube.events import (
+    ChannelOptions,
     ChatMessage,
+    ConnectionState,
+    Cooldown,
     ErrorMessage,
     Kicked,
     LoginResult,
     MediaChanged,
     MediaUpdate,
+    OwnRank,
+    PasswordAccepted,
+    PasswordRequest,
     PrivateMessage,
     SendChat,
     SendPrivate,
     UserJoined,
     UserLeft,
     UserList,
+    UserRank,
 )
 from daz_actors.retry.handlers import AttemptContext, PermanentError
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
@@ -97,18 +114,21 @@ COMMAND_EVENT_TYPE = "command.run"  # retry handler: `rerun_command`
 SEND_FAILED_TOPIC = "cytube.send.failed"
 STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
 
+# a live line wins over its replay: whichever is written first, is_history ends false
 CHAT_SQL = """\
 INSERT INTO daz_chat_messages
-    (event_id, channel, username, message, sent_at, is_history, received_at, meta)
+    (event_id, channel, username, message, sent_at, is_history, received_at, meta,
+     raw_message)
 VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0), $6,
-        to_timestamp($7::bigint / 1000.0), $8::jsonb)
-ON CONFLICT (event_id) DO NOTHING"""
+        to_timestamp($7::bigint / 1000.0), $8::jsonb, $9)
+ON CONFLICT (event_id) DO UPDATE SET is_history = false
+    WHERE daz_chat_messages.is_history AND NOT EXCLUDED.is_history"""
 
 PRIVATE_SQL = """\
 INSERT INTO daz_private_messages
-    (event_id, channel, from_user, to_user, message, sent_at, received_at)
+    (event_id, channel, from_user, to_user, message, sent_at, received_at, raw_message)
 VALUES ($1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0),
-        to_timestamp($7::bigint / 1000.0))
+        to_timestamp($7::bigint / 1000.0), $8)
 ON CONFLICT (event_id) DO NOTHING"""
 
 CHANNEL_EVENT_SQL = """\
@@ -235,22 +255,32 @@ def _json(value: Any) -> str:
     return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
 
 
+def _occurrence(seq: int) -> tuple[int, ...]:
+    # the first occurrence keeps the id rows had before occurrences were counted
+    return (seq,) if seq else ()
+
+
 def chat_write(event: ChatMessage, received_ms: int) -> LogWrite:
     """The insert logging a chat line (its id ignores `received_ms` and `history`)."""
-    eid = event_id("chat", event.channel, event.username, event.time, event.msg)
+    eid = event_id(
+        "chat", event.channel, event.username, event.time, event.msg, *_occurrence(event.seq)
+    )
     args = (
-        eid, _clean(event.channel), _clean(event.username), _clean(event.msg), int(event.time),
-        bool(event.history), int(received_ms), _json(event.meta),
+        eid, _clean(event.channel), _clean(event.username), _clean(event.text), int(event.time),
+        bool(event.history), int(received_ms), _json(event.meta), _clean(event.msg),
     )  # fmt: skip
     return LogWrite(sql=CHAT_SQL, args=args, table="daz_chat_messages")
 
 
 def private_write(event: PrivateMessage, received_ms: int) -> LogWrite:
     """The insert logging a private message."""
-    eid = event_id("pm", event.channel, event.username, event.to, event.time, event.msg)
+    eid = event_id(
+        "pm", event.channel, event.username, event.to, event.time, event.msg,
+        *_occurrence(event.seq),
+    )  # fmt: skip
     args = (
         eid, _clean(event.channel), _clean(event.username), _clean(event.to),
-        _clean(event.msg), int(event.time), int(received_ms),
+        _clean(event.text), int(event.time), int(received_ms), _clean(event.msg),
     )  # fmt: skip
     return LogWrite(sql=PRIVATE_SQL, args=args, table="daz_private_messages")
 
@@ -305,6 +335,7 @@ class RouterStats:
     cooldown_ignored: int = 0  # within the user's cooldown for that command
     busy_ignored: int = 0  # max_running_commands already running
     own_ignored: int = 0  # the bot's own lines that looked like commands
+    silent_ignored: int = 0  # commands while the bot could not speak in the room
 
 
 @attrs.frozen(kw_only=True)
@@ -377,6 +408,9 @@ class EventRouter(Actor):
         self.clock = clock  # wall-clock seconds: received_at of events
         self.cooldowns = Cooldowns(params.command_cooldown)
         self.ranks: dict[str, float] = {}  # lower-case name -> rank
+        # whether the bot can speak in the room, as its connection last said (a router
+        # without a connection telling it otherwise answers)
+        self.can_speak = True
         self.running = 0  # commands running now
         self.stats = RouterStats()
 
@@ -396,9 +430,12 @@ class EventRouter(Actor):
         elif isinstance(message, PrivateMessage):
             await self._log(private_write(message, received_ms))
             if self.params.bot_name and message.to.lower() == self.params.bot_name.lower():
-                self._dispatch(message.msg, message.username, reply_to=message.username)
+                self._dispatch(message.text, message.username, reply_to=message.username)
         elif isinstance(message, UserJoined):
+            # the global rank: the channel rank follows as setUserRank
             self.ranks[message.user.name.lower()] = message.user.rank
+        elif isinstance(message, UserRank):
+            self.ranks[message.name.lower()] = message.rank
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserLeft):
             self.ranks.pop(message.name.lower(), None)
@@ -409,8 +446,14 @@ class EventRouter(Actor):
             self.ranks = {user.name.lower(): user.rank for user in message.users}
         elif isinstance(message, MediaUpdate):
             pass  # every few seconds while playing: not worth a row
+        elif isinstance(message, ConnectionState):
+            self.can_speak = message.can_speak
         elif isinstance(message, LoginResult | ErrorMessage | Kicked):
             log.info("%s: %r", self.params.channel, message)
+        elif isinstance(
+            message, OwnRank | ChannelOptions | PasswordRequest | PasswordAccepted | Cooldown
+        ):
+            pass  # the connection acts on these
         elif isinstance(message, GetRouterStats):
             return attrs.evolve(self.stats)
         elif isinstance(message, RunCommand):
@@ -473,7 +516,7 @@ class EventRouter(Actor):
             await self._log(chat_write(message, received_ms))
         if message.history:
             return  # said before the bot joined: recorded, never answered
-        self._dispatch(message.msg, message.username, reply_to=None)
+        self._dispatch(message.text, message.username, reply_to=None)
 
     def _dispatch(self, text: str, user: str, *, reply_to: str | None) -> None:
         """Start the command `text` holds, if any: its reply goes to the channel, or by
@@ -483,6 +526,10 @@ class EventRouter(Actor):
             return
         if self._is_me(user):
             self.stats.own_ignored += 1
+            return
+        if not self.can_speak:  # no answer could be said: the command is not run
+            self.stats.silent_ignored += 1
+            log.debug("%s: %s: cannot speak here now, not run", self.params.channel, user)
             return
         name, args = parsed
         command = self.commands.get(name)
