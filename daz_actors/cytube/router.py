@@ -434,9 +434,9 @@ class EventRouter(Actor):
         elif isinstance(message, UserJoined):
             # the global rank: the channel rank follows as setUserRank
             self.ranks[message.user.name.lower()] = message.user.rank
+            await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserRank):
             self.ranks[message.name.lower()] = message.rank
-            await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserLeft):
             self.ranks.pop(message.name.lower(), None)
             await self._log(channel_event_write(message, int(message.received_at * 1000)))

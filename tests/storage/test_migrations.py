@@ -277,6 +277,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (2, "0002_retry_functions.up.sql", "0002_retry_functions.down.sql"),
         (3, "0003_release_items.up.sql", "0003_release_items.down.sql"),
         (4, "0004_chat_log.up.sql", "0004_chat_log.down.sql"),
+        (5, "0005_chat_text.up.sql", "0005_chat_text.down.sql"),
     ]
 
 
