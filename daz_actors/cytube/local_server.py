@@ -28,7 +28,7 @@ options. It serves, on one loopback port:
   ``44{"message":"Rate limit exceeded"}``;
 * a JSON control API under ``/_control/`` (``GET state``; ``POST say``, ``pm``, ``kick``,
   ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``, ``set_rank``,
-  ``set_password``, ``set_opts``) for tests.
+  ``set_password``, ``set_opts``, ``burn_limiter``) for tests.
 
 A dead server is simulated from outside, by stopping the process with SIGSTOP: the kernel
 keeps the TCP connection open while no frame (and no ping) comes, as with a hung server.
@@ -120,12 +120,12 @@ class RateLimiter:
         self.count = 0
         self.last_time = 0  # ms
 
-    def throttle(self, opts: Json) -> bool:
-        """True when the line is refused."""
+    def throttle(self, opts: Json, now: int | None = None) -> bool:
+        """True when the line is refused (`now`: ms, the wall clock by default)."""
         burst = float(opts.get("burst", 10))
         sustained = float(opts.get("sustained", 2))
         cooldown = float(opts["cooldown"]) if "cooldown" in opts else burst / sustained
-        now = now_ms()
+        now = now_ms() if now is None else now
         if self.last_time < now - cooldown * 1000:  # cooled down: allow, clear the count
             self.count = 1
             self.last_time = now
@@ -395,8 +395,10 @@ class CytubePeer:
     async def emit(self, event: str, data: Any, **where: Any) -> None:
         await self.sio.emit(event, data, **where)
 
-    async def broadcast_chat(self, channel: str, username: str, msg: str, meta: Json) -> Json:
-        line = {"username": username, "msg": msg, "meta": meta, "time": now_ms()}
+    async def broadcast_chat(
+        self, channel: str, username: str, msg: str, meta: Json, at: int | None = None
+    ) -> Json:
+        line = {"username": username, "msg": msg, "meta": meta, "time": at or now_ms()}
         self.channel(channel).history.append(line)
         await self.emit("chatMsg", line, room=channel)
         return line
@@ -798,13 +800,19 @@ class CytubePeer:
         }
 
     async def control_say(
-        self, channel: str, username: str, msg: str, meta: Json | None = None
+        self,
+        channel: str,
+        username: str,
+        msg: str,
+        meta: Json | None = None,
+        time: int | None = None,
     ) -> Json:
-        """Inject a chat line from ``username`` (no login or rate limit): broadcast + history."""
+        """Inject a chat line typed by ``username`` (no login or rate limit): escaped and
+        filtered as the server does, broadcast, kept in the history. ``time`` (ms) stands in
+        for the server's clock (two lines in one millisecond)."""
         self.channel(channel)
-        line = await self.broadcast_chat(
-            channel, username, msg[: self.options.max_chat_len], meta or {}
-        )
+        text = format_chat(CONTROL.sub(" ", msg[: self.options.max_chat_len]))
+        line = await self.broadcast_chat(channel, username, text, meta or {}, time)
         return {"line": line, "recipients": len(self.members(channel))}
 
     async def control_pm(
@@ -910,6 +918,17 @@ class CytubePeer:
         """Register (or re-password) an account: its logins get rank 1."""
         self.accounts[name] = pw
         return {"accounts": sorted(self.accounts)}
+
+    async def control_burn_limiter(self, name: str) -> Json:
+        """Saturate the rate limiter of `name`'s sockets (a burst just sent): for tests of
+        ``cooldown``."""
+        burned = 0
+        for session in self.sessions.values():
+            if (session.name or "").lower() == name.lower():
+                session.limiter.count = 2**31
+                session.limiter.last_time = now_ms()
+                burned += 1
+        return {"burned": burned}
 
     async def control_reset_budget(self, ip: str | None = None) -> Json:
         """Refill the per-IP connection budget (one IP, or all)."""

@@ -222,10 +222,20 @@ class CytubeServerProcess:
         IP, refusals, received chat lines and PMs with their outcome, logins, kicks."""
         return self._request("GET", "/_control/state")
 
-    def say(self, channel: str, username: str, msg: str, meta: Json | None = None) -> Json:
-        """Broadcast a chat line as ``username`` (no login, no rate limit) and keep it in the
-        channel's history."""
-        return self._control("say", channel=channel, username=username, msg=msg, meta=meta)
+    def say(
+        self,
+        channel: str,
+        username: str,
+        msg: str,
+        meta: Json | None = None,
+        time: int | None = None,
+    ) -> Json:
+        """Broadcast a chat line typed by ``username`` (escaped and filtered as the server
+        does; no login, no rate limit) and keep it in the channel's history; ``time`` (ms)
+        instead of the server's clock."""
+        return self._control(
+            "say", channel=channel, username=username, msg=msg, meta=meta, time=time
+        )
 
     def pm(self, channel: str, to: str, msg: str, sender: str = "someone") -> int:
         """Send a PM from ``sender`` to the sockets logged in as ``to``; how many got it."""
@@ -293,6 +303,11 @@ class CytubeServerProcess:
         self.accounts[name] = pw
         if self.running:
             self._control("add_account", name=name, pw=pw)
+
+    def burn_limiter(self, name: str) -> None:
+        """Saturate the chat rate limiter of `name`'s sockets, as if it had just sent a
+        burst: its next lines are refused (``cooldown``) until the limiter allows again."""
+        self._control("burn_limiter", name=name)
 
     def reset_budget(self) -> None:
         """Refill every IP's connection budget."""

@@ -79,8 +79,9 @@ def chat_params(options: Mapping[str, Any], rank: float) -> LimiterParams:
     parameters when ``chat_antiflood`` is on and our `rank` is below 2, else the minimum."""
     if not options.get("chat_antiflood") or rank >= 2:
         return MIN_ANTIFLOOD
-    raw = options.get("chat_antiflood_params")
-    given = raw if isinstance(raw, Mapping) else {}
+    given = options.get("chat_antiflood_params")
+    if not isinstance(given, Mapping):
+        return ANTIFLOOD_DEFAULT
     burst = _number(given.get("burst"))
     sustained = _number(given.get("sustained"))
     return LimiterParams(

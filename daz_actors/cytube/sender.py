@@ -118,6 +118,8 @@ class Sender:
         self.reason = "not connected"  # why it cannot speak now
         self.sent = 0  # lines delivered (echoed)
         self.refused = 0  # lines the server refused with cooldown (and that were sent again)
+        # the most lines in flight at once while a refusal was being accounted for: 1
+        self.unknown_peak = 0
         self._send: SendFrame | None = None
         self._queue: collections.deque[_Line] = collections.deque()
         self._in_flight: collections.deque[_Line] = collections.deque()
@@ -245,6 +247,8 @@ class Sender:
             self.mirror.record(now, params)
             line.state, line.sent_at = _State.IN_FLIGHT, now
             self._in_flight.append(line)
+            if self.careful:
+                self.unknown_peak = max(self.unknown_peak, len(self._in_flight))
             self._poke()
             try:
                 await send(line.frame)

@@ -1,0 +1,94 @@
+"""The bot's mirror of CyTube's chat rate limiter, checked against the local server's copy
+of the server's own algorithm (``newRateLimiter``), and the reader's text of chat lines."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daz_actors.cytube.local_server import RateLimiter, format_chat
+from daz_actors.cytube.login import judge_login_error
+from daz_actors.cytube.pacing import (
+    ANTIFLOOD_DEFAULT,
+    MIN_ANTIFLOOD,
+    LimiterMirror,
+    LimiterParams,
+    Margin,
+    chat_params,
+    least_time,
+)
+from daz_actors.cytube.text import reader_text
+
+PARAMS = st.sampled_from(
+    [
+        MIN_ANTIFLOOD,
+        ANTIFLOOD_DEFAULT,
+        LimiterParams(burst=2, sustained=5),
+        LimiterParams(burst=3, sustained=2, cooldown=1),
+    ]
+)
+
+
+def server_opts(params: LimiterParams) -> dict[str, float]:
+    opts: dict[str, float] = {"burst": params.burst, "sustained": params.sustained}
+    if params.cooldown is not None:
+        opts["cooldown"] = params.cooldown
+    return opts
+
+
+@given(
+    params=PARAMS,
+    pms=st.lists(st.booleans(), min_size=1, max_size=60),
+    gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=60, max_size=60),
+    jitter=st.lists(st.floats(min_value=-0.009, max_value=0.009), min_size=60, max_size=60),
+)
+def test_lines_sent_when_the_mirror_allows_are_never_refused_by_the_server(
+    params, pms, gaps, jitter
+):
+    """Whatever the mix of chat lines and PMs, idle gaps and network jitter below the
+    margin, a line sent when the mirror says so is allowed by the server's algorithm."""
+    mirror = LimiterMirror(margin=Margin())
+    server = RateLimiter()
+    now = 1000.0
+    for n, is_pm in enumerate(pms):
+        used = MIN_ANTIFLOOD if is_pm else params
+        now += gaps[n] if n % 3 == 0 else 0.0  # bursts of lines, then idle gaps
+        now += mirror.wait(now, used)
+        mirror.record(now, used)
+        arrives = round((now + 0.01 + jitter[n]) * 1000)  # at the server, in its ms
+        assert not server.throttle(server_opts(used), now=arrives), (n, mirror)
+
+
+def test_least_time_is_the_burst_then_one_line_per_interval():
+    """The benchmark's yardstick: 20 at once, then 10 a second (51 lines: 3.1 s)."""
+    assert least_time([0.0] * 20, MIN_ANTIFLOOD) == 0.0
+    assert abs(least_time([0.0] * 51, MIN_ANTIFLOOD) - 3.1) < 1e-9
+    assert abs(least_time([0.0] * 20, ANTIFLOOD_DEFAULT) - 16.0) < 1e-9
+
+
+def test_chat_params_follow_channel_opts_and_the_bots_rank():
+    """Anti-flood parameters apply to chat only with chat_antiflood on and rank below 2."""
+    opts = {"chat_antiflood": True, "chat_antiflood_params": {"burst": 3, "sustained": 2}}
+    assert chat_params(opts, 1) == LimiterParams(burst=3, sustained=2)
+    assert chat_params(opts, 2) == MIN_ANTIFLOOD
+    assert chat_params({**opts, "chat_antiflood": False}, 0) == MIN_ANTIFLOOD
+    assert chat_params({"chat_antiflood": True}, 1) == ANTIFLOOD_DEFAULT
+
+
+def test_reader_text_undoes_the_servers_escaping_and_link_tags():
+    """What the server broadcasts, read as a browser shows it, is what the user typed."""
+    for typed in ["<b>html & stuff</b>", "see http://x.org/a?b=1&c=(2) 'q' \"d\"", "you & me"]:
+        assert reader_text(format_chat(typed)) == typed
+    assert reader_text("&lt;b&gt;html &amp; stuff&lt;/b&gt;") == "<b>html & stuff</b>"
+
+
+def test_login_errors_are_temporary_or_permanent():
+    """The guest limit is retried after the time it names; a bad password never."""
+    guest = judge_login_error(
+        "Guest logins are restricted to one per IP address per 60 seconds.", default_wait=5
+    )
+    assert not guest.permanent and guest.retry_after == 61.0
+    assert judge_login_error("Invalid username/password combination", default_wait=5).permanent
+    assert judge_login_error("That username is registered.", default_wait=5).permanent
+    busy = judge_login_error("That name is already in use on this channel.", default_wait=5)
+    assert not busy.permanent and busy.retry_after == 5
