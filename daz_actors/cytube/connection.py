@@ -251,7 +251,7 @@ class CytubeConnection:
     def __init__(self, params: ConnectionParams) -> None:
         self.params = params
         self.status = ConnectionStatus.DISCONNECTED
-        self.status_reason = "not started"
+        self.status_reason = ""  # why it is in that status
         self.reconnects = 0  # sessions started after the first
         self.last_media_update: float | None = None  # trio time of the last mediaUpdate
         self.received = 0  # typed events received
@@ -479,8 +479,8 @@ class CytubeConnection:
         elif isinstance(event, PasswordAccepted):
             self._password_deadline = None
             log.info("%s: the channel let the bot in past its password", channel)
-        elif isinstance(event, Kicked):
-            log.error("%s: kicked: %s", channel, event.reason)
+        elif isinstance(event, Kicked) and event.reason != DUPLICATE_LOGIN:
+            log.error("%s: kicked: %s", channel, event.reason)  # (a duplicate: one line later)
         elif isinstance(event, MediaUpdate):
             self.last_media_update = trio.current_time()
 

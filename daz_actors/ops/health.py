@@ -12,7 +12,8 @@ the rooms (the same snapshot `/readyz` and `/metrics` use) and judges each compo
   the previous check.
 
 A component DOWN for longer than `grace_period` is restarted through its supervisor (a
-room, or the SQL gateway): logged as a recovery action and counted, never by killing the
+room, or the SQL gateway; not a room that waits on purpose: a login or channel password
+refused, a duplicate login): logged as a recovery action and counted, never by killing the
 process. Each check's `HealthReport` is published on the bus topic ``health.report``.
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.events import ON_PURPOSE, ConnectionStatus
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
@@ -132,6 +133,9 @@ class HealthMonitor:
         )
         snap = await snapshot(sources)
         verdicts = await self._judge(snap, db)
+        # rooms DOWN on purpose (a refused login or password, a duplicate login) wait on
+        # their own timer: a restart would change nothing, or undo the wait
+        waiting = {f"room:{c.channel}" for c in snap.connections if c.status in ON_PURPOSE}
         now = trio.current_time()
         components = []
         for name, (health, reason) in sorted(verdicts.items()):
@@ -144,6 +148,7 @@ class HealthMonitor:
                 if (
                     component.health is Health.DOWN
                     and now - component.since >= self.params.grace_period
+                    and component.name not in waiting
                 ):
                     await self._recover(root, component)
         return HealthReport(components=tuple(components), recoveries=self.recoveries)

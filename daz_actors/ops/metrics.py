@@ -91,6 +91,7 @@ class ConnectionSnapshot:
 
     channel: str
     status: ConnectionStatus
+    reason: str  # why it is in that status
     reconnects: int
     received: int
     sent: int
@@ -208,6 +209,7 @@ async def snapshot(sources: Sources) -> Snapshot:
             ConnectionSnapshot(
                 channel=c.params.channel,
                 status=c.status,
+                reason=c.status_reason,
                 reconnects=c.reconnects,
                 received=c.received,
                 sent=c.sent,

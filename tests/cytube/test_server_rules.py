@@ -9,7 +9,7 @@ from typing import Any
 import trio
 from cytube_peer import fixtures
 
-from daz_actors import ChildSpec, EventBus, Registry, Supervisor, actor_factory
+from daz_actors import Actor, ChildSpec, EventBus, Registry, Supervisor, actor_factory
 from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus, Delivered, SendChat
 from daz_actors.cytube.pacing import MIN_ANTIFLOOD, LimiterParams
@@ -17,12 +17,17 @@ from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Sources, snapshot
 from daz_actors.testing import fast_policy, open_tree, wait_until
 
-from .test_cytube_connection import Recorder
-
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
 
 CHANNEL = "lobby"
+
+
+class Recorder(Actor):
+    """Stands in for the event router."""
+
+    async def handle(self, message: Any) -> Any:
+        return None
 
 
 def room(peer: Any, **params: Any) -> tuple[Supervisor, CytubeConnection]:
@@ -34,7 +39,7 @@ def room(peer: Any, **params: Any) -> tuple[Supervisor, CytubeConnection]:
         f"room:{CHANNEL}",
         [
             ChildSpec(name="connection", start=connection),
-            ChildSpec(name="event-router", start=actor_factory(lambda: Recorder([]))),
+            ChildSpec(name="event-router", start=actor_factory(Recorder)),
         ],
         policy=fast_policy(),
         registry=Registry(),
