@@ -87,8 +87,10 @@ def test_login_errors_are_temporary_or_permanent():
     guest = judge_login_error(
         "Guest logins are restricted to one per IP address per 60 seconds.", default_wait=5
     )
-    assert not guest.permanent and guest.retry_after == 61.0
+    assert not guest.permanent
+    assert guest.retry_after == 61.0
     assert judge_login_error("Invalid username/password combination", default_wait=5).permanent
     assert judge_login_error("That username is registered.", default_wait=5).permanent
     busy = judge_login_error("That name is already in use on this channel.", default_wait=5)
-    assert not busy.permanent and busy.retry_after == 5
+    assert not busy.permanent
+    assert busy.retry_after == 5

@@ -116,8 +116,10 @@ async def test_a_wrong_channel_password_is_one_error_and_a_long_wait(
     statuses: list[ConnectionStatus] = []
     async with open_tree(sup):
         await wait_until(
-            lambda: statuses.append(connection.status)
-            or connection.status is ConnectionStatus.PASSWORD_REFUSED,
+            lambda: (
+                statuses.append(connection.status)
+                or connection.status is ConnectionStatus.PASSWORD_REFUSED
+            ),
             timeout=20,
         )
         health = await room_health(connection)
@@ -136,9 +138,7 @@ async def test_a_missing_channel_password_says_so(cytube_peer_factory):
     peer.add_account("bot", "secret")
     sup, connection = room(peer, channel_password_env="LOBBY_PASSWORD", connect_timeout=1)
     async with open_tree(sup):
-        await wait_until(
-            lambda: connection.status is ConnectionStatus.PASSWORD_REFUSED, timeout=20
-        )
+        await wait_until(lambda: connection.status is ConnectionStatus.PASSWORD_REFUSED, timeout=20)
     assert "needs a password and none is configured (set it in $LOBBY_PASSWORD)" in (
         connection.status_reason
     )
@@ -161,9 +161,7 @@ async def test_a_burst_past_the_servers_limit_is_paced_never_refused_and_in_orde
         results = await say_all(sup.ref("connection"), texts)
         state = await trio.to_thread.run_sync(peer.state)
     assert results == [Delivered(parts=1)] * 30
-    assert [(c["msg"], c["outcome"]) for c in lines_by(state)] == [
-        (t, "broadcast") for t in texts
-    ]
+    assert [(c["msg"], c["outcome"]) for c in lines_by(state)] == [(t, "broadcast") for t in texts]
 
 
 async def test_anti_flood_parameters_from_channel_opts_pace_the_bot_below_rank_2(
@@ -181,9 +179,7 @@ async def test_anti_flood_parameters_from_channel_opts_pace_the_bot_below_rank_2
         assert connection.sender.chat_params == LimiterParams(burst=2, sustained=5, cooldown=1)
         results = await say_all(sup.ref("connection"), [f"a{n}" for n in range(6)])
         tighter = {"burst": 1, "sustained": 4, "cooldown": 1}
-        await trio.to_thread.run_sync(
-            lambda: peer.set_opts(CHANNEL, chat_antiflood_params=tighter)
-        )
+        await trio.to_thread.run_sync(lambda: peer.set_opts(CHANNEL, chat_antiflood_params=tighter))
         await wait_until(lambda: connection.sender.chat_params.sustained == 4, timeout=10)
         results += await say_all(sup.ref("connection"), [f"b{n}" for n in range(4)])
         await trio.to_thread.run_sync(peer.set_rank, CHANNEL, "bot", 2)
@@ -262,7 +258,8 @@ async def test_a_duplicate_login_kick_backs_off_for_minutes(cytube_peer, caplog)
             )
             health = await room_health(first_connection)
             assert second_connection.status is ConnectionStatus.JOINED
-    assert health[0] == "DOWN" and "Duplicate login" in health[1]
+    assert health[0] == "DOWN"
+    assert "Duplicate login" in health[1]
     assert 90 <= first_connection.delays[-1] <= 150
     lines = [r.getMessage() for r in caplog.records if "Duplicate login" in r.getMessage()]
     assert len([m for m in lines if "trying again in" in m]) == 1
