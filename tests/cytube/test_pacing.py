@@ -3,8 +3,10 @@ of the server's own algorithm (``newRateLimiter``), and the reader's text of cha
 
 from __future__ import annotations
 
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from trio.testing import wait_all_tasks_blocked
 
 from daz_actors.cytube.local_server import RateLimiter, format_chat
 from daz_actors.cytube.login import judge_login_error
@@ -17,6 +19,7 @@ from daz_actors.cytube.pacing import (
     chat_params,
     least_time,
 )
+from daz_actors.cytube.sender import Sender
 from daz_actors.cytube.text import reader_text
 
 PARAMS = st.sampled_from(
@@ -94,3 +97,45 @@ def test_login_errors_are_temporary_or_permanent():
     busy = judge_login_error("That name is already in use on this channel.", default_wait=5)
     assert not busy.permanent
     assert busy.retry_after == 5
+
+
+async def test_after_a_cooldown_no_line_goes_out_while_another_ones_fate_is_unknown(
+    autojump_clock,
+):
+    """The Sender's own bookkeeping (its frames go to a list, the server's answers are
+    given by hand): once a cooldown came, a line is sent only when no other line's fate
+    is unknown, and the refused line goes out again exactly once."""
+    frames: list[str] = []
+
+    async def send(frame: str) -> None:
+        frames.append(frame)
+
+    sender = Sender("c", echo_timeout=600, hold=600)
+    sender.set_session(send)
+    sender.set_speaking(True, "joined")
+    results: list[int] = []
+
+    async def say(text: str) -> None:
+        results.append(await sender.deliver(text))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run)
+        for n in range(3):
+            nursery.start_soon(say, f"line {n}")
+            await wait_all_tasks_blocked()
+        assert len(frames) == 3  # within the burst: pipelined
+        sender.cooldown(100)  # answers come in order: "line 0" was refused
+        await trio.sleep(5)
+        assert len(frames) == 3  # lines 1 and 2 are still unknown: nothing goes out
+        sender.echoed("line 1")
+        await trio.sleep(5)
+        assert len(frames) == 3  # line 2 is still unknown
+        sender.echoed("line 2")
+        await trio.sleep(5)
+        assert len(frames) == 4
+        assert "line 0" in frames[-1]
+        sender.echoed("line 0")
+        await wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert results == [1, 1, 1]
+    assert sender.refused == 1
