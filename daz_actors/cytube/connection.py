@@ -512,7 +512,7 @@ class CytubeConnection:
             where = self.params.channel_password_env or "channel_password"
             raise Lockout(
                 ConnectionStatus.PASSWORD_REFUSED,
-                f"channel {channel!r} refused its password (from ${where}): it is wrong",
+                f"channel {channel!r} refused its password (from ${where})",
             )
         if password and not self._password_sent:
             self._password_sent = True
