@@ -13,6 +13,7 @@ Inputs are checked before anything is written; a bad one raises `QueueInputError
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -72,7 +73,7 @@ class Executor(Protocol):
 
 
 _COLUMNS = (
-    "event_id, event_type, channel, plugin, operation_type, event_data, event_metadata, "
+    "event_id, event_type, channel_name, plugin_name, operation_type, event_data, event_metadata, "
     "priority, max_retries, retry_delay_seconds, backoff_multiplier, max_delay_seconds, "
     "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at, "
     "jitter"
@@ -88,7 +89,7 @@ RETURNING id
 
 _ENQUEUE_MANY = f"""
 INSERT INTO daz_retry_queue ({_COLUMNS})
-SELECT t.event_id, t.event_type, t.channel, t.plugin, t.operation_type, t.event_data,
+SELECT t.event_id, t.event_type, t.channel_name, t.plugin_name, t.operation_type, t.event_data,
        t.event_metadata, t.priority, t.max_retries, t.retry_delay_seconds,
        t.backoff_multiplier, t.max_delay_seconds, t.attempt_timeout_seconds,
        coalesce(t.next_retry_at, now()), t.correlation_id,
@@ -97,7 +98,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::json
             $7::jsonb[], $8::smallint[], $9::integer[], $10::float8[], $11::float8[],
             $12::float8[], $13::float8[], $14::timestamptz[], $15::text[], $16::jsonb[],
             $17::jsonb[], $18::timestamptz[], $19::text[])
-     WITH ORDINALITY AS t(event_id, event_type, channel, plugin, operation_type, event_data,
+     WITH ORDINALITY AS t(event_id, event_type, channel_name, plugin_name, operation_type,
+                          event_data,
                           event_metadata, priority, max_retries, retry_delay_seconds,
                           backoff_multiplier, max_delay_seconds, attempt_timeout_seconds,
                           next_retry_at, correlation_id, tags, checkpoint, expires_at, jitter,
@@ -223,16 +225,16 @@ async def enqueue_many(
     return tuple(result)
 
 
-def _lock_timeout(value: float | timedelta) -> timedelta:
+def _lock_timeout(value: float | timedelta) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
         raise QueueInputError(f"lock_timeout: must be seconds or a timedelta, got {value!r}")
-    if not seconds > 0:
-        raise QueueInputError(f"lock_timeout: must be positive, got {value!r}")
-    return timedelta(seconds=seconds)
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise QueueInputError(f"lock_timeout: must be positive and finite, got {value!r}")
+    return seconds
 
 
 def _worker(worker_id: object) -> str:

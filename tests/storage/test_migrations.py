@@ -279,6 +279,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (3, "0003_release_items.up.sql", "0003_release_items.down.sql"),
         (4, "0004_chat_log.up.sql", "0004_chat_log.down.sql"),
         (5, "0005_retry_intents.up.sql", "0005_retry_intents.down.sql"),
+        (6, "0006_documents_contract.up.sql", "0006_documents_contract.down.sql"),
     ]
 
 
