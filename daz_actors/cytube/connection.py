@@ -535,6 +535,7 @@ class CytubeConnection:
                 error_code="not_delivered",
                 retryable=True,
                 intent=SAY.intent(say),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,

@@ -300,6 +300,7 @@ class EventRouter(Actor):
                         error_code=verdict.code,
                         retryable=True,
                         intent=LOG_INTENTS[type(row)].intent(row),
+                        plugin="chat-log",
                         channel=self.params.channel,
                         event_id=write_id,
                     ),
@@ -423,6 +424,7 @@ class EventRouter(Actor):
                         reply_to=reply_to,
                     )
                 ),
+                plugin="commands",
                 channel=self.params.channel,
             ),
         )
@@ -493,6 +495,7 @@ class EventRouter(Actor):
                         connection=self.params.connection_name,
                     )
                 ),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,
