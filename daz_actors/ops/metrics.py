@@ -14,7 +14,7 @@ from typing import Protocol
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -421,6 +421,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
+        # memory, CPU, open file descriptors, start time (process_* series, on Linux)
+        ProcessCollector(registry=self.registry)
 
     def render(self, snap: Snapshot) -> bytes:
         """The Prometheus text exposition of `snap` and every other registered collector."""
