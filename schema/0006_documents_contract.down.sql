@@ -1,3 +1,9 @@
+DROP FUNCTION replay_retry_items(bigint[], text);
+DELETE FROM daz_retry_history WHERE outcome = 'replayed';
+ALTER TABLE daz_retry_history DROP CONSTRAINT daz_retry_history_outcome_check;
+ALTER TABLE daz_retry_history ADD CONSTRAINT daz_retry_history_outcome_check
+    CHECK (outcome IS NULL
+           OR outcome IN ('completed', 'failed', 'dead_letter', 'lock_expired', 'released'));
 DROP FUNCTION cleanup_retry_queue();
 DROP FUNCTION calculate_next_retry(integer, double precision, double precision);
 DROP FUNCTION fail_retry_item(bigint, text, text, text);

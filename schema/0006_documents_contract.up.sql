@@ -79,3 +79,38 @@ LANGUAGE sql
 AS $$
     SELECT cleanup_retry_queue(7::double precision)
 $$;
+
+-- Replay (the documents' "event replay"): a finished item (completed, or failed because it
+-- expired) is run again from scratch: pending, due now, retry count reset, checkpoint
+-- cleared. Each replay is a history row (outcome 'replayed', worker_id: who asked).
+ALTER TABLE daz_retry_history DROP CONSTRAINT daz_retry_history_outcome_check;
+ALTER TABLE daz_retry_history ADD CONSTRAINT daz_retry_history_outcome_check
+    CHECK (outcome IS NULL OR outcome IN
+           ('completed', 'failed', 'dead_letter', 'lock_expired', 'released', 'replayed'));
+
+CREATE FUNCTION replay_retry_items(p_item_ids bigint[], p_by text)
+RETURNS SETOF bigint
+LANGUAGE sql
+AS $$
+    WITH replayed AS (
+        UPDATE daz_retry_queue q
+        SET status = 'pending',
+            retry_count = 0,
+            next_retry_at = now(),
+            completed_at = NULL,
+            checkpoint = NULL,
+            updated_at = now()
+        WHERE q.id = ANY (p_item_ids) AND q.status IN ('completed', 'failed')
+        RETURNING q.id, q.event_id, q.correlation_id
+    ), recorded AS (
+        INSERT INTO daz_retry_history (item_id, event_id, attempt, worker_id, lock_token,
+                                       correlation_id, started_at, finished_at, outcome, error)
+        SELECT r.id, r.event_id, 0, p_by, gen_random_uuid(), r.correlation_id, now(), now(),
+               'replayed', 'replayed by ' || p_by
+        FROM replayed r
+    ), notified AS (
+        SELECT pg_notify('daz_retry_enqueued', count(*)::text)
+        FROM replayed HAVING count(*) > 0
+    )
+    SELECT r.id FROM replayed r LEFT JOIN notified ON true ORDER BY r.id
+$$;

@@ -53,6 +53,7 @@ __all__ = [
     "get_by_event_id",
     "history",
     "release_many",
+    "replay",
     "requeue_dead_letter",
     "save_checkpoint",
     "stats",
@@ -618,3 +619,53 @@ async def purge(
         *args,
     )
     return int(deleted)
+
+
+async def replay(
+    conn: Executor,
+    *,
+    by: str,
+    ids: Sequence[int] | None = None,
+    event_type: str | None = None,
+    plugin: str | None = None,
+    since: timedelta | None = None,
+    until: timedelta | None = None,
+    dry_run: bool = False,
+) -> list[int]:
+    """Run finished items again from scratch (pending, due now, retry count reset, checkpoint
+    cleared), each replay recorded in the item's history as done `by` someone.
+
+    Finished means completed, or failed (expired). The items are those of `ids`, or every
+    finished item of `event_type` / `plugin` last changed between `since` and `until` ago.
+    With `dry_run` nothing changes: the ids that would be replayed are returned. Returns the
+    ids replayed (or to be), ascending.
+    """
+    if not isinstance(by, str) or not by or "\x00" in by:
+        raise QueueInputError(f"by: must name who replays, got {by!r}")
+    clauses = ["status IN ('completed', 'failed')"]
+    args: list[Any] = []
+    if ids is not None:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+        args.append(list(ids))
+        clauses.append(f"id = ANY (${len(args)}::bigint[])")
+    for column, value in (("event_type", event_type), ("plugin_name", plugin)):
+        if value is not None:
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise QueueInputError(f"{column}: must be a non-empty string, got {value!r}")
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for name, ago, op in (("since", since, ">="), ("until", until, "<")):
+        if ago is not None:
+            if not isinstance(ago, timedelta) or ago < timedelta(0):
+                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
+            args.append(ago)
+            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
+    rows = await conn.fetch(
+        f"SELECT id FROM daz_retry_queue WHERE {' AND '.join(clauses)} ORDER BY id", *args
+    )
+    chosen = [row["id"] for row in rows]
+    if dry_run or not chosen:
+        return chosen
+    replayed = await conn.fetch("SELECT replay_retry_items($1::bigint[], $2) AS id", chosen, by)
+    return [row["id"] for row in replayed]
