@@ -29,7 +29,7 @@ class RetryPolicy:
     jitter: Jitter = Jitter.NONE
     attempt_timeout: float = attrs.field(default=30.0, validator=positive)  # seconds
     priority: int = attrs.field(default=5, validator=_priority)  # 1-10, 10 handed out first
-    tags: tuple[str, ...] = ()  # labels on every item of this operation type, for operators
+    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # labels on its items
 
     def __attrs_post_init__(self) -> None:
         self.backoff()  # validates multiplier and max_delay >= initial
