@@ -122,3 +122,14 @@ def supervisor(
         registry=registry if registry is not None else Registry(),
         bus=bus if bus is not None else EventBus(),
     )
+
+
+def listen(bus: Any, pattern: str) -> Any:
+    """A mailbox subscribed to `pattern` on `bus` (BLOCK): every event published there
+    after this call, in order, as `Published` messages (``await mailbox.get()``)."""
+    from daz_actors import ActorRef, Overflow
+    from daz_actors.runtime.mailbox import Mailbox
+
+    mailbox = Mailbox("listener", 100)
+    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
+    return mailbox

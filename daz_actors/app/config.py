@@ -24,13 +24,14 @@ from typing import Any
 
 import attrs
 
+from daz_actors.retry.kind import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
 from daz_actors.runtime.config_reader import read_attrs
 from daz_actors.runtime.errors import ConfigError
 from daz_actors.runtime.kinds import ActorKinds
 from daz_actors.runtime.supervision_policy import Restart, Strategy, SupervisorPolicy
-from daz_actors.runtime.validators import non_negative, positive
+from daz_actors.runtime.validators import at_most, non_negative, positive
 from daz_actors.storage.embedded_pg import DATA_DIR_ENV, DATABASE_URL_ENV, default_data_dir
 
 __all__ = [
@@ -99,8 +100,9 @@ class ActorConfig:
     kind: str  # a name registered in ActorKinds
     restart: Restart = Restart.PERMANENT
     shutdown_timeout: float | None = attrs.field(default=5.0, validator=non_negative)
-    mailbox_size: int = attrs.field(default=100, validator=positive)
-    redeliver: int = attrs.field(default=0, validator=non_negative)  # see ChildSpec.redeliver
+    mailbox_size: int = attrs.field(default=100, validator=[positive, at_most(1_000_000)])
+    # see ChildSpec.redeliver
+    redeliver: int = attrs.field(default=0, validator=[non_negative, at_most(100)])
     params: dict[str, Any] = attrs.field(factory=dict)  # read into the kind's params class
 
 
@@ -168,6 +170,8 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{source} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError("", f"{source} nests arrays or tables too deeply") from None
     raw = read_attrs(data, _RawConfig, "")
     _check_tree(raw)
     params = {}
@@ -178,6 +182,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
     for name, table in {**DEFAULT_RETRY_POLICIES, **raw.retry_policies}.items():
         merged = {**DEFAULT_RETRY_POLICIES.get(name, {}), **_table(table, f"retry_policies.{name}")}
         policies[name] = read_attrs(merged, RetryPolicy, f"retry_policies.{name}")
+    _check_attempts_fit_locks(params, policies)
     url = os.environ.get(DATABASE_URL_ENV) or raw.database.url
     return Config(
         source=source,
@@ -253,4 +258,25 @@ def _check_tree(raw: _RawConfig) -> None:
                 raise ConfigError(
                     f"{section}.{name}",
                     "defined but not placed in the tree (no supervisor lists it)",
+                )
+
+
+def _check_attempts_fit_locks(params: dict[str, Any], policies: dict[str, RetryPolicy]) -> None:
+    """Every retry policy's attempt must end before a worker's lock on the item expires.
+
+    A worker runs the items of a batch one after another and hands back those whose
+    attempt could outlive the lock; an attempt_timeout at or above lock_timeout makes every
+    batch one item long, and the rest is released and fetched again, over and over.
+    """
+    for actor, actor_params in params.items():
+        if not isinstance(actor_params, RetryParams):
+            continue
+        lock = actor_params.lock_timeout
+        for name, policy in sorted(policies.items()):
+            if policy.attempt_timeout >= lock:
+                raise ConfigError(
+                    f"retry_policies.{name}.attempt_timeout",
+                    f"{policy.attempt_timeout:g} s is not below actors.{actor}.params."
+                    f"lock_timeout ({lock:g} s): an attempt could outlive the worker's lock, and"
+                    " every batch would shrink to one item",
                 )

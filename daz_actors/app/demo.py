@@ -55,6 +55,7 @@ from daz_actors.runtime.supervisor import ChildInfo, ChildState
 from daz_actors.storage import queue
 from daz_actors.storage.embedded_pg import EmbeddedServer, start_embedded
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
@@ -76,7 +77,7 @@ CHANNEL = "demo"
 BOT_NAME = "DazBot"
 CHATTERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 KILLED_ROUTER = "event-router"  # its supervisor is one_for_all: the connection restarts too
-KILLED_GATEWAY = "sql-gateway"  # its supervisor is rest_for_one: the retry workers restart too
+KILLED_GATEWAY = GATEWAY_NAME  # its supervisor is rest_for_one: the retry workers restart too
 JOIN_TIMEOUT = 30.0  # seconds for the bot's first join
 VIEW_INTERVAL = 1.0  # seconds between screen refreshes
 STATUS_EVERY = 5  # refreshes between status lines when the output is not a terminal
@@ -199,7 +200,7 @@ class Demo:
 
     async def run(self, system: RunningSystem) -> None:
         self.system = system
-        self.db = SqlClient(system.registry.lookup("sql-gateway"), default_timeout=3.0)
+        self.db = SqlClient(system.registry.lookup(GATEWAY_NAME), default_timeout=3.0)
         self.started = trio.current_time()
         metrics = f"http://127.0.0.1:{system.http_port}/metrics" if system.http_port else "off"
         self.header = (
@@ -401,8 +402,17 @@ class Demo:
         return "stopped PostgreSQL"
 
     async def _start_database(self) -> str:
-        await trio.to_thread.run_sync(self.pg.handle.start)
-        return "started PostgreSQL again"
+        # a server still finishing its stop (slow under load) makes pgserver's start find
+        # the old postmaster "running" but not ready and fail an assertion: try again until
+        # the old one is gone, within a deadline
+        with trio.fail_after(60):
+            while True:
+                try:
+                    await trio.to_thread.run_sync(self.pg.handle.start)
+                except AssertionError:
+                    await trio.sleep(0.2)
+                else:
+                    return "started PostgreSQL again"
 
     async def _poison(self) -> str:
         if not await self._say(self.chatters[0], "!poison"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from daz_actors.cytube.retry_handlers import register_cytube_handlers
-from daz_actors.retry.handlers import HandlerRegistry
-from daz_actors.retry.handlers import default_handlers as retry_layer_handlers
+from daz_actors.retry.handlers import HandlerRegistry, register_retry_handlers
 
 __all__ = ["default_handlers"]
 
 
 def default_handlers() -> HandlerRegistry:
-    """Every built-in handler: ``sql.exec``, ``cytube.send_chat``/``_pm``, ``command.run``."""
-    return register_cytube_handlers(retry_layer_handlers())
+    """Every built-in handler: the chat log writes, ``cytube.say``, ``command.run`` and
+    ``actor.poison`` (which keeps a poison message as a dead letter)."""
+    return register_cytube_handlers(register_retry_handlers(HandlerRegistry()))

@@ -28,14 +28,28 @@ from daz_actors.storage import queue
 from daz_actors.storage.embedded_pg import open_database
 from daz_actors.storage.migrations import migrate
 from daz_actors.storage.queue_types import QueueStats
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
-__all__ = ["EXIT_GAVE_UP", "EXIT_STARTUP_FAILED", "Alongside", "RunningSystem", "run_config"]
+__all__ = [
+    "EXIT_GAVE_UP",
+    "EXIT_HTTP_UNAVAILABLE",
+    "EXIT_STARTUP_FAILED",
+    "Alongside",
+    "HttpUnavailable",
+    "RunningSystem",
+    "run_config",
+]
 
 log = logging.getLogger("daz_actors.run")
 
 EXIT_GAVE_UP = 1  # the root supervisor exceeded its restart intensity
 EXIT_STARTUP_FAILED = 2  # the database could not be prepared
+EXIT_HTTP_UNAVAILABLE = 4  # the HTTP address could not be bound (in use, not allowed)
+
+
+class HttpUnavailable(DazActorsError, OSError):
+    """The health and metrics endpoints cannot listen on the configured address."""
 
 
 async def _apply_migrations(url: str) -> list[str]:
@@ -119,9 +133,15 @@ async def _serve_alongside(
     sources = _sources(tree, registry)
     port: int | None = None
     if http.enabled:
-        port = await nursery.start(
-            partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
-        )
+        try:
+            port = await nursery.start(
+                partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
+            )
+        except* OSError as group:  # the address is taken or not ours: stop the tree in order
+            failed.append(_http_unavailable(http, group))
+        if failed:
+            tree.stop()
+            return
     if alongside is not None:
         system = RunningSystem(
             tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
@@ -146,8 +166,16 @@ async def _serve_alongside(
         nursery.start_soon(alongside_then_stop)
 
 
+def _http_unavailable(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> HttpUnavailable:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    reason = getattr(error, "strerror", None) or str(error)
+    return HttpUnavailable(f"cannot serve HTTP on {http.host}:{http.port}: {reason}")
+
+
 def _sources(tree: Tree, registry: Registry) -> Sources:
-    gateway = registry.get("sql-gateway")
+    gateway = registry.get(GATEWAY_NAME)
     if gateway is None:
         return Sources(tree=tree)
     db = SqlClient(gateway, default_timeout=2.0)
@@ -217,5 +245,8 @@ def run_config(
                 "the root supervisor gave up, stopping: %s (last error: %r)", exc, exc.__cause__
             )
             return EXIT_GAVE_UP
+        except HttpUnavailable as exc:
+            log.critical("%s; stopped (set [http] port, or enabled = false)", exc)
+            return EXIT_HTTP_UNAVAILABLE
         log.info("stopped in order")
         return 0

@@ -12,7 +12,13 @@ its data:
 
 `decode` turns a frame into a frozen packet and `encode` does the reverse. Any input that
 is not a valid frame raises `FrameError`, never anything else. Sizes count characters, not
-the UTF-8 bytes Engine.IO's ``maxPayload`` counts.
+the UTF-8 bytes Engine.IO's ``maxPayload`` counts. JSON nested deeper than `MAX_DEPTH`
+arrays and objects is refused where it is decoded (no consumer ever recurses that deep).
+
+Every encoded frame is valid UTF-8: JSON strings holding a lone surrogate (which a
+peer's ``"\\ud800"`` escape can produce) are written with JSON escapes, as
+``JSON.stringify`` does, and text written raw (namespaces, ping data) may not hold one:
+such a packet cannot be built (`FrameError`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from daz_actors.runtime.errors import DazActorsError
 
 DEFAULT_MAX_PAYLOAD = 1_048_576  # characters; what CyTube's servers announce, in bytes
 MAX_ACK_ID = 2**53 - 1  # JavaScript's largest safe integer
+MAX_DEPTH = 32  # arrays and objects nested in one payload; CyTube's frames use under 8
 _EXCERPT = 40  # characters of a bad frame quoted in its error message
 _ACK_DIGITS = re.compile(r"[0-9]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")  # a lone UTF-16 half, from a JSON "\udxxx" escape
@@ -55,6 +62,15 @@ def _integer(upper: int, *, optional: bool = False) -> _Validator:
 def _namespace(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not value.startswith("/") or "," in value:
         raise ValueError(f"namespace must start with '/' and hold no ',', got {value!r:.40}")
+    _raw_text(_inst, _attr, value)
+
+
+def _raw_text(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    """Text written into a frame as it is: a lone surrogate would make it invalid UTF-8."""
+    if not isinstance(value, str):
+        raise TypeError(f"{attr.name} must be str, got {type(value).__name__}")
+    if _SURROGATE.search(value):
+        raise FrameError(f"{attr.name} holds a lone surrogate (not UTF-8): {value!r:.40}")
 
 
 _MS = _integer(2**63 - 1)  # milliseconds or bytes
@@ -97,14 +113,14 @@ class Close:
 class Ping:
     """Engine.IO ``2``: sent by a v4 server; the client answers with a `Pong`."""
 
-    data: str = attrs.field(default="", validator=_STR)  # "" or "probe" during upgrade
+    data: str = attrs.field(default="", validator=_raw_text)  # "" or "probe" during upgrade
 
 
 @attrs.frozen(kw_only=True)
 class Pong:
     """Engine.IO ``3``: the answer to a `Ping`."""
 
-    data: str = attrs.field(default="", validator=_STR)  # echoes the ping's data
+    data: str = attrs.field(default="", validator=_raw_text)  # echoes the ping's data
 
 
 @attrs.frozen(kw_only=True)
@@ -308,13 +324,30 @@ def _finite_float(text: str) -> float:  # also sees NaN and Infinity, which JSON
 
 def _parse_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text, parse_float=_finite_float, parse_constant=_finite_float)
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_finite_float)
     except json.JSONDecodeError as exc:
         raise FrameError(f"bad JSON in {what}: {exc.msg} at payload character {exc.pos}") from exc
     except ValueError as exc:  # from the hooks, or an integer with too many digits
         raise FrameError(f"bad JSON in {what}: {exc}") from exc
     except RecursionError as exc:
         raise FrameError(f"bad JSON in {what}: nested too deeply") from exc
+    if _nesting(value) > MAX_DEPTH:
+        raise FrameError(f"bad JSON in {what}: nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _nesting(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (0 for a scalar); no recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:  # past the limit the answer is known
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _json_kind(value: object) -> str:

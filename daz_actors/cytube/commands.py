@@ -239,7 +239,6 @@ async def _help(ctx: CommandContext) -> str:
 
 
 async def _about(_ctx: CommandContext) -> str:
-
     return f"daz-actors {__version__}: {ABOUT}"
 
 

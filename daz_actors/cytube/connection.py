@@ -25,11 +25,13 @@ lasting reason): neither is queued for a retry. Passwords are never logged.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
 import os
 import ssl
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -75,6 +77,8 @@ from daz_actors.cytube.events import (
     SendPrivate,
     UserList,
 )
+from daz_actors.cytube.inbound import MalformedEvent, check_event
+from daz_actors.cytube.intents import SAY, Say
 from daz_actors.cytube.login import judge_login_error
 from daz_actors.cytube.pacing import Margin, chat_params
 from daz_actors.cytube.protocol import to_typed_event
@@ -266,6 +270,10 @@ class CytubeConnection:
             hold=params.hold,
             margin=Margin(ratio=params.send_margin_ratio, fixed=params.send_margin),
         )
+        self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
+        # (event, reason) -> events dropped at the protocol boundary (see cytube/inbound.py)
+        self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
+        # (event, flag) -> events stored changed: text replaced or cut, time replaced
         self._ws: Any = None
         self._joined_once = False
         self._new_session()
@@ -313,6 +321,8 @@ class CytubeConnection:
                 if isinstance(error, Lockout):
                     lockout = error
                 reason = f"{type(error).__name__}: {error}"
+                if isinstance(error, FrameError):  # a malformed frame: counted, then reconnect
+                    self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
                 self.sender.set_session(None)
@@ -427,9 +437,16 @@ class CytubeConnection:
 
     async def _on_event(self, ctx: ActorContext, ws: WebSocketConnection, packet: Event) -> None:
         """Handle one server event: update the state, forward it to the router."""
-        event = to_typed_event(
-            self.params.channel, packet.name, packet.args, history=not self._in_channel
-        )
+        channel = self.params.channel
+        try:
+            checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
+        except MalformedEvent as exc:
+            self.rejected[(exc.event, exc.reason)] += 1
+            log.warning("%s: %s event dropped: %s", channel, exc.event, exc.reason)
+            return
+        for flag in checked.flags:
+            self.flagged[(packet.name, flag)] += 1
+        event = to_typed_event(channel, packet.name, checked.args, history=not self._in_channel)
         if event is None:
             return
         self.received += 1
@@ -619,15 +636,16 @@ class CytubeConnection:
             if ask is not None:
                 ask.fail(TypeError(f"the connection does not handle {type(request).__name__}"))
             return
+        progress = [0]  # parts delivered so far
         try:
-            parts = await self.deliver(request)
+            parts = await self.deliver(request, progress)
         except CannotSpeak as exc:  # not a delivery failure: not queued for a retry
             log.warning("%s: not said (%s), correlation %s", self.params.channel, exc,
                         request.correlation_id)  # fmt: skip
             if ask is not None:
                 ask.fail(exc)
         except SendFailed as exc:
-            await self._publish_failure(ctx, request, str(exc))
+            await self._publish_failure(ctx, request, str(exc), exc.delivered_parts)
             if ask is not None:
                 ask.fail(exc)
         except BaseException:
@@ -635,28 +653,49 @@ class CytubeConnection:
                 ask.fail(SendFailed("the connection stopped before delivering"))
             else:  # a told reply: hand it to the next incarnation, or to the retry queue
                 try:
-                    handed_back = ctx.mailbox.put_nowait(request)
+                    # what is left of it: parts already delivered are not said twice
+                    rest = attrs.evolve(request, delivered_parts=progress[0])
+                    handed_back = ctx.mailbox.put_nowait(rest)
                 except ActorStopped:
                     handed_back = False
                 if not handed_back:
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await self._publish_failure(ctx, request, "stopped before delivering")
+                        await self._publish_failure(
+                            ctx, request, "stopped before delivering", progress[0]
+                        )
             raise
         else:
             if ask is not None:
                 ask.reply(Delivered(parts=parts))
 
-    async def deliver(self, request: SendChat | SendPrivate) -> int:
-        """Send every part and wait for its echo; the number of parts."""
+    async def deliver(
+        self, request: SendChat | SendPrivate, progress: list[int] | None = None
+    ) -> int:
+        """Send every part not yet delivered and wait for its echo; the number of parts.
+
+        Parts before ``request.delivered_parts`` (a retry) are not sent again. A `SendFailed`
+        says how many leading parts were delivered by then; so does ``progress[0]`` at every
+        moment (for a send that is cancelled).
+        """
         to = request.to if isinstance(request, SendPrivate) else None
-        return await self.sender.deliver(request.msg, to=to, hold=request.hold)
+        return await self.sender.deliver(
+            request.msg,
+            to=to,
+            hold=request.hold,
+            skip=request.delivered_parts,
+            progress=progress,
+        )
 
     async def _publish_failure(
-        self, ctx: ActorContext, request: SendChat | SendPrivate, error: str
+        self, ctx: ActorContext, request: SendChat | SendPrivate, error: str, delivered: int
     ) -> None:
-        data: dict[str, Any] = {"channel": self.params.channel, "msg": request.msg}
-        if isinstance(request, SendPrivate):
-            data["to"] = request.to
+        say = Say(
+            channel=self.params.channel,
+            msg=request.msg,
+            to=request.to if isinstance(request, SendPrivate) else None,
+            connection=ctx.name,
+            delivered_parts=delivered,
+        )
         log.warning(
             "%s: send failed (%s), correlation %s", self.params.channel, error,
             request.correlation_id,
@@ -667,13 +706,12 @@ class CytubeConnection:
                 topic=SEND_FAILED_TOPIC,
                 source=ctx.name,
                 operation="cytube_command",
-                event_type="cytube.send_pm"
-                if isinstance(request, SendPrivate)
-                else "cytube.send_chat",
+                event_type=SAY.name,
                 error=error,
                 error_code="not_delivered",
                 retryable=True,
-                retry_data=data,
+                intent=SAY.intent(say),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,

@@ -72,6 +72,10 @@ class ChatMessage:
     seq: int = 0
     text: str = attrs.field(default=attrs.Factory(_reader, takes_self=True))  # as read
 
+    def poison_key(self) -> tuple[object, ...]:
+        """The same for the live line and its replays (see runtime/poison.py)."""
+        return ("chatMsg", self.channel, self.username, self.time, self.msg)
+
 
 @attrs.frozen(kw_only=True)
 class PrivateMessage:
@@ -84,6 +88,10 @@ class PrivateMessage:
     time: int
     seq: int = 0  # as ChatMessage's
     text: str = attrs.field(default=attrs.Factory(_reader, takes_self=True))  # as read
+
+    def poison_key(self) -> tuple[object, ...]:
+        """The same for every copy of this message (see runtime/poison.py)."""
+        return ("pm", self.channel, self.username, self.to, self.time, self.msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -259,6 +267,7 @@ class SendChat:
     event_id: str = attrs.field(factory=new_id)  # idempotency key if it is retried
     correlation_id: str = attrs.field(factory=new_id)
     hold: float | None = None  # seconds it may wait for the bot to be able to speak
+    delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 
 @attrs.frozen(kw_only=True)
@@ -270,6 +279,7 @@ class SendPrivate:
     event_id: str = attrs.field(factory=new_id)
     correlation_id: str = attrs.field(factory=new_id)
     hold: float | None = None  # as SendChat's
+    delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 
 @attrs.frozen(kw_only=True)

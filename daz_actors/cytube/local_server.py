@@ -936,6 +936,29 @@ class CytubePeer:
             self.conn_buckets.pop(key, None)
         return {"reset": ip or "all"}
 
+    async def control_emit(
+        self, channel: str, event: str, data: Any = None, history: bool = False
+    ) -> Json:
+        """Emit any event with any JSON data to the channel as it is, malformed or not;
+        with ``history`` it is also kept in the history replayed on join (as ``chatMsg``)."""
+        if history:
+            if not isinstance(data, dict):
+                raise TypeError("only an object can be kept as a history line")
+            self.channel(channel).history.append(data)
+        await self.emit(event, data, room=channel)
+        return {"recipients": len(self.members(channel))}
+
+    async def control_raw(self, channel: str, packet: str) -> Json:
+        """Send one raw Socket.IO packet (the frame after Engine.IO's ``4``, e.g.
+        ``2["chatMsg",{}]``), well-formed or not, to every socket in the channel."""
+        sent = 0
+        for session in self.members(channel):
+            eio_sid = self.sio.manager.eio_sid_from_sid(session.sid, "/")
+            if eio_sid is not None:
+                await self.sio.eio.send(eio_sid, packet)
+                sent += 1
+        return {"recipients": sent}
+
 
 # -- command line --
 def parse_args(argv: list[str] | None = None) -> Options:

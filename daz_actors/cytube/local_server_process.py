@@ -312,3 +312,14 @@ class CytubeServerProcess:
     def reset_budget(self) -> None:
         """Refill every IP's connection budget."""
         self._control("reset_budget")
+
+    def emit(self, channel: str, event: str, data: Any = None, *, history: bool = False) -> int:
+        """Emit ``event`` with any JSON ``data`` (malformed for CyTube or not) to the
+        channel; with ``history`` keep it in the replayed history. How many got it."""
+        reply = self._control("emit", channel=channel, event=event, data=data, history=history)
+        return int(reply["recipients"])
+
+    def raw(self, channel: str, packet: str) -> int:
+        """Send a raw Socket.IO packet (``2["chatMsg",{}]``, or any text) to the channel's
+        sockets; how many got it."""
+        return int(self._control("raw", channel=channel, packet=packet)["recipients"])

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
+from daz_actors.cytube.names import CONNECTION, ROUTER, room_name, router_name
 from daz_actors.cytube.router import RouterParams, build_router
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
@@ -24,6 +25,9 @@ __all__ = ["RoomsParams", "build_rooms", "room_spec"]
 def _channels(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
     if len(set(value)) != len(value):
         raise ValueError(f"channels must not repeat, got {list(value)}")
+    for channel in value:  # checked here so that the error names this key
+        if not channel or any(c in channel for c in "/?# ") or not channel.isprintable():
+            raise ValueError(f"channels must be plain channel names, got {channel!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -89,14 +93,14 @@ class RoomsParams:
 
 def room_spec(channel: str, params: RoomsParams, ctx: BuildContext) -> ChildSpec:
     """The ``room:<channel>`` child: a one_for_all supervisor of connection and router."""
-    name = f"room:{channel}"
-    router_ctx = attrs.evolve(ctx, name=f"{name}/event-router")
+    name = room_name(channel)
+    router_ctx = attrs.evolve(ctx, name=router_name(channel))
     room = Supervisor(
         name,
         [
-            ChildSpec(name="connection", start=CytubeConnection(params.connection(channel))),
+            ChildSpec(name=CONNECTION, start=CytubeConnection(params.connection(channel))),
             ChildSpec(
-                name="event-router",
+                name=ROUTER,
                 start=build_router(params.router(channel), router_ctx),
                 mailbox_size=1000,
                 redeliver=3,  # its writes are idempotent: a line it crashed on is not lost

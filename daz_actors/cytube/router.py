@@ -3,11 +3,11 @@
 The connection actor tells it every typed event (`ChatMessage`, `PrivateMessage`,
 `UserJoined`, ...). For each chat line, private message, join, leave and media change the
 router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) ...`` through the
-SQL gateway, in arrival order. The event id is a hash of the event's own fields, so the
-same line logged twice is stored once. If the write fails, the gateway has already
-published ``sql.exec.failed`` with the statement and its JSON arguments; the retry queue
-captures it and the built-in ``sql.exec`` handler runs it again later. The router never
-crashes on a failed write.
+SQL gateway, in arrival order (the rows are built in `chat_log`). The event id is a hash of
+the event's own fields, so the same line logged twice is stored once. If a write fails
+retryably, the router publishes ``chat.log.failed`` carrying the row as an intent
+(``chat.log``, ``pm.log`` or ``channel_event.log``); the retry queue keeps it and the
+intent's handler writes the row again later. The router never crashes on a failed write.
 
 A line is stored twice over: ``message`` is the text as a reader sees it (entities
 unescaped, tags reduced to their text), ``raw_message`` what the server sent. A line's id
@@ -26,15 +26,15 @@ within ``command_timeout``), so a slow command or a slow echo never stalls loggi
 A reply is *told* to the connection as `SendChat`, not asked: the connection confirms
 delivery by the echo, and when that fails it publishes ``cytube.send.failed`` itself and
 the queue says it again. If the connection's mailbox has no room within
-``reply_timeout`` (or no connection runs), the router publishes that same failure event.
-A command that raises publishes ``command.<name>.failed`` (event type ``command.run``, see
-`rerun_command`) and the router goes on.
+``reply_timeout`` (or no connection runs), the router publishes that same failure event
+(intent ``cytube.say``). A command that raises publishes ``command.<name>.failed`` (intent
+``command.run``) and the router goes on. A command the queue runs again (`RunCommand`)
+runs beside the logging too: the router answers at once with a `PendingCommand` the retry
+handler waits on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import time
@@ -45,6 +45,13 @@ from typing import Any
 import attrs
 import trio
 
+from daz_actors.cytube.chat_log import (
+    LOG_INTENTS,
+    LogRow,
+    channel_event_write,
+    chat_write,
+    private_write,
+)
 from daz_actors.cytube.commands import (
     PROCESS_STARTED_AT,
     Command,
@@ -76,66 +83,38 @@ from daz_actors.cytube.events import (
     UserList,
     UserRank,
 )
-from daz_actors.retry.handlers import AttemptContext, PermanentError
-from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
-from daz_actors.runtime.errors import (
-    ActorCrashed,
-    ActorStopped,
-    AskTimeout,
-    DazActorsError,
-    NoSuchActor,
+from daz_actors.cytube.intents import (
+    COMMAND_RUN,
+    SAY,
+    CommandOutcome,
+    CommandRun,
+    PendingCommand,
+    RunCommand,
+    Say,
 )
+from daz_actors.cytube.names import connection_name
+from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
+from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
-from daz_actors.storage.errors import SqlError
-from daz_actors.storage.queue_types import QueueItem
-from daz_actors.storage.sql_messages import SqlClient
+from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
+from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = [
-    "CommandFailed",
-    "CommandOutcome",
     "EventRouter",
     "GetRouterStats",
-    "LogWrite",
     "RouterParams",
     "RouterStats",
-    "RunCommand",
     "build_router",
-    "channel_event_write",
-    "chat_write",
-    "private_write",
-    "rerun_command",
     "router_startable",
 ]
 
 log = logging.getLogger("daz_actors.router")
 
-COMMAND_EVENT_TYPE = "command.run"  # retry handler: `rerun_command`
 SEND_FAILED_TOPIC = "cytube.send.failed"
+LOG_FAILED_TOPIC = "chat.log.failed"
 STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
-
-# a live line wins over its replay: whichever is written first, is_history ends false
-CHAT_SQL = """\
-INSERT INTO daz_chat_messages
-    (event_id, channel, username, message, sent_at, is_history, received_at, meta,
-     raw_message)
-VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0), $6,
-        to_timestamp($7::bigint / 1000.0), $8::jsonb, $9)
-ON CONFLICT (event_id) DO UPDATE SET is_history = false
-    WHERE daz_chat_messages.is_history AND NOT EXCLUDED.is_history"""
-
-PRIVATE_SQL = """\
-INSERT INTO daz_private_messages
-    (event_id, channel, from_user, to_user, message, sent_at, received_at, raw_message)
-VALUES ($1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0),
-        to_timestamp($7::bigint / 1000.0), $8)
-ON CONFLICT (event_id) DO NOTHING"""
-
-CHANNEL_EVENT_SQL = """\
-INSERT INTO daz_channel_events (event_id, kind, channel, username, title, payload, at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7::bigint / 1000.0))
-ON CONFLICT (event_id) DO NOTHING"""
-
 
 # ---------------------------------------------------------------------------- params
 
@@ -194,7 +173,7 @@ class RouterParams:
     debug_min_rank: int = attrs.field(default=2, validator=_rank)  # rank `!debug` needs
     log_history: bool = attrs.field(default=True, validator=_flag)
     # store the lines the server replays on join (flagged is_history)
-    gateway: str = attrs.field(default="sql-gateway", validator=_text)  # SQL gateway's name
+    gateway: str = attrs.field(default=GATEWAY_NAME, validator=_text)  # SQL gateway's name
     connection: str = attrs.field(default="", validator=_bot_name)
     # the connection's registered name; "" means room:<channel>/connection
     log_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
@@ -211,104 +190,7 @@ class RouterParams:
     @property
     def connection_name(self) -> str:
         """Where replies go."""
-        return self.connection or f"room:{self.channel}/connection"
-
-
-# ---------------------------------------------------------------------------- log rows
-
-
-@attrs.frozen(kw_only=True)
-class LogWrite:
-    """One idempotent insert: the statement and its JSON-serialisable arguments."""
-
-    sql: str
-    args: tuple[Any, ...]  # args[0] is the event id
-    table: str  # for logs
-
-    @property
-    def event_id(self) -> str:
-        return str(self.args[0])
-
-
-def event_id(*fields: object) -> str:
-    """A deterministic id: sha256 of the fields as a JSON array."""
-    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _clean(value: Any) -> Any:
-    """`value` without NUL characters (PostgreSQL text and jsonb refuse them), JSON-able."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_clean(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return _clean(str(value))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
-
-
-def _occurrence(seq: int) -> tuple[int, ...]:
-    # the first occurrence keeps the id rows had before occurrences were counted
-    return (seq,) if seq else ()
-
-
-def chat_write(event: ChatMessage, received_ms: int) -> LogWrite:
-    """The insert logging a chat line (its id ignores `received_ms` and `history`)."""
-    eid = event_id(
-        "chat", event.channel, event.username, event.time, event.msg, *_occurrence(event.seq)
-    )
-    args = (
-        eid, _clean(event.channel), _clean(event.username), _clean(event.text), int(event.time),
-        bool(event.history), int(received_ms), _json(event.meta), _clean(event.msg),
-    )  # fmt: skip
-    return LogWrite(sql=CHAT_SQL, args=args, table="daz_chat_messages")
-
-
-def private_write(event: PrivateMessage, received_ms: int) -> LogWrite:
-    """The insert logging a private message."""
-    eid = event_id(
-        "pm", event.channel, event.username, event.to, event.time, event.msg,
-        *_occurrence(event.seq),
-    )  # fmt: skip
-    args = (
-        eid, _clean(event.channel), _clean(event.username), _clean(event.to),
-        _clean(event.text), int(event.time), int(received_ms), _clean(event.msg),
-    )  # fmt: skip
-    return LogWrite(sql=PRIVATE_SQL, args=args, table="daz_private_messages")
-
-
-def channel_event_write(event: UserJoined | UserLeft | MediaChanged, received_ms: int) -> LogWrite:
-    """The insert logging a join, leave or media change.
-
-    These events carry no server time, so the time the bot received them is part of
-    the id: the same event object logged twice at the same `received_ms` is one row.
-    """
-    username: str | None = None
-    title: str | None = None
-    payload: dict[str, Any]
-    if isinstance(event, UserJoined):
-        kind, username, payload = "join", event.user.name, {"rank": event.user.rank}
-    elif isinstance(event, UserLeft):
-        kind, username, payload = "leave", event.name, {}
-    else:
-        kind, title = "media", event.title
-        payload = {
-            "media_id": event.media_id, "media_type": event.media_type, "seconds": event.seconds
-        }  # fmt: skip
-    eid = event_id(kind, event.channel, username, title, payload, received_ms)
-    args = (
-        eid, kind, _clean(event.channel), _clean(username), _clean(title), _json(payload),
-        int(received_ms),
-    )  # fmt: skip
-    return LogWrite(sql=CHANNEL_EVENT_SQL, args=args, table="daz_channel_events")
+        return self.connection or connection_name(self.channel)
 
 
 # ---------------------------------------------------------------------------- messages
@@ -336,52 +218,6 @@ class RouterStats:
     busy_ignored: int = 0  # max_running_commands already running
     own_ignored: int = 0  # the bot's own lines that looked like commands
     silent_ignored: int = 0  # commands while the bot could not speak in the room
-
-
-@attrs.frozen(kw_only=True)
-class RunCommand:
-    """Run a command again on behalf of the retry queue (no cooldown; the reply: outcome)."""
-
-    name: str
-    username: str
-    rank: float
-    args: str
-    issued_at: float  # wall-clock seconds of the original line
-    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
-
-
-@attrs.frozen(kw_only=True)
-class CommandOutcome:
-    """How a `RunCommand` went."""
-
-    ok: bool
-    error: str = ""
-    retryable: bool = False
-    stale: bool = False  # older than command_retry_window: not run
-
-
-class CommandFailed(DazActorsError, RuntimeError):
-    """A command run again by the retry queue failed retryably (the attempt is retried)."""
-
-    retryable = True
-    code = "command_failed"
-
-
-def classify(exc: BaseException) -> tuple[bool, str]:
-    """(retryable, error code) of a command's exception."""
-    if isinstance(exc, SqlError):
-        return exc.retryable, exc.code or "sql_error"
-    if isinstance(exc, trio.TooSlowError):
-        return True, "timeout"
-    if isinstance(exc, AskTimeout):
-        return True, "ask_timeout"
-    if isinstance(exc, ActorStopped | ActorCrashed | NoSuchActor):
-        return True, type(exc).__name__
-    retryable = getattr(exc, "retryable", None)  # a command's own error may say so
-    if isinstance(retryable, bool):
-        code = getattr(exc, "code", None)
-        return retryable, code if isinstance(code, str) and code else type(exc).__name__
-    return False, type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- the actor
@@ -457,53 +293,48 @@ class EventRouter(Actor):
         elif isinstance(message, GetRouterStats):
             return attrs.evolve(self.stats)
         elif isinstance(message, RunCommand):
-            return await self._rerun(message)
+            # beside logging, never in this loop: the caller waits on the pending outcome
+            pending = PendingCommand()
+            self.nursery.start_soon(self._rerun, message, pending)
+            return pending
         else:  # a crash would restart the whole room (one_for_all): ignore it loudly
             log.warning("event router %s ignores %s", self.ctx.name, type(message).__name__)
         return None
 
     # ------------------------------------------------------------------ logging
 
-    async def _log(self, write: LogWrite) -> None:
-        """Run one insert; on failure the line is queued for retry, and we go on."""
+    async def _log(self, row: LogRow) -> None:
+        """Run one insert; a write that fails retryably is queued as its intent, and we go on."""
+        write_id = f"log-{row.event_id}"
         try:
             await self.db.execute(
-                write.sql,
-                *write.args,
-                timeout=self.params.log_timeout,
-                event_id=f"log-{write.event_id}",
+                row.sql, *row.args(), timeout=self.params.log_timeout, event_id=write_id
             )
-        except SqlError as exc:
-            # the gateway published sql.exec.failed with {"sql", "args"}: the queue has it
+        except CALL_FAILED as exc:  # the gateway failed, timed out, stopped or died
             self.stats.log_failures += 1
+            verdict = DEFAULT_CLASSIFIER.classify(exc)
             log.warning(
                 "%s: writing %s %s failed (%s); %s",
-                self.params.channel, write.table, write.event_id, exc.code,
-                "queued for retry" if exc.retryable else "permanent, not retried",
+                self.params.channel, row.table, row.event_id, verdict.code,
+                "queued for retry" if verdict.retryable else "permanent, not retried",
             )  # fmt: skip
-        except (AskTimeout, ActorStopped, ActorCrashed) as exc:
-            # the gateway may not have published (it timed out, stopped or died on this
-            # write): publish it ourselves, with the same id
-            self.stats.log_failures += 1
-            log.warning(
-                "%s: writing %s %s: no answer from the gateway (%s); queued for retry",
-                self.params.channel, write.table, write.event_id, exc,
-            )  # fmt: skip
-            await self.ctx.bus.publish(
-                "sql.exec.failed",
-                FailureEvent(
-                    topic="sql.exec.failed",
-                    source=self.ctx.name,
-                    operation="sql_operation",
-                    event_type="sql.exec",
-                    error=str(exc),
-                    error_code=type(exc).__name__,
-                    retryable=True,
-                    retry_data={"sql": write.sql, "args": list(write.args)},
-                    channel=self.params.channel,
-                    event_id=f"log-{write.event_id}",
-                ),
-            )
+            if verdict.retryable:
+                await self.ctx.bus.publish(
+                    LOG_FAILED_TOPIC,
+                    FailureEvent(
+                        topic=LOG_FAILED_TOPIC,
+                        source=self.ctx.name,
+                        operation="sql_operation",
+                        event_type=LOG_INTENTS[type(row)].name,
+                        error=str(exc),
+                        error_code=verdict.code,
+                        retryable=True,
+                        intent=LOG_INTENTS[type(row)].intent(row),
+                        plugin="chat-log",
+                        channel=self.params.channel,
+                        event_id=write_id,
+                    ),
+                )
         else:
             self.stats.logged += 1
 
@@ -598,7 +429,8 @@ class EventRouter(Actor):
         reply_to: str | None,
     ) -> None:
         self.stats.commands_failed += 1
-        retryable, code = classify(exc)
+        verdict = DEFAULT_CLASSIFIER.classify(exc)
+        retryable, code = verdict.retryable, verdict.code
         topic = f"command.{command.name}.failed"
         log.warning(
             "%s: %s%s for %s failed (%s): %r",
@@ -611,25 +443,35 @@ class EventRouter(Actor):
                 topic=topic,
                 source=self.ctx.name,
                 operation="plugin_request",
-                event_type=COMMAND_EVENT_TYPE,
+                event_type=COMMAND_RUN.name,
                 error=f"{type(exc).__name__}: {exc}",
                 error_code=code,
                 retryable=retryable,
-                retry_data={
-                    "channel": self.params.channel,
-                    "command": command.name,
-                    "username": context.username,
-                    "rank": context.rank,
-                    "args": context.args,
-                    "issued_at": issued,
-                    "reply_to": reply_to,
-                },
+                intent=COMMAND_RUN.intent(
+                    CommandRun(
+                        channel=self.params.channel,
+                        command=command.name,
+                        username=context.username,
+                        rank=float(context.rank),
+                        args=context.args,
+                        issued_at=issued,
+                        reply_to=reply_to,
+                    )
+                ),
+                plugin="commands",
                 channel=self.params.channel,
             ),
         )
 
-    async def _rerun(self, request: RunCommand) -> CommandOutcome:
-        """Run a failed command again for the retry queue (inline, within the timeout)."""
+    async def _rerun(self, request: RunCommand, pending: PendingCommand) -> None:
+        """Run a failed command again for the retry queue (beside logging, within the
+        command timeout); the outcome goes to `pending`, also when this router stops."""
+        try:
+            pending.settle(await self._rerun_outcome(request))
+        finally:  # cancelled with the router: the queue tries again later
+            pending.settle(CommandOutcome(ok=False, error="the router stopped", retryable=True))
+
+    async def _rerun_outcome(self, request: RunCommand) -> CommandOutcome:
         command = self.commands.get(request.name)
         if command is None:
             return CommandOutcome(ok=False, error=f"no command {request.name!r}")
@@ -640,8 +482,10 @@ class EventRouter(Actor):
             with trio.fail_after(self.params.command_timeout):
                 reply = await command.fn(context)
         except Exception as exc:
-            retryable, code = classify(exc)
-            return CommandOutcome(ok=False, error=f"{code}: {exc}", retryable=retryable)
+            verdict = DEFAULT_CLASSIFIER.classify(exc)
+            return CommandOutcome(
+                ok=False, error=f"{verdict.code}: {exc}", retryable=verdict.retryable
+            )
         if reply:
             self.nursery.start_soon(partial(self._say, str(reply), to=request.reply_to))
         return CommandOutcome(ok=True)
@@ -673,12 +517,19 @@ class EventRouter(Actor):
                 topic=SEND_FAILED_TOPIC,
                 source=self.ctx.name,
                 operation="cytube_command",
-                event_type="cytube.send_chat" if to is None else "cytube.send_pm",
+                event_type=SAY.name,
                 error=reason,
                 error_code="not_handed_over",
                 retryable=True,
-                retry_data={"channel": self.params.channel, "msg": text}
-                | ({} if to is None else {"to": to}),
+                intent=SAY.intent(
+                    Say(
+                        channel=self.params.channel,
+                        msg=text,
+                        to=to,
+                        connection=self.params.connection_name,
+                    )
+                ),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,
@@ -736,37 +587,3 @@ def build_router(
     tree_state = ctx.resources.get("tree_state")
     started_at = ctx.resources.get("started_at", PROCESS_STARTED_AT)
     return router_startable(params, commands=extra, tree_state=tree_state, started_at=started_at)
-
-
-# ---------------------------------------------------------------------------- retry handler
-
-
-async def rerun_command(item: QueueItem, ctx: AttemptContext) -> None:
-    """Retry handler for ``command.run``: ask the room's router to run the command again.
-
-    A command older than the router's ``command_retry_window`` is dropped (the attempt
-    succeeds; a late answer to a stale question is noise).
-    """
-    data = item.event_data if isinstance(item.event_data, dict) else {}
-    try:
-        channel, name = str(data["channel"]), str(data["command"])
-        request = RunCommand(
-            name=name,
-            username=str(data["username"]),
-            rank=float(data.get("rank", 0)),
-            args=str(data.get("args", "")),
-            issued_at=float(data["issued_at"]),
-            reply_to=str(data["reply_to"]) if data.get("reply_to") else None,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PermanentError(f"command.run item has bad event data: {exc!r}") from None
-    ref = ctx.registry.get(f"room:{channel}/event-router")
-    if ref is None:
-        raise PermanentError(f"no room for channel {channel!r} in this process")
-    outcome: CommandOutcome = await ref.ask(request, timeout=item.attempt_timeout)
-    if outcome.stale:
-        log.warning("%s: not running %s again: too old", channel, name)
-    elif not outcome.ok:
-        if outcome.retryable:
-            raise CommandFailed(f"command {name!r} failed again: {outcome.error}")
-        raise PermanentError(f"command {name!r} failed: {outcome.error}")

@@ -52,7 +52,13 @@ __all__ = ["CannotSpeak", "SendFailed", "Sender"]
 
 
 class SendFailed(DazActorsError, RuntimeError):
-    """A chat message was not delivered (not echoed in time, refused, or not connected)."""
+    """A chat message was not delivered (not echoed in time, refused, or not connected).
+
+    `delivered_parts` counts the leading parts of the message that were delivered before
+    it failed (set by `Sender.deliver`): a retry sends the rest only.
+    """
+
+    delivered_parts = 0
 
 
 class CannotSpeak(SendFailed):
@@ -169,18 +175,35 @@ class Sender:
 
     # ------------------------------------------------------------------ callers
 
-    async def deliver(self, msg: str, *, to: str | None = None, hold: float | None = None) -> int:
+    async def deliver(
+        self,
+        msg: str,
+        *,
+        to: str | None = None,
+        hold: float | None = None,
+        skip: int = 0,
+        progress: list[int] | None = None,
+    ) -> int:
         """Say `msg` (split at the server's limit) in the channel, or privately to `to`;
-        return the number of parts once each was echoed. Raises `SendFailed`."""
+        return the number of parts once each was echoed. Raises `SendFailed`, whose
+        `delivered_parts` (and ``progress[0]`` at every moment) counts the leading parts
+        delivered; the first `skip` parts (delivered by an earlier attempt) are not sent."""
+        progress = progress if progress is not None else [0]
+        parts = split_message(msg, self.limit)
+        progress[0] = min(max(skip, 0), len(parts))
         if self.lasting is not None:
             raise self._cannot_speak()
         wait = self.hold if hold is None else hold
-        lines = [_Line(text=part, to=to, hold=wait) for part in split_message(msg, self.limit)]
+        lines = [_Line(text=part, to=to, hold=wait) for part in parts[progress[0] :]]
         self._queue.extend(lines)
         self._poke()
         try:
             for line in lines:
                 await self._fate(line)
+                progress[0] += 1
+        except SendFailed as exc:
+            exc.delivered_parts = progress[0]
+            raise
         finally:
             for line in lines:
                 if line.state is _State.QUEUED:
@@ -188,7 +211,7 @@ class Sender:
                     line.state = _State.DONE
                 # a line in flight stays there: its answer is still to come, in order
                 line.abandoned = True
-        return len(lines)
+        return len(parts)
 
     async def _fate(self, line: _Line) -> None:
         while line.state is not _State.DONE:

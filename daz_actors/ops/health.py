@@ -6,7 +6,8 @@ the rooms (the same snapshot `/readyz` and `/metrics` use) and judges each compo
 - ``database``: DOWN when not connected or the breaker is open; DEGRADED when a
   ``SELECT 1`` round trip takes longer than `db_latency_degraded`.
 - ``room:<channel>``: DOWN when not joined, or when no ``mediaUpdate`` came for
-  `media_stuck_after` seconds after one did (a stuck connection).
+  `media_stuck_after` seconds after one did (a stuck connection); DEGRADED when it
+  reconnected more than `max_reconnects_per_check` times since the previous check.
 - ``queue``: DEGRADED while there are dead letters.
 - ``supervision``: DEGRADED when more than `max_restarts_per_check` restarts happened since
   the previous check.
@@ -27,18 +28,28 @@ import attrs
 import trio
 
 from daz_actors.cytube.events import ON_PURPOSE, ConnectionStatus
+from daz_actors.cytube.names import room_name
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.supervisor import ChildInfo, Supervisor
 from daz_actors.runtime.validators import positive
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
-__all__ = ["Health", "HealthMonitor", "HealthParams", "HealthReport", "build_health_monitor"]
+__all__ = [
+    "CheckNow",
+    "Health",
+    "HealthMonitor",
+    "HealthParams",
+    "HealthReport",
+    "build_health_monitor",
+]
 
 log = logging.getLogger("daz_actors.health")
 
@@ -63,6 +74,11 @@ class ComponentHealth:
     since: float  # trio time it entered this state
 
 
+@attrs.frozen
+class CheckNow:
+    """Ask the health monitor to check now; the reply is the fresh `HealthReport`."""
+
+
 @attrs.frozen(kw_only=True)
 class HealthReport:
     """One check of every component."""
@@ -80,7 +96,8 @@ class HealthParams:
     media_stuck_after: float = attrs.field(default=300.0, validator=positive)  # seconds
     db_latency_degraded: float = attrs.field(default=0.5, validator=positive)  # seconds
     max_restarts_per_check: int = attrs.field(default=3, validator=positive)
-    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    max_reconnects_per_check: int = attrs.field(default=1, validator=positive)
+    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
 
 
 class _RootView:
@@ -104,16 +121,28 @@ class HealthMonitor:
         self.latest: HealthReport | None = None
         self._since: dict[str, tuple[Health, float]] = {}
         self._restarts_seen: int | None = None
+        self._reconnects_seen: dict[str, int] = {}  # per channel, at the previous check
 
     async def __call__(
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
+        asked: Ask | None = None
         while True:
             report = await self.check(ctx)
             self.latest = report
+            if asked is not None:
+                asked.reply(report)
             await ctx.bus.publish(REPORT_TOPIC, report)
-            await trio.sleep(self.params.interval)
+            asked = None
+            with trio.move_on_after(self.params.interval):  # or sooner, when asked
+                item = await ctx.mailbox.get()
+                message = item.message if isinstance(item, Ask) else item
+                if not isinstance(message, CheckNow):
+                    if isinstance(item, Ask):
+                        item.fail(TypeError(f"the health monitor takes CheckNow, not {message!r}"))
+                elif isinstance(item, Ask):
+                    asked = item
 
     async def check(self, ctx: ActorContext) -> HealthReport:
         """Judge every component now, and act on those DOWN past the grace period."""
@@ -135,7 +164,7 @@ class HealthMonitor:
         verdicts = await self._judge(snap, db)
         # rooms DOWN on purpose (a refused login or password, a duplicate login) wait on
         # their own timer: a restart would change nothing, or undo the wait
-        waiting = {f"room:{c.channel}" for c in snap.connections if c.status in ON_PURPOSE}
+        waiting = {room_name(c.channel) for c in snap.connections if c.status in ON_PURPOSE}
         now = trio.current_time()
         components = []
         for name, (health, reason) in sorted(verdicts.items()):
@@ -160,7 +189,9 @@ class HealthMonitor:
         if db is not None and verdicts.get("database", (Health.DOWN, ""))[0] is Health.UP:
             started = trio.current_time()
             try:
-                await db.query_value("SELECT 1", timeout=self.params.db_latency_degraded * 4)
+                # DOWN only past a timeout well above the DEGRADED threshold (at least 2 s)
+                timeout = max(self.params.db_latency_degraded * 4, 2.0)
+                await db.query_value("SELECT 1", timeout=timeout)
             except DazActorsError as exc:
                 verdicts["database"] = (Health.DOWN, f"SELECT 1 failed: {exc}")
             else:
@@ -170,11 +201,18 @@ class HealthMonitor:
         now = trio.current_time()
         for conn in snap.connections:
             last = conn.last_media_update
-            name = f"room:{conn.channel}"
+            name = room_name(conn.channel)
             if conn.status is ConnectionStatus.JOINED and last is not None:
                 quiet = now - last
                 if quiet > self.params.media_stuck_after:
                     verdicts[name] = (Health.DOWN, f"stuck: no mediaUpdate for {quiet:.0f} s")
+            seen = self._reconnects_seen.get(conn.channel)
+            self._reconnects_seen[conn.channel] = conn.reconnects
+            flapping = conn.reconnects - seen if seen is not None else 0
+            if flapping > self.params.max_reconnects_per_check and (
+                verdicts.get(name, (Health.UP, ""))[0] is Health.UP
+            ):
+                verdicts[name] = (Health.DEGRADED, f"{flapping} reconnects since the last check")
         if snap.queue is not None:
             dead = sum(s.item_count for s in snap.queue if s.status is RetryStatus.DEAD_LETTER)
             verdicts["queue"] = (

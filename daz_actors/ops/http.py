@@ -22,6 +22,7 @@ import h11
 import trio
 
 from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.names import room_name
 from daz_actors.ops.metrics import CONTENT_TYPE, Metrics, Snapshot, Sources, snapshot
 from daz_actors.runtime.breaker import BreakerState
 
@@ -82,7 +83,7 @@ def readiness(snap: Snapshot) -> dict[str, Component]:
     for conn in snap.connections:
         joined = conn.status is ConnectionStatus.JOINED
         reason = f"{conn.status.value}: {conn.reason}" if conn.reason else conn.status.value
-        components[f"room:{conn.channel}"] = Component("UP" if joined else "DOWN", reason)
+        components[room_name(conn.channel)] = Component("UP" if joined else "DOWN", reason)
     return components
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,7 @@ class ActorSnapshot:
     asks_timed_out: int = 0
     redelivered: int = 0
     poison_dropped: int = 0
+    poison_skipped: int = 0
 
 
 class TreeView(Protocol):
@@ -96,6 +97,10 @@ class ConnectionSnapshot:
     received: int
     sent: int
     last_media_update: float | None
+    # ((event, reason), count): events dropped at the protocol boundary
+    rejected: tuple[tuple[tuple[str, str], int], ...] = ()
+    # ((event, flag), count): events stored changed (text replaced or cut, time replaced)
+    flagged: tuple[tuple[tuple[str, str], int], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +158,7 @@ def _flatten(children: Iterable[ChildInfo], prefix: str = "") -> Iterator[ActorS
             asks_timed_out=child.asks_timed_out,
             redelivered=child.redelivered,
             poison_dropped=child.poison_dropped,
+            poison_skipped=child.poison_skipped,
         )
         if child.children is not None:
             yield from _flatten(child.children, f"{path}/")
@@ -214,6 +220,8 @@ async def snapshot(sources: Sources) -> Snapshot:
                 received=c.received,
                 sent=c.sent,
                 last_media_update=c.last_media_update,
+                rejected=tuple(sorted(c.rejected.items())),
+                flagged=tuple(sorted(c.flagged.items())),
             )
             for c in conns
         ),
@@ -277,10 +285,16 @@ class _SnapshotCollector(Collector):
             "Messages dropped after crashing an actor on every redelivery (see the log).",
             labels=["actor"],
         )
+        poison_skipped = CounterMetricFamily(
+            "daz_actor_poison_skipped",
+            "Copies of a message dropped as poison (a replay) skipped unhandled.",
+            labels=["actor"],
+        )
         for actor in snap.actors:
             restarts.add_metric([actor.path], actor.restarts)
             redelivered.add_metric([actor.path], actor.redelivered)
             poison_dropped.add_metric([actor.path], actor.poison_dropped)
+            poison_skipped.add_metric([actor.path], actor.poison_skipped)
             for s in ChildState:
                 state.add_metric([actor.path, s.value], 1.0 if s is actor.state else 0.0)
             depth.add_metric([actor.path], actor.mailbox_depth)
@@ -300,6 +314,7 @@ class _SnapshotCollector(Collector):
         yield asks_timed_out
         yield redelivered
         yield poison_dropped
+        yield poison_skipped
         if snap.retry is not None:
             for name, help_text, value in (
                 ("daz_retry_attempts", "Retry attempts started.", snap.retry.attempts),
@@ -369,15 +384,32 @@ class _SnapshotCollector(Collector):
             sent = CounterMetricFamily(
                 "daz_chat_messages_sent", "Chat message parts delivered.", labels=["channel"]
             )
+            rejected = CounterMetricFamily(
+                "daz_chat_events_rejected",
+                "Events dropped at the protocol boundary: a required field missing or of the"
+                " wrong type.",
+                labels=["channel", "event", "reason"],
+            )
+            flagged = CounterMetricFamily(
+                "daz_chat_events_flagged",
+                "Events kept with a change: text replaced or cut, time replaced.",
+                labels=["channel", "event", "flag"],
+            )
             for c in snap.connections:
                 up.add_metric([c.channel], 1.0 if c.status is ConnectionStatus.JOINED else 0.0)
                 reconnects.add_metric([c.channel], c.reconnects)
                 received.add_metric([c.channel], c.received)
                 sent.add_metric([c.channel], c.sent)
+                for (event, reason), count in c.rejected:
+                    rejected.add_metric([c.channel, event, reason], count)
+                for (event, flag), count in c.flagged:
+                    flagged.add_metric([c.channel, event, flag], count)
             yield up
             yield reconnects
             yield received
             yield sent
+            yield rejected
+            yield flagged
 
 
 class Metrics:
@@ -391,6 +423,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
+        # memory, CPU, open file descriptors, start time (process_* series, on Linux)
+        ProcessCollector(registry=self.registry)
 
     def render(self, snap: Snapshot) -> bytes:
         """The Prometheus text exposition of `snap` and every other registered collector."""

@@ -1,10 +1,13 @@
-"""Failure capture: turns retryable failure events into durable queue items.
+"""Failure capture: turns retryable failure events that carry an intent into queue items.
 
 Subscribes to failure topics (``*.failed``, ``*.error``, ``*.timeout``) with the BLOCK
 policy, so no event is dropped, and answers explicit `ScheduleRetry` requests (also
-accepted as events on the topic ``retry.schedule``). Enqueueing is idempotent by the
-event's id: a failure published twice is queued once. The item's retry settings come
-from the retry policy of the event's operation type.
+accepted as events on the topic ``retry.schedule``). Capture is explicit: only an event
+whose publisher attached an `Intent` (the caller chose, at the call site, to have the
+operation retried and said what it means) is queued; every other failure was reported to
+its caller and is left to the logs. Enqueueing is idempotent by the event's id: a failure
+published twice is queued once. The item's retry settings (jitter included) come from the
+retry policy of the event's operation type.
 
 When PostgreSQL is unreachable, items go to the local spool (an fsynced file in the data
 directory) and are drained into the queue, in order, before any newer item: on start (so
@@ -30,6 +33,7 @@ import attrs
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
+from daz_actors.retry.intents import intent_data
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.bus import Overflow, Published
@@ -42,6 +46,7 @@ from daz_actors.storage.spool import Spool, SpoolFull
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = [
+    "CAPTURE_NAME",
     "DrainSpool",
     "RetryCapture",
     "ScheduleRetry",
@@ -54,6 +59,7 @@ __all__ = [
 log = logging.getLogger("daz_actors.retry")
 
 SCHEDULE_TOPIC = "retry.schedule"
+CAPTURE_NAME = "retry-capture"  # its registered name in the retry subtree
 
 Outcome = Literal["queued", "duplicate", "spooled", "refused"]
 
@@ -106,13 +112,18 @@ class ScheduleRetry:
 
 
 def item_for_failure(event: FailureEvent, policy: RetryPolicy) -> NewItem:
-    """The queue item that retries `event` under `policy`."""
+    """The queue item that carries out `event`'s intent again under `policy`."""
+    if event.intent is None:
+        raise ValueError(f"failure event {event.event_id} carries no intent to queue")
     return NewItem(
         event_id=event.event_id,
-        event_type=event.event_type,
-        event_data=dict(event.retry_data),
+        event_type=event.intent.name,
+        event_data=intent_data(event.intent),
         channel=event.channel,
+        plugin=event.plugin or event.source,
         operation_type=event.operation,
+        priority=policy.priority,
+        tags=policy.tags,
         event_metadata={
             "topic": event.topic,
             "source": event.source,
@@ -124,6 +135,7 @@ def item_for_failure(event: FailureEvent, policy: RetryPolicy) -> NewItem:
         retry_delay=policy.initial,
         backoff_multiplier=policy.multiplier,
         max_delay=policy.max_delay,
+        jitter=policy.jitter,
         attempt_timeout=policy.attempt_timeout,
         correlation_id=event.correlation_id,
     )
@@ -195,7 +207,8 @@ class RetryCapture(Actor):
             if isinstance(event, ScheduleRetry):
                 return await self._enqueue(event.item)
             if isinstance(event, FailureEvent):
-                if not event.retryable or event.event_type in self.ignore:
+                # only what a caller chose to have retried (an intent) is queued
+                if event.intent is None or not event.retryable or event.event_type in self.ignore:
                     self.skipped += 1
                     return False
                 policy = self.policies.get(event.operation) or self.policies["default"]

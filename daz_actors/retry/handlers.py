@@ -20,6 +20,7 @@ import attrs
 
 from daz_actors.runtime.errors import DazActorsError, NameTaken
 from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import POISON_EVENT_TYPE
 from daz_actors.storage.queue_types import Lease, QueueItem
 from daz_actors.storage.sql_messages import SqlClient
 
@@ -35,6 +36,15 @@ __all__ = [
 
 class PermanentError(DazActorsError):
     """Raised by a handler: this item can never succeed; dead-letter it at once."""
+
+    retryable = False  # read by the error classifier
+    code = "permanent"  # the error code stored on the dead letter
+
+
+class NotRequeueable(PermanentError):
+    """A dead letter kept for inspection only: requeueing it dead-letters it again."""
+
+    code = "not_requeueable"
 
 
 class UnknownEventType(DazActorsError, LookupError):
@@ -78,6 +88,7 @@ class AttemptContext:
     checkpoint: Checkpoint  # resume point of a multi-step handler
     registry: Registry  # to reach other actors
     db: SqlClient  # the SQL gateway
+    attempt_timeout: float = 30.0  # seconds this attempt may take (it is cancelled after)
 
 
 class Handler(Protocol):
@@ -98,7 +109,7 @@ class HandlerRegistry:
         self._disabled: set[str] = set()
 
     def register(self, event_type: str, *, description: str = "") -> Callable[[Handler], Handler]:
-        """Decorator: ``@handlers.register("sql.exec")``."""
+        """Decorator: ``@handlers.register("greeting.send")``."""
 
         def decorate(handler: Handler) -> Handler:
             self.add(event_type, handler, description=description)
@@ -133,36 +144,24 @@ class HandlerRegistry:
         return sorted(set(self._handlers) - self._disabled)
 
 
-async def redo_sql(item: QueueItem, ctx: AttemptContext) -> None:
-    """Handler for ``sql.exec``: run the failed statement again through the gateway.
+async def keep_poison(item: QueueItem, ctx: AttemptContext) -> None:
+    """Handler for ``actor.poison``: a tell an actor crashed on every time it was given.
 
-    Idempotency is the statement's own (write failing writes as upserts or with
-    ON CONFLICT clauses); the gateway's classification decides retryable or permanent.
+    The item holds the message as text (its repr) only, so nothing can run it again: it is
+    dead-lettered at once with a reason that says so, and again if requeued.
     """
     data = item.event_data if isinstance(item.event_data, dict) else {}
-    sql = data.get("sql")
-    if not isinstance(sql, str):
-        raise PermanentError("sql.exec item has no 'sql' text in its event data")
-    # the item's own ids: failing again must not queue a second item for the same write
-    if "rows" in data:
-        await ctx.db.executemany(
-            sql,
-            [tuple(r) for r in data["rows"]],
-            event_id=item.event_id,
-            correlation_id=ctx.correlation_id,
-        )
-    else:
-        await ctx.db.execute(
-            sql, *data.get("args", []), event_id=item.event_id, correlation_id=ctx.correlation_id
-        )
+    args = data.get("args", data)  # an intent (version 1), or the form before intents
+    args = args if isinstance(args, dict) else {}
+    raise NotRequeueable(
+        f"poison message for {args.get('actor', '?')} ({args.get('message_type', '?')}), kept"
+        " for inspection only: it is stored as text, so it cannot be requeued or run again"
+    )
 
 
-def default_handlers() -> HandlerRegistry:
-    """A registry with the retry layer's own handler, ``sql.exec``.
-
-    The layers above add theirs (the CyTube layer: `register_cytube_handlers`); the
-    application's full set is `daz_actors.app.handlers.default_handlers`.
-    """
-    handlers = HandlerRegistry()
-    handlers.add("sql.exec", redo_sql, description="re-run a failed SQL write")
+def register_retry_handlers(handlers: HandlerRegistry) -> HandlerRegistry:
+    """Add the retry layer's own handler, ``actor.poison``, to `handlers`."""
+    handlers.add(
+        POISON_EVENT_TYPE, keep_poison, description="dead-letter a poison message (not requeueable)"
+    )
     return handlers

@@ -9,16 +9,17 @@ from typing import Protocol
 import attrs
 from prometheus_client import CollectorRegistry
 
-from daz_actors.retry.capture import capture_with_spool
+from daz_actors.retry.capture import CAPTURE_NAME, capture_with_spool
 from daz_actors.retry.dispatcher import RetryDispatcher
-from daz_actors.retry.handlers import HandlerRegistry, default_handlers
+from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.retry.worker import RetryWorker
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
 from daz_actors.runtime.supervisor import ChildSpec, Supervisor
-from daz_actors.runtime.validators import positive
+from daz_actors.runtime.validators import at_most, positive
 from daz_actors.storage.error_classes import ErrorRules
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
 
 __all__ = ["RetryParams", "build_retry"]
 
@@ -27,14 +28,15 @@ __all__ = ["RetryParams", "build_retry"]
 class RetryParams(ErrorRules):
     """Parameters of the ``retry`` kind."""
 
-    worker_count: int = attrs.field(default=3, validator=positive)  # workers
-    batch_size: int = attrs.field(default=10, validator=positive)  # items per acquire
+    worker_count: int = attrs.field(default=3, validator=[positive, at_most(64)])  # workers
+    # items per acquire
+    batch_size: int = attrs.field(default=10, validator=[positive, at_most(1000)])
     lock_timeout: float = attrs.field(default=300.0, validator=positive)  # seconds
     poll_interval: float = attrs.field(default=5.0, validator=positive)  # seconds
     cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds
     retention_days: float = attrs.field(default=7.0, validator=positive)  # finished rows kept
     worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
-    gateway: str = "sql-gateway"  # the SQL gateway's registered name
+    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
     capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
     ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
     disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
@@ -59,7 +61,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     """Factory of the ``retry`` kind: needs the ``database_url`` resource (for LISTEN).
 
     Handlers come from the ``retry_handlers`` resource (a `HandlerRegistry`; the runner
-    gives every layer's built-in ones), else the retry layer's own (``sql.exec``). With a
+    gives every layer's built-in ones), else none (every item then dead-letters). With a
     ``metrics_registry`` resource (a `CollectorRegistry`) the workers observe each attempt's
     duration there, and the capture counts the items it schedules and drains from the spool.
     """
@@ -67,7 +69,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
         dsn = ctx.resources["database_url"]
     except KeyError:
         raise RuntimeError("the retry actor needs the 'database_url' resource") from None
-    handlers = ctx.resources.get("retry_handlers") or default_handlers()
+    handlers = ctx.resources.get("retry_handlers") or HandlerRegistry()
     if not isinstance(handlers, HandlerRegistry):
         raise TypeError("the 'retry_handlers' resource must be a HandlerRegistry")
     handlers.disable(params.disabled_handlers)
@@ -88,7 +90,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     )
     children = [
         # redeliver: queueing is idempotent by event id, so a crash never loses an event
-        ChildSpec(name="retry-capture", start=capture, mailbox_size=1000, redeliver=3),
+        ChildSpec(name=CAPTURE_NAME, start=capture, mailbox_size=1000, redeliver=3),
         *(
             ChildSpec(
                 name=name,
@@ -115,7 +117,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 poll_interval=params.poll_interval,
                 cleanup_interval=params.cleanup_interval,
                 retention_days=params.retention_days,
-                capture="retry-capture",
+                capture=CAPTURE_NAME,
             ),
         ),
     ]

@@ -23,6 +23,9 @@ __all__ = ["read_attrs", "read_value"]
 T = TypeVar("T")
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# no setting is sane beyond these; settings with tighter limits check them themselves
+MAX_INTEGER = 1_000_000_000
+MAX_NUMBER = 1e9  # seconds: about 31 years
 
 
 def _join(path: str, key: str) -> str:
@@ -45,16 +48,22 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def read_value(value: Any, tp: Any, path: str) -> Any:
-    """Check `value` against the type annotation `tp` and convert it; ConfigError if wrong."""
+def read_value(value: Any, tp: Any, path: str, *, bounded: bool = True) -> Any:
+    """Check `value` against the type annotation `tp` and convert it; ConfigError if wrong.
+
+    `bounded`: numbers past `MAX_INTEGER` / `MAX_NUMBER` are refused (a setting); data that
+    is not a setting (a queued intent's timestamps) reads with ``bounded=False``.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
+        if value is None and type(None) in options:  # JSON null (TOML has none)
+            return None
         non_none = [o for o in options if o is not type(None)]
         if len(non_none) == 1:
-            return read_value(value, non_none[0], path)
+            return read_value(value, non_none[0], path, bounded=bounded)
         raise TypeError(f"unsupported union {tp!r} at {path}")
     if tp is bool:
         if not isinstance(value, bool):
@@ -63,6 +72,8 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(path, f"expected an integer, got {_describe(value)}")
+        if bounded and abs(value) > MAX_INTEGER:
+            raise ConfigError(path, f"{value} is out of range (at most {MAX_INTEGER:,})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -73,6 +84,8 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
             number = math.inf
         if not math.isfinite(number):
             raise ConfigError(path, f"expected a finite number, got {value!r}")
+        if bounded and abs(number) > MAX_NUMBER:
+            raise ConfigError(path, f"{value!r} is out of range (at most {MAX_NUMBER:g})")
         return number
     if tp is str:
         if not isinstance(value, str):
@@ -93,24 +106,28 @@ def read_value(value: Any, tp: Any, path: str) -> Any:
             if len(value) != len(args):
                 raise ConfigError(path, f"expected a list of {len(args)} items, got {len(value)}")
             return tuple(
-                read_value(v, t, f"{path}[{i}]")
+                read_value(v, t, f"{path}[{i}]", bounded=bounded)
                 for i, (v, t) in enumerate(zip(value, args, strict=True))
             )
         item_type = args[0] if args else Any
-        items = [read_value(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [
+            read_value(v, item_type, f"{path}[{i}]", bounded=bounded) for i, v in enumerate(value)
+        ]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping) or tp is dict:
         args = typing.get_args(tp)
         item_type = args[1] if args else Any
         if not isinstance(value, dict):
             raise ConfigError(path, f"expected a table, got {_describe(value)}")
-        return {k: read_value(v, item_type, _join(path, k)) for k, v in value.items()}
+        return {
+            k: read_value(v, item_type, _join(path, k), bounded=bounded) for k, v in value.items()
+        }
     if attrs.has(tp):
-        return read_attrs(value, tp, path)
+        return read_attrs(value, tp, path, bounded=bounded)
     raise TypeError(f"unsupported config type {tp!r} at {path}")
 
 
-def read_attrs(data: Any, cls: type[T], path: str, **fixed: Any) -> T:
+def read_attrs(data: Any, cls: type[T], path: str, *, bounded: bool = True, **fixed: Any) -> T:
     """Build attrs class `cls` from a TOML table, strictly; `fixed` fields come from elsewhere."""
     if not isinstance(data, dict):
         raise ConfigError(path, f"expected a table, got {_describe(data)}")
@@ -126,7 +143,9 @@ def read_attrs(data: Any, cls: type[T], path: str, **fixed: Any) -> T:
     for key in sorted(allowed):
         field = fields[key]
         if key in data:
-            kwargs[key] = read_value(data[key], hints[field.name], _join(path, key))
+            kwargs[key] = read_value(
+                data[key], hints[field.name], _join(path, key), bounded=bounded
+            )
         elif field.default is attrs.NOTHING:
             raise ConfigError(_join(path, key), "required key is missing")
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ActorFailed", "FailureEvent", "new_id"]
+__all__ = ["ActorFailed", "FailureEvent", "Intent", "new_id"]
 
 
 def new_id() -> str:
@@ -17,22 +17,44 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _json_object(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{attr.name} must be a mapping of JSON values, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Intent:
+    """What a queued operation means: a named, versioned operation with JSON arguments.
+
+    Never code or SQL: the handler registered for (`name`, `version`) rebuilds the action
+    from the code of the process that runs it, so a migration or a new release does not
+    break what was queued before it (an older version is upgraded by its handler).
+    """
+
+    name: str  # e.g. "chat.log", "cytube.say", "command.run"
+    version: int  # of the arguments' shape
+    args: Mapping[str, Any] = attrs.field(validator=_json_object)  # JSON-serialisable
+
+
 @attrs.frozen(kw_only=True)
 class FailureEvent:
-    """An operation failed; published on a topic such as ``sql.exec.failed``.
+    """An operation failed; published on a topic such as ``cytube.send.failed``.
 
-    The retry subsystem turns retryable ones into durable queue items, idempotently by
-    `event_id`: the same failure published twice is queued once.
+    Only an event that carries an `intent` (set by the caller that chose to have the
+    operation retried) and is retryable becomes a durable queue item, idempotently by
+    `event_id`: the same failure published twice is queued once. Any other failure is for
+    observation (logs, metrics, subscribers) and was reported to its caller.
     """
 
     topic: str  # where it was published, e.g. "cytube.send.failed"
     source: str  # name of the actor that saw the failure
     operation: str  # operation type, selects the retry policy: "cytube_command", ...
-    event_type: str  # which retry handler can redo it, e.g. "cytube.send_chat"
+    event_type: str  # what failed, e.g. "sql.exec" or the intent's name
     error: str  # the error text (never a secret)
     error_code: str | None = None  # SQLSTATE, error class name, ...
     retryable: bool  # classified before publishing: retryable or permanent
-    retry_data: Mapping[str, Any] = attrs.field(factory=dict)  # JSON data to redo it
+    intent: Intent | None = None  # what to queue to redo it; None: not retried
+    plugin: str | None = None  # the component that failed ("chat-log", "cytube", ...)
     channel: str | None = None  # the chat channel it concerns, if any
     event_id: str = attrs.field(factory=new_id)  # idempotency key for the queue
     correlation_id: str = attrs.field(factory=new_id)  # follows the operation everywhere

@@ -16,6 +16,7 @@ import outcome
 import trio
 
 from daz_actors.runtime.errors import ActorCrashed, ActorStopped
+from daz_actors.runtime.poison import PoisonMemory, poison_key
 
 __all__ = ["Ask", "Mailbox", "OneShot"]
 
@@ -108,6 +109,8 @@ class Mailbox:
         "dropped_on_close",
         "full_count",
         "name",
+        "poison",
+        "poison_skipped",
     )
 
     def __init__(self, name: str, capacity: int) -> None:
@@ -122,6 +125,8 @@ class Mailbox:
         self.dropped_on_close = 0  # tells still queued when the actor stopped for good
         self.closed = False
         self.down: Callable[[], BaseException] | None = None  # see `mark_down`
+        self.poison = PoisonMemory()  # keys of tells dropped as poison (see runtime/poison.py)
+        self.poison_skipped = 0  # copies of those skipped instead of handled
 
     @property
     def depth(self) -> int:
@@ -163,10 +168,17 @@ class Mailbox:
         return True
 
     async def get(self) -> Any:
-        """Take the next message (used by the actor's incarnation)."""
-        if self._again:
-            return self._again.popleft()
-        return await self._receive.receive()
+        """Take the next message (used by the actor's incarnation); a copy of a tell that
+        was dropped as poison is skipped."""
+        while True:
+            message = self._again.popleft() if self._again else await self._receive.receive()
+            if not self.poison or type(message) is Ask or poison_key(message) not in self.poison:
+                return message
+            self.poison_skipped += 1
+            log.warning(
+                "%s: skipping a %s: a copy of a message dropped as poison",
+                self.name, type(message).__name__,
+            )  # fmt: skip
 
     def redeliver(self, message: Any) -> None:
         """Put `message` back in front: the next `get` returns it (see `ChildSpec.redeliver`)."""

@@ -31,8 +31,9 @@ from daz_actors.runtime.errors import (
     StartFailed,
     SupervisorGaveUp,
 )
-from daz_actors.runtime.events import ActorFailed, FailureEvent
+from daz_actors.runtime.events import ActorFailed, FailureEvent, Intent
 from daz_actors.runtime.mailbox import Ask, Mailbox, OneShot, crashed_error
+from daz_actors.runtime.poison import poison_key
 from daz_actors.runtime.ref import ActorRef
 from daz_actors.runtime.registry import Registry
 from daz_actors.runtime.supervision_policy import (
@@ -123,6 +124,7 @@ class ChildInfo:
     asks_timed_out: int = 0  # asks to this child that got no reply in time
     redelivered: int = 0  # tells given again to a new incarnation after a crash on them
     poison_dropped: int = 0  # tells dropped after `ChildSpec.redeliver` crashes on them
+    poison_skipped: int = 0  # later copies of those skipped unhandled (runtime/poison.py)
 
 
 class _ReadyRelay:
@@ -559,6 +561,9 @@ class Supervisor:
         if crashes > slot.spec.redeliver:
             slot.poison_dropped += 1
             slot.redelivering, slot.deliveries = None, 0
+            key = poison_key(message)
+            if key is not None:  # a copy (a replay) is skipped, not crashed on again
+                slot.mailbox.poison.remember(key)
             log.error(
                 "%s: dropping %s: %r %s it %d times (poison): %r",
                 self.name, type(message).__name__, slot.registered_as, what, crashes, message,
@@ -587,11 +592,15 @@ class Supervisor:
             error=error,
             error_code="poison",
             retryable=True,  # queued; with no handler its first attempt dead-letters it
-            retry_data={
-                "actor": slot.registered_as,
-                "message_type": type(message).__name__,
-                "message": repr(message)[:POISON_REPR_LIMIT],
-            },
+            intent=Intent(
+                name=POISON_EVENT_TYPE,
+                version=1,
+                args={
+                    "actor": slot.registered_as,
+                    "message_type": type(message).__name__,
+                    "message": repr(message)[:POISON_REPR_LIMIT],
+                },
+            ),
         )
         self._nursery.start_soon(self.bus.publish, POISON_TOPIC, event)
 
@@ -704,6 +713,7 @@ class Supervisor:
             asks_timed_out=slot.mailbox.asks_timed_out,
             redelivered=slot.redelivered,
             poison_dropped=slot.poison_dropped,
+            poison_skipped=slot.mailbox.poison_skipped,
             children=tuple(sub.which_children()) if isinstance(sub, Supervisor) else None,
         )
 

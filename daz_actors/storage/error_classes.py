@@ -1,10 +1,15 @@
-"""Classifying errors as retryable or permanent, by SQLSTATE, type and message pattern.
+"""Classifying errors as retryable or permanent: the one classification of the project.
 
-Retryable: the operation may succeed later as it is (connection lost, timeouts,
-serialization failure 40001, deadlock 40P01, classes 08 connection, 53 resources,
-57P0x operator intervention, websocket closed). Permanent: it never will (syntax,
-constraint violations, validation errors, unknown event types). Unknown errors are
-permanent unless a rule says otherwise, so that nothing loops forever on a bug.
+The SQL gateway, the event router (commands), the retry capture and the retry workers all
+ask an `ErrorClassifier`; none decides on its own. In order:
+
+1. the configured permanent rules (SQLSTATE, message pattern, exception type) win;
+2. an exception that says so itself (a boolean ``retryable`` attribute, with an optional
+   ``code``: `SqlError`, a handler's `PermanentError`, a command's own error) is believed;
+3. the retryable rules: connection lost, timeouts, serialization failure 40001, deadlock
+   40P01, classes 08 (connection), 53 (resources), 57P0x (operator intervention), a
+   websocket closed, and the runtime's "the actor asked is gone or restarting" errors;
+4. anything else is permanent, so that nothing loops forever on a bug.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["Classification", "ErrorClassifier", "ErrorRules"]
+__all__ = ["DEFAULT_CLASSIFIER", "Classification", "ErrorClassifier", "ErrorRules"]
 
 DEFAULT_RETRYABLE_CODES = ("40001", "40P01", "08*", "53*", "57P0*", "55P03")
 DEFAULT_RETRYABLE_TYPES = (
@@ -32,6 +37,8 @@ DEFAULT_RETRYABLE_TYPES = (
     "CircuitOpen",
     "SendFailed",
     "ActorCrashed",  # the actor asked (e.g. the gateway) crashed: its restart answers later
+    "ActorStopped",  # ... was stopping or restarting with its group
+    "NoSuchActor",  # ... is not registered right now (its subtree is restarting)
 )
 
 
@@ -71,13 +78,13 @@ class ErrorClassifier:
                 raise ValueError(f"invalid error pattern {pattern!r}: {exc}") from None
 
     def classify(self, exc: BaseException) -> Classification:
-        """Decide whether `exc` is worth retrying."""
-        code = getattr(exc, "sqlstate", None)
-        if not isinstance(code, str):
-            code = None
+        """Decide whether `exc` is worth retrying (see the module's docstring for the order)."""
+        sqlstate = getattr(exc, "sqlstate", None)
+        code = sqlstate if isinstance(sqlstate, str) else None
+        own_code = getattr(exc, "code", None)
         message = str(exc)
         names = _type_names(exc)
-        label = code or type(exc).__name__
+        label = own_code if isinstance(own_code, str) and own_code else code or names[0]
         if code is not None:
             for pattern in self.permanent_codes:
                 if _code_matches(code, pattern):
@@ -88,6 +95,9 @@ class ErrorClassifier:
         for name in self.permanent_types:
             if name in names:
                 return Classification(retryable=False, code=label, reason=f"type {name}")
+        own = getattr(exc, "retryable", None)
+        if isinstance(own, bool):
+            return Classification(retryable=own, code=label, reason="the error says so")
         if code is not None:
             for pattern in self.retryable_codes:
                 if _code_matches(code, pattern):
@@ -122,3 +132,6 @@ class ErrorRules:
             retryable_patterns=self.retryable_patterns,
             permanent_patterns=self.permanent_patterns,
         )
+
+
+DEFAULT_CLASSIFIER = ErrorClassifier()  # the default rules, for callers with no configured ones

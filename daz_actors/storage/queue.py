@@ -13,6 +13,7 @@ Inputs are checked before anything is written; a bad one raises `QueueInputError
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -52,6 +53,7 @@ __all__ = [
     "get_by_event_id",
     "history",
     "release_many",
+    "replay",
     "requeue_dead_letter",
     "save_checkpoint",
     "stats",
@@ -72,34 +74,37 @@ class Executor(Protocol):
 
 
 _COLUMNS = (
-    "event_id, event_type, channel, plugin, operation_type, event_data, event_metadata, "
+    "event_id, event_type, channel_name, plugin_name, operation_type, event_data, event_metadata, "
     "priority, max_retries, retry_delay_seconds, backoff_multiplier, max_delay_seconds, "
-    "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at"
+    "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at, "
+    "jitter"
 )
 
 _ENQUEUE = f"""
 INSERT INTO daz_retry_queue ({_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13,
-        coalesce($14, now()), $15, $16, $17::jsonb, $18)
+        coalesce($14, now()), $15, $16, $17::jsonb, $18, $19)
 ON CONFLICT (event_id) DO NOTHING
 RETURNING id
 """
 
 _ENQUEUE_MANY = f"""
 INSERT INTO daz_retry_queue ({_COLUMNS})
-SELECT t.event_id, t.event_type, t.channel, t.plugin, t.operation_type, t.event_data,
+SELECT t.event_id, t.event_type, t.channel_name, t.plugin_name, t.operation_type, t.event_data,
        t.event_metadata, t.priority, t.max_retries, t.retry_delay_seconds,
        t.backoff_multiplier, t.max_delay_seconds, t.attempt_timeout_seconds,
        coalesce(t.next_retry_at, now()), t.correlation_id,
-       ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.checkpoint, t.expires_at
+       ARRAY(SELECT jsonb_array_elements_text(t.tags)), t.checkpoint, t.expires_at, t.jitter
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
             $7::jsonb[], $8::smallint[], $9::integer[], $10::float8[], $11::float8[],
             $12::float8[], $13::float8[], $14::timestamptz[], $15::text[], $16::jsonb[],
-            $17::jsonb[], $18::timestamptz[])
-     WITH ORDINALITY AS t(event_id, event_type, channel, plugin, operation_type, event_data,
+            $17::jsonb[], $18::timestamptz[], $19::text[])
+     WITH ORDINALITY AS t(event_id, event_type, channel_name, plugin_name, operation_type,
+                          event_data,
                           event_metadata, priority, max_retries, retry_delay_seconds,
                           backoff_multiplier, max_delay_seconds, attempt_timeout_seconds,
-                          next_retry_at, correlation_id, tags, checkpoint, expires_at, n)
+                          next_retry_at, correlation_id, tags, checkpoint, expires_at, jitter,
+                          n)
 ORDER BY t.n
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
@@ -164,6 +169,7 @@ def _encode_item(item: NewItem, max_payload_bytes: int) -> tuple[Any, ...]:
         list(item.tags),
         checkpoint,
         item.expires_at,
+        item.jitter.value,
     )
 
 
@@ -220,16 +226,16 @@ async def enqueue_many(
     return tuple(result)
 
 
-def _lock_timeout(value: float | timedelta) -> timedelta:
+def _lock_timeout(value: float | timedelta) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
         raise QueueInputError(f"lock_timeout: must be seconds or a timedelta, got {value!r}")
-    if not seconds > 0:
-        raise QueueInputError(f"lock_timeout: must be positive, got {value!r}")
-    return timedelta(seconds=seconds)
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise QueueInputError(f"lock_timeout: must be positive and finite, got {value!r}")
+    return seconds
 
 
 def _worker(worker_id: object) -> str:
@@ -308,23 +314,29 @@ async def fail(
     error: str,
     error_code: str | None = None,
     retryable: bool = True,
+    next_delay: float | None = None,
 ) -> FailOutcome:
     """Record a failed attempt of the leased item.
 
-    Retryable with retries left: back to pending, due after the item's backoff. Permanent
+    Retryable with retries left: back to pending, due `next_delay` seconds from now (the
+    worker computes it from the item's policy, `QueueItem.backoff`; None: the SQL function's
+    jitter-free ``calculate_next_retry``, for callers with no policy at hand). Permanent
     (``retryable=False``) or out of retries: dead letter. A stale lease changes nothing and
     gives ``accepted=False``.
     """
     if not isinstance(error, str):
         raise QueueInputError(f"error: must be a string, got {type(error).__name__}")
+    if next_delay is not None and not (isinstance(next_delay, int | float) and next_delay >= 0):
+        raise QueueInputError(f"next_delay: must be seconds >= 0, got {next_delay!r}")
     row = await conn.fetchrow(
-        "SELECT * FROM fail_retry_item($1, $2, $3, $4, $5, $6)",
+        "SELECT * FROM fail_retry_item($1, $2, $3, $4, $5, $6, $7)",
         lease.item_id,
         lease.worker_id,
         lease.lock_token,
         error.replace("\x00", "\\0"),
         error_code,
         retryable,
+        None if next_delay is None else float(next_delay),
     )
     if row is None:
         return FailOutcome(accepted=False, item=None)
@@ -607,3 +619,53 @@ async def purge(
         *args,
     )
     return int(deleted)
+
+
+async def replay(
+    conn: Executor,
+    *,
+    by: str,
+    ids: Sequence[int] | None = None,
+    event_type: str | None = None,
+    plugin: str | None = None,
+    since: timedelta | None = None,
+    until: timedelta | None = None,
+    dry_run: bool = False,
+) -> list[int]:
+    """Run finished items again from scratch (pending, due now, retry count reset, checkpoint
+    cleared), each replay recorded in the item's history as done `by` someone.
+
+    Finished means completed, or failed (expired). The items are those of `ids`, or every
+    finished item of `event_type` / `plugin` last changed between `since` and `until` ago.
+    With `dry_run` nothing changes: the ids that would be replayed are returned. Returns the
+    ids replayed (or to be), ascending.
+    """
+    if not isinstance(by, str) or not by or "\x00" in by:
+        raise QueueInputError(f"by: must name who replays, got {by!r}")
+    clauses = ["status IN ('completed', 'failed')"]
+    args: list[Any] = []
+    if ids is not None:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+        args.append(list(ids))
+        clauses.append(f"id = ANY (${len(args)}::bigint[])")
+    for column, value in (("event_type", event_type), ("plugin_name", plugin)):
+        if value is not None:
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise QueueInputError(f"{column}: must be a non-empty string, got {value!r}")
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for name, ago, op in (("since", since, ">="), ("until", until, "<")):
+        if ago is not None:
+            if not isinstance(ago, timedelta) or ago < timedelta(0):
+                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
+            args.append(ago)
+            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
+    rows = await conn.fetch(
+        f"SELECT id FROM daz_retry_queue WHERE {' AND '.join(clauses)} ORDER BY id", *args
+    )
+    chosen = [row["id"] for row in rows]
+    if dry_run or not chosen:
+        return chosen
+    replayed = await conn.fetch("SELECT replay_retry_items($1::bigint[], $2) AS id", chosen, by)
+    return [row["id"] for row in replayed]

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.storage.errors import QueueInputError
 
 __all__ = [
@@ -114,6 +115,14 @@ def _tuple_of_str(value: Any) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _jitter(value: object) -> Jitter:
+    try:
+        return Jitter(value)
+    except ValueError:
+        choices = ", ".join(repr(j.value) for j in Jitter)
+        raise QueueInputError(f"jitter: expected one of {choices}, got {value!r}") from None
+
+
 @attrs.frozen(kw_only=True)
 class NewItem:
     """An item to enqueue. Invalid values raise `QueueInputError` at construction.
@@ -146,6 +155,8 @@ class NewItem:
     backoff_multiplier: float = attrs.field(default=2.0, validator=_seconds(minimum=1.0))
     # cap on the delay, seconds
     max_delay: float = attrs.field(default=3600.0, validator=_seconds())
+    # spread of each delay (the retry policy's); the worker applies it when it fails an attempt
+    jitter: Jitter = attrs.field(default=Jitter.NONE, converter=_jitter)
     # how long one attempt may run, seconds
     attempt_timeout: float = attrs.field(default=30.0, validator=_seconds(positive=True))
     # follows the operation through attempts, logs and history
@@ -191,6 +202,7 @@ class QueueItem:
     retry_delay: float
     backoff_multiplier: float
     max_delay: float
+    jitter: Jitter
     attempt_timeout: float
     next_retry_at: datetime
     locked_by: str | None
@@ -205,6 +217,16 @@ class QueueItem:
     updated_at: datetime
     completed_at: datetime | None
     expires_at: datetime | None
+
+    def backoff(self) -> BackoffPolicy:
+        """The item's retry schedule: delay ``min(max_delay, retry_delay * multiplier**n)``
+        before retry n + 1, spread by its jitter. The worker computes each delay with it."""
+        return BackoffPolicy(
+            initial=self.retry_delay,
+            multiplier=self.backoff_multiplier,
+            max_delay=max(self.max_delay, self.retry_delay),
+            jitter=self.jitter,
+        )
 
     @property
     def lease(self) -> Lease:
@@ -300,8 +322,8 @@ def item_from_row(row: Mapping[str, Any], decode: Any) -> QueueItem:
         id=row["id"],
         event_id=row["event_id"],
         event_type=row["event_type"],
-        channel=row["channel"],
-        plugin=row["plugin"],
+        channel=row["channel_name"],
+        plugin=row["plugin_name"],
         operation_type=row["operation_type"],
         event_data=decode(row["event_data"]),
         event_metadata=decode(row["event_metadata"]),
@@ -312,6 +334,7 @@ def item_from_row(row: Mapping[str, Any], decode: Any) -> QueueItem:
         retry_delay=row["retry_delay_seconds"],
         backoff_multiplier=row["backoff_multiplier"],
         max_delay=row["max_delay_seconds"],
+        jitter=Jitter(row.get("jitter") or Jitter.NONE.value),
         attempt_timeout=row["attempt_timeout_seconds"],
         next_retry_at=row["next_retry_at"],
         locked_by=row["locked_by"],

@@ -85,6 +85,7 @@ def _encode_record(item: NewItem, max_payload_bytes: int) -> bytes:
         if fields[name] is not None:
             fields[name] = fields[name].isoformat()
     fields["tags"] = list(item.tags)
+    fields["jitter"] = item.jitter.value
     body = json.dumps(fields, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     data = body.encode()
     return b"%08x %s\n" % (zlib.crc32(data), data)

@@ -2,7 +2,8 @@
 
 It serves `Query`, `Execute`, `ExecuteMany`, `Transaction` and `RunWithPool` requests
 concurrently (bounded), each with a timeout; classifies errors as retryable or permanent;
-publishes ``sql.query.failed`` / ``sql.exec.failed`` failure events; keeps a circuit
+publishes ``sql.query.failed`` / ``sql.exec.failed`` failure events (for observation: it
+queues nothing; a caller that wants a write retried says so with an intent); keeps a circuit
 breaker; and connects (and reconnects) with the shared backoff in the background, so the
 gateway reports ready at once and nothing has to restart when PostgreSQL goes away.
 Every request crosses the trio/asyncio bridge once, however many statements it runs.
@@ -10,7 +11,6 @@ Every request crosses the trio/asyncio bridge once, however many statements it r
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -43,6 +43,8 @@ from daz_actors.storage.sql_messages import (
 )
 
 __all__ = ["SqlGateway", "SqlGatewayParams", "build_sql_gateway"]
+
+GATEWAY_NAME = "sql-gateway"  # its registered name unless a config says otherwise
 
 log = logging.getLogger("daz_actors.sql")
 
@@ -109,32 +111,16 @@ def _describe(request: SqlRequest) -> tuple[str, str]:
 
 
 def _event_type(request: SqlRequest) -> str:
-    """``sql.exec`` (redoable by the built-in handler), ``sql.query`` or ``sql.run``.
+    """``sql.exec``, ``sql.query`` or ``sql.run``: what failed, for observation.
 
-    Reads and calls of Python functions cannot be redone later by the queue: the caller
-    got the error; their failure events are for observation, and the retry capture
-    ignores them by default.
+    The gateway never queues anything behind its caller's back: the caller got the error
+    and decides (a caller that wants a write retried publishes its own intent).
     """
     if isinstance(request, Query):
         return "sql.query"
     if isinstance(request, Execute | ExecuteMany):
         return "sql.exec"
     return "sql.run"
-
-
-def _retry_data(request: SqlRequest) -> dict[str, Any]:
-    """What a retry handler needs to redo a write: SQL and JSON-able arguments."""
-    if isinstance(request, Execute):
-        data: dict[str, Any] = {"sql": request.sql, "args": list(request.args)}
-    elif isinstance(request, ExecuteMany):
-        data = {"sql": request.sql, "rows": [list(r) for r in request.rows]}
-    else:
-        return {}
-    try:
-        json.dumps(data)
-    except (TypeError, ValueError):
-        return {}
-    return data
 
 
 async def _run_on_pool(pool: Any, request: SqlRequest) -> Any:
@@ -194,7 +180,7 @@ class SqlGateway:
         self.connected = trio.Event()  # set once a pool exists (per incarnation)
         self._bus: EventBus | None = None  # where failure events go (the incarnation's)
         self._background: trio.Nursery | None = None  # where they are published from
-        self._name = "sql-gateway"
+        self._name = GATEWAY_NAME
 
     def status(self) -> GatewayStatus:
         """A snapshot of the gateway's state."""
@@ -394,7 +380,6 @@ class SqlGateway:
                     error=str(error),
                     error_code=error.code,
                     retryable=error.retryable,
-                    retry_data=_retry_data(request),
                     correlation_id=request.correlation_id,
                     event_id=request.event_id or new_id(),
                 ),

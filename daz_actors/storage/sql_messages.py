@@ -42,7 +42,7 @@ class SqlRequest:
 
     timeout: float | None = None  # seconds; None: the gateway's default call timeout
     correlation_id: str = attrs.field(factory=new_id)  # carried into failure events
-    event_id: str | None = None  # the failure event's id (idempotent queueing); None: new
+    event_id: str | None = None  # the id of the operation, carried into its failure event
 
 
 @attrs.frozen(kw_only=True)
@@ -144,8 +144,8 @@ class SqlClient:
     ) -> str:
         """Run one statement; its status string.
 
-        `event_id` names the write: if it fails, the failure event (and so the retry queue
-        item) carries it, so failing the same write again never queues it twice.
+        `event_id` names the write in its failure event and log line. Nothing is queued
+        when it fails: the caller gets the error (and may queue an intent of its own).
         """
         request = Execute(sql=sql, args=args, timeout=timeout, event_id=event_id)
         if correlation_id:

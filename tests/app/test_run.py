@@ -18,7 +18,7 @@ import trio
 
 from daz_actors import Actor, ActorKind, actor_factory, default_kinds
 from daz_actors.app.config import default_config_text, parse_config
-from daz_actors.app.runner import EXIT_GAVE_UP, RunningSystem, run_config
+from daz_actors.app.runner import EXIT_GAVE_UP, EXIT_HTTP_UNAVAILABLE, RunningSystem, run_config
 
 DAZ = [sys.executable, "-m", "daz_actors.app.cli"]
 
@@ -209,5 +209,27 @@ def test_a_shutdown_begun_elsewhere_cancels_the_alongside_task_first(pg, tmp_pat
             states.extend(c.state.value for c in system.tree.which_children())
 
     assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
-    assert states
-    assert states != ["stopped"]
+    # cancelled as the shutdown began: the gateway still running, or at most beginning to
+    # stop, never already stopped
+    assert len(states) == 1
+    assert states[0] in {"running", "stopping"}
+
+
+def test_run_with_its_http_port_in_use_exits_4_naming_the_address(pg, tmp_path):
+    """A taken HTTP port is a clear error naming the address, after an orderly stop of the
+    tree, with its own exit code (4), and no traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "bot.toml"
+        config.write_text(default_config_text() + f"\n[http]\nport = {port}\n")
+        env = {**os.environ, "DAZ_DATABASE_URL": pg.dsn, "DAZ_DATA_DIR": str(tmp_path)}
+        result = subprocess.run(
+            [*DAZ, "run", str(config)], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == EXIT_HTTP_UNAVAILABLE == 4, result.stderr
+    assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

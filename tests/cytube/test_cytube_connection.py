@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import trio
 from cytube_peer import fixtures
+from probes import listen
 
 from daz_actors import (
     Actor,
@@ -189,36 +190,46 @@ async def test_a_frozen_server_is_detected_by_ping_timeout(cytube_peer):
     """A server that stops sending pings is declared dead after interval + timeout."""
     cytube_peer.add_account("bot", "secret")
     seen: list[Any] = []
-    sup, connection, _bus = room(cytube_peer, seen)
+    sup, connection, bus = room(cytube_peer, seen)
     async with open_tree(sup):
         await joined(connection)
+        states = listen(bus, f"cytube.{CHANNEL}.state")
         await trio.to_thread.run_sync(cytube_peer.freeze)
         try:
-            await wait_until(lambda: connection.status is not ConnectionStatus.JOINED, timeout=30)
+            with trio.fail_after(30):
+                state = (await states.get()).event
         finally:
             await trio.to_thread.run_sync(cytube_peer.thaw)
+        # the peer pings every 1 s with a 2 s timeout: silence past 3 s ends the session
+        assert state.status is ConnectionStatus.DISCONNECTED
+        assert "no ping from the server for 3 s" in state.reason
+        assert connection.reconnects == 0  # detected, not yet reconnected
         await joined(connection)
+        assert connection.reconnects == 1
 
 
 async def test_resend_handler_delivers_a_queued_line_and_drops_it_when_the_bot_cannot_speak(
     cytube_peer, pg
 ):
-    """The cytube.send_chat retry handler says a queued line again through the room's
-    connection; while the bot cannot speak there (login refused, or no such room) the item
-    completes without a word: it burns no retries and never becomes a dead letter."""
-    from daz_actors.cytube.retry_handlers import resend_chat
+    """A line queued by an earlier version (``cytube.send_chat``) is read as a ``cytube.say``
+    intent; its handler says it again through the room's connection; while the bot cannot
+    speak there (login refused, or no such room) the item completes without a word: it
+    burns no retries and never becomes a dead letter."""
+    from daz_actors.cytube.intents import SAY
     from daz_actors.retry.handlers import AttemptContext, Checkpoint
     from daz_actors.storage import queue
     from daz_actors.storage.queue_types import NewItem
 
     async def queued_item(conn: Any) -> Any:
-        data = {"channel": CHANNEL, "msg": "queued line"}
+        data = {"channel": CHANNEL, "msg": "queued line"}  # the legacy form
         await queue.enqueue(conn, NewItem(event_id="e-1", event_type="cytube.send_chat",
                                           event_data=data, correlation_id="c-1"))  # fmt: skip
         return (await queue.acquire(conn, "w", batch_size=1))[0]
 
     async with pg.trio_connection() as db:
         item = await db.call(queued_item)
+    assert item.event_type == "cytube.say"
+    assert item.event_data["args"]["msg"] == "queued line"
 
     async def save(_checkpoint: Any) -> bool:
         return True
@@ -240,13 +251,35 @@ async def test_resend_handler_delivers_a_queued_line_and_drops_it_when_the_bot_c
         await wait_until(
             lambda: refused_connection.status is ConnectionStatus.LOGIN_FAILED, timeout=20
         )
-        await resend_chat(item, context(refused.registry))  # completes: dropped
-    await resend_chat(item, context(Registry()))  # no room in this process: dropped too
+        await SAY(item, context(refused.registry))  # completes: dropped
+    await SAY(item, context(Registry()))  # no room in this process: dropped too
 
     sup, connection, _ = room(cytube_peer, [])
     async with open_tree(sup):
         await joined(connection)
-        await resend_chat(item, context(sup.registry))
+        await SAY(item, context(sup.registry))
         state = await trio.to_thread.run_sync(cytube_peer.state)
     said = [c["msg"] for c in state["chat_received"] if c.get("username") == "bot"]
     assert said == ["queued line"]
+
+
+async def test_a_retry_of_a_long_line_sends_only_the_parts_not_delivered(cytube_peer):
+    """A `cytube.say` that records one part of two as delivered says the second part only
+    (through the real connection and server)."""
+    from daz_actors.cytube.intents import Say
+
+    cytube_peer.add_account("bot", "secret")
+    first, second = "a" * 300, "b" * 100  # split at 320 characters: two parts
+    say = Say(channel=CHANNEL, msg=f"{first} {second}", delivered_parts=1)
+    sup, connection, _ = room(cytube_peer, [])
+    async with open_tree(sup):
+        await joined(connection)
+        request = say.request(event_id="e-2", correlation_id=None)
+        await sup.ref("connection").ask(request, timeout=10)
+        state = await trio.to_thread.run_sync(cytube_peer.state)
+    said = [
+        c["msg"]
+        for c in state["chat_received"]
+        if c.get("username") == "bot" and c["outcome"] == "broadcast"
+    ]
+    assert said == [second]

@@ -192,8 +192,9 @@ async def test_server_pings_and_client_pong(cytube_peer: PeerProcess) -> None:
     """The server sends "2" pings every ping interval and keeps a client that answers them."""
     async with connected(cytube_peer) as client:
         for _ in range(3):  # three cycles: past interval + timeout, so pongs were accepted
-            while await client.frame() != "2":
-                pass
+            with trio.fail_after(10):
+                while await client.frame() != "2":
+                    pass
             await client.ws.send_message("3")
         state = cytube_peer.state()
         assert len(state["sessions"]) == 1
@@ -404,8 +405,9 @@ async def test_freeze_stops_pings_and_thaw_resumes(cytube_peer: PeerProcess) -> 
             frame = await client.frame()
             pytest.fail(f"a frozen peer sent {frame!r}")
         cytube_peer.thaw()
-        while await client.frame() != "2":
-            pass
+        with trio.fail_after(10):
+            while await client.frame() != "2":
+                pass
 
 
 async def test_restart_keeps_port_and_accounts(cytube_peer: PeerProcess) -> None:

@@ -139,3 +139,47 @@ async def test_after_a_cooldown_no_line_goes_out_while_another_ones_fate_is_unkn
         nursery.cancel_scope.cancel()
     assert results == [1, 1, 1]
     assert sender.refused == 1
+
+
+async def test_a_line_that_fails_midway_says_which_parts_were_delivered(autojump_clock):
+    """The Sender's bookkeeping (frames to a list, answers by hand): the first part of a
+    two-part line is echoed, the second never is; the failure counts one part delivered,
+    and a retry that skips it sends the second part only."""
+    from daz_actors.cytube.sender import SendFailed
+
+    frames: list[str] = []
+
+    async def send(frame: str) -> None:
+        frames.append(frame)
+
+    sender = Sender("c", echo_timeout=10, hold=600)
+    sender.set_session(send)
+    sender.set_speaking(True, "joined")
+    first, second = "a" * 300, "b" * 100
+    outcome: list[BaseException | int] = []
+
+    async def say(skip: int) -> None:
+        try:
+            outcome.append(await sender.deliver(f"{first} {second}", skip=skip))
+        except SendFailed as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run)
+        nursery.start_soon(say, 0)
+        await wait_all_tasks_blocked()
+        sender.echoed(first)  # the second part is never echoed
+        await trio.sleep(11)  # past its echo timeout (virtual time)
+        [failed] = outcome
+        assert isinstance(failed, SendFailed)
+        assert failed.delivered_parts == 1
+        sent_before = len(frames)
+        nursery.start_soon(say, 1)
+        await wait_all_tasks_blocked()
+        assert len(frames) == sent_before + 1
+        assert second in frames[-1]
+        assert first not in frames[-1]
+        sender.echoed(second)
+        await wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert outcome[1] == 2  # the line's parts, counting the one delivered before

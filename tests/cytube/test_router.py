@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import trio
+from probes import listen
 from trio.testing import wait_all_tasks_blocked
 
 from daz_actors import (
@@ -23,12 +26,13 @@ from daz_actors import (
     ChildState,
     EventBus,
     FailureEvent,
-    Overflow,
     Registry,
     Strategy,
     Supervisor,
     actor_factory,
 )
+from daz_actors.app.handlers import default_handlers
+from daz_actors.cytube.chat_log import CHAT_LOG
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import (
     ChatMessage,
@@ -43,18 +47,18 @@ from daz_actors.cytube.events import (
     UserLeft,
     UserList,
 )
+from daz_actors.cytube.intents import COMMAND_RUN, PendingCommand, RunCommand
 from daz_actors.cytube.router import (
-    CHAT_SQL,
     GetRouterStats,
     RouterParams,
     RouterStats,
-    rerun_command,
     router_startable,
 )
 from daz_actors.retry.capture import item_for_failure
-from daz_actors.retry.handlers import AttemptContext, Checkpoint, redo_sql
+from daz_actors.retry.handlers import AttemptContext, Checkpoint
+from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
-from daz_actors.runtime.mailbox import Mailbox
+from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage import queue
 from daz_actors.storage.errors import DatabaseUnavailable
 from daz_actors.storage.queue_types import Lease, QueueItem
@@ -110,9 +114,12 @@ async def open_room(
     *,
     commands: CommandRegistry | None = None,
     connection: bool = True,
+    retry_in: Path | None = None,
     **params: Any,
 ) -> AsyncIterator[Room]:
-    """The storage gateway and a ``room:test`` of a fake connection and a real router."""
+    """The storage gateway and a ``room:test`` of a fake connection and a real router; with
+    `retry_in` (a data directory for its spool) also the retry subtree, with the built-in
+    handlers and fast policies, between them."""
     bus, registry = EventBus(), Registry()
     sent: list[SendChat | SendPrivate] = []
     holder: list[Supervisor] = []
@@ -138,12 +145,24 @@ async def open_room(
         bus=bus,
         prefix="room:test/",
     )
+    storage = [ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn))]
+    if retry_in is not None:
+        fast = RetryPolicy(max_retries=5, initial=0.05, max_delay=0.2, attempt_timeout=10)
+        settings = SimpleNamespace(
+            data_dir=retry_in, retry_policies={"default": fast, "plugin_request": fast}
+        )
+        context = BuildContext(
+            name="retry",
+            config=settings,
+            registry=registry,
+            bus=bus,
+            resources={"database_url": dsn, "retry_handlers": default_handlers()},
+        )
+        retry = build_retry(RetryParams(worker_count=1, poll_interval=0.2), context)
+        storage.append(ChildSpec(name="retry", start=retry, shutdown_timeout=None))
     root = Supervisor(
         "root",
-        [
-            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
-            ChildSpec(name="room:test", start=room, shutdown_timeout=None),
-        ],
+        [*storage, ChildSpec(name="room:test", start=room, shutdown_timeout=None)],
         policy=fast_policy(),
         registry=registry,
         bus=bus,
@@ -179,11 +198,6 @@ async def insert_waiting_on_a_lock(conn: Any) -> bool:
     )
     return bool(waiting)
 
-
-def listen(bus: EventBus, pattern: str) -> Mailbox:
-    mailbox = Mailbox("listener", 100)
-    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
-    return mailbox
 
 
 def chat(username: str, msg: str, *, time: int = T0, history: bool = False) -> ChatMessage:
@@ -368,7 +382,9 @@ async def test_a_failing_command_publishes_an_event_and_the_router_goes_on(pg):
         assert failure.operation == "plugin_request"
         assert failure.retryable is False
         assert failure.error == "ZeroDivisionError: boom"
-        assert failure.retry_data["command"] == "boom"
+        assert failure.intent is not None
+        assert failure.intent.name == "command.run"
+        assert failure.intent.args["command"] == "boom"
 
         await room.tell(chat("ann", "!uptime"), chat("ann", "!flaky 7"))
         published = await events.get()
@@ -382,7 +398,7 @@ async def test_a_failing_command_publishes_an_event_and_the_router_goes_on(pg):
 
         # the retry queue's handler runs it again through the router
         item = await enqueue(room.db, published.event)
-        await rerun_command(item, attempt(item, room))
+        await COMMAND_RUN(item, attempt(item, room))
         await wait_until(lambda: len(room.sent) == 2)
         assert room.sent[1].msg == "flaky ok 7"
 
@@ -393,11 +409,13 @@ async def test_a_reply_with_no_connection_to_take_it_is_queued_as_a_send_failure
         events = listen(room.bus, "cytube.send.failed")
         await room.tell(chat("ann", "!uptime"))
         failure = (await events.get()).event
-        assert failure.event_type == "cytube.send_chat"
+        assert failure.event_type == "cytube.say"
         assert failure.operation == "cytube_command"
         assert failure.retryable is True
-        assert failure.retry_data["channel"] == "test"
-        assert failure.retry_data["msg"].startswith("up ")
+        assert failure.intent.name == "cytube.say"
+        assert failure.intent.args["channel"] == "test"
+        assert failure.intent.args["connection"] == "room:test/connection"
+        assert failure.intent.args["msg"].startswith("up ")
 
 
 async def enqueue(db: SqlClient, event: FailureEvent) -> QueueItem:
@@ -426,26 +444,30 @@ def attempt(item: QueueItem, room: Room) -> AttemptContext:
 
 
 async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
-    """A write that times out on a locked table publishes sql.exec.failed whose retry data,
-    queued and run twice by redo_sql, stores the line once; the router keeps logging."""
+    """A write that times out on a locked table publishes chat.log.failed carrying the row as
+    a chat.log intent (no SQL text); its handler, run twice, stores the line once; the
+    router keeps logging."""
     async with open_room(pg.dsn, log_timeout=0.5) as room, pg.trio_connection() as locker:
-        events = listen(room.bus, "sql.exec.failed")
+        events = listen(room.bus, "*.failed")
 
         await locker.call(lock)
         line = chat("ann", "said during the outage", time=T0 + 42)
         stats = await room.tell(line)
         assert (stats.logged, stats.log_failures) == (0, 1)
         failure = (await events.get()).event
+        while failure.topic != "chat.log.failed":  # the gateway's own event comes too
+            failure = (await events.get()).event
         await locker.call(unlock)
 
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
-        assert failure.event_type == "sql.exec"
-        assert failure.retry_data["sql"] == CHAT_SQL
+        assert failure.intent is not None
+        assert (failure.intent.name, failure.intent.version) == ("chat.log", 2)
+        assert "INSERT" not in json.dumps(dict(failure.intent.args))
         item = await enqueue(room.db, failure)
-        assert item.event_data == failure.retry_data  # survives the JSON round trip
-        await redo_sql(item, attempt(item, room))
-        await redo_sql(item, attempt(item, room))
+        assert item.event_data == {"version": 2, "args": dict(failure.intent.args)}
+        await CHAT_LOG(item, attempt(item, room))
+        await CHAT_LOG(item, attempt(item, room))
         rows = await room.rows("SELECT username, message, sent_at FROM daz_chat_messages")
         assert [(r["username"], r["message"], r["sent_at"]) for r in rows] == [
             ("ann", "said during the outage", datetime.fromtimestamp((T0 + 42) / 1000, UTC))
@@ -459,9 +481,9 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
 
 async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(pg):
     """The gateway dies mid-write (killed while the insert waits on a lock): the router does
-    not crash, publishes sql.exec.failed for the line itself, and the line can be redone."""
+    not crash, publishes chat.log.failed for the line itself, and the line can be redone."""
     async with open_room(pg.dsn, log_timeout=30) as room, pg.trio_connection() as locker:
-        events = listen(room.bus, "sql.exec.failed")
+        events = listen(room.bus, "chat.log.failed")
 
         await locker.call(lock)
         line = chat("ann", "said as the gateway died", time=T0 + 7)
@@ -483,13 +505,13 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
 
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
-        assert failure.retry_data["args"][3] == "said as the gateway died"
+        assert failure.intent.args["message"] == "said as the gateway died"
         stats = await room.router.ask(GetRouterStats(), timeout=30)
         assert stats.log_failures == 1
         assert router_restarts(room) == 0
         await wait_until(lambda: gateway().state is ChildState.RUNNING and gateway().restarts == 1)
         item = await enqueue(room.db, failure)
-        await redo_sql(item, attempt(item, room))
+        await CHAT_LOG(item, attempt(item, room))
         assert await room.db.query_value("SELECT count(*) FROM daz_chat_messages") == 1
 
 
@@ -545,9 +567,9 @@ async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
         events = listen(room.bus, "command.*")
         await room.tell(pm("ann", "DazBot", "!flaky 3"))
         failure = (await events.get()).event
-        assert failure.retry_data["reply_to"] == "ann"
+        assert failure.intent.args["reply_to"] == "ann"
         item = await enqueue(room.db, failure)
-        await rerun_command(item, attempt(item, room))
+        await COMMAND_RUN(item, attempt(item, room))
         await wait_until(lambda: len(room.sent) == 1)
         assert room.sent[0] == SendPrivate(
             to="ann",
@@ -555,3 +577,75 @@ async def test_a_failed_pm_command_is_rerun_and_answered_by_pm(pg):
             event_id=room.sent[0].event_id,
             correlation_id=room.sent[0].correlation_id,
         )
+
+
+async def test_a_failing_command_write_is_applied_once(pg, tmp_path):
+    """A command whose write through ``ctx.db`` fails retryably is queued once, as the
+    command (``command.run``); the gateway queues nothing behind it, so the rerun applies
+    the write exactly once (before issue 11 a ``sql.exec`` item applied it a second time)."""
+    extra = CommandRegistry()
+
+    @extra.register("note", description="records a note")
+    async def note(ctx: CommandContext) -> str:
+        await ctx.db.execute("INSERT INTO notes (body) VALUES ($1)", ctx.args)
+        return "noted"
+
+    async def tables(conn: Any) -> None:
+        # the first insert fails as a serialization failure (40001, retryable), later ones pass
+        await conn.execute(
+            """
+            CREATE TABLE notes (id serial PRIMARY KEY, body text);
+            CREATE SEQUENCE note_attempts;  -- not rolled back with the failed insert
+            CREATE FUNCTION fail_first() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('note_attempts') = 1 THEN
+                    RAISE EXCEPTION 'try again' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER fail_first BEFORE INSERT ON notes
+                FOR EACH ROW EXECUTE FUNCTION fail_first();
+            """
+        )
+
+    async with pg.trio_connection() as conn:
+        await conn.call(tables)
+    async with open_room(pg.dsn, commands=extra, retry_in=tmp_path) as room:
+        await room.tell(chat("ann", "!note buy milk"))
+        await wait_until(lambda: "noted" in room.replies(), timeout=30)
+
+        async def settled() -> list[Any]:
+            rows = await room.rows("SELECT event_type, status FROM daz_retry_queue")
+            return rows if all(r["status"] == "completed" for r in rows) else []
+
+        items = await poll(settled, timeout=30)
+        notes = await room.db.query_value("SELECT count(*) FROM notes")
+    assert [(r["event_type"], r["status"]) for r in items] == [("command.run", "completed")]
+    assert notes == 1
+
+
+async def test_a_rerun_runs_beside_logging_not_in_its_loop(pg):
+    """A command the queue runs again is slow: while it runs, the router goes on storing
+    lines and answering; the rerun's outcome arrives afterwards through its PendingCommand."""
+    extra = CommandRegistry()
+    release = trio.Event()
+
+    @extra.register("slow", description="waits until released")
+    async def slow(_ctx: CommandContext) -> str:
+        await release.wait()
+        return "slow done"
+
+    async with open_room(pg.dsn, commands=extra, command_timeout=60) as room:
+        request = RunCommand(name="slow", username="ann", rank=0, args="", issued_at=time.time())
+        pending = await room.router.ask(request, timeout=10)
+        assert isinstance(pending, PendingCommand)
+        # the rerun is still running; logging and commands go on meanwhile
+        stats = await room.tell(chat("bob", "still logged"), chat("bob", "!uptime"))
+        assert stats.logged == 2
+        await wait_until(lambda: any(r.startswith("up ") for r in room.replies()))
+        assert not any(r == "slow done" for r in room.replies())
+        release.set()
+        with trio.fail_after(10):
+            outcome = await pending.outcome()
+        assert outcome.ok
+        await wait_until(lambda: "slow done" in room.replies())

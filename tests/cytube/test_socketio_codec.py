@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ from socketio import packet as socketio_packet
 from daz_actors.cytube.codec import (
     DEFAULT_MAX_PAYLOAD,
     MAX_ACK_ID,
+    MAX_DEPTH,
     Ack,
     Close,
     Connect,
@@ -47,9 +49,11 @@ json_values = st.recursive(
     max_leaves=12,
 )
 json_objects = st.dictionaries(st.text(), json_values, max_size=4)
-namespaces = st.just("/") | st.text(st.characters(exclude_characters=","), max_size=8).map(
-    lambda rest: "/" + rest
-)
+# text a frame carries raw (namespaces, ping data) is UTF-8: no lone surrogate
+wire_chars = st.characters(exclude_categories=["Cs"])
+namespaces = st.just("/") | st.text(
+    st.characters(exclude_characters=",", exclude_categories=["Cs"]), max_size=8
+).map(lambda rest: "/" + rest)
 ack_ids = st.integers(0, MAX_ACK_ID)
 arg_lists = st.lists(json_values, max_size=4)
 
@@ -62,8 +66,8 @@ open_packets = st.builds(
     max_payload=st.integers(0, 2**31),
 )
 bare_packets = st.sampled_from([Close(), Upgrade(), Noop()])
-pings = st.builds(Ping, data=st.text())
-pongs = st.builds(Pong, data=st.text())
+pings = st.builds(Ping, data=st.text(wire_chars))
+pongs = st.builds(Pong, data=st.text(wire_chars))
 connects = st.builds(Connect, namespace=namespaces, data=st.none() | json_objects)
 disconnects = st.builds(Disconnect, namespace=namespaces)
 events = st.builds(
@@ -119,10 +123,50 @@ def test_encode_event_matches_encoding_an_event(
 
 @given(packets)
 def test_encoded_frames_are_valid_utf8(packet: Packet) -> None:
-    """JSON payloads never carry a lone surrogate, so the websocket can send them as UTF-8."""
-    if isinstance(packet, Ping | Pong):  # ping data is passed through as it is
-        return
+    """No encoded frame carries a lone surrogate, so the websocket can send it as UTF-8."""
     encode(packet).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Disconnect(namespace="/\ud800"),
+        lambda: Connect(namespace="/a\udfff"),
+        lambda: Event(name="x", namespace="/\udc00"),
+        lambda: Ping(data="\ud800"),
+        lambda: Pong(data="a\udbff"),
+    ],
+)
+def test_raw_text_with_a_lone_surrogate_cannot_become_a_packet(build: Any) -> None:
+    """A namespace or ping data that is not UTF-8 is refused when the packet is built."""
+    with pytest.raises(FrameError, match="lone surrogate"):
+        build()
+
+
+@given(st.text(st.characters(), max_size=6), st.integers(0, 0xDFFF - 0xD800))
+def test_json_text_with_a_lone_surrogate_is_escaped(text: str, offset: int) -> None:
+    """A string argument holding a lone surrogate is sent as a JSON escape and read back."""
+    odd = text + chr(0xD800 + offset) + text
+    frame = encode_event("chatMsg", {"msg": odd})
+    frame.encode("utf-8")
+    assert decode(frame) == Event(name="chatMsg", args=({"msg": odd},))
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 900, 5000])
+def test_payload_nested_past_the_limit_is_a_frame_error(depth: int) -> None:
+    """Deep nesting is refused where the frame is decoded, with a clear FrameError."""
+    with pytest.raises(FrameError, match=f"nested deeper than {MAX_DEPTH}|nested too deeply"):
+        decode('42["chatMsg",{"meta":' + _nested(depth) + "}]")
+
+
+def test_payload_nested_to_the_limit_decodes() -> None:
+    """Nesting up to MAX_DEPTH levels (the event array counts as one) is accepted."""
+    packet = decode('42["chatMsg",' + _nested(MAX_DEPTH - 1) + "]")
+    assert packet == Event(name="chatMsg", args=(json.loads(_nested(MAX_DEPTH - 1)),))
 
 
 @given(

@@ -175,3 +175,22 @@ def test_two_gateways_on_one_registry_share_their_metrics():
     assert first._errors is second._errors is not None
     other = SqlGateway(SqlGatewayParams(), "postgresql://a@/x", metrics=CollectorRegistry())
     assert other._latency is not first._latency
+
+
+def test_the_process_figures_are_exported():
+    """/metrics carries the process's memory, CPU, open file descriptors and start time,
+    with this process's own values."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = Metrics().render(actors_only()).decode()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert values["process_resident_memory_bytes"] > 1_000_000
+    assert values["process_open_fds"] >= 3  # stdin, stdout, stderr at least
+    assert 0 < values["process_start_time_seconds"] <= time.time()
+    assert values["process_cpu_seconds_total"] > 0

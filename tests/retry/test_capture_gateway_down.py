@@ -5,6 +5,7 @@ from __future__ import annotations
 from daz_actors import ActorCrashed, ChildSpec, EventBus, FailureEvent, Registry, Supervisor
 from daz_actors.retry.capture import capture_with_spool
 from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.events import Intent
 from daz_actors.runtime.mailbox import Mailbox
 from daz_actors.runtime.ref import ActorRef
 from daz_actors.storage.spool import Spool
@@ -36,16 +37,16 @@ async def test_an_event_is_spooled_when_the_gateway_crashed_not_lost(tmp_path):
         bus=bus,
     )
     event = FailureEvent(
-        topic="sql.exec.failed",
+        topic="chat.log.failed",
         source="test",
         operation="sql_operation",
-        event_type="sql.exec",
+        event_type="chat.log",
         error="gateway crashed",
         retryable=True,
-        retry_data={"sql": "SELECT 1", "args": []},
+        intent=Intent(name="chat.log", version=1, args={"event_id": "x"}),
     )
     async with open_tree(root):
-        await bus.publish("sql.exec.failed", event)
+        await bus.publish("chat.log.failed", event)
         await wait_until(lambda: root.which_children()[0].mailbox_depth == 0)
         info = root.which_children()[0]
         await wait_until(lambda: spool_path.exists() and spool_path.stat().st_size > 0)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ async def test_sigkilled_worker_process_loses_nothing_and_completes_each_item_on
             return await db.call(lambda conn: conn.fetch(text, *args))
 
         await sql("CREATE TABLE attempts (event_id text, pid int)")
-        await sql("CREATE TABLE effects (event_id text PRIMARY KEY)")
+        # no key: a second execution of an item would show as a second row
+        await sql("CREATE TABLE effects (event_id text)")
         items = [NewItem(event_id=f"job-{n}", event_type="test.crash") for n in range(ITEMS)]
         await db.call(queue.enqueue_many, items)
 
@@ -74,7 +76,8 @@ async def test_sigkilled_worker_process_loses_nothing_and_completes_each_item_on
             await first.wait()
         assert first.returncode == -signal.SIGKILL
         stranded = await sql(
-            "SELECT id, locked_by, lock_token FROM daz_retry_queue WHERE status = 'processing'"
+            "SELECT id, event_id, locked_by, lock_token FROM daz_retry_queue"
+            " WHERE status = 'processing'"
         )
         assert len(stranded) >= 3
 
@@ -87,11 +90,24 @@ async def test_sigkilled_worker_process_loses_nothing_and_completes_each_item_on
                 await second.wait()
         assert second.returncode == 0
 
-        per_item = await sql("SELECT event_id, count(*) AS n FROM daz_retry_queue GROUP BY 1")
-        assert sorted(r["event_id"] for r in per_item) == sorted(i.event_id for i in items)
-        assert all(r["n"] == 1 for r in per_item)
-        effects = await sql("SELECT count(*) AS n FROM effects")
-        assert effects[0]["n"] == ITEMS
+        every_item_once = {i.event_id: 1 for i in items}
+        # each item's effect was applied once: the killed process never got that far
+        effects = await sql("SELECT event_id, count(*) AS n FROM effects GROUP BY 1")
+        assert {r["event_id"]: r["n"] for r in effects} == every_item_once
+        # each item was completed once, by one attempt
+        completions = await sql(
+            "SELECT q.event_id, count(*) AS n FROM daz_retry_history h"
+            " JOIN daz_retry_queue q ON q.id = h.item_id WHERE h.outcome = 'completed' GROUP BY 1"
+        )
+        assert {r["event_id"]: r["n"] for r in completions} == every_item_once
+        # the second process ran every item exactly once; the first only stranded ones
+        attempts = await sql("SELECT event_id, pid FROM attempts")
+        by_second = Counter(r["event_id"] for r in attempts if r["pid"] == second.pid)
+        assert by_second == every_item_once
+        by_first = {r["event_id"] for r in attempts if r["pid"] == first.pid}
+        assert len(by_first) >= 3
+        assert by_first <= {r["event_id"] for r in stranded}
+        assert len(attempts) == ITEMS + len(by_first)
         expired = await sql(
             "SELECT count(*) AS n FROM daz_retry_history WHERE outcome = 'lock_expired'"
         )

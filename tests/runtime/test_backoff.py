@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import time
 
 import pytest
 from hypothesis import assume, example, given
@@ -171,11 +170,11 @@ def test_decorrelated_chain_stays_within_three_times_the_previous(
 def test_huge_attempt_numbers_do_not_overflow(
     policy: BackoffPolicy, attempt: int, seed: int
 ) -> None:
-    """An absurd attempt number gives the capped delay at once, without OverflowError."""
-    started = time.perf_counter()
+    """An absurd attempt number gives the capped delay, without OverflowError (and without
+    giant integer arithmetic: 2 ** 10**18 would never finish, and the per-test timeout
+    would fail the test)."""
     base = policy.base_delay(attempt)
     delay = policy.delay(attempt, rng=random.Random(seed))
-    assert time.perf_counter() - started < 1.0  # no giant integer arithmetic
     assert base == expected_base(policy, attempt)
     if policy.initial == 0:
         assert base == 0.0  # zero stays zero however large the power

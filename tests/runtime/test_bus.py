@@ -16,6 +16,7 @@ from strategies import topic_segments, topics
 
 from daz_actors import EventBus, FailureEvent, Overflow, Published
 from daz_actors.runtime.bus import Subscription, validate_topic
+from daz_actors.runtime.events import Intent
 from daz_actors.runtime.mailbox import Mailbox
 from daz_actors.runtime.ref import ActorRef
 
@@ -295,7 +296,7 @@ def test_failure_event_defaults() -> None:
     after = time.time()
     assert event.error_code is None
     assert event.channel is None
-    assert event.retry_data == {}
+    assert event.intent is None
     assert re.fullmatch(r"[0-9a-f]{32}", event.event_id)
     assert re.fullmatch(r"[0-9a-f]{32}", event.correlation_id)
     assert event.event_id != event.correlation_id
@@ -320,7 +321,7 @@ def test_failure_event_keeps_given_fields() -> None:
         error="websocket closed",
         error_code="1006",
         retryable=False,
-        retry_data={"msg": "hi"},
+        intent=Intent(name="cytube.say", version=1, args={"msg": "hi"}),
         channel="lobby",
         event_id="e-1",
         correlation_id="c-1",
@@ -334,7 +335,8 @@ def test_failure_event_keeps_given_fields() -> None:
         "error": "websocket closed",
         "error_code": "1006",
         "retryable": False,
-        "retry_data": {"msg": "hi"},
+        "intent": {"name": "cytube.say", "version": 1, "args": {"msg": "hi"}},
+        "plugin": None,
         "channel": "lobby",
         "event_id": "e-1",
         "correlation_id": "c-1",

@@ -95,7 +95,9 @@ async def test_a_poison_tell_is_dropped_after_redeliver_crashes_and_the_rest_goe
         event = (await dropped.get()).event  # kept durably: the queue dead-letters it
         assert isinstance(event, FailureEvent)
         assert (event.event_type, event.retryable) == ("actor.poison", True)
-        assert event.retry_data["message"] == repr(Store("poison", crash_until=100))
+        assert event.intent is not None
+        assert event.intent.name == "actor.poison"
+        assert event.intent.args["message"] == repr(Store("poison", crash_until=100))
         assert "crashed on it 3 times" in event.error
     assert "dropping Store" in caplog.text
     assert "'rec' crashed on it 3 times (poison)" in caplog.text
@@ -178,3 +180,46 @@ async def test_a_tell_cancelled_by_a_slow_orderly_stop_is_given_again():
         await sup.restart_child("rec")  # stuck on the Hang again: dropped as poison now
         await wait_until(lambda: seen == [("after", 3)])
         assert (info(sup).redelivered, info(sup).poison_dropped) == (1, 1)
+
+
+@attrs.frozen
+class Line:
+    """A keyed message: `replay` copies count as the same message (as a chat replay)."""
+
+    text: str
+    replay: bool = False
+
+    def poison_key(self) -> str:
+        return self.text
+
+
+class CrashesOnBad(Actor):
+    def __init__(self, seen: list[Line]) -> None:
+        self.seen = seen
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, Line) and message.text == "bad":
+            raise RuntimeError("crashing on the bad line")
+        self.seen.append(message)
+
+
+async def test_a_copy_of_a_message_dropped_as_poison_is_skipped_not_crashed_on():
+    """Once a keyed tell is dropped as poison, a later copy (a replay: another object,
+    other fields) is skipped and counted; the actor does not crash again, and unkeyed
+    messages are never skipped."""
+    seen: list[Any] = []
+    spec = ChildSpec(name="rec", start=actor_factory(lambda: CrashesOnBad(seen)), redeliver=1)
+    sup = supervisor("sup", [spec], fast_policy())
+    async with open_tree(sup) as tree:
+        ref = sup.ref("rec")
+        await ref.send(Line("bad"))
+        await wait_until(lambda: info(sup).poison_dropped == 1)
+        restarts = info(sup).restarts
+        await ref.send(Line("bad", replay=True))
+        await ref.send(Line("good", replay=True))
+        await ref.send("unkeyed")
+        await wait_until(lambda: len(seen) == 2)
+        assert seen == [Line("good", replay=True), "unkeyed"]
+        assert (info(sup).restarts, info(sup).poison_skipped) == (restarts, 1)
+        exposition = Metrics().render(await snapshot(Sources(tree=tree))).decode()
+        assert 'daz_actor_poison_skipped_total{actor="rec"} 1.0' in exposition

@@ -18,6 +18,7 @@ from daz_actors import (
     ChildSpec,
     ChildState,
     Jitter,
+    Killed,
     NoSuchActor,
     Restart,
     Strategy,
@@ -70,8 +71,9 @@ async def test_kill_child_interrupts_a_busy_handler():
     async with open_tree(sup), trio.open_nursery() as nursery:
 
         async def busy() -> None:
-            with pytest.raises(Exception):  # noqa: B017, PT011 (ActorCrashed or stopped)
+            with pytest.raises(ActorCrashed) as crashed:
                 await sup.ref("a").ask(Sleep(1000), timeout=1000)
+            assert isinstance(crashed.value.__cause__, Killed)
 
         nursery.start_soon(busy)
         await wait_until(lambda: info(sup, "a").mailbox_depth == 0)

@@ -6,19 +6,17 @@ from typing import Any
 
 import pytest
 import trio
+from probes import listen
 
 from daz_actors import (
     ChildSpec,
     EventBus,
-    Overflow,
     Published,
     Registry,
     Supervisor,
 )
 from daz_actors.runtime.breaker import BreakerState
 from daz_actors.runtime.events import FailureEvent
-from daz_actors.runtime.mailbox import Mailbox
-from daz_actors.runtime.ref import ActorRef
 from daz_actors.storage.errors import CircuitOpen, SqlError
 from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
 from daz_actors.storage.sql_messages import SqlClient
@@ -37,11 +35,6 @@ def gateway_tree(dsn: str, **params: Any) -> tuple[Supervisor, EventBus, SqlGate
     )
     return sup, bus, gateway
 
-
-def listen(bus: EventBus, pattern: str) -> Mailbox:
-    mailbox = Mailbox("listener", 100)
-    bus.subscribe(pattern, ActorRef(mailbox), overflow=Overflow.BLOCK)
-    return mailbox
 
 
 async def test_query_execute_executemany_and_transaction(pg):
@@ -95,7 +88,8 @@ async def test_permanent_error_publishes_a_failure_event_and_leaves_the_breaker_
         event = published.event
         assert isinstance(event, FailureEvent)
         assert event.retryable is False
-        assert event.retry_data == {"sql": "INSERTT INTO nowhere VALUES ($1)", "args": [5]}
+        assert event.event_type == "sql.exec"
+        assert event.intent is None  # reported to the caller; nothing queued behind its back
         assert event.source == "sql-gateway"
         assert (await db.status()).breaker is BreakerState.CLOSED
 
@@ -159,7 +153,8 @@ async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own
             await db.query("SELECT 1")
         failure = (await events.get()).event
         assert failure.retryable
-        assert failure.retry_data["sql"] == "INSERT INTO kept VALUES (-1)"
+        assert failure.event_type == "sql.exec"
+        assert failure.intent is None
 
         await trio.to_thread.run_sync(own_server.handle.start)
         recovery_errors: list[SqlError] = []

@@ -4,7 +4,8 @@
 
 The handler ``test.crash`` records the attempt, prints ``ATTEMPT <event_id>`` (flushed),
 holds for HOLD_SECONDS (a process killed meanwhile leaves the item stranded), then writes
-its effect idempotently (ON CONFLICT DO NOTHING) — the shape every handler must have.
+its effect. The effect is a plain insert on purpose: the test counts effects per item, so
+an item run twice (two workers holding it at once) would show.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(dsn: str, hold: float, lock_timeout: float) -> None:
         print(f"ATTEMPT {ctx.event_id}", flush=True)
         await trio.sleep(hold)
         await ctx.db.execute(
-            "INSERT INTO effects (event_id) VALUES ($1) ON CONFLICT DO NOTHING", ctx.event_id
+            "INSERT INTO effects (event_id) VALUES ($1)", ctx.event_id
         )
 
     policy = RetryPolicy(max_retries=5, initial=0.05, max_delay=0.2, attempt_timeout=3600)

@@ -1,4 +1,4 @@
--- 0005: chat text as a reader sees it, with the server's raw text beside it.
+-- 0007: chat text as a reader sees it, with the server's raw text beside it.
 --
 -- CyTube HTML-escapes chat text and applies its filters (links become <a> tags) before it
 -- broadcasts a line. From now on `message` holds the text as a reader sees it (entities

@@ -1,0 +1,200 @@
+"""The CyTube layer's retried operations: say a line again (``cytube.say``) and run a
+failed command again (``command.run``), as typed, versioned intents.
+
+``cytube.say`` remembers which parts of a long line (split at 320 characters) were
+already delivered, so a retry says the rest only. ``command.run`` asks the room's event
+router to run the command again; the router runs it beside its logging (never in its
+mailbox loop) and answers with a `PendingCommand` the handler waits on.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from daz_actors.cytube.events import SendChat, SendPrivate
+from daz_actors.cytube.names import connection_name, router_name
+from daz_actors.cytube.sender import CannotSpeak
+from daz_actors.retry.handlers import AttemptContext, HandlerRegistry, PermanentError
+from daz_actors.retry.intents import IntentType
+from daz_actors.runtime.errors import DazActorsError
+
+__all__ = [
+    "COMMAND_RUN",
+    "SAY",
+    "CommandFailed",
+    "CommandOutcome",
+    "CommandRun",
+    "PendingCommand",
+    "RunCommand",
+    "Say",
+    "register_intent_handlers",
+]
+
+log = logging.getLogger("daz_actors.router")
+
+
+# ---------------------------------------------------------------------------- cytube.say
+
+
+@attrs.frozen(kw_only=True)
+class Say:
+    """A line to say in a channel, or to send by PM (intent ``cytube.say`` v1)."""
+
+    channel: str
+    msg: str
+    to: str | None = None  # a private message to this user; None: the channel
+    connection: str = ""  # the connection's registered name; "": the room's own
+    delivered_parts: int = 0  # parts (of 320 characters) already delivered: not said again
+
+    def request(self, *, event_id: str, correlation_id: str | None) -> SendChat | SendPrivate:
+        """The connection's request that says what is left."""
+        ids: dict[str, Any] = {"event_id": event_id, "delivered_parts": self.delivered_parts}
+        if correlation_id:
+            ids["correlation_id"] = correlation_id
+        if self.to is None:
+            return SendChat(msg=self.msg, **ids)
+        return SendPrivate(to=self.to, msg=self.msg, **ids)
+
+
+HOLD_SHARE = 0.5  # of the attempt's timeout, spent waiting for the bot to be able to speak
+
+
+async def _say_again(say: Say, ctx: AttemptContext) -> None:
+    """Send what is left of the line; the same event id goes with it, so a failure of this
+    attempt is not queued twice. `SendFailed` (retryable) when the echo does not come.
+
+    When the bot cannot speak in the room (no such room in this process, not joined, not
+    logged in, within half the attempt's timeout) the line is dropped, logged, and the item
+    completes: a reply is only worth saying while it is fresh, and waiting rooms must not
+    burn retries into dead letters.
+    """
+    name = say.connection or connection_name(say.channel)
+    ref = ctx.registry.get(name)
+    if ref is None:
+        log.warning("%s: not said again: no connection %r in this process", say.channel, name)
+        return
+    request = say.request(event_id=ctx.event_id, correlation_id=ctx.correlation_id)
+    request = attrs.evolve(request, hold=ctx.attempt_timeout * HOLD_SHARE)
+    try:
+        await ref.ask(request, timeout=ctx.attempt_timeout)
+    except CannotSpeak as exc:
+        log.warning("%s: not said again (%s); dropped", say.channel, exc)
+
+
+SAY = IntentType(
+    name="cytube.say",
+    version=1,
+    args=Say,
+    run=_say_again,
+    description="say (or PM) the undelivered rest of a line",
+)
+
+
+# ---------------------------------------------------------------------------- command.run
+
+
+@attrs.frozen(kw_only=True)
+class CommandRun:
+    """A failed command to run again (intent ``command.run`` v1)."""
+
+    channel: str
+    command: str
+    username: str
+    rank: float
+    args: str
+    issued_at: float  # wall-clock seconds of the original line
+    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
+
+
+@attrs.frozen(kw_only=True)
+class RunCommand:
+    """Ask a router to run a command again (no cooldown); the reply: a `PendingCommand`."""
+
+    name: str
+    username: str
+    rank: float
+    args: str
+    issued_at: float  # wall-clock seconds of the original line
+    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
+
+
+@attrs.frozen(kw_only=True)
+class CommandOutcome:
+    """How a `RunCommand` went."""
+
+    ok: bool
+    error: str = ""
+    retryable: bool = False
+    stale: bool = False  # older than command_retry_window: not run
+
+
+class PendingCommand:
+    """A rerun started beside the router's logging; `outcome` waits for its end."""
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._outcome = CommandOutcome(ok=False, error="not finished", retryable=True)
+
+    def settle(self, outcome: CommandOutcome) -> None:
+        """Record the outcome (the first one counts)."""
+        if not self._done.is_set():
+            self._outcome = outcome
+            self._done.set()
+
+    async def outcome(self) -> CommandOutcome:
+        """The outcome, once the rerun has ended."""
+        await self._done.wait()
+        return self._outcome
+
+
+class CommandFailed(DazActorsError, RuntimeError):
+    """A command run again by the retry queue failed retryably (the attempt is retried)."""
+
+    retryable = True
+    code = "command_failed"
+
+
+async def _run_again(run: CommandRun, ctx: AttemptContext) -> None:
+    """Ask the room's router to run the command again and wait for its outcome.
+
+    A command older than the router's ``command_retry_window`` is dropped (the attempt
+    succeeds; a late answer to a stale question is noise).
+    """
+    ref = ctx.registry.get(router_name(run.channel))
+    if ref is None:
+        raise PermanentError(f"no room for channel {run.channel!r} in this process")
+    request = RunCommand(
+        name=run.command,
+        username=run.username,
+        rank=run.rank,
+        args=run.args,
+        issued_at=run.issued_at,
+        reply_to=run.reply_to,
+    )
+    pending: PendingCommand = await ref.ask(request)
+    outcome = await pending.outcome()
+    if outcome.stale:
+        log.warning("%s: not running %s again: too old", run.channel, run.command)
+    elif not outcome.ok:
+        if outcome.retryable:
+            raise CommandFailed(f"command {run.command!r} failed again: {outcome.error}")
+        raise PermanentError(f"command {run.command!r} failed: {outcome.error}")
+
+
+COMMAND_RUN = IntentType(
+    name="command.run",
+    version=1,
+    args=CommandRun,
+    run=_run_again,
+    description="run a failed chat command again",
+)
+
+
+def register_intent_handlers(handlers: HandlerRegistry) -> None:
+    """Add the handlers of ``cytube.say`` and ``command.run`` to `handlers`."""
+    for intent_type in (SAY, COMMAND_RUN):
+        handlers.add(intent_type.name, intent_type, description=intent_type.description)
