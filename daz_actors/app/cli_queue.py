@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import getpass
 import json
 import re
 import urllib.parse
@@ -600,6 +601,61 @@ def requeue_command(
     for item_id, status in result.not_dead.items():
         _note(f"Error: item {item_id} is {status}, not a dead letter")
     if result.not_found or result.not_dead:
+        raise click.exceptions.Exit(1)
+
+
+@queue_group.command("replay")
+@click.argument("item_ids", nargs=-1, type=_ITEM_ID)
+@click.option("--type", "event_type", help="Only finished items of this event type.")
+@click.option("--plugin", help="Only finished items of this plugin.")
+@click.option("--since", type=DURATION, help="Only items finished within this (e.g. 6h).")
+@click.option("--until", type=DURATION, help="Only items finished longer ago than this.")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
+@_common_options
+def replay_command(
+    item_ids: tuple[int, ...],
+    event_type: str | None,
+    plugin: str | None,
+    since: timedelta | None,
+    until: timedelta | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Run finished items again: ITEM_ID... or filters (--type, --plugin, --since, --until).
+
+    Finished means completed, or failed because it expired (dead letters: `queue requeue`).
+    A replayed item is pending, due at once, from scratch (retry count reset, checkpoint
+    cleared); the replay is recorded in its history with who asked. Handlers must be
+    idempotent: a replay does the operation again.
+    """
+    filters = (event_type, plugin, since, until)
+    if not item_ids and all(f is None for f in filters):
+        raise click.UsageError(
+            "give item ids or at least one of --type, --plugin, --since, --until"
+        )
+    by = f"cli:{getpass.getuser()}"
+
+    async def run(conn: Any) -> list[int]:
+        return await queue.replay(
+            conn, by=by, ids=list(item_ids) or None, event_type=event_type, plugin=plugin,
+            since=since, until=until, dry_run=dry_run,
+        )  # fmt: skip
+
+    ids = _with_connection(run)
+    if as_json:
+        _print_json({"dry_run": dry_run, "replayed": ids})
+        return
+    if not ids:
+        click.echo("no finished items matched: nothing replayed")
+    else:
+        verb = "would replay" if dry_run else "replayed"
+        click.echo(
+            f"{verb} {len(ids)} item{'s' if len(ids) != 1 else ''}: {', '.join(map(str, ids))}"
+        )
+    missing = sorted(set(item_ids) - set(ids))
+    for item_id in missing:
+        _note(f"Error: item {item_id} does not exist or is not finished (completed or failed)")
+    if missing:
         raise click.exceptions.Exit(1)
 
 

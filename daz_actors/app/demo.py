@@ -629,6 +629,9 @@ def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
                 ping_interval=5,
                 ping_timeout=5.0,
                 media_update_interval=2.0,
+                # the demo drops its guest bot's connection on purpose and it logs in again
+                # within seconds: CyTube's one-guest-login-per-IP-per-60-s rule is off here
+                guest_login_delay=0,
             )
             server.start()
             try:

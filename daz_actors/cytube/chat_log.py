@@ -37,18 +37,21 @@ __all__ = [
     "register_log_handlers",
 ]
 
+# a live line wins over its replay: whichever is written first, is_history ends false
 CHAT_SQL = """\
 INSERT INTO daz_chat_messages
-    (event_id, channel, username, message, sent_at, is_history, received_at, meta)
+    (event_id, channel, username, message, sent_at, is_history, received_at, meta,
+     raw_message)
 VALUES ($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0), $6,
-        to_timestamp($7::bigint / 1000.0), $8::jsonb)
-ON CONFLICT (event_id) DO NOTHING"""
+        to_timestamp($7::bigint / 1000.0), $8::jsonb, $9)
+ON CONFLICT (event_id) DO UPDATE SET is_history = false
+    WHERE daz_chat_messages.is_history AND NOT EXCLUDED.is_history"""
 
 PRIVATE_SQL = """\
 INSERT INTO daz_private_messages
-    (event_id, channel, from_user, to_user, message, sent_at, received_at)
+    (event_id, channel, from_user, to_user, message, sent_at, received_at, raw_message)
 VALUES ($1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0),
-        to_timestamp($7::bigint / 1000.0))
+        to_timestamp($7::bigint / 1000.0), $8)
 ON CONFLICT (event_id) DO NOTHING"""
 
 CHANNEL_EVENT_SQL = """\
@@ -100,7 +103,7 @@ class LogRow:
 
 @attrs.frozen(kw_only=True)
 class ChatLine(LogRow):
-    """A chat line (intent ``chat.log`` v1)."""
+    """A chat line (intent ``chat.log`` v2; v1 had no ``raw_message``)."""
 
     table: ClassVar[str] = "daz_chat_messages"
     sql: ClassVar[str] = CHAT_SQL
@@ -108,22 +111,23 @@ class ChatLine(LogRow):
     event_id: str
     channel: str
     username: str
-    message: str
+    message: str  # as a reader sees it (entities unescaped, tags reduced to their text)
     sent_ms: int  # the server's time of the line, ms since the epoch
     is_history: bool  # replayed by the server on join
     received_ms: int  # when the bot received it
     meta: Any  # the server's meta object (JSON)
+    raw_message: str  # what the server sent
 
     def args(self) -> tuple[Any, ...]:
         return (
             self.event_id, self.channel, self.username, self.message, self.sent_ms,
-            self.is_history, self.received_ms, _json(self.meta),
+            self.is_history, self.received_ms, _json(self.meta), self.raw_message,
         )  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
 class PrivateLine(LogRow):
-    """A private message (intent ``pm.log`` v1)."""
+    """A private message (intent ``pm.log`` v2; v1 had no ``raw_message``)."""
 
     table: ClassVar[str] = "daz_private_messages"
     sql: ClassVar[str] = PRIVATE_SQL
@@ -132,14 +136,15 @@ class PrivateLine(LogRow):
     channel: str
     from_user: str
     to_user: str
-    message: str
+    message: str  # as a reader sees it
     sent_ms: int
     received_ms: int
+    raw_message: str  # what the server sent
 
     def args(self) -> tuple[Any, ...]:
         return (
             self.event_id, self.channel, self.from_user, self.to_user, self.message,
-            self.sent_ms, self.received_ms,
+            self.sent_ms, self.received_ms, self.raw_message,
         )  # fmt: skip
 
 
@@ -165,30 +170,45 @@ class ChannelEventRow(LogRow):
         )  # fmt: skip
 
 
+def _occurrence(seq: int) -> tuple[int, ...]:
+    # the first occurrence keeps the id rows had before occurrences were counted
+    return (seq,) if seq else ()
+
+
 def chat_write(event: ChatMessage, received_ms: int) -> ChatLine:
-    """The row of a chat line (its id ignores `received_ms` and `history`)."""
+    """The row of a chat line (its id ignores `received_ms` and `history`; it is channel,
+    user, server time and raw text, plus the occurrence number from the second identical
+    line in one millisecond on)."""
     return ChatLine(
-        event_id=event_id("chat", event.channel, event.username, event.time, event.msg),
+        event_id=event_id(
+            "chat", event.channel, event.username, event.time, event.msg,
+            *_occurrence(event.seq),
+        ),
         channel=_clean(event.channel),
         username=_clean(event.username),
-        message=_clean(event.msg),
+        message=_clean(event.text),
         sent_ms=int(event.time),
         is_history=bool(event.history),
         received_ms=int(received_ms),
         meta=_clean(event.meta),
+        raw_message=_clean(event.msg),
     )
 
 
 def private_write(event: PrivateMessage, received_ms: int) -> PrivateLine:
     """The row of a private message."""
     return PrivateLine(
-        event_id=event_id("pm", event.channel, event.username, event.to, event.time, event.msg),
+        event_id=event_id(
+            "pm", event.channel, event.username, event.to, event.time, event.msg,
+            *_occurrence(event.seq),
+        ),
         channel=_clean(event.channel),
         from_user=_clean(event.username),
         to_user=_clean(event.to),
-        message=_clean(event.msg),
+        message=_clean(event.text),
         sent_ms=int(event.time),
         received_ms=int(received_ms),
+        raw_message=_clean(event.msg),
     )
 
 
@@ -228,11 +248,26 @@ async def _write(row: LogRow, ctx: AttemptContext) -> None:
     await ctx.db.execute(row.sql, *row.args(), event_id=ctx.event_id)
 
 
+def _with_raw_text(args: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: rows queued before the raw text was kept; theirs is the message."""
+    return {**args, "raw_message": args.get("message", "")}
+
+
 CHAT_LOG = IntentType(
-    name="chat.log", version=1, args=ChatLine, run=_write, description="store a chat line"
+    name="chat.log",
+    version=2,
+    args=ChatLine,
+    run=_write,
+    upgraders={1: _with_raw_text},
+    description="store a chat line",
 )
 PM_LOG = IntentType(
-    name="pm.log", version=1, args=PrivateLine, run=_write, description="store a private message"
+    name="pm.log",
+    version=2,
+    args=PrivateLine,
+    run=_write,
+    upgraders={1: _with_raw_text},
+    description="store a private message",
 )
 CHANNEL_EVENT_LOG = IntentType(
     name="channel_event.log",

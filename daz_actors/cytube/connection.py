@@ -6,12 +6,21 @@ pings (a server silent for longer than ping interval + ping timeout is dead), ty
 to the room's event router, and reconnects with the shared backoff (2 s doubling to 5 min,
 ±25%). It reports ready at once: the room works on while the server is away.
 
-Outgoing chat (`SendChat`/`SendPrivate` asks) is split at 320 characters, paced under the
-server's limits by a token bucket, and counts as delivered when the server's echo comes
-back. A part that is not echoed in time (throttled, ``cooldown``, ``spamFiltered``, the
+The room is *joined* once the server has let the bot in, shown by the ``userlist`` it
+sends only then (after the channel password, if any, was accepted), and, with a name
+configured, once ``login`` succeeded. A channel password is answered from the config
+(``channelPassword``); a wrong or missing one, and a kick for a duplicate login, end the
+session with one clear error and a long wait before the next try (`lockout_initial`
+doubling to `lockout_max`). A refused login is retried on the same connection after the
+time the server gives when it is temporary, never when it is permanent.
+
+Outgoing chat (`SendChat`/`SendPrivate`) goes through the connection's `Sender`: split at
+320 characters, paced by a mirror of the server's rate limiter, and delivered when the
+server's echo comes back. A part that fails (no echo in time, refused for good, the
 connection lost) fails the send: a ``cytube.send.failed`` failure event is published (the
 retry queue retries it with the ``cytube_command`` policy) and the asker gets `SendFailed`.
-The password is never logged.
+While the bot cannot speak, sends wait (for now) or fail at once with `CannotSpeak` (for a
+lasting reason): neither is queued for a retry. Passwords are never logged.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import ssl
 import time
@@ -49,14 +59,19 @@ from daz_actors.cytube.codec import (
     encode_event,
 )
 from daz_actors.cytube.events import (
+    ChannelOptions,
     ChatMessage,
     ConnectionState,
     ConnectionStatus,
+    Cooldown,
     Delivered,
     ErrorMessage,
     Kicked,
     LoginResult,
     MediaUpdate,
+    OwnRank,
+    PasswordAccepted,
+    PasswordRequest,
     PrivateMessage,
     SendChat,
     SendPrivate,
@@ -64,34 +79,40 @@ from daz_actors.cytube.events import (
 )
 from daz_actors.cytube.inbound import MalformedEvent, check_event
 from daz_actors.cytube.intents import SAY, Say
-from daz_actors.cytube.protocol import split_message, to_typed_event
+from daz_actors.cytube.login import judge_login_error
+from daz_actors.cytube.pacing import Margin, chat_params
+from daz_actors.cytube.protocol import to_typed_event
+from daz_actors.cytube.sender import CannotSpeak, Sender, SendFailed
 from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.runtime.errors import ActorStopped, DazActorsError
 from daz_actors.runtime.events import FailureEvent
-from daz_actors.runtime.mailbox import Ask, OneShot
+from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.redaction import register_secret
 from daz_actors.runtime.validators import positive
 
-__all__ = ["ConnectionParams", "CytubeConnection", "SendFailed"]
+__all__ = ["CannotSpeak", "ConnectionParams", "CytubeConnection", "SendFailed"]
 
 log = logging.getLogger("daz_actors.cytube")
 
 SEND_FAILED_TOPIC = "cytube.send.failed"
 
 
-class SendFailed(DazActorsError, RuntimeError):
-    """A chat message was not delivered (not echoed in time, refused, or not connected).
-
-    `delivered_parts` counts the leading parts of the message that were delivered before
-    it failed (set by `deliver`): a retry sends the rest only.
-    """
-
-    delivered_parts = 0
+DUPLICATE_LOGIN = "Duplicate login"  # the kick reason when our account joined elsewhere
 
 
 class SessionEnded(DazActorsError, ConnectionError):
     """The session with the server ended; the connection reconnects with backoff."""
+
+
+class Lockout(SessionEnded):
+    """The session ended for a reason that will not pass soon (a wrong channel password, a
+    duplicate login): the next try waits long."""
+
+    def __init__(self, status: ConnectionStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 @attrs.frozen(kw_only=True)
@@ -107,8 +128,19 @@ class ConnectionParams:
     reconnect_max: float = attrs.field(default=300.0, validator=positive)
     connect_timeout: float = attrs.field(default=15.0, validator=positive)
     echo_timeout: float = attrs.field(default=10.0, validator=positive)  # per part
-    send_burst: int = attrs.field(default=15, validator=positive)  # server allows 20
-    send_rate: float = attrs.field(default=8.0, validator=positive)  # per second; server 10
+    # the channel's password (prefer channel_password_env): answered to needPassword
+    channel_password: str = attrs.field(default="", repr=False)
+    channel_password_env: str = ""  # environment variable holding it ("" for none)
+    hold: float = attrs.field(default=60.0, validator=positive)
+    # seconds a send waits for the bot to be able to speak again (reconnecting, ...)
+    login_retry: float = attrs.field(default=15.0, validator=positive)
+    # seconds before logging in again after a temporary refusal that names no time
+    lockout_initial: float = attrs.field(default=300.0, validator=positive)
+    lockout_max: float = attrs.field(default=3600.0, validator=positive)
+    # seconds before trying again after a wrong channel password or a duplicate login
+    send_margin: float = attrs.field(default=0.01, validator=positive)
+    send_margin_ratio: float = attrs.field(default=0.02, validator=positive)
+    # how much later than the server's rate limiter allows a line is sent (jitter)
 
     def __attrs_post_init__(self) -> None:
         parsed = urllib.parse.urlsplit(self.server)
@@ -127,19 +159,27 @@ class ConnectionParams:
             jitter=Jitter.PROPORTIONAL,
         )
 
+    def lockout_backoff(self) -> BackoffPolicy:
+        """The wait after a wrong channel password or a duplicate login: minutes, doubling."""
+        return BackoffPolicy(
+            initial=self.lockout_initial,
+            multiplier=2.0,
+            max_delay=max(self.lockout_max, self.lockout_initial),
+            jitter=Jitter.PROPORTIONAL,
+        )
+
     def resolved_password(self) -> str:
         """The password: the environment variable wins over the config value."""
         password = os.environ.get(self.password_env) or self.password
         register_secret(password)  # never in a log line, whatever logs it
         return password
 
-
-@attrs.define
-class _Pending:
-    """A part waiting for its echo."""
-
-    text: str
-    done: OneShot
+    def resolved_channel_password(self) -> str:
+        """The channel password: the environment variable wins over the config value."""
+        env = os.environ.get(self.channel_password_env) if self.channel_password_env else None
+        password = env or self.channel_password
+        register_secret(password)
+        return password
 
 
 @contextlib.asynccontextmanager
@@ -205,23 +245,8 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-class _Bucket:
-    """A token bucket pacing our own chat under the server's limit."""
-
-    def __init__(self, burst: int, rate: float) -> None:
-        self.burst = burst
-        self.rate = rate
-        self.tokens = float(burst)
-        self.updated = trio.current_time()
-
-    async def take(self) -> None:
-        now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            await trio.sleep((1 - self.tokens) / self.rate)
-            self.tokens, self.updated = 1.0, trio.current_time()
-        self.tokens -= 1
+_OCCURRENCES_KEPT = 4096  # (user, time, text) keys kept per session before pruning
+_OCCURRENCE_WINDOW_MS = 60_000  # keys older than this (server time) are pruned
 
 
 class CytubeConnection:
@@ -230,19 +255,42 @@ class CytubeConnection:
     def __init__(self, params: ConnectionParams) -> None:
         self.params = params
         self.status = ConnectionStatus.DISCONNECTED
+        self.status_reason = ""  # why it is in that status
         self.reconnects = 0  # sessions started after the first
         self.last_media_update: float | None = None  # trio time of the last mediaUpdate
         self.received = 0  # typed events received
-        self.sent = 0  # parts delivered
         self.delays: list[float] = []  # reconnect waits so far (for checks and health)
+        self.rank: float = -1  # the bot's own effective rank (the `rank` event)
+        self.options: dict[str, Any] = {}  # the channel's options (channelOpts)
+        self.not_before = -math.inf  # trio time before which no session starts (lockouts)
+        self.lockouts = 0  # lockouts in a row (wrong channel password, duplicate login)
+        self.sender = Sender(
+            params.channel,
+            echo_timeout=params.echo_timeout,
+            hold=params.hold,
+            margin=Margin(ratio=params.send_margin_ratio, fixed=params.send_margin),
+        )
         self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
         # (event, reason) -> events dropped at the protocol boundary (see cytube/inbound.py)
         self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
         # (event, flag) -> events stored changed: text replaced or cut, time replaced
         self._ws: Any = None
-        self._pending: collections.deque[_Pending] = collections.deque()
-        self._joined_users = False
         self._joined_once = False
+        self._new_session()
+
+    @property
+    def sent(self) -> int:
+        """Parts delivered (echoed)."""
+        return self.sender.sent
+
+    def _new_session(self) -> None:
+        self._in_channel = False  # the server let us in: its userlist came
+        self._logged_in = False
+        self._login_error: str | None = None  # a refused login, for good
+        self._login_at: float | None = None  # trio time to log in again (temporary refusal)
+        self._password_sent = False
+        self._password_deadline: float | None = None  # waiting to be let in without one
+        self._occurrences: dict[tuple[Any, ...], int] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -250,9 +298,9 @@ class CytubeConnection:
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self._ctx = ctx
-        self._bucket = _Bucket(self.params.send_burst, self.params.send_rate)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_requests, ctx)
+            nursery.start_soon(self.sender.run)
             task_status.started()
             await self._keep_connected(ctx)
 
@@ -261,29 +309,44 @@ class CytubeConnection:
         attempt = 0
         previous: float | None = None
         while True:
+            # a restarted incarnation still waits out a lockout
+            await trio.sleep_until(max(self.not_before, trio.current_time()))
             self._joined_once = False
             reason = "the server closed the session"
+            lockout: Lockout | None = None
             try:
                 await self._session(ctx)
             except* _SESSION_ERRORS as group:
                 error = _first_leaf(group)
+                if isinstance(error, Lockout):
+                    lockout = error
                 reason = f"{type(error).__name__}: {error}"
                 if isinstance(error, FrameError):  # a malformed frame: counted, then reconnect
                     self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
-                self._fail_pending("the connection was lost")
-            joined = self._joined_once
-            if joined:
-                attempt = 0
-            delay = backoff.delay(attempt, previous=previous)
-            previous = delay
-            attempt += 1
+                self.sender.set_session(None)
+            if lockout is not None:
+                delay = self.params.lockout_backoff().delay(self.lockouts)
+                self.lockouts += 1
+                reason = f"{lockout.reason}; trying again in {delay:.0f} s"
+                self.sender.set_speaking(False, reason, lasting=True)
+                log.error("%s: %s", self.params.channel, reason)
+                await self._set_status(lockout.status, reason, quiet=True)
+            else:
+                if self._joined_once:
+                    attempt, self.lockouts = 0, 0
+                delay = backoff.delay(attempt, previous=previous)
+                previous = delay
+                attempt += 1
+                self.sender.set_speaking(False, f"disconnected ({reason})")
+                await self._set_status(ConnectionStatus.DISCONNECTED, reason, quiet=True)
+                log.warning(
+                    "%s: disconnected (%s); reconnecting in %.1f s",
+                    self.params.channel, reason, delay,
+                )  # fmt: skip
             self.delays.append(delay)
-            await self._set_status(ConnectionStatus.DISCONNECTED, reason)
-            log.warning(
-                "%s: disconnected (%s); reconnecting in %.1f s", self.params.channel, reason, delay
-            )
+            self.not_before = trio.current_time() + delay
             await trio.sleep(delay)
             self.reconnects += 1
 
@@ -304,11 +367,20 @@ class CytubeConnection:
 
     async def _session(self, ctx: ActorContext) -> None:
         """One session, until the server closes it or it fails."""
+        self._new_session()
+        self.sender.set_speaking(False, "connecting")
         await self._set_status(ConnectionStatus.CONNECTING, "")
         with trio.fail_after(self.params.connect_timeout):
             ws_url = await self._discover()
         async with _open_websocket(ws_url, self.params.connect_timeout) as ws:
             await self._run_session(ctx, ws)
+
+    async def _login(self, ws: WebSocketConnection) -> None:
+        login: dict[str, str] = {"name": self.params.name}
+        password = self.params.resolved_password()
+        if password:
+            login["pw"] = password
+        await ws.send_message(encode_event("login", login))
 
     async def _run_session(self, ctx: ActorContext, ws: WebSocketConnection) -> None:
         """Handshake, join, login, then read frames until the session ends."""
@@ -322,31 +394,48 @@ class CytubeConnection:
                     raise SessionEnded(f"the server refused the connection: {reply.data}")
         silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
         self._ws = ws
-        self._joined_users = False
         self.last_media_update = None  # a new session: nothing seen yet
+        self.sender.set_session(ws.send_message)
         await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
-        password = self.params.resolved_password()
         if self.params.name:
-            login: dict[str, str] = {"name": self.params.name}
-            if password:
-                login["pw"] = password
-            await ws.send_message(encode_event("login", login))
-        else:
-            await self._set_status(ConnectionStatus.JOINED, "read only: no name configured")
+            await self._login(ws)
+        await self._update_status()
         while True:
-            with trio.move_on_after(silence) as quiet:
+            timers = [t for t in (self._login_at, self._password_deadline) if t is not None]
+            with trio.move_on_at(min([trio.current_time() + silence, *timers])) as quiet:
                 frame = await ws.get_message()
             if quiet.cancelled_caught:
-                raise SessionEnded(f"no ping from the server for {silence:g} s: it is dead")
+                await self._on_timer(ws, silence)
+                continue
             packet = decode(_text(frame))
             if isinstance(packet, Ping):
                 await ws.send_message("3")
             elif isinstance(packet, Event):
-                await self._on_event(ctx, packet)
+                await self._on_event(ctx, ws, packet)
             elif isinstance(packet, Close | Disconnect):
                 return
 
-    async def _on_event(self, ctx: ActorContext, packet: Event) -> None:
+    async def _on_timer(self, ws: WebSocketConnection, silence: float) -> None:
+        now = trio.current_time()
+        if self._login_at is not None and now >= self._login_at:
+            self._login_at = None
+            log.info("%s: logging in again as %r", self.params.channel, self.params.name)
+            await self._login(ws)
+        elif self._password_deadline is not None and now >= self._password_deadline:
+            raise Lockout(ConnectionStatus.PASSWORD_REFUSED, self._missing_password())
+        else:
+            raise SessionEnded(f"no ping from the server for {silence:g} s: it is dead")
+
+    def _missing_password(self) -> str:
+        where = self.params.channel_password_env or "channel_password_env"
+        return (
+            f"channel {self.params.channel!r} needs a password and none is configured "
+            f"(set it in ${where})"
+        )
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_event(self, ctx: ActorContext, ws: WebSocketConnection, packet: Event) -> None:
         """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
         try:
@@ -357,36 +446,150 @@ class CytubeConnection:
             return
         for flag in checked.flags:
             self.flagged[(packet.name, flag)] += 1
-        event = to_typed_event(channel, packet.name, checked.args, history=not self._joined_users)
+        event = to_typed_event(channel, packet.name, checked.args, history=not self._in_channel)
         if event is None:
             return
         self.received += 1
-        if isinstance(event, UserList):
-            self._joined_users = True
-        elif isinstance(event, LoginResult):
-            if event.success:
-                await self._set_status(ConnectionStatus.JOINED, f"logged in as {event.name}")
-            else:
-                log.error(
-                    "%s: login as %r failed: %s (the server drops this bot's chat)",
-                    channel, self.params.name, event.error,
-                )  # fmt: skip
-                await self._set_status(ConnectionStatus.LOGIN_FAILED, event.error or "")
-        elif isinstance(event, ChatMessage) and not event.history:
-            self._echo(event)
-        elif isinstance(event, PrivateMessage) and self._is_me(event.username):
-            self._echo_text(event.msg)
-        elif isinstance(event, ErrorMessage) and event.kind in ("cooldown", "spamFiltered"):
-            self._fail_oldest(f"the server refused the message ({event.kind}: {event.msg})")
-        elif isinstance(event, Kicked):
-            log.error("%s: kicked: %s", channel, event.reason)
-        elif isinstance(event, MediaUpdate):
-            self.last_media_update = trio.current_time()
+        if isinstance(event, ChatMessage | PrivateMessage):
+            event = attrs.evolve(event, seq=self._occurrence(event))
+        await self._apply(ws, event)
         router = ctx.registry.get(self._router_name())
         if router is not None:
             await router.send(event)
         if isinstance(event, Kicked):
+            if event.reason == DUPLICATE_LOGIN:
+                raise Lockout(
+                    ConnectionStatus.DUPLICATE_LOGIN,
+                    f"kicked from {self.params.channel!r}: {DUPLICATE_LOGIN} (the account "
+                    f"{self.params.name!r} joined this channel from elsewhere)",
+                )
             raise SessionEnded(f"kicked: {event.reason}")
+
+    async def _apply(self, ws: WebSocketConnection, event: object) -> None:
+        """What the event changes in the connection's own state."""
+        channel = self.params.channel
+        if isinstance(event, UserList):
+            self._in_channel = True
+            self._password_deadline = None
+            await self._update_status()
+        elif isinstance(event, LoginResult):
+            await self._on_login(event)
+        elif isinstance(event, ChatMessage) and not event.history and self._is_me(event.username):
+            self.sender.echoed(event.text)
+        elif isinstance(event, PrivateMessage) and self._is_me(event.username):
+            self.sender.echoed(event.text, to=event.to)
+        elif isinstance(event, Cooldown):
+            log.info("%s: the server refused a line (cooldown %g ms)", channel, event.wait_ms)
+            self.sender.cooldown(event.wait_ms)
+        elif isinstance(event, ErrorMessage) and event.kind in ("spamFiltered", "noflood"):
+            self.sender.refused_for_good(f"{event.kind}: {event.msg}")
+        elif isinstance(event, ErrorMessage) and event.kind == "errorMsg":
+            self.sender.refused_for_good(f"errorMsg: {event.msg}", private_only=True)
+        elif isinstance(event, OwnRank):
+            self.rank = event.rank
+            self.sender.set_chat_params(chat_params(self.options, self.rank))
+        elif isinstance(event, ChannelOptions):
+            self.options.update(event.options)
+            self.sender.set_chat_params(chat_params(self.options, self.rank))
+        elif isinstance(event, PasswordRequest):
+            await self._on_password_request(ws, event)
+        elif isinstance(event, PasswordAccepted):
+            self._password_deadline = None
+            log.info("%s: the channel let the bot in past its password", channel)
+        elif isinstance(event, Kicked) and event.reason != DUPLICATE_LOGIN:
+            log.error("%s: kicked: %s", channel, event.reason)  # (a duplicate: one line later)
+        elif isinstance(event, MediaUpdate):
+            self.last_media_update = trio.current_time()
+
+    async def _on_login(self, event: LoginResult) -> None:
+        channel = self.params.channel
+        if event.success:
+            self._logged_in, self._login_error, self._login_at = True, None, None
+        else:
+            error = event.error or "no reason given"
+            verdict = judge_login_error(error, default_wait=self.params.login_retry)
+            if verdict.permanent:
+                self._login_error = error
+                log.error(
+                    "%s: login as %r refused for good: %s (the bot stays read only)",
+                    channel, self.params.name, error,
+                )  # fmt: skip
+            else:
+                self._login_at = trio.current_time() + verdict.retry_after
+                log.warning(
+                    "%s: login as %r refused for now: %s; logging in again in %.0f s",
+                    channel, self.params.name, error, verdict.retry_after,
+                )  # fmt: skip
+        await self._update_status()
+
+    async def _on_password_request(self, ws: WebSocketConnection, event: PasswordRequest) -> None:
+        channel = self.params.channel
+        password = self.params.resolved_channel_password()
+        if self._password_sent and event.wrong:
+            where = self.params.channel_password_env or "channel_password"
+            raise Lockout(
+                ConnectionStatus.PASSWORD_REFUSED,
+                f"channel {channel!r} refused its password (from ${where})",
+            )
+        if password and not self._password_sent:
+            self._password_sent = True
+            await ws.send_message(encode_event("channelPassword", password))
+        elif not password:
+            if not self.params.name:
+                raise Lockout(ConnectionStatus.PASSWORD_REFUSED, self._missing_password())
+            # a login of rank 2 or more lets the bot in without one: wait for it a little
+            self._password_deadline = trio.current_time() + self.params.connect_timeout
+        await self._update_status()
+
+    def _occurrence(self, event: ChatMessage | PrivateMessage) -> int:
+        """How often this (user, time, raw text) came before, in this session's live lines
+        or in its history replay: part of the line's identity."""
+        history = isinstance(event, ChatMessage) and event.history
+        to = event.to if isinstance(event, PrivateMessage) else None
+        key = (type(event).__name__, history, event.username, to, event.time, event.msg)
+        seen = self._occurrences.get(key, 0)
+        self._occurrences[key] = seen + 1
+        if len(self._occurrences) > _OCCURRENCES_KEPT:
+            oldest = event.time - _OCCURRENCE_WINDOW_MS
+            self._occurrences = {k: n for k, n in self._occurrences.items() if k[4] >= oldest}
+        return seen
+
+    async def _update_status(self) -> None:
+        """The status from what the server said: let in (userlist), logged in."""
+        named = bool(self.params.name)
+        lasting = False
+        if not self._in_channel:
+            status, reason = (
+                ConnectionStatus.CONNECTING,
+                (
+                    "waiting to be let in without a channel password"
+                    if self._password_deadline is not None
+                    else "channel password sent"
+                    if self._password_sent
+                    else "waiting to be let in"
+                ),
+            )
+        elif named and self._login_error is not None:
+            status, reason, lasting = (
+                ConnectionStatus.LOGIN_FAILED,
+                f"login as {self.params.name!r} refused: {self._login_error}",
+                True,
+            )
+        elif named and self._login_at is not None:
+            wait = max(0.0, self._login_at - trio.current_time())
+            status, reason = (
+                ConnectionStatus.LOGIN_RETRY,
+                f"login refused for now; logging in again in {wait:.0f} s",
+            )
+        elif named and not self._logged_in:
+            status, reason = ConnectionStatus.CONNECTING, "logging in"
+        else:
+            status = ConnectionStatus.JOINED
+            reason = f"logged in as {self.params.name}" if named else "read only: no name"
+            lasting = not named
+        can_speak = status is ConnectionStatus.JOINED and named
+        self.sender.set_speaking(can_speak, reason, lasting=lasting)
+        await self._set_status(status, reason)
 
     def _router_name(self) -> str:
         prefix = self._ctx.name.rpartition("/")[0]
@@ -395,34 +598,28 @@ class CytubeConnection:
     def _is_me(self, username: str) -> bool:
         return bool(self.params.name) and username.lower() == self.params.name.lower()
 
-    def _echo(self, event: ChatMessage) -> None:
-        if self._is_me(event.username):
-            self._echo_text(event.msg)
-
-    def _echo_text(self, _text: str) -> None:
-        # the server may rewrite text (HTML escaping, filters): echoes are matched in order
-        if self._pending:
-            self._pending.popleft().done.reply(None)
-
-    def _fail_oldest(self, reason: str) -> None:
-        if self._pending:
-            self._pending.popleft().done.fail(SendFailed(reason))
-
-    def _fail_pending(self, reason: str) -> None:
-        while self._pending:
-            self._pending.popleft().done.fail(SendFailed(reason))
-
-    async def _set_status(self, status: ConnectionStatus, reason: str) -> None:
+    async def _set_status(
+        self, status: ConnectionStatus, reason: str, *, quiet: bool = False
+    ) -> None:
         if status is ConnectionStatus.JOINED:
             self._joined_once = True
-        if status is self.status:
+        if (status, reason) == (self.status, self.status_reason):
             return
-        self.status = status
-        log.info("%s: %s %s", self.params.channel, status.value, reason)
-        topic = f"cytube.{self.params.channel}.state"
-        await self._ctx.bus.publish(
-            topic, ConnectionState(channel=self.params.channel, status=status, reason=reason)
+        changed = status is not self.status
+        self.status, self.status_reason = status, reason
+        if changed and not quiet:
+            log.info("%s: %s %s", self.params.channel, status.value, reason)
+        state = ConnectionState(
+            channel=self.params.channel,
+            status=status,
+            reason=reason,
+            can_speak=self.sender.can_speak,
         )
+        await self._ctx.bus.publish(f"cytube.{self.params.channel}.state", state)
+        router = self._ctx.registry.get(self._router_name())
+        if router is not None:
+            with contextlib.suppress(ActorStopped):
+                await router.send(state)
 
     # ------------------------------------------------------------------ sending
 
@@ -442,6 +639,11 @@ class CytubeConnection:
         progress = [0]  # parts delivered so far
         try:
             parts = await self.deliver(request, progress)
+        except CannotSpeak as exc:  # not a delivery failure: not queued for a retry
+            log.warning("%s: not said (%s), correlation %s", self.params.channel, exc,
+                        request.correlation_id)  # fmt: skip
+            if ask is not None:
+                ask.fail(exc)
         except SendFailed as exc:
             await self._publish_failure(ctx, request, str(exc), exc.delivered_parts)
             if ask is not None:
@@ -471,44 +673,18 @@ class CytubeConnection:
     ) -> int:
         """Send every part not yet delivered and wait for its echo; the number of parts.
 
-        A `SendFailed` says how many leading parts were delivered by then; so does
-        ``progress[0]`` at every moment (for a send that is cancelled).
+        Parts before ``request.delivered_parts`` (a retry) are not sent again. A `SendFailed`
+        says how many leading parts were delivered by then; so does ``progress[0]`` at every
+        moment (for a send that is cancelled).
         """
-        parts = split_message(request.msg)
-        progress = progress if progress is not None else [0]
-        progress[0] = min(max(request.delivered_parts, 0), len(parts))
-        try:
-            for part in parts[progress[0] :]:
-                await self._deliver_part(request, part)
-                progress[0] += 1
-        except SendFailed as exc:
-            exc.delivered_parts = progress[0]
-            raise
-        return len(parts)
-
-    async def _deliver_part(self, request: SendChat | SendPrivate, part: str) -> None:
-        """Send one part and wait for its echo; `SendFailed` if it is not delivered."""
-        ws = self._ws
-        if ws is None or self.status is not ConnectionStatus.JOINED:
-            raise SendFailed(f"not joined to {self.params.channel} ({self.status.value})")
-        await self._bucket.take()
-        pending = _Pending(text=part, done=OneShot())
-        self._pending.append(pending)
-        if isinstance(request, SendChat):
-            frame = encode_event("chatMsg", {"msg": part, "meta": {}})
-        else:
-            frame = encode_event("pm", {"to": request.to, "msg": part, "meta": {}})
-        try:
-            await ws.send_message(frame)
-        except ConnectionClosed:
-            raise SendFailed("the connection closed while sending") from None
-        with trio.move_on_after(self.params.echo_timeout) as waited:
-            await pending.done.wait()
-        if waited.cancelled_caught:
-            if pending in self._pending:
-                self._pending.remove(pending)
-            raise SendFailed(f"no echo within {self.params.echo_timeout:g} s")
-        self.sent += 1
+        to = request.to if isinstance(request, SendPrivate) else None
+        return await self.sender.deliver(
+            request.msg,
+            to=to,
+            hold=request.hold,
+            skip=request.delivered_parts,
+            progress=progress,
+        )
 
     async def _publish_failure(
         self, ctx: ActorContext, request: SendChat | SendPrivate, error: str, delivered: int
@@ -535,6 +711,7 @@ class CytubeConnection:
                 error_code="not_delivered",
                 retryable=True,
                 intent=SAY.intent(say),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,

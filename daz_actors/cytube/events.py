@@ -13,18 +13,25 @@ from typing import Any
 
 import attrs
 
+from daz_actors.cytube.text import reader_text
 from daz_actors.runtime.events import new_id
 
 __all__ = [
+    "ON_PURPOSE",
+    "ChannelOptions",
     "ChatMessage",
     "ConnectionState",
     "ConnectionStatus",
+    "Cooldown",
     "Delivered",
     "ErrorMessage",
     "Kicked",
     "LoginResult",
     "MediaChanged",
     "MediaUpdate",
+    "OwnRank",
+    "PasswordAccepted",
+    "PasswordRequest",
     "PrivateMessage",
     "SendChat",
     "SendPrivate",
@@ -32,6 +39,7 @@ __all__ = [
     "UserJoined",
     "UserLeft",
     "UserList",
+    "UserRank",
 ]
 
 CHAT_LIMIT = 320  # characters: CyTube cuts longer messages
@@ -45,16 +53,24 @@ class User:
     rank: float = 0  # CyTube ranks: -1 anonymous, 0 guest, 1 registered, 2 moderator, ...
 
 
+def _reader(self: Any) -> str:
+    return reader_text(self.msg)
+
+
 @attrs.frozen(kw_only=True)
 class ChatMessage:
     """``chatMsg``: a line in the channel chat."""
 
     channel: str
     username: str
-    msg: str
+    msg: str  # the server's raw text: HTML-escaped, filtered (links as <a> tags)
     time: int  # server time, milliseconds since the epoch
     history: bool = False  # replayed by the server on join: record it, do not answer it
     meta: dict[str, Any] = attrs.field(factory=dict)
+    # the same (user, time, text) seen before in this session's live lines (or in this
+    # join's history): 0 for the first. Two identical lines in one millisecond are 1 and 2.
+    seq: int = 0
+    text: str = attrs.field(default=attrs.Factory(_reader, takes_self=True))  # as read
 
     def poison_key(self) -> tuple[object, ...]:
         """The same for the live line and its replays (see runtime/poison.py)."""
@@ -68,8 +84,10 @@ class PrivateMessage:
     channel: str
     username: str  # the sender
     to: str  # the recipient
-    msg: str
+    msg: str  # the server's raw text
     time: int
+    seq: int = 0  # as ChatMessage's
+    text: str = attrs.field(default=attrs.Factory(_reader, takes_self=True))  # as read
 
     def poison_key(self) -> tuple[object, ...]:
         """The same for every copy of this message (see runtime/poison.py)."""
@@ -102,6 +120,58 @@ class UserList:
 
     channel: str
     users: tuple[User, ...]
+
+
+@attrs.frozen(kw_only=True)
+class UserRank:
+    """``setUserRank``: a user's channel rank (after ``addUser``, and on every promotion or
+    demotion)."""
+
+    channel: str
+    name: str
+    rank: float
+
+
+@attrs.frozen(kw_only=True)
+class OwnRank:
+    """``rank``: the bot's own effective rank (on connect, after login, on join, on a
+    promotion or demotion)."""
+
+    channel: str
+    rank: float
+
+
+@attrs.frozen(kw_only=True)
+class ChannelOptions:
+    """``channelOpts``: the channel's options (on join and on every change); the bot uses
+    ``chat_antiflood`` and ``chat_antiflood_params``."""
+
+    channel: str
+    options: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class PasswordRequest:
+    """``needPassword``: the channel has a password and has not let the bot in."""
+
+    channel: str
+    wrong: bool  # true when a password was given and refused
+
+
+@attrs.frozen(kw_only=True)
+class PasswordAccepted:
+    """``cancelNeedPassword``: the channel password (or the bot's rank) was accepted."""
+
+    channel: str
+
+
+@attrs.frozen(kw_only=True)
+class Cooldown:
+    """``cooldown``: the server refused one of our lines (its rate limiter); the payload is
+    only the wait in ms (1000 / sustained), nothing says which line."""
+
+    channel: str
+    wait_ms: float
 
 
 @attrs.frozen(kw_only=True)
@@ -155,10 +225,24 @@ class Kicked:
 class ConnectionStatus(enum.Enum):
     """Where a room's connection is."""
 
-    CONNECTING = "connecting"
-    JOINED = "joined"  # joined, logged in if a name is configured
-    LOGIN_FAILED = "login_failed"  # connected but the login was refused: chat is dropped
+    CONNECTING = "connecting"  # until the server has let the bot in (its userlist came)
+    JOINED = "joined"  # let in (userlist received), logged in if a name is configured
+    LOGIN_FAILED = "login_failed"  # in the channel, login refused for good: read only
+    LOGIN_RETRY = "login_retry"  # in the channel, login refused for now: tried again later
+    PASSWORD_REFUSED = "password_refused"  # channel password wrong or missing: retried rarely
+    DUPLICATE_LOGIN = "duplicate_login"  # kicked: our account joined from elsewhere
     DISCONNECTED = "disconnected"  # waiting out the reconnect backoff
+
+
+# states a room stays in on purpose until its own timer ends: restarting it changes nothing
+ON_PURPOSE = frozenset(
+    {
+        ConnectionStatus.LOGIN_FAILED,
+        ConnectionStatus.LOGIN_RETRY,
+        ConnectionStatus.PASSWORD_REFUSED,
+        ConnectionStatus.DUPLICATE_LOGIN,
+    }
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +252,7 @@ class ConnectionState:
     channel: str
     status: ConnectionStatus
     reason: str = ""
+    can_speak: bool = False  # joined and logged in: chat lines and PMs can be sent
 
 
 @attrs.frozen(kw_only=True)
@@ -181,6 +266,7 @@ class SendChat:
     msg: str
     event_id: str = attrs.field(factory=new_id)  # idempotency key if it is retried
     correlation_id: str = attrs.field(factory=new_id)
+    hold: float | None = None  # seconds it may wait for the bot to be able to speak
     delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 
@@ -192,6 +278,7 @@ class SendPrivate:
     msg: str
     event_id: str = attrs.field(factory=new_id)
     correlation_id: str = attrs.field(factory=new_id)
+    hold: float | None = None  # as SendChat's
     delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
 
 

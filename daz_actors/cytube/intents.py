@@ -17,6 +17,7 @@ import trio
 
 from daz_actors.cytube.events import SendChat, SendPrivate
 from daz_actors.cytube.names import connection_name, router_name
+from daz_actors.cytube.sender import CannotSpeak
 from daz_actors.retry.handlers import AttemptContext, HandlerRegistry, PermanentError
 from daz_actors.retry.intents import IntentType
 from daz_actors.runtime.errors import DazActorsError
@@ -59,14 +60,29 @@ class Say:
         return SendPrivate(to=self.to, msg=self.msg, **ids)
 
 
+HOLD_SHARE = 0.5  # of the attempt's timeout, spent waiting for the bot to be able to speak
+
+
 async def _say_again(say: Say, ctx: AttemptContext) -> None:
     """Send what is left of the line; the same event id goes with it, so a failure of this
-    attempt is not queued twice. `SendFailed` (retryable) while the room is not joined."""
+    attempt is not queued twice. `SendFailed` (retryable) when the echo does not come.
+
+    When the bot cannot speak in the room (no such room in this process, not joined, not
+    logged in, within half the attempt's timeout) the line is dropped, logged, and the item
+    completes: a reply is only worth saying while it is fresh, and waiting rooms must not
+    burn retries into dead letters.
+    """
     name = say.connection or connection_name(say.channel)
     ref = ctx.registry.get(name)
     if ref is None:
-        raise PermanentError(f"no connection {name!r} for channel {say.channel!r} in this process")
-    await ref.ask(say.request(event_id=ctx.event_id, correlation_id=ctx.correlation_id))
+        log.warning("%s: not said again: no connection %r in this process", say.channel, name)
+        return
+    request = say.request(event_id=ctx.event_id, correlation_id=ctx.correlation_id)
+    request = attrs.evolve(request, hold=ctx.attempt_timeout * HOLD_SHARE)
+    try:
+        await ref.ask(request, timeout=ctx.attempt_timeout)
+    except CannotSpeak as exc:
+        log.warning("%s: not said again (%s); dropped", say.channel, exc)
 
 
 SAY = IntentType(

@@ -10,15 +10,25 @@ options. It serves, on one loopback port:
   "secure":false}]}`` (a 404 JSON error for a channel outside ``--channel`` when any are
   given);
 * Socket.IO v4 at ``/socket.io/`` (python-socketio ``AsyncServer``, asgi, under uvicorn with
-  wsproto), behaving as a CyTube 3.x channel: ``rank`` -1 on connect, the ``joinChannel``
-  sequence with up to 15 lines of buffered history, ``login`` with accounts (rank 1) or as a
-  guest (rank 0), ``chatMsg`` echoed to everyone and cut at 320 characters, a per-socket chat
-  token bucket (burst 20, 10/s) answering ``cooldown``, ``spamFiltered`` for ``--new-account``
-  names, ``pm`` delivered and echoed, ``addUser`` / ``userLeave`` / ``usercount``,
-  ``changeMedia`` and a periodic ``mediaUpdate``, and a per-IP connection budget (5, one more
-  every 10 s) refusing the Socket.IO connect with ``44{"message":"Rate limit exceeded"}``;
+  wsproto), behaving as a CyTube 3.x channel (calzoneman/sync): ``rank`` -1 on connect; a
+  channel password (``needPassword`` / ``channelPassword`` / ``cancelNeedPassword``, nothing
+  of the channel before it is accepted, rank 2 and up pass without it); the ``joinChannel``
+  sequence with up to 15 lines of buffered history and ``channelOpts`` (``chat_antiflood``,
+  ``chat_antiflood_params``); ``login`` with accounts (global rank 1) or as a guest (rank 0,
+  one guest login per IP per ``--guest-login-delay`` seconds), with CyTube's error texts;
+  channel ranks (``--channel-rank``): ``addUser`` with the global rank, then ``setUserRank``
+  with the channel rank, and ``rank`` to the user; a duplicate login kicks the older socket
+  (``Duplicate login``); ``chatMsg`` HTML-escaped, links made ``<a>`` tags, cut at 320
+  characters, echoed to everyone; one rate limiter per socket shared by chat and PMs
+  (``newRateLimiter``: burst 20, 10/s, or the anti-flood parameters below rank 2) answering
+  ``cooldown`` with the bare number 1000 / sustained; ``spamFiltered`` for
+  ``--new-account`` names, ``pm`` delivered and echoed, ``addUser`` / ``userLeave`` /
+  ``usercount``, ``changeMedia`` and a periodic ``mediaUpdate``, and a per-IP connection
+  budget (5, one more every 10 s) refusing the Socket.IO connect with
+  ``44{"message":"Rate limit exceeded"}``;
 * a JSON control API under ``/_control/`` (``GET state``; ``POST say``, ``pm``, ``kick``,
-  ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``) for tests.
+  ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``, ``set_rank``,
+  ``set_password``, ``set_opts``, ``burn_limiter``) for tests.
 
 A dead server is simulated from outside, by stopping the process with SIGSTOP: the kernel
 keeps the TCP connection open while no frame (and no ping) comes, as with a hung server.
@@ -50,6 +60,18 @@ HISTORY_LINES = 15  # chat lines CyTube replays to a socket that joins
 RECORDS_KEPT = 10_000  # chat lines, PMs, logins and kicks kept for the control API's state
 CHANNEL_NAME = re.compile(r"^[\w-]{1,30}$")
 BAD_LOGIN = "Invalid username/password combination"
+BAD_NAME = (
+    "Invalid username.  Usernames must be 1-20 characters long and consist only of "
+    "characters a-z, A-Z, 0-9, -, or _."
+)
+NAME_REGISTERED = "That username is registered."
+NAME_IN_USE = "That name is already in use on this channel."
+CONTROL = re.compile(r"[\x00-\x1f]+")  # chat.js: runs of control characters become a space
+USER_NAME = re.compile(r"^[\w-]{1,20}$")
+# chat.js: links in a line (after escaping) become <a> tags (enable_link_regex)
+LINK = re.compile(r"(\w+://(?:[^:/\[\]\s]+|\[[0-9a-f:]+\])(?::\d+)?(?:/[^/\s]*)*)", re.I)
+MIN_ANTIFLOOD = {"burst": 20, "sustained": 10}  # chat.js: everyone, and every PM
+ANTIFLOOD_PARAMS = {"burst": 4, "sustained": 1, "cooldown": 4}  # opts.js defaults
 DEFAULT_MEDIA = {"id": "dQw4w9WgXcQ", "title": "Test video", "type": "yt", "seconds": 212}
 
 Json = dict[str, Any]
@@ -65,6 +87,57 @@ def duration(seconds: int) -> str:
     hours, rest = divmod(int(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours:02}:{minutes:02}:{secs:02}" if hours else f"{minutes:02}:{secs:02}"
+
+
+def guest_delay_error(seconds: float) -> str:
+    """user.js's refusal of a second guest login from one IP within the delay."""
+    return f"Guest logins are restricted to one per IP address per {seconds:g} seconds."
+
+
+def sanitize_text(msg: str) -> str:
+    """xss.js ``sanitizeText``: what CyTube does to every chat line first."""
+    return (
+        msg.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+        .replace("(", "&#40;")
+        .replace(")", "&#41;")
+    )
+
+
+def format_chat(msg: str) -> str:
+    """chat.js ``formatMessage``: escaped, then links as ``<a>`` tags."""
+    escaped = sanitize_text(msg)
+    return LINK.sub(lambda m: f'<a href="{m[1]}" target="_blank">{m[1]}</a>', escaped)
+
+
+class RateLimiter:
+    """utilities.js ``newRateLimiter``: one per user, shared by chat and PMs; exact."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_time = 0  # ms
+
+    def throttle(self, opts: Json, now: int | None = None) -> bool:
+        """True when the line is refused (`now`: ms, the wall clock by default)."""
+        burst = float(opts.get("burst", 10))
+        sustained = float(opts.get("sustained", 2))
+        cooldown = float(opts["cooldown"]) if "cooldown" in opts else burst / sustained
+        now = now_ms() if now is None else now
+        if self.last_time < now - cooldown * 1000:  # cooled down: allow, clear the count
+            self.count = 1
+            self.last_time = now
+            return False
+        if self.count < burst:
+            self.count += 1
+            self.last_time = now
+            return False
+        if now - self.last_time < 1000 / sustained:
+            return True
+        self.last_time = now
+        return False
 
 
 class TokenBucket:
@@ -111,8 +184,13 @@ class Options:
     conn_burst: int = 5  # Socket.IO connects per IP ...
     conn_refill: float = 10.0  # ... one more every this many seconds
     max_open_per_ip: int = 0  # open connections per IP before a kick; 0: no limit
-    chat_burst: int = 20
+    chat_burst: int = 20  # the minimum limiter (MIN_ANTIFLOOD): everyone, every PM
     chat_rate: float = 10.0  # messages a second after the burst
+    antiflood: bool = False  # channel option chat_antiflood of new channels
+    antiflood_params: Json = field(default_factory=lambda: dict(ANTIFLOOD_PARAMS))
+    guest_login_delay: float = 60.0  # seconds between guest logins from one IP; 0: none
+    channel_passwords: dict[str, str] = field(default_factory=dict)  # channel -> password
+    channel_ranks: dict[str, int] = field(default_factory=dict)  # name -> rank in channels
     max_chat_len: int = 320
     media: Json | None = field(default_factory=lambda: dict(DEFAULT_MEDIA))
     media_update_interval: float = 5.0  # seconds between mediaUpdate; 0: never
@@ -128,10 +206,12 @@ class Session:
 
     sid: str
     ip: str
-    chat_bucket: TokenBucket
+    limiter: RateLimiter = field(default_factory=RateLimiter)  # chat and PMs
     channel: str | None = None
+    joining: str | None = None  # the channel it waits to be let into (password)
     name: str | None = None
-    rank: int = -1
+    global_rank: int = -1
+    rank: int = -1  # effective: max(global, channel)
     logged_in: bool = False
     guest: bool = False
     login_failed: bool = False
@@ -141,6 +221,7 @@ class Session:
             "sid": self.sid,
             "ip": self.ip,
             "channel": self.channel,
+            "joining": self.joining,
             "name": self.name,
             "rank": self.rank,
             "logged_in": self.logged_in,
@@ -155,7 +236,10 @@ class Channel:
 
     name: str
     history: deque[Json] = field(default_factory=lambda: deque(maxlen=HISTORY_LINES))
-    fake_users: dict[str, int] = field(default_factory=dict)  # name -> rank
+    fake_users: dict[str, int] = field(default_factory=dict)  # name -> effective rank
+    ranks: dict[str, int] = field(default_factory=dict)  # lower-case name -> channel rank
+    password: str | None = None
+    opts: Json = field(default_factory=dict)
     media: Json | None = None
     media_origin: float = 0.0  # monotonic time at which the media was at 0 s
     paused: bool = False
@@ -235,7 +319,9 @@ class CytubePeer:
         self.logins: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.kicks: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.started = time.time()
-        for event in ("connect", "disconnect", "joinChannel", "login", "chatMsg", "pm"):
+        self.guest_logins: dict[str, float] = {}  # ip -> monotonic time of its last guest login
+        events = ("connect", "disconnect", "joinChannel", "channelPassword", "login", "chatMsg")
+        for event in (*events, "pm"):
             self.sio.on(event, getattr(self, "on_" + event))
         self.app = socketio.ASGIApp(
             self.sio,
@@ -250,8 +336,20 @@ class CytubePeer:
             chan = Channel(name)
             if self.options.media is not None:
                 chan.set_media(dict(self.options.media))
+            chan.password = self.options.channel_passwords.get(name)
+            chan.ranks = {n.lower(): r for n, r in self.options.channel_ranks.items()}
+            chan.opts = {
+                "allow_voteskip": True,
+                "pagetitle": name,
+                "chat_antiflood": self.options.antiflood,
+                "chat_antiflood_params": dict(self.options.antiflood_params),
+            }
             self.channels[name] = chan
         return self.channels[name]
+
+    def channel_opts(self, chan: Channel) -> Json:
+        """The ``channelOpts`` payload (opts.js ``sendOpts``)."""
+        return dict(chan.opts)
 
     def members(self, channel: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.channel == channel]
@@ -297,8 +395,10 @@ class CytubePeer:
     async def emit(self, event: str, data: Any, **where: Any) -> None:
         await self.sio.emit(event, data, **where)
 
-    async def broadcast_chat(self, channel: str, username: str, msg: str, meta: Json) -> Json:
-        line = {"username": username, "msg": msg, "meta": meta, "time": now_ms()}
+    async def broadcast_chat(
+        self, channel: str, username: str, msg: str, meta: Json, at: int | None = None
+    ) -> Json:
+        line = {"username": username, "msg": msg, "meta": meta, "time": at or now_ms()}
         self.channel(channel).history.append(line)
         await self.emit("chatMsg", line, room=channel)
         return line
@@ -343,9 +443,7 @@ class CytubePeer:
         if not bucket.take():
             self.refused[ip] += 1
             raise socketio.exceptions.ConnectionRefusedError("Rate limit exceeded")
-        self.sessions[sid] = Session(
-            sid, ip, TokenBucket(self.options.chat_burst, self.options.chat_rate)
-        )
+        self.sessions[sid] = Session(sid, ip)
 
     async def _after_connect(self, sid: str) -> None:
         session = self.sessions.get(sid)
@@ -366,10 +464,19 @@ class CytubePeer:
             await self.emit("userLeave", {"name": session.name}, room=channel)
         await self.emit("usercount", self.usercount(channel), room=channel)
 
+    def channel_rank(self, channel: str, name: str | None) -> int:
+        """The rank an account holds in `channel` (0 when none)."""
+        return self.channel(channel).ranks.get((name or "").lower(), 0)
+
+    def _effective(self, session: Session, channel: str) -> int:
+        if not session.logged_in or session.guest:
+            return session.global_rank
+        return max(session.global_rank, self.channel_rank(channel, session.name))
+
     async def on_joinChannel(self, sid: str, data: Any) -> None:  # noqa: N802 (CyTube's name)
         session = self.sessions.get(sid)
         name = data.get("name") if isinstance(data, dict) else None
-        if session is None or session.channel is not None or not isinstance(name, str):
+        if session is None or session.channel or session.joining or not isinstance(name, str):
             return
         if not CHANNEL_NAME.match(name):
             await self.emit("errorMsg", {"msg": "Invalid channel name"}, to=sid)
@@ -378,7 +485,39 @@ class CytubePeer:
             await self.emit("errorMsg", {"msg": f"Channel {name} does not exist"}, to=sid)
             return
         chan = self.channel(name)
+        pw = data.get("pw")
+        if chan.password is not None and pw != chan.password:
+            # accesscontrol.js: rank 2 and up pass; others wait for the right password
+            if session.logged_in and self._effective(session, name) >= 2:
+                await self.emit("cancelNeedPassword", None, to=sid)
+            else:
+                session.joining = name
+                await self.emit("needPassword", pw is not None, to=sid)
+                return
+        await self.accept(session, name)
+
+    async def on_channelPassword(self, sid: str, pw: Any) -> None:  # noqa: N802 (CyTube's name)
+        session = self.sessions.get(sid)
+        if session is None or session.joining is None:
+            return
+        chan = self.channel(session.joining)
+        if pw != chan.password:
+            await self.emit("needPassword", True, to=sid)
+            return
+        await self.emit("cancelNeedPassword", None, to=sid)
+        name, session.joining = session.joining, None
+        await self.accept(session, name)
+
+    async def accept(self, session: Session, name: str) -> None:
+        """channel.js ``joinUser`` / ``acceptUser``: let the socket into the channel."""
+        sid = session.sid
+        chan = self.channel(name)
         session.channel = name
+        if session.logged_in:
+            effective = self._effective(session, name)
+            if effective != session.rank:
+                session.rank = effective
+                await self.emit("rank", effective, to=sid)
         await self.kick_duplicates(session)
         frames: list[tuple[str, Any]] = [
             ("setPermissions", {"chat": 0, "seeplaylist": -1, "playlistadd": 1}),
@@ -386,7 +525,7 @@ class CytubePeer:
             ("emoteList", []),
             *(("chatMsg", dict(line)) for line in chan.history),
             ("setMotd", self.options.motd),
-            ("channelOpts", {"allow_voteskip": True, "chat_antiflood": True, "pagetitle": name}),
+            ("channelOpts", self.channel_opts(chan)),
             ("playlist", []),
             ("userlist", self.users(name)),
             ("usercount", self.usercount(name)),
@@ -397,49 +536,71 @@ class CytubePeer:
             await self.emit(event, payload, to=sid)
         await self.sio.enter_room(sid, name)
         if session.logged_in:
-            await self.emit(
-                "addUser", user_entry(session.name or "", session.rank), room=name, skip_sid=sid
-            )
+            await self.announce(session, name, skip_sid=sid)
         await self.emit("usercount", self.usercount(name), room=name, skip_sid=sid)
+
+    async def announce(self, session: Session, channel: str, **where: Any) -> None:
+        """``addUser`` with the global rank, then ``setUserRank`` with the channel rank."""
+        name = session.name or ""
+        await self.emit("addUser", user_entry(name, session.global_rank), room=channel, **where)
+        if session.rank != session.global_rank:
+            update = {"name": name, "rank": session.rank}
+            await self.emit("setUserRank", update, room=channel)
 
     async def on_login(self, sid: str, data: Any) -> None:
         session = self.sessions.get(sid)
         if session is None or session.logged_in or not isinstance(data, dict):
             return
         name, pw = data.get("name"), data.get("pw")
+        if not isinstance(name, str):
+            return
         record: Json = {"sid": sid, "name": name, "time": now_ms()}
         error = None
-        if not isinstance(name, str) or not re.match(r"^[\w-]{1,20}$", name):
-            error = (
-                "Invalid username.  Usernames must be 1-20 characters long and consist "
-                "only of characters a-z, A-Z, 0-9, -, and _"
-            )
-        elif pw:
+        channel = session.channel or session.joining
+        if pw:  # user.js login
             account = next((a for a in self.accounts if a.lower() == name.lower()), None)
             if account is None or self.accounts[account] != pw:
                 error = BAD_LOGIN
             else:
-                name, session.rank, session.guest = account, 1, False
-        elif any(a.lower() == name.lower() for a in self.accounts):
-            error = "That username is registered."
-        elif self.name_taken(session.channel, name, exclude=sid):
-            error = "That name is already taken on this channel."
-        else:
-            session.rank, session.guest = 0, True
+                name, session.global_rank, session.guest = account, 1, False
+        else:  # user.js guestLogin
+            last = self.guest_logins.get(session.ip)
+            delay = self.options.guest_login_delay
+            if last is not None and delay > 0 and time.monotonic() - last < delay:
+                error = guest_delay_error(delay)
+            elif not USER_NAME.match(name):
+                error = BAD_NAME
+            elif any(a.lower() == name.lower() for a in self.accounts):
+                error = NAME_REGISTERED
+            elif session.channel is not None and self.name_taken(session.channel, name, sid):
+                error = NAME_IN_USE
+            else:
+                session.global_rank, session.guest = 0, True
+                self.guest_logins[session.ip] = time.monotonic()
         self.logins.append({**record, "success": error is None, "error": error})
         if error is not None:
             session.login_failed = True
             await self.emit("login", {"success": False, "error": error}, to=sid)
             return
         session.name, session.logged_in, session.login_failed = name, True, False
+        session.rank = session.global_rank
+        await self.emit("rank", session.rank, to=sid)
         reply: Json = {"success": True, "name": name}
         if session.guest:
             reply["guest"] = True
         await self.emit("login", reply, to=sid)
-        await self.emit("rank", session.rank, to=sid)
-        if session.channel is not None:
+        if session.joining is not None and self._effective(session, session.joining) >= 2:
+            await self.emit("cancelNeedPassword", None, to=sid)  # let in by rank
+            joining, session.joining = session.joining, None
+            await self.accept(session, joining)
+            return
+        if channel is not None and session.channel is not None:
+            effective = self._effective(session, channel)
+            if effective != session.rank:
+                session.rank = effective
+                await self.emit("rank", effective, to=sid)
             await self.kick_duplicates(session)
-            await self.emit("addUser", user_entry(str(name), session.rank), room=session.channel)
+            await self.announce(session, channel)
 
     def _chat_args(self, data: Any) -> tuple[str | None, Json]:
         if not isinstance(data, dict) or not isinstance(data.get("msg"), str):
@@ -447,7 +608,12 @@ class CytubePeer:
         meta = data.get("meta")
         return data["msg"], meta if isinstance(meta, dict) else {}
 
-    async def _may_send(self, session: Session, record: Json, log: deque[Json]) -> bool:
+    def min_antiflood(self) -> Json:
+        return {"burst": self.options.chat_burst, "sustained": self.options.chat_rate}
+
+    async def _may_send(
+        self, session: Session, record: Json, log: deque[Json], antiflood: Json
+    ) -> bool:
         """Login, emptiness, rate and spam checks shared by chat and PM; record the outcome."""
         log.append(record)
         if not session.logged_in:
@@ -456,9 +622,9 @@ class CytubePeer:
         if not record["msg"].strip():
             record["outcome"] = "empty"
             return False
-        if not session.chat_bucket.take():
+        if session.limiter.throttle(antiflood):
             record["outcome"] = "throttled"
-            await self.emit("cooldown", session.chat_bucket.wait_ms(), to=session.sid)
+            await self.emit("cooldown", 1000 / float(antiflood["sustained"]), to=session.sid)
             return False
         if session.name in self.options.new_accounts:
             record["outcome"] = "spam_filtered"
@@ -471,7 +637,7 @@ class CytubePeer:
         msg, meta = self._chat_args(data)
         if session is None or session.channel is None or msg is None:
             return
-        msg = msg[: self.options.max_chat_len]
+        msg = CONTROL.sub(" ", msg[: self.options.max_chat_len])
         record = {
             "channel": session.channel,
             "sid": sid,
@@ -479,9 +645,13 @@ class CytubePeer:
             "msg": msg,
             "time": now_ms(),
         }
-        if await self._may_send(session, record, self.chat_received):
+        chan = self.channel(session.channel)
+        antiflood = self.min_antiflood()
+        if chan.opts.get("chat_antiflood") and session.rank < 2:  # chat.js processChatMsg
+            antiflood = dict(chan.opts.get("chat_antiflood_params") or ANTIFLOOD_PARAMS)
+        if await self._may_send(session, record, self.chat_received, antiflood):
             record["outcome"] = "broadcast"
-            await self.broadcast_chat(session.channel, session.name or "", msg, meta)
+            await self.broadcast_chat(session.channel, session.name or "", format_chat(msg), meta)
 
     async def on_pm(self, sid: str, data: Any) -> None:
         session = self.sessions.get(sid)
@@ -498,7 +668,7 @@ class CytubePeer:
             "msg": msg,
             "time": now_ms(),
         }
-        if not await self._may_send(session, record, self.pm_received):
+        if not await self._may_send(session, record, self.pm_received, self.min_antiflood()):
             return
         chan = self.channel(session.channel)
         targets = [
@@ -516,7 +686,7 @@ class CytubePeer:
         line = {
             "username": session.name,
             "to": recipient,
-            "msg": msg,
+            "msg": format_chat(msg),
             "meta": meta,
             "time": now_ms(),
         }
@@ -602,6 +772,8 @@ class CytubePeer:
                 "conn_refill": self.options.conn_refill,
                 "chat_burst": self.options.chat_burst,
                 "chat_rate": self.options.chat_rate,
+                "antiflood": self.options.antiflood,
+                "guest_login_delay": self.options.guest_login_delay,
                 "media_update_interval": self.options.media_update_interval,
             },
             "accounts": sorted(self.accounts),
@@ -613,6 +785,8 @@ class CytubePeer:
                 name: {
                     "users": [u["name"] for u in self.users(name)],
                     "fake_users": dict(chan.fake_users),
+                    "ranks": dict(chan.ranks),
+                    "opts": self.channel_opts(chan),
                     "usercount": self.usercount(name),
                     "history": list(chan.history),
                     "media": self.change_media_payload(chan) if chan.media else None,
@@ -626,13 +800,19 @@ class CytubePeer:
         }
 
     async def control_say(
-        self, channel: str, username: str, msg: str, meta: Json | None = None
+        self,
+        channel: str,
+        username: str,
+        msg: str,
+        meta: Json | None = None,
+        time: int | None = None,
     ) -> Json:
-        """Inject a chat line from ``username`` (no login or rate limit): broadcast + history."""
+        """Inject a chat line typed by ``username`` (no login or rate limit): escaped and
+        filtered as the server does, broadcast, kept in the history. ``time`` (ms) stands in
+        for the server's clock (two lines in one millisecond)."""
         self.channel(channel)
-        line = await self.broadcast_chat(
-            channel, username, msg[: self.options.max_chat_len], meta or {}
-        )
+        text = format_chat(CONTROL.sub(" ", msg[: self.options.max_chat_len]))
+        line = await self.broadcast_chat(channel, username, text, meta or {}, time)
         return {"line": line, "recipients": len(self.members(channel))}
 
     async def control_pm(
@@ -681,13 +861,49 @@ class CytubePeer:
             await self.emit("changeMedia", self.change_media_payload(chan), room=channel)
         return {"media": self.change_media_payload(chan) if chan.media else None}
 
-    async def control_add_user(self, channel: str, name: str, rank: int = 0) -> Json:
-        """Add a fake user: ``addUser`` and ``usercount`` to the channel."""
+    async def control_add_user(
+        self, channel: str, name: str, rank: int = 0, channel_rank: int | None = None
+    ) -> Json:
+        """Add a fake user of global `rank`: ``addUser``, then ``setUserRank`` when its
+        `channel_rank` (kept for its rejoins) is higher, and ``usercount``."""
         chan = self.channel(channel)
-        chan.fake_users[name] = rank
+        if channel_rank is not None:
+            chan.ranks[name.lower()] = channel_rank
+        effective = max(rank, chan.ranks.get(name.lower(), 0)) if rank > 0 else rank
+        chan.fake_users[name] = effective
         await self.emit("addUser", user_entry(name, rank), room=channel)
+        if effective != rank:
+            await self.emit("setUserRank", {"name": name, "rank": effective}, room=channel)
         await self.emit("usercount", self.usercount(channel), room=channel)
         return {"usercount": self.usercount(channel)}
+
+    async def control_set_rank(self, channel: str, name: str, rank: int) -> Json:
+        """Promote or demote `name` in `channel` (ranks.js): ``rank`` to its sockets,
+        ``setUserRank`` to the channel; kept for its rejoins."""
+        chan = self.channel(channel)
+        chan.ranks[name.lower()] = rank
+        for fake in chan.fake_users:
+            if fake.lower() == name.lower():
+                chan.fake_users[fake] = rank
+        for session in self.members(channel):
+            if session.logged_in and (session.name or "").lower() == name.lower():
+                session.rank = max(session.global_rank, rank)
+                await self.emit("rank", session.rank, to=session.sid)
+        await self.emit("setUserRank", {"name": name, "rank": rank}, room=channel)
+        return {"rank": rank}
+
+    async def control_set_password(self, channel: str, password: str | None) -> Json:
+        """Set (or clear, with null) the channel password; it applies to later joins."""
+        self.channel(channel).password = password
+        return {"password": password is not None}
+
+    async def control_set_opts(self, channel: str, **opts: Any) -> Json:
+        """Change channel options (``chat_antiflood``, ``chat_antiflood_params``, ...):
+        ``channelOpts`` to everyone in the channel, as on every change."""
+        chan = self.channel(channel)
+        chan.opts.update(opts)
+        await self.emit("channelOpts", self.channel_opts(chan), room=channel)
+        return self.channel_opts(chan)
 
     async def control_remove_user(self, channel: str, name: str) -> Json:
         """Remove a fake user: ``userLeave`` and ``usercount`` to the channel."""
@@ -702,6 +918,17 @@ class CytubePeer:
         """Register (or re-password) an account: its logins get rank 1."""
         self.accounts[name] = pw
         return {"accounts": sorted(self.accounts)}
+
+    async def control_burn_limiter(self, name: str) -> Json:
+        """Saturate the rate limiter of `name`'s sockets (a burst just sent): for tests of
+        ``cooldown``."""
+        burned = 0
+        for session in self.sessions.values():
+            if (session.name or "").lower() == name.lower():
+                session.limiter.count = 2**31
+                session.limiter.last_time = now_ms()
+                burned += 1
+        return {"burned": burned}
 
     async def control_reset_budget(self, ip: str | None = None) -> Json:
         """Refill the per-IP connection budget (one IP, or all)."""
@@ -763,8 +990,40 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=d.max_open_per_ip,
         help="open connections per IP before a kick (0: no limit)",
     )
-    p.add_argument("--chat-burst", type=int, default=d.chat_burst)
+    p.add_argument("--chat-burst", type=int, default=d.chat_burst, help="minimum limiter")
     p.add_argument("--chat-rate", type=float, default=d.chat_rate, help="messages a second")
+    p.add_argument(
+        "--antiflood",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=d.antiflood,
+        help="channel option chat_antiflood of new channels (true/false)",
+    )
+    p.add_argument(
+        "--antiflood-params",
+        type=json.loads,
+        default=d.antiflood_params,
+        help='JSON {"burst","sustained","cooldown"}: chat_antiflood_params of new channels',
+    )
+    p.add_argument(
+        "--guest-login-delay",
+        type=float,
+        default=d.guest_login_delay,
+        help="seconds between guest logins from one IP (0: no limit)",
+    )
+    p.add_argument(
+        "--channel-password",
+        action="append",
+        default=[],
+        metavar="CHANNEL:PASSWORD",
+        help="a channel's password (repeat)",
+    )
+    p.add_argument(
+        "--channel-rank",
+        action="append",
+        default=[],
+        metavar="NAME:RANK",
+        help="an account's rank in every channel (repeat)",
+    )
     p.add_argument("--max-chat-len", type=int, default=d.max_chat_len)
     p.add_argument(
         "--media",
@@ -808,6 +1067,18 @@ def parse_args(argv: list[str] | None = None) -> Options:
         if not sep or not name:
             p.error(f"--account wants NAME:PASSWORD, got {spec!r}")
         accounts[name] = pw
+    passwords = {}
+    for spec in args.channel_password:
+        channel, sep, pw = spec.partition(":")
+        if not sep or not channel:
+            p.error(f"--channel-password wants CHANNEL:PASSWORD, got {spec!r}")
+        passwords[channel] = pw
+    ranks = {}
+    for spec in args.channel_rank:
+        name, sep, rank = spec.partition(":")
+        if not sep or not name or not rank.lstrip("-").isdigit():
+            p.error(f"--channel-rank wants NAME:RANK, got {spec!r}")
+        ranks[name] = int(rank)
     return Options(
         host=args.host,
         port=args.port,
@@ -821,6 +1092,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         max_open_per_ip=args.max_open_per_ip,
         chat_burst=args.chat_burst,
         chat_rate=args.chat_rate,
+        antiflood=args.antiflood,
+        antiflood_params=args.antiflood_params,
+        guest_login_delay=args.guest_login_delay,
+        channel_passwords=passwords,
+        channel_ranks=ranks,
         max_chat_len=args.max_chat_len,
         media=None if args.no_media else args.media,
         media_update_interval=args.media_update_interval,

@@ -49,6 +49,12 @@ def _cli_args(options: Json) -> list[str]:
             args += [a for name in value for a in ("--new-account", name)]
         elif key == "channels":
             args += [a for name in value for a in ("--channel", name)]
+        elif key == "channel_passwords":
+            args += [a for c, pw in value.items() for a in ("--channel-password", f"{c}:{pw}")]
+        elif key == "channel_ranks":
+            args += [a for n, r in value.items() for a in ("--channel-rank", f"{n}:{r}")]
+        elif key == "antiflood_params":
+            args += [flag, json.dumps(value)]
         elif key == "media":
             args += ["--no-media"] if value is None else ["--media", json.dumps(value)]
         else:
@@ -216,10 +222,20 @@ class CytubeServerProcess:
         IP, refusals, received chat lines and PMs with their outcome, logins, kicks."""
         return self._request("GET", "/_control/state")
 
-    def say(self, channel: str, username: str, msg: str, meta: Json | None = None) -> Json:
-        """Broadcast a chat line as ``username`` (no login, no rate limit) and keep it in the
-        channel's history."""
-        return self._control("say", channel=channel, username=username, msg=msg, meta=meta)
+    def say(
+        self,
+        channel: str,
+        username: str,
+        msg: str,
+        meta: Json | None = None,
+        time: int | None = None,
+    ) -> Json:
+        """Broadcast a chat line typed by ``username`` (escaped and filtered as the server
+        does; no login, no rate limit) and keep it in the channel's history; ``time`` (ms)
+        instead of the server's clock."""
+        return self._control(
+            "say", channel=channel, username=username, msg=msg, meta=meta, time=time
+        )
 
     def pm(self, channel: str, to: str, msg: str, sender: str = "someone") -> int:
         """Send a PM from ``sender`` to the sockets logged in as ``to``; how many got it."""
@@ -256,9 +272,27 @@ class CytubeServerProcess:
         """Nothing plays any more (no ``mediaUpdate`` from now on)."""
         self._control("media", channel=channel, media=None)
 
-    def add_user(self, channel: str, name: str, rank: int = 0) -> int:
-        """A fake user joins: ``addUser`` and ``usercount``; the new count."""
-        return int(self._control("add_user", channel=channel, name=name, rank=rank)["usercount"])
+    def add_user(
+        self, channel: str, name: str, rank: int = 0, channel_rank: int | None = None
+    ) -> int:
+        """A fake user of global `rank` joins: ``addUser``, then ``setUserRank`` with its
+        `channel_rank` if higher (kept for its rejoins), and ``usercount``; the new count."""
+        reply = self._control(
+            "add_user", channel=channel, name=name, rank=rank, channel_rank=channel_rank
+        )
+        return int(reply["usercount"])
+
+    def set_rank(self, channel: str, name: str, rank: int) -> None:
+        """Promote or demote `name` in `channel`: ``setUserRank`` (and ``rank`` to it)."""
+        self._control("set_rank", channel=channel, name=name, rank=rank)
+
+    def set_password(self, channel: str, password: str | None) -> None:
+        """Set or clear (None) the channel's password, for later joins."""
+        self._control("set_password", channel=channel, password=password)
+
+    def set_opts(self, channel: str, **opts: Any) -> Json:
+        """Change channel options; ``channelOpts`` goes to everyone in the channel."""
+        return self._control("set_opts", channel=channel, **opts)
 
     def remove_user(self, channel: str, name: str) -> bool:
         """A fake user leaves: ``userLeave`` and ``usercount``; whether it was there."""
@@ -269,6 +303,11 @@ class CytubeServerProcess:
         self.accounts[name] = pw
         if self.running:
             self._control("add_account", name=name, pw=pw)
+
+    def burn_limiter(self, name: str) -> None:
+        """Saturate the chat rate limiter of `name`'s sockets, as if it had just sent a
+        burst: its next lines are refused (``cooldown``) until the limiter allows again."""
+        self._control("burn_limiter", name=name)
 
     def reset_budget(self) -> None:
         """Refill every IP's connection budget."""

@@ -9,22 +9,28 @@ from typing import Any
 
 from daz_actors.cytube.events import (
     CHAT_LIMIT,
+    ChannelOptions,
     ChatMessage,
+    Cooldown,
     ErrorMessage,
     Kicked,
     LoginResult,
     MediaChanged,
     MediaUpdate,
+    OwnRank,
+    PasswordAccepted,
+    PasswordRequest,
     PrivateMessage,
     User,
     UserJoined,
     UserLeft,
     UserList,
+    UserRank,
 )
 
 __all__ = ["split_message", "to_typed_event"]
 
-ERROR_EVENTS = ("errorMsg", "cooldown", "spamFiltered", "noflood", "errorMessage")
+ERROR_EVENTS = ("errorMsg", "spamFiltered", "noflood", "errorMessage")
 
 
 def split_message(msg: str, limit: int = CHAT_LIMIT) -> list[str]:
@@ -111,6 +117,18 @@ def to_typed_event(channel: str, name: str, args: tuple[Any, ...], *, history: b
             name=d.get("name") if isinstance(d.get("name"), str) else None,
             error=d.get("error") if isinstance(d.get("error"), str) else None,
         )
+    if name == "setUserRank":
+        return UserRank(channel=channel, name=_str(d.get("name")), rank=_num(d.get("rank")))
+    if name == "rank":
+        return OwnRank(channel=channel, rank=_num(data, -1))
+    if name == "channelOpts":
+        return ChannelOptions(channel=channel, options=d)
+    if name == "needPassword":
+        return PasswordRequest(channel=channel, wrong=data is True)
+    if name == "cancelNeedPassword":
+        return PasswordAccepted(channel=channel)
+    if name == "cooldown":  # a bare number of ms (1000 / sustained)
+        return Cooldown(channel=channel, wait_ms=_num(data, _num(d.get("time"), 1000)))
     if name in ERROR_EVENTS:
         text = _str(d.get("msg")) or _str(data) or name
         return ErrorMessage(channel=channel, kind=name, msg=text)

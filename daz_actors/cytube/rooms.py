@@ -42,6 +42,14 @@ class RoomsParams:
     reconnect_initial: float = 2.0  # seconds, doubling ...
     reconnect_max: float = 300.0  # ... up to this, ±25% jitter
     echo_timeout: float = 10.0  # seconds for the server to echo a sent line
+    # channel -> environment variable holding that channel's password (needPassword)
+    channel_password_env: dict[str, str] = attrs.field(factory=dict)
+    # channel -> password in the file (discouraged: use channel_password_env)
+    channel_passwords: dict[str, str] = attrs.field(factory=dict, repr=False)
+    hold: float = 60.0  # seconds a reply waits for the bot to be able to speak again
+    login_retry: float = 15.0  # seconds before logging in again after a temporary refusal
+    lockout_initial: float = 300.0  # seconds after a wrong channel password or a duplicate
+    lockout_max: float = 3600.0  # login, doubling up to this
     command_prefix: str = "!"
     command_cooldown: float = 3.0  # seconds per user per command
     debug_min_rank: float = 2  # the rank `!debug` needs
@@ -63,6 +71,12 @@ class RoomsParams:
             reconnect_initial=self.reconnect_initial,
             reconnect_max=self.reconnect_max,
             echo_timeout=self.echo_timeout,
+            channel_password=self.channel_passwords.get(channel, ""),
+            channel_password_env=self.channel_password_env.get(channel, ""),
+            hold=self.hold,
+            login_retry=self.login_retry,
+            lockout_initial=self.lockout_initial,
+            lockout_max=self.lockout_max,
         )
 
     def router(self, channel: str) -> RouterParams:

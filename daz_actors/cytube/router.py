@@ -2,25 +2,35 @@
 
 The connection actor tells it every typed event (`ChatMessage`, `PrivateMessage`,
 `UserJoined`, ...). For each chat line, private message, join, leave and media change the
-router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) DO NOTHING`` through the
+router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) ...`` through the
 SQL gateway, in arrival order (the rows are built in `chat_log`). The event id is a hash of
 the event's own fields, so the same line logged twice is stored once. If a write fails
 retryably, the router publishes ``chat.log.failed`` carrying the row as an intent
 (``chat.log``, ``pm.log`` or ``channel_event.log``); the retry queue keeps it and the
 intent's handler writes the row again later. The router never crashes on a failed write.
 
+A line is stored twice over: ``message`` is the text as a reader sees it (entities
+unescaped, tags reduced to their text), ``raw_message`` what the server sent. A line's id
+is channel + user + server time + raw text (+ its occurrence number when the same user said
+the same text in the same millisecond again), so a history replay of lines already stored
+adds nothing, and a replayed line never flags a live one as history.
+
 A chat line starting with the prefix (not a history line, not the bot's own) goes to the
-command registry: unknown commands, users below a command's rank and users within their
-cooldown are ignored (counted, logged at debug). Commands run in the background (bounded
-by ``max_running_commands``, each within ``command_timeout``), so a slow command or a slow
-echo never stalls logging. A reply is *told* to the connection as `SendChat`, not asked:
-the connection confirms delivery by the echo, and when that fails it publishes
-``cytube.send.failed`` itself and the queue says it again. If the connection's mailbox
-has no room within ``reply_timeout`` (or no connection runs), the router publishes that
-same failure event (intent ``cytube.say``). A command that raises publishes
-``command.<name>.failed`` (intent ``command.run``) and the router goes on. A command the
-queue runs again (`RunCommand`) runs beside the logging too: the router answers at once
-with a `PendingCommand` the retry handler waits on.
+command registry, parsed from the reader's text. Commands are not run while the bot cannot
+speak in the room (its connection tells the router its `ConnectionState`). Unknown
+commands, users below a command's rank and users within their cooldown are ignored
+(counted, logged at debug). Ranks come from ``userlist``, ``addUser`` (the global rank)
+and ``setUserRank`` (the channel rank, after ``addUser`` and on every promotion or
+demotion). Commands run in the background (bounded by ``max_running_commands``, each
+within ``command_timeout``), so a slow command or a slow echo never stalls logging.
+A reply is *told* to the connection as `SendChat`, not asked: the connection confirms
+delivery by the echo, and when that fails it publishes ``cytube.send.failed`` itself and
+the queue says it again. If the connection's mailbox has no room within
+``reply_timeout`` (or no connection runs), the router publishes that same failure event
+(intent ``cytube.say``). A command that raises publishes ``command.<name>.failed`` (intent
+``command.run``) and the router goes on. A command the queue runs again (`RunCommand`)
+runs beside the logging too: the router answers at once with a `PendingCommand` the retry
+handler waits on.
 """
 
 from __future__ import annotations
@@ -53,18 +63,25 @@ from daz_actors.cytube.commands import (
     parse_command,
 )
 from daz_actors.cytube.events import (
+    ChannelOptions,
     ChatMessage,
+    ConnectionState,
+    Cooldown,
     ErrorMessage,
     Kicked,
     LoginResult,
     MediaChanged,
     MediaUpdate,
+    OwnRank,
+    PasswordAccepted,
+    PasswordRequest,
     PrivateMessage,
     SendChat,
     SendPrivate,
     UserJoined,
     UserLeft,
     UserList,
+    UserRank,
 )
 from daz_actors.cytube.intents import (
     COMMAND_RUN,
@@ -200,6 +217,7 @@ class RouterStats:
     cooldown_ignored: int = 0  # within the user's cooldown for that command
     busy_ignored: int = 0  # max_running_commands already running
     own_ignored: int = 0  # the bot's own lines that looked like commands
+    silent_ignored: int = 0  # commands while the bot could not speak in the room
 
 
 # ---------------------------------------------------------------------------- the actor
@@ -226,6 +244,9 @@ class EventRouter(Actor):
         self.clock = clock  # wall-clock seconds: received_at of events
         self.cooldowns = Cooldowns(params.command_cooldown)
         self.ranks: dict[str, float] = {}  # lower-case name -> rank
+        # whether the bot can speak in the room, as its connection last said (a router
+        # without a connection telling it otherwise answers)
+        self.can_speak = True
         self.running = 0  # commands running now
         self.stats = RouterStats()
 
@@ -245,10 +266,13 @@ class EventRouter(Actor):
         elif isinstance(message, PrivateMessage):
             await self._log(private_write(message, received_ms))
             if self.params.bot_name and message.to.lower() == self.params.bot_name.lower():
-                self._dispatch(message.msg, message.username, reply_to=message.username)
+                self._dispatch(message.text, message.username, reply_to=message.username)
         elif isinstance(message, UserJoined):
+            # the global rank: the channel rank follows as setUserRank
             self.ranks[message.user.name.lower()] = message.user.rank
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
+        elif isinstance(message, UserRank):
+            self.ranks[message.name.lower()] = message.rank
         elif isinstance(message, UserLeft):
             self.ranks.pop(message.name.lower(), None)
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
@@ -258,8 +282,14 @@ class EventRouter(Actor):
             self.ranks = {user.name.lower(): user.rank for user in message.users}
         elif isinstance(message, MediaUpdate):
             pass  # every few seconds while playing: not worth a row
+        elif isinstance(message, ConnectionState):
+            self.can_speak = message.can_speak
         elif isinstance(message, LoginResult | ErrorMessage | Kicked):
             log.info("%s: %r", self.params.channel, message)
+        elif isinstance(
+            message, OwnRank | ChannelOptions | PasswordRequest | PasswordAccepted | Cooldown
+        ):
+            pass  # the connection acts on these
         elif isinstance(message, GetRouterStats):
             return attrs.evolve(self.stats)
         elif isinstance(message, RunCommand):
@@ -300,6 +330,7 @@ class EventRouter(Actor):
                         error_code=verdict.code,
                         retryable=True,
                         intent=LOG_INTENTS[type(row)].intent(row),
+                        plugin="chat-log",
                         channel=self.params.channel,
                         event_id=write_id,
                     ),
@@ -316,7 +347,7 @@ class EventRouter(Actor):
             await self._log(chat_write(message, received_ms))
         if message.history:
             return  # said before the bot joined: recorded, never answered
-        self._dispatch(message.msg, message.username, reply_to=None)
+        self._dispatch(message.text, message.username, reply_to=None)
 
     def _dispatch(self, text: str, user: str, *, reply_to: str | None) -> None:
         """Start the command `text` holds, if any: its reply goes to the channel, or by
@@ -326,6 +357,10 @@ class EventRouter(Actor):
             return
         if self._is_me(user):
             self.stats.own_ignored += 1
+            return
+        if not self.can_speak:  # no answer could be said: the command is not run
+            self.stats.silent_ignored += 1
+            log.debug("%s: %s: cannot speak here now, not run", self.params.channel, user)
             return
         name, args = parsed
         command = self.commands.get(name)
@@ -423,6 +458,7 @@ class EventRouter(Actor):
                         reply_to=reply_to,
                     )
                 ),
+                plugin="commands",
                 channel=self.params.channel,
             ),
         )
@@ -493,6 +529,7 @@ class EventRouter(Actor):
                         connection=self.params.connection_name,
                     )
                 ),
+                plugin="cytube",
                 channel=self.params.channel,
                 event_id=request.event_id,
                 correlation_id=request.correlation_id,

@@ -6,13 +6,15 @@ the rooms (the same snapshot `/readyz` and `/metrics` use) and judges each compo
 - ``database``: DOWN when not connected or the breaker is open; DEGRADED when a
   ``SELECT 1`` round trip takes longer than `db_latency_degraded`.
 - ``room:<channel>``: DOWN when not joined, or when no ``mediaUpdate`` came for
-  `media_stuck_after` seconds after one did (a stuck connection).
+  `media_stuck_after` seconds after one did (a stuck connection); DEGRADED when it
+  reconnected more than `max_reconnects_per_check` times since the previous check.
 - ``queue``: DEGRADED while there are dead letters.
 - ``supervision``: DEGRADED when more than `max_restarts_per_check` restarts happened since
   the previous check.
 
 A component DOWN for longer than `grace_period` is restarted through its supervisor (a
-room, or the SQL gateway): logged as a recovery action and counted, never by killing the
+room, or the SQL gateway; not a room that waits on purpose: a login or channel password
+refused, a duplicate login): logged as a recovery action and counted, never by killing the
 process. Each check's `HealthReport` is published on the bus topic ``health.report``.
 """
 
@@ -25,13 +27,14 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.events import ON_PURPOSE, ConnectionStatus
 from daz_actors.cytube.names import room_name
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.supervisor import ChildInfo, Supervisor
 from daz_actors.runtime.validators import positive
 from daz_actors.storage import queue
@@ -39,7 +42,14 @@ from daz_actors.storage.queue_types import QueueStats, RetryStatus
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
-__all__ = ["Health", "HealthMonitor", "HealthParams", "HealthReport", "build_health_monitor"]
+__all__ = [
+    "CheckNow",
+    "Health",
+    "HealthMonitor",
+    "HealthParams",
+    "HealthReport",
+    "build_health_monitor",
+]
 
 log = logging.getLogger("daz_actors.health")
 
@@ -64,6 +74,11 @@ class ComponentHealth:
     since: float  # trio time it entered this state
 
 
+@attrs.frozen
+class CheckNow:
+    """Ask the health monitor to check now; the reply is the fresh `HealthReport`."""
+
+
 @attrs.frozen(kw_only=True)
 class HealthReport:
     """One check of every component."""
@@ -81,6 +96,7 @@ class HealthParams:
     media_stuck_after: float = attrs.field(default=300.0, validator=positive)  # seconds
     db_latency_degraded: float = attrs.field(default=0.5, validator=positive)  # seconds
     max_restarts_per_check: int = attrs.field(default=3, validator=positive)
+    max_reconnects_per_check: int = attrs.field(default=1, validator=positive)
     gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
 
 
@@ -105,16 +121,28 @@ class HealthMonitor:
         self.latest: HealthReport | None = None
         self._since: dict[str, tuple[Health, float]] = {}
         self._restarts_seen: int | None = None
+        self._reconnects_seen: dict[str, int] = {}  # per channel, at the previous check
 
     async def __call__(
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
+        asked: Ask | None = None
         while True:
             report = await self.check(ctx)
             self.latest = report
+            if asked is not None:
+                asked.reply(report)
             await ctx.bus.publish(REPORT_TOPIC, report)
-            await trio.sleep(self.params.interval)
+            asked = None
+            with trio.move_on_after(self.params.interval):  # or sooner, when asked
+                item = await ctx.mailbox.get()
+                message = item.message if isinstance(item, Ask) else item
+                if not isinstance(message, CheckNow):
+                    if isinstance(item, Ask):
+                        item.fail(TypeError(f"the health monitor takes CheckNow, not {message!r}"))
+                elif isinstance(item, Ask):
+                    asked = item
 
     async def check(self, ctx: ActorContext) -> HealthReport:
         """Judge every component now, and act on those DOWN past the grace period."""
@@ -134,6 +162,9 @@ class HealthMonitor:
         )
         snap = await snapshot(sources)
         verdicts = await self._judge(snap, db)
+        # rooms DOWN on purpose (a refused login or password, a duplicate login) wait on
+        # their own timer: a restart would change nothing, or undo the wait
+        waiting = {room_name(c.channel) for c in snap.connections if c.status in ON_PURPOSE}
         now = trio.current_time()
         components = []
         for name, (health, reason) in sorted(verdicts.items()):
@@ -146,6 +177,7 @@ class HealthMonitor:
                 if (
                     component.health is Health.DOWN
                     and now - component.since >= self.params.grace_period
+                    and component.name not in waiting
                 ):
                     await self._recover(root, component)
         return HealthReport(components=tuple(components), recoveries=self.recoveries)
@@ -157,7 +189,9 @@ class HealthMonitor:
         if db is not None and verdicts.get("database", (Health.DOWN, ""))[0] is Health.UP:
             started = trio.current_time()
             try:
-                await db.query_value("SELECT 1", timeout=self.params.db_latency_degraded * 4)
+                # DOWN only past a timeout well above the DEGRADED threshold (at least 2 s)
+                timeout = max(self.params.db_latency_degraded * 4, 2.0)
+                await db.query_value("SELECT 1", timeout=timeout)
             except DazActorsError as exc:
                 verdicts["database"] = (Health.DOWN, f"SELECT 1 failed: {exc}")
             else:
@@ -172,6 +206,13 @@ class HealthMonitor:
                 quiet = now - last
                 if quiet > self.params.media_stuck_after:
                     verdicts[name] = (Health.DOWN, f"stuck: no mediaUpdate for {quiet:.0f} s")
+            seen = self._reconnects_seen.get(conn.channel)
+            self._reconnects_seen[conn.channel] = conn.reconnects
+            flapping = conn.reconnects - seen if seen is not None else 0
+            if flapping > self.params.max_reconnects_per_check and (
+                verdicts.get(name, (Health.UP, ""))[0] is Health.UP
+            ):
+                verdicts[name] = (Health.DEGRADED, f"{flapping} reconnects since the last check")
         if snap.queue is not None:
             dead = sum(s.item_count for s in snap.queue if s.status is RetryStatus.DEAD_LETTER)
             verdicts["queue"] = (

@@ -82,9 +82,8 @@ def readiness(snap: Snapshot) -> dict[str, Component]:
             components["database"] = Component("UP", f"breaker {gw.breaker.value}")
     for conn in snap.connections:
         joined = conn.status is ConnectionStatus.JOINED
-        components[room_name(conn.channel)] = Component(
-            "UP" if joined else "DOWN", conn.status.value
-        )
+        reason = f"{conn.status.value}: {conn.reason}" if conn.reason else conn.status.value
+        components[room_name(conn.channel)] = Component("UP" if joined else "DOWN", reason)
     return components
 
 

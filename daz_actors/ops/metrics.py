@@ -14,7 +14,7 @@ from typing import Protocol
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -97,6 +97,7 @@ class ConnectionSnapshot:
 
     channel: str
     status: ConnectionStatus
+    reason: str  # why it is in that status
     reconnects: int
     received: int
     sent: int
@@ -224,6 +225,7 @@ async def snapshot(sources: Sources) -> Snapshot:
             ConnectionSnapshot(
                 channel=c.params.channel,
                 status=c.status,
+                reason=c.status_reason,
                 reconnects=c.reconnects,
                 received=c.received,
                 sent=c.sent,
@@ -466,6 +468,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
+        # memory, CPU, open file descriptors, start time (process_* series, on Linux)
+        ProcessCollector(registry=self.registry)
 
     def render(self, snap: Snapshot) -> bytes:
         """The Prometheus text exposition of `snap` and every other registered collector."""

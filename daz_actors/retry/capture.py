@@ -139,7 +139,10 @@ def item_for_failure(event: FailureEvent, policy: RetryPolicy) -> NewItem:
         event_type=event.intent.name,
         event_data=intent_data(event.intent),
         channel=event.channel,
+        plugin=event.plugin or event.source,
         operation_type=event.operation,
+        priority=policy.priority,
+        tags=policy.tags,
         event_metadata={
             "topic": event.topic,
             "source": event.source,

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from daz_actors.retry.outcomes import RetryOutcome
 from daz_actors.runtime.actor import Actor, Startable, actor_factory
 from daz_actors.runtime.bus import Overflow, Published
 from daz_actors.runtime.events import ActorFailed, FailureEvent
@@ -55,6 +56,8 @@ class FailureLog(Actor):
         if not isinstance(message, Published):
             raise TypeError(f"failure-log takes bus events, not {type(message).__name__}")
         event = message.event
+        if isinstance(event, RetryOutcome):  # the worker logged it already
+            return self.logged
         self.logged += 1
         if isinstance(event, FailureEvent):
             repeated.warning(

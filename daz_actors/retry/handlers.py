@@ -88,6 +88,7 @@ class AttemptContext:
     checkpoint: Checkpoint  # resume point of a multi-step handler
     registry: Registry  # to reach other actors
     db: SqlClient  # the SQL gateway
+    attempt_timeout: float = 30.0  # seconds this attempt may take (it is cancelled after)
 
 
 class Handler(Protocol):

@@ -13,6 +13,11 @@ from daz_actors.runtime.validators import non_negative, positive
 __all__ = ["DEFAULT_RETRY_POLICIES", "RetryPolicy"]
 
 
+def _priority(_inst: object, attr: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10:
+        raise ValueError(f"{attr.name} must be an integer from 1 to 10, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How the retry queue retries one operation type."""
@@ -23,6 +28,8 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: Jitter = Jitter.NONE
     attempt_timeout: float = attrs.field(default=30.0, validator=positive)  # seconds
+    priority: int = attrs.field(default=5, validator=_priority)  # 1-10, 10 handed out first
+    tags: tuple[str, ...] = attrs.field(default=(), converter=tuple)  # labels on its items
 
     def __attrs_post_init__(self) -> None:
         self.backoff()  # validates multiplier and max_delay >= initial
@@ -38,14 +45,18 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY_POLICIES: Mapping[str, Mapping[str, Any]] = {
-    "cytube_command": {
+    "cytube_command": {  # a reply to a user: first
+        "priority": 8,
+        "tags": ["chat"],
         "max_retries": 5,
         "initial": 5.0,
         "max_delay": 300.0,
         "multiplier": 2.0,
         "attempt_timeout": 30.0,
     },
-    "sql_operation": {
+    "sql_operation": {  # a log write: after replies and commands
+        "priority": 5,
+        "tags": ["database"],
         "max_retries": 3,
         "initial": 2.0,
         "max_delay": 60.0,
@@ -53,6 +64,8 @@ DEFAULT_RETRY_POLICIES: Mapping[str, Mapping[str, Any]] = {
         "attempt_timeout": 15.0,
     },
     "plugin_request": {
+        "priority": 6,
+        "tags": ["command"],
         "max_retries": 3,
         "initial": 1.0,
         "max_delay": 30.0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -26,7 +27,9 @@ from daz_actors.retry.handlers import (
     PermanentError,
     UnknownEventType,
 )
+from daz_actors.retry.outcomes import Outcome, RetryOutcome, topic_of
 from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.metric_once import metric_once
 from daz_actors.runtime.registry import Registry
 from daz_actors.storage import queue
@@ -118,11 +121,13 @@ class RetryWorker:
         # observes each handler attempt's duration; None (no metrics registry) observes nothing
         self._durations = attempt_histogram(metrics) if metrics is not None else None
         self._registry = Registry()  # the incarnation's registry, set when it starts
+        self._bus: EventBus | None = None  # where outcomes are published (the incarnation's)
 
     async def __call__(
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         self._registry = ctx.registry
+        self._bus = ctx.bus
         db = SqlClient(ctx.registry.lookup(self.gateway))
         task_status.started()
         while not ctx.stop_requested.is_set():
@@ -150,7 +155,7 @@ class RetryWorker:
             await self._run_batch(ctx, db, items)
 
     async def _run_batch(self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]) -> None:
-        done: list[Lease] = []
+        done: list[QueueItem] = []
         unfinished = list(items)
         acquired_at = trio.current_time()
         try:
@@ -162,19 +167,23 @@ class RetryWorker:
                     # hand the rest back (released at once) and acquire afresh
                     break
                 if await self._attempt(db, item):
-                    done.append(item.lease)
+                    done.append(item)
                 unfinished.pop(0)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
                 await self._settle(db, done, [i.lease for i in unfinished])
 
-    async def _settle(self, db: SqlClient, done: list[Lease], unfinished: list[Lease]) -> None:
+    async def _settle(self, db: SqlClient, done: list[QueueItem], unfinished: list[Lease]) -> None:
         try:
             if done:
                 result = await db.run(
-                    partial(queue.complete_many, leases=done), name="retry.complete"
+                    partial(queue.complete_many, leases=[i.lease for i in done]),
+                    name="retry.complete",
                 )
                 self.stats.completed += len(result.completed)
+                for item in done:
+                    if item.id in result.completed:
+                        await self._publish(item, Outcome.SUCCESS)
                 if result.refused:
                     log.warning(
                         "%s: %d completions refused (leases expired and reclaimed)",
@@ -219,6 +228,7 @@ class RetryWorker:
                 checkpoint=Checkpoint(item.checkpoint, save),
                 registry=self._registry,
                 db=db,
+                attempt_timeout=item.attempt_timeout,
             )
             started = trio.current_time()
             with trio.move_on_after(item.attempt_timeout) as scope:
@@ -253,6 +263,34 @@ class RetryWorker:
         await self._fail(db, item, error, code, retryable)
         return False
 
+    async def _publish(
+        self,
+        item: QueueItem,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        error_code: str | None = None,
+        next_retry_at: datetime | None = None,
+    ) -> None:
+        """Tell the bus how the attempt ended (``retry.success`` / ``.failed`` /
+        ``.dead_letter``)."""
+        if self._bus is None:
+            return
+        event = RetryOutcome(
+            outcome=outcome,
+            item_id=item.id,
+            event_id=item.event_id,
+            event_type=item.event_type,
+            plugin=item.plugin,
+            channel=item.channel,
+            correlation_id=item.correlation_id,
+            attempt=item.retry_count + 1,
+            error=error,
+            error_code=error_code,
+            next_retry_at=next_retry_at,
+        )
+        await self._bus.publish(topic_of(outcome), event)
+
     def _fields(self, item: QueueItem, **more: Any) -> dict[str, Any]:
         """Structured log fields of an attempt (see docs/logging.md)."""
         return {
@@ -285,7 +323,15 @@ class RetryWorker:
         if not outcome.accepted or outcome.item is None:
             log.warning("%s: failure of item %d refused (lease expired)", self.worker_id, item.id)
             return
-        if outcome.item.status is RetryStatus.DEAD_LETTER:
+        dead = outcome.item.status is RetryStatus.DEAD_LETTER
+        await self._publish(
+            item,
+            Outcome.DEAD_LETTER if dead else Outcome.FAILED,
+            error=error,
+            error_code=code,
+            next_retry_at=None if dead else outcome.item.next_retry_at,
+        )
+        if dead:
             self.stats.dead_lettered += 1
             log.error(
                 "%s: item %d (%s) dead-lettered after attempt %d: %s [%s], correlation %s",

@@ -54,6 +54,7 @@ class FailureEvent:
     error_code: str | None = None  # SQLSTATE, error class name, ...
     retryable: bool  # classified before publishing: retryable or permanent
     intent: Intent | None = None  # what to queue to redo it; None: not retried
+    plugin: str | None = None  # the component that failed ("chat-log", "cytube", ...)
     channel: str | None = None  # the chat channel it concerns, if any
     event_id: str = attrs.field(factory=new_id)  # idempotency key for the queue
     correlation_id: str = attrs.field(factory=new_id)  # follows the operation everywhere

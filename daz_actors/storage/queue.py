@@ -13,6 +13,7 @@ Inputs are checked before anything is written; a bad one raises `QueueInputError
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -52,6 +53,7 @@ __all__ = [
     "get_by_event_id",
     "history",
     "release_many",
+    "replay",
     "requeue_dead_letter",
     "save_checkpoint",
     "stats",
@@ -72,7 +74,7 @@ class Executor(Protocol):
 
 
 _COLUMNS = (
-    "event_id, event_type, channel, plugin, operation_type, event_data, event_metadata, "
+    "event_id, event_type, channel_name, plugin_name, operation_type, event_data, event_metadata, "
     "priority, max_retries, retry_delay_seconds, backoff_multiplier, max_delay_seconds, "
     "attempt_timeout_seconds, next_retry_at, correlation_id, tags, checkpoint, expires_at, "
     "jitter"
@@ -88,7 +90,7 @@ RETURNING id
 
 _ENQUEUE_MANY = f"""
 INSERT INTO daz_retry_queue ({_COLUMNS})
-SELECT t.event_id, t.event_type, t.channel, t.plugin, t.operation_type, t.event_data,
+SELECT t.event_id, t.event_type, t.channel_name, t.plugin_name, t.operation_type, t.event_data,
        t.event_metadata, t.priority, t.max_retries, t.retry_delay_seconds,
        t.backoff_multiplier, t.max_delay_seconds, t.attempt_timeout_seconds,
        coalesce(t.next_retry_at, now()), t.correlation_id,
@@ -97,7 +99,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::json
             $7::jsonb[], $8::smallint[], $9::integer[], $10::float8[], $11::float8[],
             $12::float8[], $13::float8[], $14::timestamptz[], $15::text[], $16::jsonb[],
             $17::jsonb[], $18::timestamptz[], $19::text[])
-     WITH ORDINALITY AS t(event_id, event_type, channel, plugin, operation_type, event_data,
+     WITH ORDINALITY AS t(event_id, event_type, channel_name, plugin_name, operation_type,
+                          event_data,
                           event_metadata, priority, max_retries, retry_delay_seconds,
                           backoff_multiplier, max_delay_seconds, attempt_timeout_seconds,
                           next_retry_at, correlation_id, tags, checkpoint, expires_at, jitter,
@@ -223,16 +226,16 @@ async def enqueue_many(
     return tuple(result)
 
 
-def _lock_timeout(value: float | timedelta) -> timedelta:
+def _lock_timeout(value: float | timedelta) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
         raise QueueInputError(f"lock_timeout: must be seconds or a timedelta, got {value!r}")
-    if not seconds > 0:
-        raise QueueInputError(f"lock_timeout: must be positive, got {value!r}")
-    return timedelta(seconds=seconds)
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise QueueInputError(f"lock_timeout: must be positive and finite, got {value!r}")
+    return seconds
 
 
 def _worker(worker_id: object) -> str:
@@ -616,3 +619,53 @@ async def purge(
         *args,
     )
     return int(deleted)
+
+
+async def replay(
+    conn: Executor,
+    *,
+    by: str,
+    ids: Sequence[int] | None = None,
+    event_type: str | None = None,
+    plugin: str | None = None,
+    since: timedelta | None = None,
+    until: timedelta | None = None,
+    dry_run: bool = False,
+) -> list[int]:
+    """Run finished items again from scratch (pending, due now, retry count reset, checkpoint
+    cleared), each replay recorded in the item's history as done `by` someone.
+
+    Finished means completed, or failed (expired). The items are those of `ids`, or every
+    finished item of `event_type` / `plugin` last changed between `since` and `until` ago.
+    With `dry_run` nothing changes: the ids that would be replayed are returned. Returns the
+    ids replayed (or to be), ascending.
+    """
+    if not isinstance(by, str) or not by or "\x00" in by:
+        raise QueueInputError(f"by: must name who replays, got {by!r}")
+    clauses = ["status IN ('completed', 'failed')"]
+    args: list[Any] = []
+    if ids is not None:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+        args.append(list(ids))
+        clauses.append(f"id = ANY (${len(args)}::bigint[])")
+    for column, value in (("event_type", event_type), ("plugin_name", plugin)):
+        if value is not None:
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise QueueInputError(f"{column}: must be a non-empty string, got {value!r}")
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for name, ago, op in (("since", since, ">="), ("until", until, "<")):
+        if ago is not None:
+            if not isinstance(ago, timedelta) or ago < timedelta(0):
+                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
+            args.append(ago)
+            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
+    rows = await conn.fetch(
+        f"SELECT id FROM daz_retry_queue WHERE {' AND '.join(clauses)} ORDER BY id", *args
+    )
+    chosen = [row["id"] for row in rows]
+    if dry_run or not chosen:
+        return chosen
+    replayed = await conn.fetch("SELECT replay_retry_items($1::bigint[], $2) AS id", chosen, by)
+    return [row["id"] for row in replayed]

@@ -691,3 +691,53 @@ def test_purge_function(pg: Any, items: dict[str, int]) -> None:
             await queue.purge(conn, status=RetryStatus.COMPLETED, older_than=None)  # type: ignore[arg-type]
 
     pg.run(body)
+
+
+def test_replay_runs_finished_items_again_and_records_who_did(pg: Any) -> None:
+    """`queue replay` takes completed (and expired) items by id or by filter, with
+    --dry-run changing nothing; each replay is a history row naming who asked; a dead
+    letter or an unknown id is refused (requeue is for dead letters)."""
+
+    async def setup(conn: Any) -> dict[str, int]:
+        for event_id, plugin in (("r1", "greeter"), ("r2", "greeter"), ("r3", "quotes")):
+            await queue.enqueue(
+                conn, NewItem(event_id=event_id, event_type="t.done", plugin=plugin)
+            )
+            await queue.complete(conn, (await take(conn, event_id)).lease)
+        await dead_letter(conn, "d1", "t.dead")
+        return await ids_by_event(conn)
+
+    ids = pg.run(setup)
+    dry = ok_json(run_cli(pg, "replay", "--plugin", "greeter", "--dry-run", "--json"))
+    assert dry == {"dry_run": True, "replayed": [ids["r1"], ids["r2"]]}
+
+    async def statuses(conn: Any) -> dict[str, str]:
+        rows = await conn.fetch("SELECT event_id, status FROM daz_retry_queue")
+        return {r["event_id"]: r["status"] for r in rows}
+
+    assert pg.run(statuses)["r1"] == "completed"  # the dry run changed nothing
+    done = ok_json(run_cli(pg, "replay", "--plugin", "greeter", "--json"))
+    assert done == {"dry_run": False, "replayed": [ids["r1"], ids["r2"]]}
+    assert pg.run(statuses) == {
+        "r1": "pending", "r2": "pending", "r3": "completed", "d1": "dead_letter"
+    }  # fmt: skip
+
+    async def replays(conn: Any) -> list[tuple[str, str]]:
+        rows = await conn.fetch(
+            "SELECT event_id, worker_id FROM daz_retry_history WHERE outcome = 'replayed'"
+            " ORDER BY event_id"
+        )
+        return [(r["event_id"], r["worker_id"]) for r in rows]
+
+    recorded = pg.run(replays)
+    assert [event_id for event_id, _ in recorded] == ["r1", "r2"]
+    assert all(who.startswith("cli:") for _, who in recorded)
+
+    refused = run_cli(pg, "replay", str(ids["r3"]), str(ids["d1"]), "999999")
+    assert refused.exit_code == 1
+    assert f"replayed 1 item: {ids['r3']}" in refused.stdout
+    assert f"item {ids['d1']} does not exist or is not finished" in refused.output
+    assert "item 999999 does not exist" in refused.output
+    usage = run_cli(pg, "replay")
+    assert usage.exit_code == 2
+    assert "give item ids or at least one of" in usage.output

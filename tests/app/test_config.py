@@ -239,8 +239,9 @@ def test_retry_policy_override_is_merged_over_the_defaults() -> None:
     cfg = parse(GOOD)
     sql = cfg.retry_policies["sql_operation"]
     assert sql == RetryPolicy(
-        max_retries=7, initial=2.0, max_delay=60.0, multiplier=1.5, attempt_timeout=15.0
-    )
+        max_retries=7, initial=2.0, max_delay=60.0, multiplier=1.5, attempt_timeout=15.0,
+        priority=5, tags=("database",),
+    )  # fmt: skip
     assert cfg.retry_policies["cytube_command"] == RetryPolicy(
         **DEFAULT_RETRY_POLICIES["cytube_command"]
     )

@@ -156,6 +156,7 @@ def snap(**kw: object) -> Snapshot:
     conn = ConnectionSnapshot(
         channel="demo",
         status=ConnectionStatus.JOINED,
+        reason="logged in as bot",
         reconnects=2,
         received=5,
         sent=1,

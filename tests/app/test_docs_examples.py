@@ -47,7 +47,7 @@ def test_every_example_block_names_its_file() -> None:
     assert {"my_bot/greeter.py", "my_bot/kinds.py", "my.toml", "my_bot/__main__.py"} <= set(
         extending
     )
-    assert {"my_bot/handlers.py", "my_bot/schedule.py"} <= set(retry)
+    assert {"my_bot/handlers.py", "my_bot/schedule.py", "my_bot/alerts.py"} <= set(retry)
 
 
 @pytest.fixture
@@ -113,11 +113,12 @@ def test_the_program_on_the_extending_page_runs_and_stops_on_sigint(my_bot: Path
 def test_the_handlers_on_the_retry_page_run_on_a_real_queue(my_bot: Path, pg: Any) -> None:
     """docs/retry.md's handlers and scheduling: an item is queued once per event id and
     done once, one without a name is a dead letter, the two-step handler runs each step."""
+    from my_bot.alerts import DeadLetterAlert  # type: ignore[import-not-found]
     from my_bot.handlers import handlers  # type: ignore[import-not-found]
     from my_bot.kinds import kinds  # type: ignore[import-not-found]
     from my_bot.schedule import schedule_greeting  # type: ignore[import-not-found]
 
-    from daz_actors import load_config, run_config
+    from daz_actors import ChildSpec, actor_factory, load_config, run_config
     from daz_actors.retry.capture import ScheduleRetry
     from daz_actors.storage.queue_types import NewItem
 
@@ -129,6 +130,9 @@ def test_the_handlers_on_the_retry_page_run_on_a_real_queue(my_bot: Path, pg: An
     outcome: dict[str, Any] = {}
 
     async def check(system: Any) -> None:
+        alert = await system.tree.root.start_child(
+            ChildSpec(name="dead-letter-alert", start=actor_factory(DeadLetterAlert))
+        )
         outcome["first"] = await schedule_greeting(system.registry, "g-1", "ann")
         outcome["again"] = await schedule_greeting(system.registry, "g-1", "ann")
         await schedule_greeting(system.registry, "g-2", None)
@@ -144,6 +148,7 @@ def test_the_handlers_on_the_retry_page_run_on_a_real_queue(my_bot: Path, pg: An
             return done
 
         await poll(settled, timeout=30)
+        outcome["alerts"] = await alert.ask("last", timeout=10)
 
     config = load_config("my.toml", kinds)
     code = run_config(
@@ -155,6 +160,11 @@ def test_the_handlers_on_the_retry_page_run_on_a_real_queue(my_bot: Path, pg: An
     )
     assert code == 0
     assert (outcome["first"], outcome["again"]) == (True, False)
+    # the dead letter reached the subscriber, with what identifies it
+    assert [(a.event_id, a.event_type, a.attempt) for a in outcome["alerts"]] == [
+        ("g-2", "greeting.send", 1)
+    ]
+    assert "no name" in outcome["alerts"][0].error
 
     async def rows(conn: asyncpg.Connection) -> tuple[Any, ...]:
         return (

@@ -209,7 +209,10 @@ def test_a_shutdown_begun_elsewhere_cancels_the_alongside_task_first(pg, tmp_pat
             states.extend(c.state.value for c in system.tree.which_children())
 
     assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
-    assert states == ["running"]  # the gateway had not begun to stop
+    # cancelled as the shutdown began: the gateway still running, or at most beginning to
+    # stop, never already stopped
+    assert len(states) == 1
+    assert states[0] in {"running", "stopping"}
 
 
 def test_run_with_its_http_port_in_use_exits_4_naming_the_address(pg, tmp_path):

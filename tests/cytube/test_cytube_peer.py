@@ -63,6 +63,7 @@ class RawClient:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.frames: list[str] = []  # every text frame received, pings included
+        self.rank: Any = None  # the last `rank` seen by `login`
 
     async def frame(self) -> str:
         """The next text frame, raw."""
@@ -105,9 +106,12 @@ class RawClient:
         return events
 
     async def login(self, name: str, pw: str | None = None) -> dict[str, Any]:
-        """``login``; the server's ``login`` answer."""
+        """``login``; the server's ``login`` answer (a ``rank`` before it, as CyTube sends
+        one first on success, is kept in ``self.rank``)."""
         await self.emit("login", {"name": name} if pw is None else {"name": name, "pw": pw})
-        return (await self.event("login")).args[0]  # type: ignore[no-any-return]
+        while (event := await self.event("login", "rank")).name == "rank":
+            self.rank = event.args[0]
+        return event.args[0]  # type: ignore[no-any-return]
 
 
 @asynccontextmanager
@@ -245,7 +249,7 @@ async def test_login_success_rank_and_chat_echo(cytube_peer: PeerProcess) -> Non
     async with connected(cytube_peer) as client:
         await client.join()
         assert await client.login("bot", "secret") == {"success": True, "name": "bot"}
-        assert (await client.event("rank")).args == (1,)
+        assert client.rank == 1
         assert (await client.event("addUser")).args[0]["name"] == "bot"
         await client.emit("chatMsg", {"msg": "hello", "meta": {}})
         echo = (await client.event("chatMsg")).args[0]
@@ -260,7 +264,7 @@ async def test_guest_login(cytube_peer: PeerProcess) -> None:
         refused = await client.login("owner")
         assert refused == {"success": False, "error": "That username is registered."}
         assert await client.login("visitor") == {"success": True, "name": "visitor", "guest": True}
-        assert (await client.event("rank")).args == (0,)
+        assert client.rank == 0
 
 
 async def test_wrong_password_then_chat_is_dropped(cytube_peer: PeerProcess) -> None:

@@ -7,17 +7,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daz_actors.cytube.events import (
+    ChannelOptions,
     ChatMessage,
+    Cooldown,
     ErrorMessage,
     Kicked,
     LoginResult,
     MediaChanged,
     MediaUpdate,
+    OwnRank,
+    PasswordAccepted,
+    PasswordRequest,
     PrivateMessage,
     User,
     UserJoined,
     UserLeft,
     UserList,
+    UserRank,
 )
 from daz_actors.cytube.protocol import split_message, to_typed_event
 
@@ -64,7 +70,14 @@ def test_split_refuses_an_empty_message():
          LoginResult(channel="c", success=True, name="bot")),
         ("login", ({"success": False, "error": "Invalid username/password combination"},),
          LoginResult(channel="c", success=False, error="Invalid username/password combination")),
-        ("cooldown", ({"time": 1000},), ErrorMessage(channel="c", kind="cooldown", msg="cooldown")),
+        ("cooldown", (100,), Cooldown(channel="c", wait_ms=100)),  # a bare number, as CyTube
+        ("setUserRank", ({"name": "ann", "rank": 5},), UserRank(channel="c", name="ann", rank=5)),
+        ("rank", (2,), OwnRank(channel="c", rank=2)),
+        ("needPassword", (True,), PasswordRequest(channel="c", wrong=True)),
+        ("needPassword", (False,), PasswordRequest(channel="c", wrong=False)),
+        ("cancelNeedPassword", (), PasswordAccepted(channel="c")),
+        ("channelOpts", ({"chat_antiflood": True},),
+         ChannelOptions(channel="c", options={"chat_antiflood": True})),
         ("errorMsg", ({"msg": "nope"},), ErrorMessage(channel="c", kind="errorMsg", msg="nope")),
         ("kick", ({"reason": "bye"},), Kicked(channel="c", reason="bye")),
         ("setMotd", ("<b>hi</b>",), None),

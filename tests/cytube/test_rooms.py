@@ -66,3 +66,20 @@ async def test_rooms_join_each_channel_and_take_new_ones_at_run_time(pg, cytube_
         assert "room:three/connection" not in registry
     state = await trio.to_thread.run_sync(cytube_peer.state)
     assert all("bot" not in chan["users"] for chan in state["channels"].values())
+
+
+def test_channel_passwords_are_per_channel_and_never_in_a_repr():
+    """Each channel's connection gets its own password source; a password given in the
+    file never shows in a repr."""
+    from daz_actors.cytube.rooms import RoomsParams
+
+    params = RoomsParams(
+        channels=("a", "b"),
+        channel_password_env={"a": "A_PASSWORD"},
+        channel_passwords={"b": "letmein"},
+    )
+    assert params.connection("a").channel_password_env == "A_PASSWORD"
+    assert params.connection("b").resolved_channel_password() == "letmein"
+    assert params.connection("a").resolved_channel_password() == ""
+    assert "letmein" not in repr(params)
+    assert "letmein" not in repr(params.connection("b"))

@@ -274,6 +274,20 @@ async def test_history_lines_are_stored_flagged_and_never_answered(pg):
         assert room.sent == []
 
 
+async def test_a_live_line_also_replayed_keeps_is_history_false_whichever_is_written_first(pg):
+    """A line stored from a history replay and then seen live (its live write retried, say)
+    ends as a live line; a replay after the live line changes nothing either."""
+    async with open_room(pg.dsn) as room:
+        await room.tell(
+            chat("ann", "hi", history=True, time=T0 + 5), chat("ann", "hi", time=T0 + 5)
+        )
+        await room.tell(
+            chat("bob", "yo", time=T0 + 6), chat("bob", "yo", history=True, time=T0 + 6)
+        )
+        rows = await room.rows("SELECT username, is_history FROM daz_chat_messages ORDER BY 1")
+    assert [(r["username"], r["is_history"]) for r in rows] == [("ann", False), ("bob", False)]
+
+
 async def test_history_is_not_stored_when_switched_off(pg):
     """With log_history off, replayed lines are skipped (counted) and live ones stored."""
     async with open_room(pg.dsn, log_history=False) as room:
@@ -448,10 +462,10 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
         assert failure.intent is not None
-        assert (failure.intent.name, failure.intent.version) == ("chat.log", 1)
+        assert (failure.intent.name, failure.intent.version) == ("chat.log", 2)
         assert "INSERT" not in json.dumps(dict(failure.intent.args))
         item = await enqueue(room.db, failure)
-        assert item.event_data == {"version": 1, "args": dict(failure.intent.args)}
+        assert item.event_data == {"version": 2, "args": dict(failure.intent.args)}
         await CHAT_LOG(item, attempt(item, room))
         await CHAT_LOG(item, attempt(item, room))
         rows = await room.rows("SELECT username, message, sent_at FROM daz_chat_messages")

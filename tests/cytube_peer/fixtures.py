@@ -1,8 +1,8 @@
 """Pytest fixtures running the CyTube test peer (`daz_actors.cytube.local_server`) as a process.
 
 * ``cytube_peer`` (per test): a peer on a free loopback port with short test timings
-  (`TEST_OPTIONS`: pings every 1 s with a 2 s timeout, ``mediaUpdate`` every 1 s), stopped at
-  teardown.
+  (`TEST_OPTIONS`: pings every 1 s with a 2 s timeout, ``mediaUpdate`` every 1 s, guest
+  logins not limited per IP unless a test sets ``guest_login_delay``), stopped at teardown.
 * ``cytube_peer_factory`` (per test): ``factory(**options)`` starts another peer with other
   options (keyword names as in `PeerProcess`'s ``options``, e.g. ``ping_interval=2``,
   ``conn_burst=2``, ``accounts={"bot": "pw"}``, ``media=None``); all are stopped at teardown.
@@ -40,6 +40,7 @@ TEST_OPTIONS: dict[str, Any] = {
     "ping_interval": 1,
     "ping_timeout": 2.0,
     "media_update_interval": 1.0,
+    "guest_login_delay": 0,
 }
 
 Json = dict[str, Any]

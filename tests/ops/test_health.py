@@ -19,7 +19,7 @@ from daz_actors import (
 )
 from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
-from daz_actors.ops.health import Health, HealthMonitor, HealthParams
+from daz_actors.ops.health import CheckNow, Health, HealthMonitor, HealthParams
 from daz_actors.ops.http import serve_http
 from daz_actors.ops.metrics import Sources
 from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
@@ -137,3 +137,75 @@ async def test_a_down_database_fails_readyz_and_it_recovers(own_server):
             await readyz_is(200)
             await wait_until(lambda: verdict(monitor, "database") is Health.UP, timeout=30)
         nursery.cancel_scope.cancel()
+
+
+def health_of(report: Any, name: str) -> tuple[Health, str] | None:
+    return next(((c.health, c.reason) for c in report.components if c.name == name), None)
+
+
+async def test_a_room_reconnecting_often_is_degraded(cytube_peer):
+    """A room that reconnected more than `max_reconnects_per_check` times since the previous
+    check is DEGRADED, saying how often; at the next check with none since, it is UP."""
+    cytube_peer.add_account("bot", "secret")
+    registry, bus = Registry(), EventBus()
+    connection = CytubeConnection(
+        ConnectionParams(server=cytube_peer.url, channel="lobby", name="bot",
+                         password="secret", reconnect_initial=0.05, reconnect_max=0.1)
+    )  # fmt: skip
+    room = Supervisor(
+        "room:lobby",
+        [ChildSpec(name="connection", start=connection),
+         ChildSpec(name="event-router", start=actor_factory(Sink))],
+        policy=fast_policy(), registry=registry, bus=bus, prefix="room:lobby/",
+    )  # fmt: skip
+    holder: list[Supervisor] = []
+    params = HealthParams(interval=3600, max_reconnects_per_check=1)  # checks when asked
+    monitor = HealthMonitor(params, lambda: holder[0] if holder else None)
+    root = Supervisor(
+        "daz",
+        [ChildSpec(name="room:lobby", start=room),
+         ChildSpec(name="health-monitor", start=monitor)],
+        policy=fast_policy(), registry=registry, bus=bus,
+    )  # fmt: skip
+    holder.append(root)
+    async with open_tree(root):
+        checker = registry.lookup("health-monitor")
+        await wait_until(lambda: connection.status is ConnectionStatus.JOINED, timeout=20)
+        report = await checker.ask(CheckNow(), timeout=10)
+        assert (health_of(report, "room:lobby") or (None,))[0] is Health.UP
+        for n in (1, 2):
+            await trio.to_thread.run_sync(cytube_peer.kick, "lobby", "bot", "again")
+            await wait_until(
+                lambda n=n: connection.reconnects >= n
+                and connection.status is ConnectionStatus.JOINED,
+                timeout=20,
+            )
+        report = await checker.ask(CheckNow(), timeout=10)
+        assert health_of(report, "room:lobby") == (
+            Health.DEGRADED, "2 reconnects since the last check"
+        )  # fmt: skip
+        report = await checker.ask(CheckNow(), timeout=10)
+        assert (health_of(report, "room:lobby") or (None,))[0] is Health.UP
+
+
+async def test_a_database_round_trip_over_its_threshold_is_degraded(pg):
+    """The same database is DEGRADED for a monitor whose latency threshold a round trip
+    exceeds, and UP for one whose threshold it does not."""
+    registry, bus = Registry(), EventBus()
+    strict = HealthMonitor(HealthParams(interval=3600, db_latency_degraded=1e-9), lambda: None)
+    lenient = HealthMonitor(HealthParams(interval=3600, db_latency_degraded=30), lambda: None)
+    gateway = SqlGateway(SqlGatewayParams(), pg.dsn)
+    root = Supervisor(
+        "daz",
+        [ChildSpec(name="sql-gateway", start=gateway),
+         ChildSpec(name="strict", start=strict), ChildSpec(name="lenient", start=lenient)],
+        policy=fast_policy(), registry=registry, bus=bus,
+    )  # fmt: skip
+    async with open_tree(root):
+        await gateway.connected.wait()
+        slow = await registry.lookup("strict").ask(CheckNow(), timeout=10)
+        fine = await registry.lookup("lenient").ask(CheckNow(), timeout=10)
+    health, reason = health_of(slow, "database") or (None, "")
+    assert health is Health.DEGRADED
+    assert reason.startswith("round trip ")
+    assert (health_of(fine, "database") or (None,))[0] is Health.UP

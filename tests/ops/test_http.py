@@ -251,7 +251,7 @@ async def test_sql_queue_and_chat_metrics_follow_their_sources():
                 attrs.evolve(row, status=RetryStatus.DEAD_LETTER, item_count=1),
             ]
         )
-        lobby.received, lobby.sent, lobby.reconnects = 5, 2, 1
+        lobby.received, lobby.sender.sent, lobby.reconnects = 5, 2, 1
         lobby.status = ConnectionStatus.DISCONNECTED
 
         second = samples((await client.get("/metrics")).text)

@@ -214,3 +214,22 @@ async def test_backpressure_shows_as_blocked_sends_seconds_and_a_high_water_mark
     assert metric(after, "daz_mailbox_full_total") == 0  # the old signal saw nothing
     assert metric(after, "daz_mailbox_blocked_sends_total", "b") == 0
     assert metric(after, "daz_mailbox_depth_max", "b") == 0
+
+
+def test_the_process_figures_are_exported():
+    """/metrics carries the process's memory, CPU, open file descriptors and start time,
+    with this process's own values."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = Metrics().render(actors_only()).decode()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert values["process_resident_memory_bytes"] > 1_000_000
+    assert values["process_open_fds"] >= 3  # stdin, stdout, stderr at least
+    assert 0 < values["process_start_time_seconds"] <= time.time()
+    assert values["process_cpu_seconds_total"] > 0

@@ -32,10 +32,13 @@ class Tree:
     retry: Supervisor
 
 
-def retry_tree(dsn: str, handlers: HandlerRegistry, **params: Any) -> Tree:
+def retry_tree(
+    dsn: str, handlers: HandlerRegistry, policies: dict[str, Any] | None = None, **params: Any
+) -> Tree:
+    """The subtree with `handlers`; `policies` replace the fast ones given by default."""
+    config = load_config(None, default_kinds())
     config = attrs.evolve(
-        load_config(None, default_kinds()),
-        retry_policies={"default": FAST, "sql_operation": FAST},
+        config, retry_policies=policies or {"default": FAST, "sql_operation": FAST}
     )
     registry, bus = Registry(), EventBus()
     gateway = SqlGateway(SqlGatewayParams(), dsn)

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import pytest
+from legacy_sql import LEGACY_CHAT_SQL
 from retry_trees import fetchval, item_in, retry_tree
 
 from daz_actors.cytube.chat_log import CHAT_LOG, CHAT_SQL, ChatLine
@@ -98,6 +99,7 @@ def chat_line(n: int) -> ChatLine:
         is_history=False,
         received_ms=1_700_000_000_500 + n,
         meta={},
+        raw_message=f"line {n}",
     )
 
 
@@ -106,7 +108,7 @@ async def test_items_queued_before_a_column_rename_complete_with_the_new_code(pg
     new release changes its insert: they complete, because the queue holds what was meant
     (the row's fields), not the statement. An item queued in the old SQL form by an earlier
     version is rewritten as the same intent on the way in, and completes too."""
-    legacy_args = chat_line(2).args()
+    legacy_args = chat_line(2).args()[:8]  # the earlier statement had no raw text
 
     async def setup(conn: Any) -> None:
         await queue.enqueue(
@@ -117,16 +119,20 @@ async def test_items_queued_before_a_column_rename_complete_with_the_new_code(pg
         await queue.enqueue(
             conn,
             NewItem(event_id="log-2", event_type="sql.exec",
-                    event_data={"sql": CHAT_SQL, "args": list(legacy_args)}),
+                    event_data={"sql": LEGACY_CHAT_SQL, "args": list(legacy_args)}),
         )  # fmt: skip
         # the migration of the next release
-        await conn.execute("ALTER TABLE daz_chat_messages RENAME COLUMN message TO body")
+        await conn.execute("ALTER TABLE daz_chat_messages RENAME COLUMN username TO speaker")
 
     async def write_renamed(row: ChatLine, ctx: AttemptContext) -> None:  # the new code
-        await ctx.db.execute(CHAT_SQL.replace("username, message,", "username, body,"), *row.args())
+        await ctx.db.execute(
+            CHAT_SQL.replace("channel, username,", "channel, speaker,"), *row.args()
+        )
 
     handlers = HandlerRegistry()
-    new_release = IntentType(name="chat.log", version=1, args=ChatLine, run=write_renamed)
+    new_release = IntentType(
+        name="chat.log", version=2, args=ChatLine, run=write_renamed, upgraders=CHAT_LOG.upgraders
+    )
     handlers.add("chat.log", new_release)
     tree = retry_tree(pg.dsn, handlers)
     async with pg.trio_connection() as db:
@@ -138,13 +144,15 @@ async def test_items_queued_before_a_column_rename_complete_with_the_new_code(pg
             await item_in(db, "log-1", RetryStatus.COMPLETED)
             await item_in(db, "log-2", RetryStatus.COMPLETED)
         bodies = await db.call(
-            lambda conn: conn.fetch("SELECT body FROM daz_chat_messages ORDER BY body")
+            lambda conn: conn.fetch(
+                "SELECT speaker, message FROM daz_chat_messages ORDER BY message"
+            )
         )
         sql_rows = await fetchval(
             db, "SELECT count(*) FROM daz_retry_queue WHERE event_data::text ~* 'insert into'"
         )
     assert "INSERT" not in legacy
-    assert [r["body"] for r in bodies] == ["line 1", "line 2"]
+    assert [(r["speaker"], r["message"]) for r in bodies] == [("ann", "line 1"), ("ann", "line 2")]
     assert sql_rows == 0
 
 

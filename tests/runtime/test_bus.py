@@ -336,6 +336,7 @@ def test_failure_event_keeps_given_fields() -> None:
         "error_code": "1006",
         "retryable": False,
         "intent": {"name": "cytube.say", "version": 1, "args": {"msg": "hi"}},
+        "plugin": None,
         "channel": "lobby",
         "event_id": "e-1",
         "correlation_id": "c-1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -105,10 +106,10 @@ def test_unknown_target_versions_are_refused(pg_empty: Any) -> None:
     """Asking for a version no file has is an error that changes nothing."""
 
     async def body(conn: Any) -> None:
-        with pytest.raises(MigrationError, match="no migration 7"):
-            await migrate(conn, to=7)
-        with pytest.raises(MigrationError, match="no migration 9"):
-            await rollback(conn, 9)
+        with pytest.raises(MigrationError, match="no migration 70"):
+            await migrate(conn, to=70)
+        with pytest.raises(MigrationError, match="no migration 90"):
+            await rollback(conn, 90)
         assert (await status(conn)).current_version == 0
 
     pg_empty.run(body)
@@ -278,6 +279,8 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (3, "0003_release_items.up.sql", "0003_release_items.down.sql"),
         (4, "0004_chat_log.up.sql", "0004_chat_log.down.sql"),
         (5, "0005_retry_intents.up.sql", "0005_retry_intents.down.sql"),
+        (6, "0006_documents_contract.up.sql", "0006_documents_contract.down.sql"),
+        (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
     ]
 
 
@@ -320,3 +323,72 @@ def test_cli_migrate_status_and_rollback(pg_empty: Any) -> None:
     result = runner.invoke(migrate_command, [*url, "--to", "1", "--status"])
     assert result.exit_code == 2
     assert "cannot be used together" in result.output
+
+
+def test_0005_rewrites_queued_items_as_intents_and_back(pg_empty: Any) -> None:
+    """Items an earlier version queued become intents when 0005 is applied: the chat log's
+    `sql.exec` inserts, `cytube.send_chat` / `_pm`, `command.run`; a foreign `sql.exec` is
+    dead-lettered with its statement removed. Rolling back to 0004 restores the old forms."""
+    from legacy_sql import LEGACY_CHAT_SQL as CHAT_SQL
+
+    chat_args = ["e1", "lobby", "ann", "hi", 1700000000000, False, 1700000000500, '{"x":1}']
+    legacy = {
+        "chat": ("sql.exec", {"sql": CHAT_SQL, "args": chat_args}),
+        "foreign": ("sql.exec", {"sql": "DROP TABLE daz_chat_messages", "args": []}),
+        "pm": ("cytube.send_pm", {"channel": "lobby", "msg": "psst", "to": "bob"}),
+        "command": ("command.run", {"channel": "lobby", "command": "uptime", "username": "ann",
+                                    "rank": 1, "args": "", "issued_at": 1.5, "reply_to": None}),
+    }  # fmt: skip
+
+    async def body(conn: Any) -> None:
+        await migrate(conn, to=4)
+        for event_id, (event_type, data) in legacy.items():
+            await conn.execute(
+                "INSERT INTO daz_retry_queue (event_id, event_type, event_data)"
+                " VALUES ($1, $2, $3::jsonb)",
+                event_id, event_type, json.dumps(data),
+            )  # fmt: skip
+        await migrate(conn, to=5)
+        rows = {
+            r["event_id"]: r
+            for r in await conn.fetch(
+                "SELECT event_id, event_type, event_data::text AS data, status, last_error"
+                " FROM daz_retry_queue"
+            )
+        }
+        chat = rows["chat"]
+        assert chat["event_type"] == "chat.log"
+        assert json.loads(chat["data"]) == {
+            "version": 1,
+            "args": {"event_id": "e1", "channel": "lobby", "username": "ann", "message": "hi",
+                     "sent_ms": 1700000000000, "is_history": False,
+                     "received_ms": 1700000000500, "meta": {"x": 1}},
+        }  # fmt: skip
+        assert rows["pm"]["event_type"] == "cytube.say"
+        assert json.loads(rows["pm"]["data"])["args"] == {
+            "channel": "lobby", "msg": "psst", "to": "bob", "connection": "",
+            "delivered_parts": 0,
+        }  # fmt: skip
+        assert json.loads(rows["command"]["data"]) == {
+            "version": 1, "args": legacy["command"][1]
+        }  # fmt: skip
+        foreign = rows["foreign"]
+        assert foreign["status"] == "dead_letter"
+        assert "not one of the bot's own" in foreign["last_error"]
+        assert "DROP" not in foreign["data"]
+
+        await rollback(conn, 4)
+        back = {
+            r["event_id"]: (r["event_type"], json.loads(r["data"]))
+            for r in await conn.fetch(
+                "SELECT event_id, event_type, event_data::text AS data FROM daz_retry_queue"
+            )
+        }
+        back_type, back_data = back["chat"]
+        assert (back_type, back_data["sql"]) == ("sql.exec", CHAT_SQL)
+        assert back_data["args"][:7] == chat_args[:7]
+        assert json.loads(back_data["args"][7]) == {"x": 1}  # the same JSON, spaced by jsonb
+        assert back["pm"] == legacy["pm"]
+        assert back["command"] == legacy["command"]
+
+    pg_empty.run(body)

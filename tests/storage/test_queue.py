@@ -527,9 +527,9 @@ def test_acquire_rejects_bad_arguments_in_sql_too(pg: Any) -> None:
 
     async def body(conn: Any) -> None:
         with pytest.raises(asyncpg.InvalidParameterValueError, match="batch_size"):
-            await conn.fetch("SELECT * FROM acquire_retry_items('w', 0, interval '1 minute')")
+            await conn.fetch("SELECT * FROM acquire_retry_items('w', 0, 60)")
         with pytest.raises(asyncpg.InvalidParameterValueError, match="lock_timeout"):
-            await conn.fetch("SELECT * FROM acquire_retry_items('w', 1, interval '0')")
+            await conn.fetch("SELECT * FROM acquire_retry_items('w', 1, 0)")
 
     pg.run(body)
 
