@@ -44,6 +44,7 @@ __all__ = [
     "alerts",
     "cleanup",
     "complete",
+    "complete_and_acquire",
     "complete_many",
     "count_items",
     "enqueue",
@@ -307,6 +308,40 @@ async def complete_many(conn: Executor, leases: Iterable[Lease]) -> CompleteMany
     )
 
 
+async def complete_and_acquire(
+    conn: Executor,
+    worker_id: str,
+    leases: Sequence[Lease],
+    *,
+    batch_size: int = 10,
+    lock_timeout: float | timedelta = 300.0,
+) -> tuple[CompleteManyResult, list[QueueItem]]:
+    """Complete ``leases`` (all ``worker_id``'s) and claim the next batch, in one statement.
+
+    One round trip and one commit: a worker's steady state (the completions of batch k
+    with the claim of batch k+1). The same as `complete_many` then `acquire`.
+    """
+    worker = _worker(worker_id)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise QueueInputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    if any(lease.worker_id != worker for lease in leases):
+        raise QueueInputError(f"leases: all must belong to {worker!r}")
+    rows = await conn.fetch(
+        "SELECT completed_ids, item FROM daz_complete_and_acquire($1, $2, $3, $4, $5)",
+        worker,
+        [lease.item_id for lease in leases],
+        [lease.lock_token for lease in leases],
+        batch_size,
+        _lock_timeout(lock_timeout),
+    )
+    done = frozenset(rows[0]["completed_ids"]) if rows else frozenset()
+    result = CompleteManyResult(
+        completed=done, refused=frozenset(lease.item_id for lease in leases) - done
+    )
+    loads = json.loads
+    return result, [item_from_row(r, loads) for row in rows if (r := row["item"]) is not None]
+
+
 async def fail(
     conn: Executor,
     lease: Lease,
@@ -408,9 +443,27 @@ async def get_by_event_id(conn: Executor, event_id: str) -> QueueItem | None:
 
 
 async def history(conn: Executor, item_id: int) -> list[HistoryEntry]:
-    """The item's attempts, oldest first."""
+    """The item's attempts, oldest first; an attempt still running last (outcome None).
+
+    A running attempt has no history row yet (it is written once, when the attempt ends):
+    it is read from the queue row (worker, token, claim time), with ``id`` 0.
+    """
     rows = await conn.fetch(
-        "SELECT * FROM daz_retry_history WHERE item_id = $1 ORDER BY started_at, id",
+        """
+        SELECT * FROM (
+            SELECT id, item_id, event_id, attempt, worker_id, lock_token, correlation_id,
+                   started_at, finished_at, outcome, error, error_code
+            FROM daz_retry_history WHERE item_id = $1
+            UNION ALL
+            SELECT 0, q.id, q.event_id, q.retry_count + 1, q.locked_by, q.lock_token,
+                   q.correlation_id, q.locked_at, NULL, NULL, NULL, NULL
+            FROM daz_retry_queue q
+            WHERE q.id = $1 AND q.status = 'processing'
+              AND NOT EXISTS (SELECT 1 FROM daz_retry_history h
+                              WHERE h.lock_token = q.lock_token)
+        ) a
+        ORDER BY started_at, id
+        """,
         item_id,
     )
     return [
