@@ -102,7 +102,9 @@ async def _reset_queue(dsn: str, count: int, *, due: bool) -> None:
         for start in range(0, count, 1000):
             await conn.fetch(queue._ENQUEUE_MANY, *raw_columns(items[start : start + 1000]))
         if not due:
-            await conn.execute("UPDATE daz_retry_queue SET next_retry_at = now() + interval '1 day'")
+            await conn.execute(
+                "UPDATE daz_retry_queue SET next_retry_at = now() + interval '1 day'"
+            )
         await conn.execute("VACUUM ANALYZE daz_retry_queue")
         await conn.execute("VACUUM ANALYZE daz_retry_history")
     finally:
@@ -275,7 +277,7 @@ def wakeup_latency(dsn: str, samples: int, data_dir: Path) -> list[float]:
                     event_id = f"wake-{n}"
                     await enqueue(conn, NewItem(event_id=event_id, event_type=EVENT_TYPE))
                     committed = time.perf_counter()
-                    await _until(lambda: sum(w.stats.completed for w in found) > n, 30)
+                    await _until(lambda n=n: sum(w.stats.completed for w in found) > n, 30)
                     if n >= 10:
                         latencies.append(started[event_id] - committed)
                     await trio.sleep(0.005)  # the workers go back to waiting
@@ -296,7 +298,9 @@ def _cpu() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=None, help="default: DAZ_DATABASE_URL, else embedded")
+    parser.add_argument(
+        "--database-url", default=None, help="default: DAZ_DATABASE_URL, else embedded"
+    )
     parser.add_argument("--items", type=int, default=5000, help="items per throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per figure (best kept)")
     parser.add_argument("--samples", type=int, default=300, help="wake-up latency samples")
