@@ -28,7 +28,7 @@ delivery by the echo, and when that fails it publishes ``cytube.send.failed`` it
 the queue says it again. If the connection's mailbox has no room within
 ``reply_timeout`` (or no connection runs), the router publishes that same failure event
 (intent ``cytube.say``). A command that raises publishes ``command.<name>.failed`` (intent
-``command.run``) and the router goes on. A command the queue runs again (`RunCommand`)
+``command.run``) and the router goes on. A command the queue runs again (`CommandRun`)
 runs beside the logging too: the router answers at once with a `PendingCommand` the retry
 handler waits on.
 """
@@ -89,7 +89,6 @@ from daz_actors.cytube.intents import (
     CommandOutcome,
     CommandRun,
     PendingCommand,
-    RunCommand,
     Say,
 )
 from daz_actors.cytube.names import connection_name
@@ -295,7 +294,7 @@ class EventRouter(Actor):
             pass  # the connection acts on these
         elif isinstance(message, GetRouterStats):
             return attrs.evolve(self.stats)
-        elif isinstance(message, RunCommand):
+        elif isinstance(message, CommandRun):
             # beside logging, never in this loop: the caller waits on the pending outcome
             pending = PendingCommand()
             self.nursery.start_soon(self._rerun, message, pending)
@@ -469,7 +468,7 @@ class EventRouter(Actor):
             ),
         )
 
-    async def _rerun(self, request: RunCommand, pending: PendingCommand) -> None:
+    async def _rerun(self, request: CommandRun, pending: PendingCommand) -> None:
         """Run a failed command again for the retry queue (beside logging, within the
         command timeout); the outcome goes to `pending`, also when this router stops."""
         try:
@@ -477,10 +476,10 @@ class EventRouter(Actor):
         finally:  # cancelled with the router: the queue tries again later
             pending.settle(CommandOutcome(ok=False, error="the router stopped", retryable=True))
 
-    async def _rerun_outcome(self, request: RunCommand) -> CommandOutcome:
-        command = self.commands.get(request.name)
+    async def _rerun_outcome(self, request: CommandRun) -> CommandOutcome:
+        command = self.commands.get(request.command)
         if command is None:
-            return CommandOutcome(ok=False, error=f"no command {request.name!r}")
+            return CommandOutcome(ok=False, error=f"no command {request.command!r}")
         if self.clock() - request.issued_at > self.params.command_retry_window:
             return CommandOutcome(ok=True, stale=True)
         context = self._context(command, request.username, request.rank, request.args)

@@ -47,7 +47,7 @@ from daz_actors.cytube.events import (
     UserLeft,
     UserList,
 )
-from daz_actors.cytube.intents import COMMAND_RUN, PendingCommand, RunCommand
+from daz_actors.cytube.intents import COMMAND_RUN, CommandRun, PendingCommand
 from daz_actors.cytube.router import (
     GetRouterStats,
     RouterParams,
@@ -636,7 +636,9 @@ async def test_a_rerun_runs_beside_logging_not_in_its_loop(pg):
         return "slow done"
 
     async with open_room(pg.dsn, commands=extra, command_timeout=60) as room:
-        request = RunCommand(name="slow", username="ann", rank=0, args="", issued_at=time.time())
+        request = CommandRun(
+            channel="test", command="slow", username="ann", rank=0, args="", issued_at=time.time()
+        )
         pending = await room.router.ask(request, timeout=10)
         assert isinstance(pending, PendingCommand)
         # the rerun is still running; logging and commands go on meanwhile
