@@ -556,29 +556,44 @@ async def cleanup(
 def _filters(
     *,
     status: RetryStatus | None = None,
+    statuses: Sequence[RetryStatus] | None = None,
+    ids: Sequence[int] | None = None,
     event_type: str | None = None,
+    plugin: str | None = None,
     older_than: timedelta | None = None,
+    newer_than: timedelta | None = None,
 ) -> tuple[str, list[Any]]:
-    """A WHERE clause (``TRUE`` for no filter) and its arguments, ``$1`` onwards."""
+    """A WHERE clause (``TRUE`` for no filter) and its arguments, ``$1`` onwards.
+
+    `older_than` / `newer_than`: last changed longer ago / within that long ago.
+    """
     clauses: list[str] = []
     args: list[Any] = []
-    if status is not None:
-        if not isinstance(status, RetryStatus):
-            raise QueueInputError(f"status: must be a RetryStatus, got {status!r}")
-        args.append(status.value)
-        clauses.append(f"status = ${len(args)}")
-    if event_type is not None:
-        if not isinstance(event_type, str) or not event_type or "\x00" in event_type:
-            raise QueueInputError(f"event_type: must be a non-empty string, got {event_type!r}")
-        args.append(event_type)
-        clauses.append(f"event_type = ${len(args)}")
-    if older_than is not None:
-        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-            raise QueueInputError(
-                f"older_than: must be a non-negative timedelta, got {older_than!r}"
-            )
-        args.append(older_than)
-        clauses.append(f"updated_at < now() - ${len(args)}::interval")
+    for given in ([status] if status is not None else []) + list(statuses or ()):
+        if not isinstance(given, RetryStatus):
+            raise QueueInputError(f"status: must be a RetryStatus, got {given!r}")
+    wanted = [s.value for s in ([status] if status is not None else []) + list(statuses or ())]
+    if wanted:
+        args.append(wanted)
+        clauses.append(f"status = ANY (${len(args)}::text[])")
+    if ids is not None:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+        args.append(list(ids))
+        clauses.append(f"id = ANY (${len(args)}::bigint[])")
+    for name, column, value in (("event_type", "event_type", event_type),
+                                ("plugin", "plugin_name", plugin)):  # fmt: skip
+        if value is not None:
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise QueueInputError(f"{name}: must be a non-empty string, got {value!r}")
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for name, ago, op in (("older_than", older_than, "<"), ("newer_than", newer_than, ">=")):
+        if ago is not None:
+            if not isinstance(ago, timedelta) or ago < timedelta(0):
+                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
+            args.append(ago)
+            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
     return (" AND ".join(clauses) or "TRUE"), args
 
 
@@ -695,28 +710,11 @@ async def replay(
     """
     if not isinstance(by, str) or not by or "\x00" in by:
         raise QueueInputError(f"by: must name who replays, got {by!r}")
-    clauses = ["status IN ('completed', 'failed')"]
-    args: list[Any] = []
-    if ids is not None:
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
-        args.append(list(ids))
-        clauses.append(f"id = ANY (${len(args)}::bigint[])")
-    for column, value in (("event_type", event_type), ("plugin_name", plugin)):
-        if value is not None:
-            if not isinstance(value, str) or not value or "\x00" in value:
-                raise QueueInputError(f"{column}: must be a non-empty string, got {value!r}")
-            args.append(value)
-            clauses.append(f"{column} = ${len(args)}")
-    for name, ago, op in (("since", since, ">="), ("until", until, "<")):
-        if ago is not None:
-            if not isinstance(ago, timedelta) or ago < timedelta(0):
-                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
-            args.append(ago)
-            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
-    rows = await conn.fetch(
-        f"SELECT id FROM daz_retry_queue WHERE {' AND '.join(clauses)} ORDER BY id", *args
-    )
+    where, args = _filters(
+        statuses=(RetryStatus.COMPLETED, RetryStatus.FAILED), ids=ids, event_type=event_type,
+        plugin=plugin, older_than=until, newer_than=since,
+    )  # fmt: skip
+    rows = await conn.fetch(f"SELECT id FROM daz_retry_queue WHERE {where} ORDER BY id", *args)
     chosen = [row["id"] for row in rows]
     if dry_run or not chosen:
         return chosen
