@@ -191,7 +191,12 @@ async def unlock(conn: Any) -> None:
 
 
 async def insert_waiting_on_a_lock(conn: Any) -> bool:
-    """Whether another session's INSERT into the chat table waits on a lock now."""
+    """Whether another session's INSERT into the chat table waits on a lock now.
+
+    `conn` holds the lock in an open transaction, where pg_stat_activity is a snapshot taken
+    at its first read: clear it, or a poll that started before the INSERT never sees it.
+    """
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
     waiting = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         " AND query LIKE 'INSERT INTO daz_chat_messages%'"
