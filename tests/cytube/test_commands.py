@@ -14,6 +14,7 @@ from daz_actors import NameTaken, Registry, SqlClient
 from daz_actors.cytube.chat_log import channel_event_write, chat_write, private_write
 from daz_actors.cytube.commands import (
     CommandContext,
+    COOLDOWNS_KEPT,
     CommandRegistry,
     Cooldowns,
     builtin_commands,
@@ -351,3 +352,15 @@ async def test_debug_reports_breaker_queue_and_tree_and_survives_an_outage():
         "db: not connected, breaker open, 1/10 calls failed · queue: unavailable "
         "(database_unavailable)"
     )
+
+
+def test_cooldowns_stay_bounded_even_when_every_entry_is_still_cooling_down():
+    """A flood of new users within one long cooldown: at most COOLDOWNS_KEPT entries are
+    kept, the oldest forgotten first (that user may run the command again early)."""
+    cooldowns = Cooldowns(3600.0)
+    for n in range(COOLDOWNS_KEPT + 500):
+        assert cooldowns.allow(f"user{n}", "uptime", 100.0 + n * 0.001)
+    assert len(cooldowns) == COOLDOWNS_KEPT
+    newest = f"user{COOLDOWNS_KEPT + 499}"
+    assert not cooldowns.allow(newest, "uptime", 200.0)  # the newest are still kept
+    assert cooldowns.allow("user0", "uptime", 200.0)  # the oldest were forgotten
