@@ -13,8 +13,8 @@ import daz_actors
 from daz_actors import NameTaken, Registry, SqlClient
 from daz_actors.cytube.chat_log import channel_event_write, chat_write, private_write
 from daz_actors.cytube.commands import (
-    CommandContext,
     COOLDOWNS_KEPT,
+    CommandContext,
     CommandRegistry,
     Cooldowns,
     builtin_commands,
@@ -262,7 +262,6 @@ def test_event_ids_are_deterministic_and_arguments_json_serialisable():
     assert channel_event_write(join, 10).event_id != channel_event_write(join, 11).event_id
     media = MediaChanged(channel="c", title="t", media_id="id", media_type="yt", seconds=60)
     json.dumps(channel_event_write(media, 1).args())
-
 
 
 def child(name: str, state: ChildState, restarts: int = 0, **kw: Any) -> ChildInfo:

@@ -202,7 +202,6 @@ async def insert_waiting_on_a_lock(conn: Any) -> bool:
     return bool(waiting)
 
 
-
 def chat(username: str, msg: str, *, time: int = T0, history: bool = False) -> ChatMessage:
     return ChatMessage(channel="test", username=username, msg=msg, time=time, history=history)
 
@@ -665,5 +664,7 @@ async def test_the_ranks_the_router_keeps_are_bounded_the_longest_known_forgotte
         await router.handle(UserRank(channel="c", name="user5000", rank=2))  # known again
         stats: RouterStats = await router.handle(GetRouterStats())
     assert stats.ranks_tracked == len(router.ranks) == MAX_RANKS
-    assert "first" not in router.ranks and "user99" not in router.ranks
-    assert router.ranks["user5000"] == 2 and router.ranks[f"user{MAX_RANKS + 99}"] == 1
+    assert "first" not in router.ranks
+    assert "user99" not in router.ranks
+    assert router.ranks["user5000"] == 2
+    assert router.ranks[f"user{MAX_RANKS + 99}"] == 1
