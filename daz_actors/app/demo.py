@@ -655,11 +655,8 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="daz-demo-"))
-    kept = (
-        "kept"
-        if options.work_dir is not None
-        else "removed after a good run, kept when an invariant breaks"
-    )
+    keep = options.work_dir is not None or options.soak is not None  # soak.csv is the result
+    kept = "kept" if keep else "removed after a good run, kept when an invariant breaks"
     out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json; {kept})\n")
     out.flush()
     code = EXIT_INTERRUPTED
@@ -667,9 +664,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         code = _run_in(work, options, out)
         return code
     finally:
-        if options.work_dir is None and code == 0:
+        if not keep and code == 0:
             shutil.rmtree(work, ignore_errors=True)
-        elif code != 0:
+        elif code != 0 or (keep and options.work_dir is None):
             out.write(f"kept the work directory for a look: {work}\n")
 
 
