@@ -1,6 +1,11 @@
-"""Retry-queue throughput: the project's API from trio vs plain asyncpg on asyncio.
+"""Retry-queue throughput of the SQL layer alone: the project's queue API from trio vs plain
+asyncpg on asyncio.
 
     python -m bench.queue [--database-url URL] [--scale 1.0]
+
+This measures the SQL layer ALONE: it checks a pool connection out directly and calls
+`daz_actors.storage.queue`, skipping the actors (workers, dispatcher) and the SQL gateway.
+It is not what users get; ``python -m bench.retry`` measures the retry pipeline end to end.
 
 Against one PostgreSQL in one run (embedded by default, default durability settings) it
 measures single-row enqueue, batch enqueue (100 per call) and acquire(10)+complete cycles,
@@ -267,6 +272,10 @@ def main() -> None:
         open_database(args.database_url, data_dir=Path(tmp)) as db,
     ):
         print(f"database: {redact_dsn(db.url)} ({db.source.value})")
+        print(
+            "the SQL layer alone (queue API on a pool connection, no actors, no gateway);"
+            " end to end: python -m bench.retry"
+        )
         dsn = asyncio.run(setup(db.url))
         print(
             f"{'scenario':34} {'callers':>7} {'asyncpg/asyncio':>16} {'daz/trio':>10} {'ratio':>6}"

@@ -10,6 +10,7 @@ bump and its upgrader here) does not break what was queued before it.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -90,15 +91,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-class LogRow:
+class LogRow(abc.ABC):
     """What every row type offers the router: its table, id, statement and arguments."""
 
     table: ClassVar[str]
     sql: ClassVar[str]
     event_id: str
 
+    @abc.abstractmethod
     def args(self) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """The statement's arguments, in its order."""
 
 
 @attrs.frozen(kw_only=True)

@@ -87,6 +87,7 @@ from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.runtime.errors import ActorStopped, DazActorsError
 from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.redaction import register_secret
 from daz_actors.runtime.validators import positive
@@ -272,6 +273,8 @@ class CytubeConnection:
             hold=params.hold,
             margin=Margin(ratio=params.send_margin_ratio, fixed=params.send_margin),
         )
+        # one warning per kind per interval (sends failing in an outage), the rest at DEBUG
+        self._warnings = RepeatedWarnings(log)
         self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()
         # (event, reason) -> events dropped at the protocol boundary (see cytube/inbound.py)
         self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -333,7 +336,7 @@ class CytubeConnection:
                 self.lockouts += 1
                 reason = f"{lockout.reason}; trying again in {delay:.0f} s"
                 self.sender.set_speaking(False, reason, lasting=True)
-                log.error("%s: %s", self.params.channel, reason)
+                log.error("room %s: %s", self.params.channel, reason)
                 await self._set_status(lockout.status, reason, quiet=True)
             else:
                 if self._joined_once:
@@ -344,7 +347,7 @@ class CytubeConnection:
                 self.sender.set_speaking(False, f"disconnected ({reason})")
                 await self._set_status(ConnectionStatus.DISCONNECTED, reason, quiet=True)
                 log.warning(
-                    "%s: disconnected (%s); reconnecting in %.1f s",
+                    "room %s: disconnected (%s); reconnecting in %.1f s",
                     self.params.channel, reason, delay,
                 )  # fmt: skip
             self.delays.append(delay)
@@ -421,7 +424,7 @@ class CytubeConnection:
         now = trio.current_time()
         if self._login_at is not None and now >= self._login_at:
             self._login_at = None
-            log.info("%s: logging in again as %r", self.params.channel, self.params.name)
+            log.info("room %s: logging in again as %r", self.params.channel, self.params.name)
             await self._login(ws)
         elif self._password_deadline is not None and now >= self._password_deadline:
             raise Lockout(ConnectionStatus.PASSWORD_REFUSED, self._missing_password())
@@ -444,7 +447,10 @@ class CytubeConnection:
             checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
         except MalformedEvent as exc:
             self.rejected[(exc.event, exc.reason)] += 1
-            log.warning("%s: %s event dropped: %s", channel, exc.event, exc.reason)
+            self._warnings.warning(
+                f"dropped:{exc.event}:{exc.reason}",
+                "room %s: %s event dropped: %s", channel, exc.event, exc.reason,
+            )  # fmt: skip
             return
         event = to_typed_event(channel, packet.name, checked.args, history=not self._in_channel)
         if event is None:
@@ -483,7 +489,7 @@ class CytubeConnection:
         elif isinstance(event, PrivateMessage) and self._is_me(event.username):
             self.sender.echoed(event.text, to=event.to)
         elif isinstance(event, Cooldown):
-            log.info("%s: the server refused a line (cooldown %g ms)", channel, event.wait_ms)
+            log.info("room %s: the server refused a line (cooldown %g ms)", channel, event.wait_ms)
             self.sender.cooldown(event.wait_ms)
         elif isinstance(event, ErrorMessage) and event.kind in ("spamFiltered", "noflood"):
             self.sender.refused_for_good(f"{event.kind}: {event.msg}")
@@ -499,9 +505,9 @@ class CytubeConnection:
             await self._on_password_request(ws, event)
         elif isinstance(event, PasswordAccepted):
             self._password_deadline = None
-            log.info("%s: the channel let the bot in past its password", channel)
+            log.info("room %s: the channel let the bot in past its password", channel)
         elif isinstance(event, Kicked) and event.reason != DUPLICATE_LOGIN:
-            log.error("%s: kicked: %s", channel, event.reason)  # (a duplicate: one line later)
+            log.error("room %s: kicked: %s", channel, event.reason)  # (a duplicate: one line later)
         elif isinstance(event, MediaUpdate):
             self.last_media_update = trio.current_time()
 
@@ -515,13 +521,13 @@ class CytubeConnection:
             if verdict.permanent:
                 self._login_error = error
                 log.error(
-                    "%s: login as %r refused for good: %s (the bot stays read only)",
+                    "room %s: login as %r refused for good: %s (the bot stays read only)",
                     channel, self.params.name, error,
                 )  # fmt: skip
             else:
                 self._login_at = trio.current_time() + verdict.retry_after
                 log.warning(
-                    "%s: login as %r refused for now: %s; logging in again in %.0f s",
+                    "room %s: login as %r refused for now: %s; logging in again in %.0f s",
                     channel, self.params.name, error, verdict.retry_after,
                 )  # fmt: skip
         await self._update_status()
@@ -612,7 +618,9 @@ class CytubeConnection:
         changed = status is not self.status
         self.status, self.status_reason = status, reason
         if changed and not quiet:
-            log.info("%s: %s %s", self.params.channel, status.value, reason)
+            log.info(
+                "room %s: %s%s", self.params.channel, status.value, f" ({reason})" if reason else ""
+            )
         state = ConnectionState(
             channel=self.params.channel,
             status=status,
@@ -644,8 +652,10 @@ class CytubeConnection:
         try:
             parts = await self.deliver(request, progress)
         except CannotSpeak as exc:  # not a delivery failure: not queued for a retry
-            log.warning("%s: not said (%s), correlation %s", self.params.channel, exc,
-                        request.correlation_id)  # fmt: skip
+            self._warnings.warning(
+                "not-said", "room %s: not said (%s), correlation %s",
+                self.params.channel, exc, request.correlation_id,
+            )  # fmt: skip
             if ask is not None:
                 ask.fail(exc)
         except SendFailed as exc:
@@ -700,9 +710,9 @@ class CytubeConnection:
             connection=ctx.name,
             delivered_parts=delivered,
         )
-        log.warning(
-            "%s: send failed (%s), correlation %s", self.params.channel, error,
-            request.correlation_id,
+        self._warnings.warning(
+            "send-failed", "room %s: send failed (%s), correlation %s",
+            self.params.channel, error, request.correlation_id,
         )  # fmt: skip
         await ctx.bus.publish(
             SEND_FAILED_TOPIC,

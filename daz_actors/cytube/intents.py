@@ -29,7 +29,6 @@ __all__ = [
     "CommandOutcome",
     "CommandRun",
     "PendingCommand",
-    "RunCommand",
     "Say",
     "register_intent_handlers",
 ]
@@ -99,7 +98,8 @@ SAY = IntentType(
 
 @attrs.frozen(kw_only=True)
 class CommandRun:
-    """A failed command to run again (intent ``command.run`` v1)."""
+    """A failed command to run again (intent ``command.run`` v1); also what the retry
+    handler asks the room's router (the reply: a `PendingCommand`)."""
 
     channel: str
     command: str
@@ -111,20 +111,8 @@ class CommandRun:
 
 
 @attrs.frozen(kw_only=True)
-class RunCommand:
-    """Ask a router to run a command again (no cooldown); the reply: a `PendingCommand`."""
-
-    name: str
-    username: str
-    rank: float
-    args: str
-    issued_at: float  # wall-clock seconds of the original line
-    reply_to: str | None = None  # the user to answer by PM (a command sent by PM)
-
-
-@attrs.frozen(kw_only=True)
 class CommandOutcome:
-    """How a `RunCommand` went."""
+    """How a rerun of a `CommandRun` went."""
 
     ok: bool
     error: str = ""
@@ -167,15 +155,7 @@ async def _run_again(run: CommandRun, ctx: AttemptContext) -> None:
     ref = ctx.registry.get(router_name(run.channel))
     if ref is None:
         raise PermanentError(f"no room for channel {run.channel!r} in this process")
-    request = RunCommand(
-        name=run.command,
-        username=run.username,
-        rank=run.rank,
-        args=run.args,
-        issued_at=run.issued_at,
-        reply_to=run.reply_to,
-    )
-    pending: PendingCommand = await ref.ask(request)
+    pending: PendingCommand = await ref.ask(run)  # the router runs it again
     outcome = await pending.outcome()
     if outcome.stale:
         log.warning("%s: not running %s again: too old", run.channel, run.command)

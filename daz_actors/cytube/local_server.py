@@ -1,4 +1,4 @@
-"""A local CyTube-compatible channel server: a real Socket.IO v4 server (DESIGN section 8).
+"""A local CyTube-compatible channel server: a real Socket.IO v4 server (see docs/bot.md).
 
 ``daz-actors demo`` runs it as the bot's chat server, and the test suite as its chat peer.
 Run it as a script, ``python path/to/daz_actors/cytube/local_server.py --port 0 --port-file F``

@@ -28,7 +28,7 @@ delivery by the echo, and when that fails it publishes ``cytube.send.failed`` it
 the queue says it again. If the connection's mailbox has no room within
 ``reply_timeout`` (or no connection runs), the router publishes that same failure event
 (intent ``cytube.say``). A command that raises publishes ``command.<name>.failed`` (intent
-``command.run``) and the router goes on. A command the queue runs again (`RunCommand`)
+``command.run``) and the router goes on. A command the queue runs again (`CommandRun`)
 runs beside the logging too: the router answers at once with a `PendingCommand` the retry
 handler waits on.
 """
@@ -89,7 +89,6 @@ from daz_actors.cytube.intents import (
     CommandOutcome,
     CommandRun,
     PendingCommand,
-    RunCommand,
     Say,
 )
 from daz_actors.cytube.names import connection_name
@@ -97,6 +96,7 @@ from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
@@ -251,6 +251,8 @@ class EventRouter(Actor):
         # without a connection telling it otherwise answers)
         self.can_speak = True
         self.running = 0  # commands running now
+        # one warning per kind per interval during an outage, the rest at DEBUG with a count
+        self.warnings = RepeatedWarnings(log)
         self.stats = RouterStats()
 
     def _set_rank(self, name: str, rank: float) -> None:
@@ -299,7 +301,7 @@ class EventRouter(Actor):
         elif isinstance(message, ConnectionState):
             self.can_speak = message.can_speak
         elif isinstance(message, LoginResult | ErrorMessage | Kicked):
-            log.info("%s: %r", self.params.channel, message)
+            log.info("room %s: %r", self.params.channel, message)
         elif isinstance(
             message, OwnRank | ChannelOptions | PasswordRequest | PasswordAccepted | Cooldown
         ):
@@ -308,7 +310,7 @@ class EventRouter(Actor):
             return attrs.evolve(
                 self.stats, ranks_tracked=len(self.ranks), cooldowns_tracked=len(self.cooldowns)
             )
-        elif isinstance(message, RunCommand):
+        elif isinstance(message, CommandRun):
             # beside logging, never in this loop: the caller waits on the pending outcome
             pending = PendingCommand()
             self.nursery.start_soon(self._rerun, message, pending)
@@ -329,8 +331,9 @@ class EventRouter(Actor):
         except CALL_FAILED as exc:  # the gateway failed, timed out, stopped or died
             self.stats.log_failures += 1
             verdict = DEFAULT_CLASSIFIER.classify(exc)
-            log.warning(
-                "%s: writing %s %s failed (%s); %s",
+            self.warnings.warning(
+                f"log:{row.table}:{verdict.code}",
+                "room %s: writing %s %s failed (%s); %s",
                 self.params.channel, row.table, row.event_id, verdict.code,
                 "queued for retry" if verdict.retryable else "permanent, not retried",
             )  # fmt: skip
@@ -376,27 +379,29 @@ class EventRouter(Actor):
             return
         if not self.can_speak:  # no answer could be said: the command is not run
             self.stats.silent_ignored += 1
-            log.debug("%s: %s: cannot speak here now, not run", self.params.channel, user)
+            log.debug("room %s: %s: cannot speak here now, not run", self.params.channel, user)
             return
         name, args = parsed
         command = self.commands.get(name)
         if command is None:
             self.stats.unknown_ignored += 1
-            log.debug("%s: %s: unknown command %r ignored", self.params.channel, user, name)
+            log.debug("room %s: %s: unknown command %r ignored", self.params.channel, user, name)
             return
         rank = self.ranks.get(user.lower(), 0)
         if rank < command.min_rank:
             self.stats.rank_ignored += 1
-            log.debug("%s: %s (rank %g) may not run %s", self.params.channel, user, rank, name)
+            log.debug("room %s: %s (rank %g) may not run %s", self.params.channel, user, rank, name)
             return
         if not self.cooldowns.allow(user, name, trio.current_time()):
             self.stats.cooldown_ignored += 1
-            log.debug("%s: %s: %s within its cooldown, ignored", self.params.channel, user, name)
+            log.debug(
+                "room %s: %s: %s within its cooldown, ignored", self.params.channel, user, name
+            )
             return
         if self.running >= self.params.max_running_commands:
             self.stats.busy_ignored += 1
             log.warning(
-                "%s: %d commands running, %s ignored", self.params.channel, self.running, name
+                "room %s: %d commands running, %s ignored", self.params.channel, self.running, name
             )
             return
         self.running += 1
@@ -449,7 +454,7 @@ class EventRouter(Actor):
         retryable, code = verdict.retryable, verdict.code
         topic = f"command.{command.name}.failed"
         log.warning(
-            "%s: %s%s for %s failed (%s): %r",
+            "room %s: %s%s for %s failed (%s): %r",
             self.params.channel, self.params.command_prefix, command.name, context.username,
             "retryable" if retryable else "permanent", exc,
         )  # fmt: skip
@@ -479,7 +484,7 @@ class EventRouter(Actor):
             ),
         )
 
-    async def _rerun(self, request: RunCommand, pending: PendingCommand) -> None:
+    async def _rerun(self, request: CommandRun, pending: PendingCommand) -> None:
         """Run a failed command again for the retry queue (beside logging, within the
         command timeout); the outcome goes to `pending`, also when this router stops."""
         try:
@@ -487,10 +492,10 @@ class EventRouter(Actor):
         finally:  # cancelled with the router: the queue tries again later
             pending.settle(CommandOutcome(ok=False, error="the router stopped", retryable=True))
 
-    async def _rerun_outcome(self, request: RunCommand) -> CommandOutcome:
-        command = self.commands.get(request.name)
+    async def _rerun_outcome(self, request: CommandRun) -> CommandOutcome:
+        command = self.commands.get(request.command)
         if command is None:
-            return CommandOutcome(ok=False, error=f"no command {request.name!r}")
+            return CommandOutcome(ok=False, error=f"no command {request.command!r}")
         if self.clock() - request.issued_at > self.params.command_retry_window:
             return CommandOutcome(ok=True, stale=True)
         context = self._context(command, request.username, request.rank, request.args)
@@ -526,7 +531,10 @@ class EventRouter(Actor):
             except ActorStopped as exc:
                 reason = str(exc)
         self.stats.replies_failed += 1
-        log.warning("%s: reply not handed over (%s); queued for retry", self.params.channel, reason)
+        self.warnings.warning(
+            "reply", "room %s: reply not handed over (%s); queued for retry",
+            self.params.channel, reason,
+        )  # fmt: skip
         await self.ctx.bus.publish(
             SEND_FAILED_TOPIC,
             FailureEvent(

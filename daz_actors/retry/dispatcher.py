@@ -2,7 +2,10 @@
 
 It keeps its own PostgreSQL connection for LISTEN (on its own trio-asyncio loop),
 reconnecting with backoff when it is lost; the poll interval is the fallback, so lost
-notifications delay work by at most one interval. It also runs the periodic cleanup of
+notifications delay work by at most one interval. A notification wakes only as many
+workers as its new items need (its payload is their number: one worker per batch), taking
+turns, so one enqueued item does not send every idle worker to race for it; a poll wakes
+them all. It also runs the periodic cleanup of
 finished rows, with the retention from the config.
 """
 
@@ -45,6 +48,7 @@ class RetryDispatcher:
         cleanup_interval: float,
         retention_days: float,
         capture: str,
+        batch_size: int = 10,
     ) -> None:
         self.capture = capture
         self._dsn = dsn
@@ -56,6 +60,10 @@ class RetryDispatcher:
         self.notifications = 0  # NOTIFYs received
         self.wakeups = 0  # times the workers were woken
         self.listening = False  # the LISTEN connection is up now
+        self.wakes_sent = 0  # Wake messages sent to workers
+        self.batch_size = batch_size
+        self._notified_items = 0  # new items announced since the workers were last woken
+        self._next = 0  # the worker whose turn it is to be woken first
         self._wake = trio.Event()
 
     async def __call__(
@@ -68,17 +76,32 @@ class RetryDispatcher:
             nursery.start_soon(self._listen)
             nursery.start_soon(self._cleanup_periodically, db)
             task_status.started()
+            notified = False
             while True:
                 self.wakeups += 1
-                for ref in refs:
+                count = len(refs)
+                if notified and self._notified_items > 0:
+                    count = min(count, -(-self._notified_items // self.batch_size))
+                self._notified_items = 0
+                for n in range(count):
+                    ref = refs[(self._next + n) % len(refs)]
+                    self.wakes_sent += 1
                     ref.try_send(Wake())  # a full mailbox already holds a Wake
+                self._next = (self._next + count) % len(refs)
                 capture.try_send(DrainSpool())  # spooled items go in once the database is back
+                notified = False
                 with trio.move_on_after(self.poll_interval):
                     await self._wake.wait()
+                    notified = True
                 self._wake = trio.Event()
 
-    def _notified(self, *_args: Any) -> None:
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.notifications += 1
+        try:
+            new = int(payload)
+        except ValueError:  # not a count: as many as all workers take at once
+            new = self.batch_size * len(self.workers)
+        self._notified_items += max(new, 1)
         self._wake.set()
 
     async def _listen(self) -> None:
@@ -93,7 +116,9 @@ class RetryDispatcher:
                     queue.NOTIFY_CHANNEL, self._notified
                 )
                 self.listening, attempt = True, 0
-                self._wake.set()  # anything enqueued while we were not listening
+                # anything enqueued while we were not listening: all workers look
+                self._notified_items += self.batch_size * len(self.workers)
+                self._wake.set()
                 await lost.wait()
                 log.warning("LISTEN connection to %s lost; reconnecting", redact_dsn(self._dsn))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

@@ -118,6 +118,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 cleanup_interval=params.cleanup_interval,
                 retention_days=params.retention_days,
                 capture=CAPTURE_NAME,
+                batch_size=params.batch_size,
             ),
         ),
     ]

@@ -1,7 +1,8 @@
 """A retry worker: acquire a batch, run each item's handler, complete or fail it.
 
 Woken by the dispatcher (`Wake`); drains the queue batch by batch, then waits again.
-Completions are written once per batch (one round trip). On an orderly stop the worker
+Completions are written once per batch, in the same call (one round trip, one commit) as
+the claim of the next batch. On an orderly stop the worker
 finishes its current attempt within its shutdown timeout; items it acquired but did not
 finish are handed back (due at once, not counted as an attempt). Items stranded by a
 killed process are reclaimed by any worker after the lock timeout.
@@ -34,7 +35,7 @@ from daz_actors.runtime.metric_once import metric_once
 from daz_actors.runtime.registry import Registry
 from daz_actors.storage import queue
 from daz_actors.storage.error_classes import ErrorClassifier
-from daz_actors.storage.queue_types import Lease, QueueItem, RetryStatus
+from daz_actors.storage.queue_types import CompleteManyResult, Lease, QueueItem, RetryStatus
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = ["RetryWorker", "Wake", "WorkerStats", "attempt_histogram", "worker_id"]
@@ -136,28 +137,44 @@ class RetryWorker:
                 await self._drain(ctx, db)
 
     async def _drain(self, ctx: ActorContext, db: SqlClient) -> None:
-        while not ctx.stop_requested.is_set():
+        """Claim and run batches until none is due. In the steady state one call (one round
+        trip, one commit) writes the completions of a batch and claims the next."""
+        done: list[QueueItem] = []  # succeeded, completion not written yet
+        while True:
+            if ctx.stop_requested.is_set():
+                if done:
+                    with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
+                        await self._settle(db, done, [])
+                return
             try:
-                items = await db.run(
+                result, items = await db.run(
                     partial(
-                        queue.acquire,
+                        queue.complete_and_acquire,
                         worker_id=self.worker_id,
+                        leases=[i.lease for i in done],
                         batch_size=self.batch_size,
                         lock_timeout=self.lock_timeout,
                     ),
-                    name="retry.acquire",
+                    name="retry.complete_and_acquire",
                 )
-            except CALL_FAILED as exc:
-                log.warning("%s: cannot acquire items: %s", self.worker_id, exc)
+            except CALL_FAILED as exc:  # `done` stays leased: reclaimed after the lock timeout
+                log.warning("%s: cannot complete or acquire items: %s", self.worker_id, exc)
                 return
+            await self._completed(done, result)
             if not items:
                 return
-            await self._run_batch(ctx, db, items)
+            done = await self._run_batch(ctx, db, items)
 
-    async def _run_batch(self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]) -> None:
+    async def _run_batch(
+        self, ctx: ActorContext, db: SqlClient, items: list[QueueItem]
+    ) -> list[QueueItem]:
+        """Run the batch's attempts; the items that succeeded, for the caller to complete
+        with its next claim. Interrupted (a stop, an error, a lease about to expire), it
+        writes the completions and hands the unfinished items back itself, and returns []."""
         done: list[QueueItem] = []
         unfinished = list(items)
         acquired_at = trio.current_time()
+        whole = False
         try:
             while unfinished and not ctx.stop_requested.is_set():
                 item = unfinished[0]
@@ -169,9 +186,25 @@ class RetryWorker:
                 if await self._attempt(db, item):
                     done.append(item)
                 unfinished.pop(0)
+            whole = not unfinished
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
-                await self._settle(db, done, [i.lease for i in unfinished])
+            if not whole:
+                with trio.CancelScope(shield=True), trio.move_on_after(HAND_BACK_TIMEOUT):
+                    await self._settle(db, done, [i.lease for i in unfinished])
+        return done if whole else []
+
+    async def _completed(self, done: list[QueueItem], result: CompleteManyResult) -> None:
+        """Count and publish the completions written (`result`) of the items `done`."""
+        self.stats.completed += len(result.completed)
+        for item in done:
+            if item.id in result.completed:
+                await self._publish(item, Outcome.SUCCESS)
+        if result.refused:
+            log.warning(
+                "%s: %d completions refused (leases expired and reclaimed)",
+                self.worker_id,
+                len(result.refused),
+            )
 
     async def _settle(self, db: SqlClient, done: list[QueueItem], unfinished: list[Lease]) -> None:
         try:
@@ -180,16 +213,7 @@ class RetryWorker:
                     partial(queue.complete_many, leases=[i.lease for i in done]),
                     name="retry.complete",
                 )
-                self.stats.completed += len(result.completed)
-                for item in done:
-                    if item.id in result.completed:
-                        await self._publish(item, Outcome.SUCCESS)
-                if result.refused:
-                    log.warning(
-                        "%s: %d completions refused (leases expired and reclaimed)",
-                        self.worker_id,
-                        len(result.refused),
-                    )
+                await self._completed(done, result)
             if unfinished:
                 released = await db.run(
                     partial(queue.release_many, leases=unfinished), name="retry.release"

@@ -44,6 +44,7 @@ __all__ = [
     "alerts",
     "cleanup",
     "complete",
+    "complete_and_acquire",
     "complete_many",
     "count_items",
     "enqueue",
@@ -307,6 +308,40 @@ async def complete_many(conn: Executor, leases: Iterable[Lease]) -> CompleteMany
     )
 
 
+async def complete_and_acquire(
+    conn: Executor,
+    worker_id: str,
+    leases: Sequence[Lease],
+    *,
+    batch_size: int = 10,
+    lock_timeout: float | timedelta = 300.0,
+) -> tuple[CompleteManyResult, list[QueueItem]]:
+    """Complete ``leases`` (all ``worker_id``'s) and claim the next batch, in one statement.
+
+    One round trip and one commit: a worker's steady state (the completions of batch k
+    with the claim of batch k+1). The same as `complete_many` then `acquire`.
+    """
+    worker = _worker(worker_id)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise QueueInputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    if any(lease.worker_id != worker for lease in leases):
+        raise QueueInputError(f"leases: all must belong to {worker!r}")
+    rows = await conn.fetch(
+        "SELECT completed_ids, item FROM daz_complete_and_acquire($1, $2, $3, $4, $5)",
+        worker,
+        [lease.item_id for lease in leases],
+        [lease.lock_token for lease in leases],
+        batch_size,
+        _lock_timeout(lock_timeout),
+    )
+    done = frozenset(rows[0]["completed_ids"]) if rows else frozenset()
+    result = CompleteManyResult(
+        completed=done, refused=frozenset(lease.item_id for lease in leases) - done
+    )
+    loads = json.loads
+    return result, [item_from_row(r, loads) for row in rows if (r := row["item"]) is not None]
+
+
 async def fail(
     conn: Executor,
     lease: Lease,
@@ -408,9 +443,27 @@ async def get_by_event_id(conn: Executor, event_id: str) -> QueueItem | None:
 
 
 async def history(conn: Executor, item_id: int) -> list[HistoryEntry]:
-    """The item's attempts, oldest first."""
+    """The item's attempts, oldest first; an attempt still running last (outcome None).
+
+    A running attempt has no history row yet (it is written once, when the attempt ends):
+    it is read from the queue row (worker, token, claim time), with ``id`` 0.
+    """
     rows = await conn.fetch(
-        "SELECT * FROM daz_retry_history WHERE item_id = $1 ORDER BY started_at, id",
+        """
+        SELECT * FROM (
+            SELECT id, item_id, event_id, attempt, worker_id, lock_token, correlation_id,
+                   started_at, finished_at, outcome, error, error_code
+            FROM daz_retry_history WHERE item_id = $1
+            UNION ALL
+            SELECT 0, q.id, q.event_id, q.retry_count + 1, q.locked_by, q.lock_token,
+                   q.correlation_id, q.locked_at, NULL, NULL, NULL, NULL
+            FROM daz_retry_queue q
+            WHERE q.id = $1 AND q.status = 'processing'
+              AND NOT EXISTS (SELECT 1 FROM daz_retry_history h
+                              WHERE h.lock_token = q.lock_token)
+        ) a
+        ORDER BY started_at, id
+        """,
         item_id,
     )
     return [
@@ -503,29 +556,44 @@ async def cleanup(
 def _filters(
     *,
     status: RetryStatus | None = None,
+    statuses: Sequence[RetryStatus] | None = None,
+    ids: Sequence[int] | None = None,
     event_type: str | None = None,
+    plugin: str | None = None,
     older_than: timedelta | None = None,
+    newer_than: timedelta | None = None,
 ) -> tuple[str, list[Any]]:
-    """A WHERE clause (``TRUE`` for no filter) and its arguments, ``$1`` onwards."""
+    """A WHERE clause (``TRUE`` for no filter) and its arguments, ``$1`` onwards.
+
+    `older_than` / `newer_than`: last changed longer ago / within that long ago.
+    """
     clauses: list[str] = []
     args: list[Any] = []
-    if status is not None:
-        if not isinstance(status, RetryStatus):
-            raise QueueInputError(f"status: must be a RetryStatus, got {status!r}")
-        args.append(status.value)
-        clauses.append(f"status = ${len(args)}")
-    if event_type is not None:
-        if not isinstance(event_type, str) or not event_type or "\x00" in event_type:
-            raise QueueInputError(f"event_type: must be a non-empty string, got {event_type!r}")
-        args.append(event_type)
-        clauses.append(f"event_type = ${len(args)}")
-    if older_than is not None:
-        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-            raise QueueInputError(
-                f"older_than: must be a non-negative timedelta, got {older_than!r}"
-            )
-        args.append(older_than)
-        clauses.append(f"updated_at < now() - ${len(args)}::interval")
+    for given in ([status] if status is not None else []) + list(statuses or ()):
+        if not isinstance(given, RetryStatus):
+            raise QueueInputError(f"status: must be a RetryStatus, got {given!r}")
+    wanted = [s.value for s in ([status] if status is not None else []) + list(statuses or ())]
+    if wanted:
+        args.append(wanted)
+        clauses.append(f"status = ANY (${len(args)}::text[])")
+    if ids is not None:
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+        args.append(list(ids))
+        clauses.append(f"id = ANY (${len(args)}::bigint[])")
+    for name, column, value in (("event_type", "event_type", event_type),
+                                ("plugin", "plugin_name", plugin)):  # fmt: skip
+        if value is not None:
+            if not isinstance(value, str) or not value or "\x00" in value:
+                raise QueueInputError(f"{name}: must be a non-empty string, got {value!r}")
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    for name, ago, op in (("older_than", older_than, "<"), ("newer_than", newer_than, ">=")):
+        if ago is not None:
+            if not isinstance(ago, timedelta) or ago < timedelta(0):
+                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
+            args.append(ago)
+            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
     return (" AND ".join(clauses) or "TRUE"), args
 
 
@@ -642,28 +710,11 @@ async def replay(
     """
     if not isinstance(by, str) or not by or "\x00" in by:
         raise QueueInputError(f"by: must name who replays, got {by!r}")
-    clauses = ["status IN ('completed', 'failed')"]
-    args: list[Any] = []
-    if ids is not None:
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-            raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
-        args.append(list(ids))
-        clauses.append(f"id = ANY (${len(args)}::bigint[])")
-    for column, value in (("event_type", event_type), ("plugin_name", plugin)):
-        if value is not None:
-            if not isinstance(value, str) or not value or "\x00" in value:
-                raise QueueInputError(f"{column}: must be a non-empty string, got {value!r}")
-            args.append(value)
-            clauses.append(f"{column} = ${len(args)}")
-    for name, ago, op in (("since", since, ">="), ("until", until, "<")):
-        if ago is not None:
-            if not isinstance(ago, timedelta) or ago < timedelta(0):
-                raise QueueInputError(f"{name}: must be a non-negative timedelta, got {ago!r}")
-            args.append(ago)
-            clauses.append(f"updated_at {op} now() - ${len(args)}::interval")
-    rows = await conn.fetch(
-        f"SELECT id FROM daz_retry_queue WHERE {' AND '.join(clauses)} ORDER BY id", *args
-    )
+    where, args = _filters(
+        statuses=(RetryStatus.COMPLETED, RetryStatus.FAILED), ids=ids, event_type=event_type,
+        plugin=plugin, older_than=until, newer_than=since,
+    )  # fmt: skip
+    rows = await conn.fetch(f"SELECT id FROM daz_retry_queue WHERE {where} ORDER BY id", *args)
     chosen = [row["id"] for row in rows]
     if dry_run or not chosen:
         return chosen

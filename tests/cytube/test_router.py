@@ -48,7 +48,7 @@ from daz_actors.cytube.events import (
     UserList,
     UserRank,
 )
-from daz_actors.cytube.intents import COMMAND_RUN, PendingCommand, RunCommand
+from daz_actors.cytube.intents import COMMAND_RUN, CommandRun, PendingCommand
 from daz_actors.cytube.router import (
     MAX_RANKS,
     EventRouter,
@@ -638,7 +638,9 @@ async def test_a_rerun_runs_beside_logging_not_in_its_loop(pg):
         return "slow done"
 
     async with open_room(pg.dsn, commands=extra, command_timeout=60) as room:
-        request = RunCommand(name="slow", username="ann", rank=0, args="", issued_at=time.time())
+        request = CommandRun(
+            channel="test", command="slow", username="ann", rank=0, args="", issued_at=time.time()
+        )
         pending = await room.router.ask(request, timeout=10)
         assert isinstance(pending, PendingCommand)
         # the rerun is still running; logging and commands go on meanwhile
@@ -668,3 +670,22 @@ async def test_the_ranks_the_router_keeps_are_bounded_the_longest_known_forgotte
     assert "user99" not in router.ranks
     assert router.ranks["user5000"] == 2
     assert router.ranks[f"user{MAX_RANKS + 99}"] == 1
+
+
+async def test_an_outage_logs_one_warning_per_kind_not_one_per_line(pg, caplog):
+    """Twenty lines that cannot be stored give one WARNING per kind (timeout, then the
+    breaker open) from the router and from the gateway, the rest at DEBUG and counted,
+    not a line each (issue 13's log flood)."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    async with open_room(pg.dsn, log_timeout=0.2) as room, pg.trio_connection() as locker:
+        await locker.call(lock)
+        stats = await room.tell(*(chat("ann", f"line {n}", time=T0 + n) for n in range(20)))
+        await locker.call(unlock)
+    assert stats.log_failures == 20
+    by_logger: dict[str, int] = {}
+    for record in caplog.records:
+        by_logger[record.name] = by_logger.get(record.name, 0) + 1
+    assert 1 <= by_logger.get("daz_actors.router", 0) <= 2
+    assert 1 <= by_logger.get("daz_actors.sql", 0) <= 2

@@ -128,7 +128,7 @@ async def test_a_wrong_channel_password_is_one_error_and_a_long_wait(
     assert health[1].startswith("password_refused: channel 'lobby' refused its password")
     assert 90 <= connection.delays[-1] <= 150  # lockout_initial ±25%
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.getMessage() for r in errors] == [f"lobby: {connection.status_reason}"]
+    assert [r.getMessage() for r in errors] == [f"room lobby: {connection.status_reason}"]
     assert "guess" not in caplog.text
 
 

@@ -222,6 +222,33 @@ async def test_notify_wakes_workers_well_before_the_poll(pg):
         assert listener.notifications >= 1
 
 
+async def test_a_notification_wakes_as_many_workers_as_its_items_need(pg):
+    """One enqueued item wakes one worker (not all four to race for it); 25 items in one
+    statement (batch 10) wake three."""
+    handlers = HandlerRegistry()
+    seen: list[str] = []
+
+    @handlers.register("test.quick")
+    async def quick(item: QueueItem, ctx: AttemptContext) -> None:
+        seen.append(item.event_id)
+
+    tree = retry_tree(pg.dsn, handlers, poll_interval=3600.0, worker_count=4, batch_size=10)
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        listener = tree.retry._slot("retry-dispatcher").spec.start
+        await wait_until(lambda: listener.listening, timeout=30)
+        # the start-up and the first LISTEN wake every worker; let them find nothing
+        await wait_until(lambda: listener.wakeups >= 2, timeout=30)
+        before = listener.wakes_sent
+        await db.call(queue.enqueue, NewItem(event_id="one-1", event_type="test.quick"))
+        await wait_until(lambda: "one-1" in seen, timeout=30)
+        assert listener.wakes_sent - before == 1
+        before = listener.wakes_sent
+        many = [NewItem(event_id=f"many-{n}", event_type="test.quick") for n in range(25)]
+        await db.call(queue.enqueue_many, many)
+        await wait_until(lambda: len(seen) == 26, timeout=30)
+        assert listener.wakes_sent - before == 3
+
+
 async def test_poll_picks_up_work_when_notifications_are_lost(pg, tmp_path):
     """With no LISTEN connection at all, the poll interval still gets items handled."""
     handlers = HandlerRegistry()

@@ -281,6 +281,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (5, "0005_retry_intents.up.sql", "0005_retry_intents.down.sql"),
         (6, "0006_documents_contract.up.sql", "0006_documents_contract.down.sql"),
         (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
+        (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
     ]
 
 

@@ -552,3 +552,62 @@ async def test_enqueue_notifies_once_per_statement_from_trio(pg: Any) -> None:
             assert await receive.receive() == "1"
         await listener.call(lambda c: c.remove_listener(queue.NOTIFY_CHANNEL, on_notify))
     assert receive.statistics().current_buffer_used == 0
+
+
+def test_complete_and_acquire_writes_one_history_row_per_attempt(pg: Any) -> None:
+    """Completions of one batch and the claim of the next in one call: the completed
+    attempts get one history row each (written at the end, started at the claim); the new
+    claims get none until they end; a stale lease is refused and changes nothing."""
+
+    async def body(conn: Any) -> None:
+        for n in range(4):
+            await queue.enqueue(conn, item(f"ca-{n}"))
+        first = await queue.acquire(conn, "w", batch_size=2)
+        stale = Lease(item_id=first[1].id, worker_id="w", lock_token=uuid.uuid4())
+        result, second = await queue.complete_and_acquire(
+            conn, "w", [first[0].lease, stale], batch_size=2
+        )
+        assert result.completed == {first[0].id}
+        assert result.refused == {first[1].id}
+        assert [i.event_id for i in second] == ["ca-2", "ca-3"]
+        rows = await conn.fetch(
+            "SELECT item_id, worker_id, lock_token, started_at, outcome FROM daz_retry_history"
+        )
+        assert [(r["item_id"], r["outcome"]) for r in rows] == [(first[0].id, "completed")]
+        assert rows[0]["lock_token"] == first[0].lock_token
+        assert rows[0]["started_at"] == first[0].locked_at
+        # the running attempts are shown from the queue row
+        running = await queue.history(conn, second[0].id)
+        assert [(r.attempt, r.worker_id, r.outcome) for r in running] == [(1, "w", None)]
+        result, third = await queue.complete_and_acquire(
+            conn, "w", [stale, *(i.lease for i in second)], batch_size=2
+        )
+        assert result.completed == {second[0].id, second[1].id}
+        assert third == []
+        count = await conn.fetchval("SELECT count(*) FROM daz_retry_history")
+        assert count == 3
+        held = await queue.get(conn, first[1].id)
+        assert held is not None
+        assert held.status is RetryStatus.PROCESSING
+        assert len(await queue.history(conn, first[1].id)) == 1  # its attempt still runs
+
+    pg.run(body)
+
+
+def test_an_attempt_claimed_before_0008_is_closed_not_doubled(pg: Any) -> None:
+    """An open history row left by the claim of an earlier version is closed by the outcome
+    (one row per attempt), not joined by a second one."""
+
+    async def body(conn: Any) -> None:
+        await queue.enqueue(conn, item("old-open"))
+        held = await acquire_one(conn, worker="w")
+        await conn.execute(
+            "INSERT INTO daz_retry_history (item_id, event_id, attempt, worker_id, lock_token,"
+            " started_at) VALUES ($1, $2, 1, 'w', $3, $4)",
+            held.id, held.event_id, held.lock_token, held.locked_at,
+        )  # fmt: skip
+        assert await queue.complete(conn, held.lease) is True
+        history = await queue.history(conn, held.id)
+        assert [(r.attempt, r.outcome) for r in history] == [(1, "completed")]
+
+    pg.run(body)

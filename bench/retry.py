@@ -1,0 +1,362 @@
+"""The retry pipeline end to end, beside two baselines measured in the same run.
+
+    python -m bench.retry [--database-url URL] [--items 5000] [--rounds 2] [--quick]
+
+Throughput (jobs/s, no-op handler) for 1 and 4 workers with batch 10 and 50, three ways,
+against the same PostgreSQL (embedded by default, default durability: fsync on):
+
+- ``daz end to end``: the REAL retry subtree (`build_retry`: capture, dispatcher with its
+  LISTEN connection, workers) beside the SQL gateway actor, in one ``trio.run``; the items
+  are made due all at once and announced with one NOTIFY; the clock stops when the
+  workers' completions of every item have been written.
+- ``project SQL on asyncio``: plain asyncpg on asyncio running the project's own SQL
+  functions (``acquire_retry_items`` then ``complete_retry_items``), one pool connection
+  per worker, rows read but not built into `QueueItem`.
+- ``minimal queue on asyncio``: plain asyncpg on asyncio, a two-column queue table: claim
+  with ``FOR UPDATE SKIP LOCKED`` in a materialized CTE, then one batched ``UPDATE ... done``.
+
+Each figure is the best of ``--rounds`` rounds; the three sides alternate within a round so
+they see the same machine noise. Ratios are daz / baseline.
+
+Wake-up latency: the subtree idle (4 workers, default batch), one item enqueued at a time
+from another connection; the time from the enqueue's commit (its INSERT returned) to the
+handler starting, median and p99; the next item is enqueued once the previous one's
+completion was written.
+
+The last lines give the machine's load average and the share of one core this process got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import attrs
+import trio
+import trio_asyncio
+
+from bench.queue import make_items, raw_columns, setup, teardown
+from daz_actors.app.builtin_kinds import default_kinds
+from daz_actors.app.config import load_config
+from daz_actors.retry.handlers import AttemptContext, HandlerRegistry
+from daz_actors.retry.kind import RetryParams, build_retry
+from daz_actors.retry.worker import RetryWorker
+from daz_actors.runtime.bus import EventBus
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
+from daz_actors.runtime.supervisor import ChildSpec, Supervisor
+from daz_actors.storage import queue
+from daz_actors.storage.embedded_pg import open_database, redact_dsn
+from daz_actors.storage.queue_types import NewItem, QueueItem
+from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.testing import open_tree
+
+WORKERS = (1, 4)
+BATCHES = (10, 50)
+EVENT_TYPE = "bench.noop"
+LOCK_TIMEOUT = 300.0
+
+MINIMAL_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_minimal_jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX IF NOT EXISTS bench_minimal_pending ON bench_minimal_jobs (id)
+    WHERE status = 'pending';
+"""
+MINIMAL_CLAIM = """
+WITH c AS MATERIALIZED (
+    SELECT id FROM bench_minimal_jobs WHERE status = 'pending'
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+UPDATE bench_minimal_jobs j SET status = 'running' FROM c WHERE j.id = c.id
+RETURNING j.id, j.payload
+"""
+MINIMAL_DONE = "UPDATE bench_minimal_jobs SET status = 'done' WHERE id = ANY($1::bigint[])"
+ACQUIRE_SQL = "SELECT * FROM acquire_retry_items($1, $2, $3)"
+COMPLETE_SQL = "SELECT complete_retry_items($1::bigint[], $2, $3::uuid[]) AS id"
+
+
+# ---- preparing the tables ------------------------------------------------------------------
+
+
+async def _reset_queue(dsn: str, count: int, *, due: bool) -> None:
+    """Empty the queue, then `count` items (due now, or due in a day), vacuumed."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE daz_retry_queue, daz_retry_history RESTART IDENTITY")
+        items = [
+            attrs.evolve(i, event_type=EVENT_TYPE) for i in make_items("r", count)
+        ]
+        for start in range(0, count, 1000):
+            await conn.fetch(queue._ENQUEUE_MANY, *raw_columns(items[start : start + 1000]))
+        if not due:
+            await conn.execute(
+                "UPDATE daz_retry_queue SET next_retry_at = now() + interval '1 day'"
+            )
+        await conn.execute("VACUUM ANALYZE daz_retry_queue")
+        await conn.execute("VACUUM ANALYZE daz_retry_history")
+    finally:
+        await conn.close()
+
+
+async def _make_due(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("UPDATE daz_retry_queue SET next_retry_at = now()")
+        await conn.execute("VACUUM ANALYZE daz_retry_queue")
+    finally:
+        await conn.close()
+
+
+async def _reset_minimal(dsn: str, count: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(MINIMAL_TABLE)
+        await conn.execute("TRUNCATE bench_minimal_jobs RESTART IDENTITY")
+        await conn.execute(
+            "INSERT INTO bench_minimal_jobs (payload) "
+            "SELECT jsonb_build_object('n', n, 'text', 'hello') FROM generate_series(1, $1) n",
+            count,
+        )
+        await conn.execute("VACUUM ANALYZE bench_minimal_jobs")
+    finally:
+        await conn.close()
+
+
+# ---- baselines: asyncpg on asyncio ---------------------------------------------------------
+
+
+def _aio_workers(dsn: str, workers: int, loop_body: Callable[[Any, int], Any]) -> float:
+    async def main() -> float:
+        pool = await asyncpg.create_pool(dsn, min_size=workers, max_size=workers)
+        try:
+            start = time.perf_counter()
+            done = await asyncio.gather(*(loop_body(pool, n) for n in range(workers)))
+            elapsed = time.perf_counter() - start
+            return sum(done) / elapsed
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+def minimal_rate(dsn: str, workers: int, batch: int, count: int) -> float:
+    asyncio.run(_reset_minimal(dsn, count))
+
+    async def body(pool: Any, _n: int) -> int:
+        done = 0
+        async with pool.acquire() as conn:
+            while rows := await conn.fetch(MINIMAL_CLAIM, batch):
+                for row in rows:  # the no-op handler sees each job
+                    _ = row["payload"]
+                await conn.execute(MINIMAL_DONE, [r["id"] for r in rows])
+                done += len(rows)
+        return done
+
+    return _aio_workers(dsn, workers, body)
+
+
+def project_sql_rate(dsn: str, workers: int, batch: int, count: int) -> float:
+    asyncio.run(_reset_queue(dsn, count, due=False))
+    asyncio.run(_make_due(dsn))  # the same table state as the end-to-end run
+
+    async def body(pool: Any, n: int) -> int:
+        done = 0
+        worker = f"aio-{n}"
+        async with pool.acquire() as conn:
+            while rows := await conn.fetch(ACQUIRE_SQL, worker, batch, LOCK_TIMEOUT):
+                for row in rows:
+                    _ = row["event_data"]
+                await conn.fetch(
+                    COMPLETE_SQL, [r["id"] for r in rows], worker, [r["lock_token"] for r in rows]
+                )
+                done += len(rows)
+        return done
+
+    return _aio_workers(dsn, workers, body)
+
+
+# ---- the project: the retry subtree --------------------------------------------------------
+
+
+def _subtree(
+    dsn: str, handlers: HandlerRegistry, workers: int, batch: int, data_dir: Path
+) -> tuple[Supervisor, list[RetryWorker]]:
+    config = attrs.evolve(load_config(None, default_kinds()), data_dir=data_dir)
+    registry, bus = Registry(), EventBus()
+    context = BuildContext(
+        name="retry",
+        config=config,
+        registry=registry,
+        bus=bus,
+        resources={"database_url": dsn, "retry_handlers": handlers},
+    )
+    # a long poll interval: the NOTIFY is what starts the work (as for enqueued items)
+    params = RetryParams(
+        worker_count=workers, batch_size=batch, lock_timeout=LOCK_TIMEOUT, poll_interval=60.0
+    )
+    retry = build_retry(params, context)
+    root = Supervisor(
+        "storage",
+        [
+            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
+            ChildSpec(name="retry", start=retry, shutdown_timeout=None),
+        ],
+        policy=SupervisorPolicy(strategy=Strategy.REST_FOR_ONE),
+        registry=registry,
+        bus=bus,
+    )
+    found = [s for s in root.startables() if isinstance(s, RetryWorker)]
+    return root, found
+
+
+async def _until(predicate: Callable[[], bool], timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polling a counter with a deadline
+            await trio.sleep(0.001)
+
+
+def daz_rate(dsn: str, workers: int, batch: int, count: int, data_dir: Path) -> float:
+    asyncio.run(_reset_queue(dsn, count, due=False))
+    handlers = HandlerRegistry()
+
+    @handlers.register(EVENT_TYPE)
+    async def noop(item: QueueItem, ctx: AttemptContext) -> None:
+        return None
+
+    root, found = _subtree(dsn, handlers, workers, batch, data_dir)
+
+    async def main() -> float:
+        async with trio_asyncio.open_loop(), open_tree(root):
+            dispatcher = next(s for s in root.startables() if hasattr(s, "listening"))
+            await _until(lambda: bool(dispatcher.listening), 30)
+            await trio.sleep(0.2)  # let the start-up wake find nothing due and go idle
+            await trio_asyncio.aio_as_trio(_make_due)(dsn)
+            start = time.perf_counter()
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
+            await trio_asyncio.aio_as_trio(conn.execute)(f"NOTIFY {queue.NOTIFY_CHANNEL}, '1'")
+            await trio_asyncio.aio_as_trio(conn.close)()
+            await _until(lambda: sum(w.stats.completed for w in found) >= count, 600)
+            return count / (time.perf_counter() - start)
+
+    return trio.run(main)
+
+
+def wakeup_latency(dsn: str, samples: int, data_dir: Path) -> list[float]:
+    asyncio.run(_reset_queue(dsn, 0, due=True))
+    started: dict[str, float] = {}
+    handlers = HandlerRegistry()
+
+    @handlers.register(EVENT_TYPE)
+    async def stamp(item: QueueItem, ctx: AttemptContext) -> None:
+        started[item.event_id] = time.perf_counter()
+
+    root, found = _subtree(dsn, handlers, 4, RetryParams().batch_size, data_dir)
+
+    async def main() -> list[float]:
+        latencies: list[float] = []
+        async with trio_asyncio.open_loop(), open_tree(root):
+            dispatcher = next(s for s in root.startables() if hasattr(s, "listening"))
+            await _until(lambda: bool(dispatcher.listening), 30)
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
+            enqueue = trio_asyncio.aio_as_trio(queue.enqueue)
+            try:
+                for n in range(samples + 10):  # the first 10 warm up
+                    event_id = f"wake-{n}"
+                    await enqueue(conn, NewItem(event_id=event_id, event_type=EVENT_TYPE))
+                    committed = time.perf_counter()
+                    await _until(lambda n=n: sum(w.stats.completed for w in found) > n, 30)
+                    if n >= 10:
+                        latencies.append(started[event_id] - committed)
+                    await trio.sleep(0.005)  # the workers go back to waiting
+            finally:
+                await trio_asyncio.aio_as_trio(conn.close)()
+        return latencies
+
+    return trio.run(main)
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url", default=None, help="default: DAZ_DATABASE_URL, else embedded"
+    )
+    parser.add_argument("--items", type=int, default=5000, help="items per throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per figure (best kept)")
+    parser.add_argument("--samples", type=int, default=300, help="wake-up latency samples")
+    parser.add_argument("--quick", action="store_true", help="smoke run: too small for figures")
+    parser.add_argument("--only", choices=("throughput", "latency"), default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.items, args.rounds, args.samples = 500, 1, 30
+    import logging
+
+    logging.getLogger("daz_actors").setLevel(logging.CRITICAL)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
+    wall, cpu = time.perf_counter(), _cpu()
+    with (
+        tempfile.TemporaryDirectory(prefix="daz-bench-") as tmp,
+        open_database(args.database_url, data_dir=Path(tmp) / "pg") as db,
+    ):
+        print(f"database: {redact_dsn(db.url)} ({db.source.value})")
+        dsn = asyncio.run(setup(db.url))
+        data_dir = Path(tmp) / "data"
+        if args.only in (None, "throughput"):
+            print(
+                f"\nthroughput, {args.items} no-op items, best of {args.rounds} rounds (jobs/s)\n"
+                f"{'workers':>7} {'batch':>5} {'minimal':>9} {'proj SQL':>9} {'daz e2e':>9}"
+                f" {'daz/minimal':>11} {'daz/projSQL':>11}"
+            )
+            for workers in WORKERS:
+                for batch in BATCHES:
+                    best = [0.0, 0.0, 0.0]
+                    for _ in range(args.rounds):
+                        best[0] = max(best[0], minimal_rate(dsn, workers, batch, args.items))
+                        best[1] = max(best[1], project_sql_rate(dsn, workers, batch, args.items))
+                        best[2] = max(
+                            best[2], daz_rate(dsn, workers, batch, args.items, data_dir)
+                        )
+                    m, p, d = best
+                    print(
+                        f"{workers:>7} {batch:>5} {m:>9,.0f} {p:>9,.0f} {d:>9,.0f}"
+                        f" {d / m:>11.2f} {d / p:>11.2f}",
+                        flush=True,
+                    )
+        if args.only in (None, "latency"):
+            lat = sorted(wakeup_latency(dsn, args.samples, data_dir))
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(
+                f"\nwake-up latency, enqueue commit to handler start, 4 idle workers, "
+                f"{len(lat)} samples: median {statistics.median(lat) * 1000:.2f} ms, "
+                f"p99 {p99 * 1000:.2f} ms (targets: 3 ms, 10 ms)"
+            )
+        asyncio.run(teardown(db.url))
+    share = (_cpu() - cpu) / (time.perf_counter() - wall)
+    print(
+        f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
+        f"this process used {share:.0%} of one core (PostgreSQL runs in its own processes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
