@@ -17,6 +17,7 @@ from daz_actors.app.cli_queue import queue_group
 from daz_actors.app.config import Config
 from daz_actors.app.demo import DemoFailed, DemoOptions, run_demo
 from daz_actors.app.runner import run_config
+from daz_actors.app.soak import parse_duration
 from daz_actors.ops.logging import configure_logging
 
 log = logging.getLogger("daz_actors.app.cli")
@@ -117,7 +118,21 @@ def with_channels(cfg: Config, channels: tuple[str, ...]) -> Config:
     help="Keep the run's database, config and logs here (empty or new); default: a "
     "temporary directory, removed when every invariant held.",
 )
-def demo(duration: float, chatters: int, live: bool | None, work_dir: Path | None) -> None:
+@click.option(
+    "--soak",
+    "soak",
+    metavar="DURATION",
+    help="Repeat the run in cycles of --duration seconds for DURATION "
+    "(90s, 30m, 2h, 1h30m), with new chatters every cycle; after each cycle the invariants "
+    "are checked and the process's figures written to soak.csv (see docs/operating.md).",
+)
+def demo(
+    duration: float,
+    chatters: int,
+    live: bool | None,
+    work_dir: Path | None,
+    soak: str | None,
+) -> None:
     """Run everything on this machine under a schedule of faults, and check nothing was lost.
 
     Starts an embedded PostgreSQL, a local CyTube-compatible chat server and the full tree;
@@ -127,7 +142,13 @@ def demo(duration: float, chatters: int, live: bool | None, work_dir: Path | Non
     dead-lettered and everything recovered; 3 when an invariant broke.
     """
     try:
-        options = DemoOptions(duration=duration, chatters=chatters, live=live, work_dir=work_dir)
+        options = DemoOptions(
+            duration=duration,
+            chatters=chatters,
+            live=live,
+            work_dir=work_dir,
+            soak=None if soak is None else parse_duration(soak),
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

@@ -19,6 +19,7 @@ import contextlib
 import importlib.resources
 import json
 import logging
+import math
 import random
 import shutil
 import sys
@@ -45,6 +46,7 @@ from daz_actors.app.demo_report import (
     render_summary,
 )
 from daz_actors.app.runner import RunningSystem, run_config
+from daz_actors.app.soak import SoakRecorder, measure, render_verdicts, soak_passed, summarise
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.local_server_process import CytubeServerError, CytubeServerProcess
@@ -72,7 +74,7 @@ log = logging.getLogger("daz_actors.demo")
 EXIT_INVARIANT_BROKEN = 3  # the run ended but an invariant did not hold
 EXIT_DEMO_FAILED = 1  # it could not run its course (the reason is printed)
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM before the end
-MIN_DURATION = 20.0  # seconds: room for every fault and the recovery after it
+MIN_DURATION = 20.0  # seconds (a soak's cycle too): room for every fault and its recovery
 CHANNEL = "demo"
 BOT_NAME = "DazBot"
 CHATTERS = ("alice", "bob", "carol", "dave", "erin", "frank")
@@ -93,6 +95,12 @@ def _duration(value: float) -> float:
     return float(value)
 
 
+def _soak(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ValueError(f"the soak's duration must be positive, got {value!r}")
+    return None if value is None else float(value)
+
+
 def _chatters(value: int) -> int:
     if not 1 <= value <= len(CHATTERS):
         raise ValueError(f"chatters must be between 1 and {len(CHATTERS)}, got {value!r}")
@@ -108,6 +116,9 @@ class DemoOptions:
     live: bool | None = None  # redraw the screen; None: when the output is a terminal
     work_dir: Path | None = None  # kept afterwards; None: a temporary one (kept on failure)
     settle_timeout: float = 30.0  # seconds past `duration` to wait for the recovery
+    # None: one pass; else seconds of cycles of `duration` each (a new cycle starts while
+    # the soak has time left), measured after each one (see `daz_actors.app.soak`)
+    soak: float | None = attrs.field(default=None, converter=_soak)
 
 
 class DemoFailed(DazActorsError, RuntimeError):
@@ -165,6 +176,7 @@ class Demo:
         out: TextIO,
         *,
         summary_path: Path | None = None,
+        work: Path | None = None,
     ) -> None:
         self.options = options
         self.summary_path = summary_path
@@ -172,7 +184,13 @@ class Demo:
         self.pg = pg
         self.out = out
         self.live = options.live if options.live is not None else out.isatty()
-        self.chatters = CHATTERS[: options.chatters]
+        self.chatters = CHATTERS[: options.chatters]  # their names in the current cycle
+        self.said_as: list[str] = []  # every name the chatters used this cycle
+        self.cycle = 0
+        self.work = work
+        self.recorder = SoakRecorder(work / "soak.csv") if work and options.soak else None
+        self.cycles_held: list[bool] = []
+        self.soak_ok: bool | None = None  # the soak's verdict, once it ended
         self.ledger = ChatLedger()
         self.chaos: list[ChaosStep] = []
         self.killed: list[str] = []
@@ -184,13 +202,16 @@ class Demo:
         self.speaking = 0  # says in progress
         self.invariants: list[Invariant] | None = None  # None until the end is reached
         self.header = ""
-        self.started = 0.0
+        self.started = 0.0  # this cycle's start
+        self.run_started = 0.0
 
     @property
     def passed(self) -> bool | None:
         """Whether every invariant held; None if the run did not reach its end."""
         if self.invariants is None:
             return None
+        if self.options.soak is not None:
+            return bool(self.cycles_held) and all(self.cycles_held) and bool(self.soak_ok)
         return all(inv.held for inv in self.invariants)
 
     def elapsed(self) -> float:
@@ -201,28 +222,69 @@ class Demo:
     async def run(self, system: RunningSystem) -> None:
         self.system = system
         self.db = SqlClient(system.registry.lookup(GATEWAY_NAME), default_timeout=3.0)
-        self.started = trio.current_time()
+        self.started = self.run_started = trio.current_time()
         metrics = f"http://127.0.0.1:{system.http_port}/metrics" if system.http_port else "off"
         self.header = (
             f"daz-actors demo: channel {CHANNEL!r} on {self.server.url}, "
             f"{len(self.chatters)} chatters, metrics {metrics}"
         )
         self._say_line(self.header)
-        duration = self.options.duration
+        soak = self.options.soak
         async with trio.open_nursery() as view:
             view.start_soon(self._view)
             await self._wait_joined()
-            chat_until = self.started + 0.8 * duration
-            async with trio.open_nursery() as activity:
-                for number, name in enumerate(self.chatters):
-                    activity.start_soon(self._chatter, name, number, chat_until)
-                activity.start_soon(self._chaos_schedule, duration)
-            self.invariants = await self._settle(duration)
+            while True:
+                invariants = await self._cycle()
+                if soak is None or trio.current_time() - self.run_started >= soak:
+                    break
+                self._say_line(render_summary(invariants, self.ledger))
             view.cancel_scope.cancel()
         await self._draw(final=True)
-        self._say_line(render_summary(self.invariants, self.ledger))
+        self._say_line(render_summary(invariants, self.ledger))
+        if self.recorder is not None:
+            verdicts = summarise(self.recorder.samples)
+            self.soak_ok = soak_passed(self.recorder.samples, verdicts)
+            self._say_line(render_verdicts(self.recorder.samples, verdicts))
+        self.invariants = invariants
         if self.summary_path is not None:
-            self._write_summary(self.summary_path, self.invariants)
+            self._write_summary(self.summary_path, invariants)
+
+    async def _cycle(self) -> list[Invariant]:
+        """One pass of the chaos schedule with chatters under new names; its invariants
+        (and, in a soak, its figures in soak.csv)."""
+        self.cycle += 1
+        self.started = trio.current_time()
+        self.ledger, self.chaos = ChatLedger(), []
+        duration = self.options.duration
+        if self.options.soak is None:
+            self.chatters = CHATTERS[: self.options.chatters]
+        else:  # new users every cycle, and each one renamed halfway (per-user state)
+            self.chatters = tuple(f"{n}-c{self.cycle}" for n in CHATTERS[: self.options.chatters])
+        self.said_as = list(self.chatters)
+        chat_until = self.started + 0.8 * duration
+        async with trio.open_nursery() as activity:
+            for number, name in enumerate(self.chatters):
+                activity.start_soon(self._chatter, name, number, chat_until)
+            activity.start_soon(self._chaos_schedule, duration)
+        invariants = await self._settle(duration)
+        held = all(inv.held for inv in invariants)
+        self.cycles_held.append(held)
+        if self.recorder is not None:
+            sample = await measure(
+                self.system,
+                self.db,
+                data_dir=self.work / "data" if self.work else Path("."),
+                router_name=f"room:{CHANNEL}/{KILLED_ROUTER}",
+                cycle=self.cycle,
+                elapsed_s=trio.current_time() - self.run_started,
+                invariants_held=held,
+            )
+            self.recorder.add(sample)
+            self._say_line(
+                f"[cycle {self.cycle}] invariants {'held' if held else 'BROKEN'}; "
+                + ", ".join(f"{k} {v:g}" for k, v in sample.figures.items())
+            )
+        return invariants
 
     def _write_summary(self, path: Path, invariants: list[Invariant]) -> None:
         """The run as JSON: what was said, what was injected, what held (for a look later)."""
@@ -255,7 +317,17 @@ class Demo:
     async def _chatter(self, name: str, number: int, until: float) -> None:
         rng = random.Random(number)
         line = 0
+        soak = self.options.soak is not None
+        rename_at = (self.started + until) / 2
+        if soak:
+            await self._join(name)
         while trio.current_time() < until:
+            if soak and trio.current_time() >= rename_at:
+                rename_at = math.inf  # leaves, and comes back under a new name
+                await self._leave(name)
+                name = f"{name}-r"
+                self.said_as.append(name)
+                await self._join(name)
             await self.may_speak.wait()  # held while the chat server is about to be killed
             line += 1
             self.speaking += 1
@@ -264,6 +336,17 @@ class Demo:
             finally:
                 self.speaking -= 1
             await trio.sleep(rng.uniform(0.4, 1.0))  # a person's pace between lines
+        if soak:
+            await self._leave(name)
+
+    async def _join(self, name: str) -> None:
+        """`name` joins the channel (the bot sees addUser); a server away: not joined."""
+        with contextlib.suppress(CytubeServerError, OSError):
+            await trio.to_thread.run_sync(self.server.add_user, CHANNEL, name)
+
+    async def _leave(self, name: str) -> None:
+        with contextlib.suppress(CytubeServerError, OSError):
+            await trio.to_thread.run_sync(self.server.remove_user, CHANNEL, name)
 
     async def _say(self, name: str, text: str) -> bool:
         """Say `text` as `name` through the chat server; whether the server confirmed it."""
@@ -439,7 +522,7 @@ class Demo:
             "SELECT count(*) FROM daz_chat_messages"
             " WHERE channel = $1 AND username = ANY($2::text[])",
             CHANNEL,
-            list(self.chatters),
+            list(self.said_as),
         )
         return int(count)
 
@@ -477,7 +560,7 @@ class Demo:
                 "SELECT message, count(*) AS n FROM daz_chat_messages"
                 " WHERE channel = $1 AND username = ANY($2::text[]) GROUP BY message",
                 CHANNEL,
-                list(self.chatters),
+                list(self.said_as),
             )
             stored = {str(row["message"]): int(row["n"]) for row in rows}
             stats: list[QueueStats] = await self.db.run(queue.stats, name="demo.queue_stats")
@@ -572,23 +655,18 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix="daz-demo-"))
-    kept = (
-        "kept"
-        if options.work_dir is not None
-        else "removed after a good run, kept when an invariant breaks"
-    )
-    out.write(
-        f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json; {kept})\n"
-    )
+    keep = options.work_dir is not None or options.soak is not None  # soak.csv is the result
+    kept = "kept" if keep else "removed after a good run, kept when an invariant breaks"
+    out.write(f"work directory: {work} (logs: {work / 'daz-actors.log'}, summary.json; {kept})\n")
     out.flush()
     code = EXIT_INTERRUPTED
     try:
         code = _run_in(work, options, out)
         return code
     finally:
-        if options.work_dir is None and code == 0:
+        if not keep and code == 0:
             shutil.rmtree(work, ignore_errors=True)
-        elif code != 0:
+        elif code != 0 or (keep and options.work_dir is None):
             out.write(f"kept the work directory for a look: {work}\n")
 
 
@@ -637,7 +715,7 @@ def _run_in(work: Path, options: DemoOptions, out: TextIO) -> int:
             try:
                 config_path = write_config(work, server=server.url, database_url=pg.url)
                 config = load_config(config_path, default_kinds())
-                demo = Demo(options, server, pg, out, summary_path=work / "summary.json")
+                demo = Demo(options, server, pg, out, summary_path=work / "summary.json", work=work)
                 try:
                     code = run_config(
                         config,

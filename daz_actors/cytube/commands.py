@@ -51,7 +51,7 @@ PROCESS_STARTED_AT = time.time()  # wall-clock seconds; `!uptime` counts from he
 ABOUT = "a CyTube bot of supervised trio actors: it logs the channel and answers commands"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_PRUNE_AT = 4096  # cooldown entries kept before expired ones are dropped
+COOLDOWNS_KEPT = 4096  # cooldown entries kept: then expired ones go, and the oldest if need be
 
 TreeState = Callable[[], Sequence[ChildInfo]]  # e.g. the root supervisor's which_children
 
@@ -186,8 +186,11 @@ class Cooldowns:
         last = self._last.get(key)
         if last is not None and now - last < self.seconds:
             return False
-        if len(self._last) >= _PRUNE_AT:
+        self._last.pop(key, None)  # re-inserted last: the dict stays in time order
+        if len(self._last) >= COOLDOWNS_KEPT:
             self._last = {k: t for k, t in self._last.items() if now - t < self.seconds}
+            while len(self._last) >= COOLDOWNS_KEPT:  # all still cooling down: the oldest go
+                del self._last[next(iter(self._last))]
         self._last[key] = now
         return True
 

@@ -219,6 +219,7 @@ async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketCo
         await stream.aclose()
 
 
+DELAYS_KEPT = 100  # reconnect waits remembered (the newest)
 CLOSE_TIMEOUT = 0.5  # seconds for the websocket close handshake at the end of a session
 
 
@@ -260,7 +261,8 @@ class CytubeConnection:
         self.reconnects = 0  # sessions started after the first
         self.last_media_update: float | None = None  # trio time of the last mediaUpdate
         self.received = 0  # typed events received
-        self.delays: list[float] = []  # reconnect waits so far (for checks and health)
+        # the last DELAYS_KEPT reconnect waits (for checks and health)
+        self.delays: collections.deque[float] = collections.deque(maxlen=DELAYS_KEPT)
         self.rank: float = -1  # the bot's own effective rank (the `rank` event)
         self.options: dict[str, Any] = {}  # the channel's options (channelOpts)
         self.not_before = -math.inf  # trio time before which no session starts (lockouts)
@@ -450,11 +452,13 @@ class CytubeConnection:
                 "room %s: %s event dropped: %s", channel, exc.event, exc.reason,
             )  # fmt: skip
             return
-        for flag in checked.flags:
-            self.flagged[(packet.name, flag)] += 1
         event = to_typed_event(channel, packet.name, checked.args, history=not self._in_channel)
         if event is None:
             return
+        # counted by name only for events the bot knows: a metric label never carries a
+        # name the server made up
+        for flag in checked.flags:
+            self.flagged[(packet.name, flag)] += 1
         self.received += 1
         if isinstance(event, ChatMessage | PrivateMessage):
             event = attrs.evolve(event, seq=self._occurrence(event))

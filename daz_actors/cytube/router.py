@@ -115,6 +115,7 @@ log = logging.getLogger("daz_actors.router")
 SEND_FAILED_TOPIC = "cytube.send.failed"
 LOG_FAILED_TOPIC = "chat.log.failed"
 STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
+MAX_RANKS = 10_000  # users whose rank is kept (a CyTube channel holds far fewer at once)
 
 # ---------------------------------------------------------------------------- params
 
@@ -218,6 +219,8 @@ class RouterStats:
     busy_ignored: int = 0  # max_running_commands already running
     own_ignored: int = 0  # the bot's own lines that looked like commands
     silent_ignored: int = 0  # commands while the bot could not speak in the room
+    ranks_tracked: int = 0  # users whose rank the router keeps (at most MAX_RANKS)
+    cooldowns_tracked: int = 0  # (user, command) cooldowns kept (pruned, see Cooldowns)
 
 
 # ---------------------------------------------------------------------------- the actor
@@ -252,6 +255,15 @@ class EventRouter(Actor):
         self.warnings = RepeatedWarnings(log)
         self.stats = RouterStats()
 
+    def _set_rank(self, name: str, rank: float) -> None:
+        """Keep `name`'s rank; beyond MAX_RANKS users the longest-known one is forgotten
+        (a user the router forgot counts as a guest until the server names it again)."""
+        key = name.lower()
+        self.ranks.pop(key, None)
+        self.ranks[key] = rank
+        while len(self.ranks) > MAX_RANKS:
+            del self.ranks[next(iter(self.ranks))]
+
     async def on_start(self) -> None:
         try:
             self.db = SqlClient(self.ctx.registry.lookup(self.params.gateway))
@@ -271,17 +283,19 @@ class EventRouter(Actor):
                 self._dispatch(message.text, message.username, reply_to=message.username)
         elif isinstance(message, UserJoined):
             # the global rank: the channel rank follows as setUserRank
-            self.ranks[message.user.name.lower()] = message.user.rank
+            self._set_rank(message.user.name, message.user.rank)
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserRank):
-            self.ranks[message.name.lower()] = message.rank
+            self._set_rank(message.name, message.rank)
         elif isinstance(message, UserLeft):
             self.ranks.pop(message.name.lower(), None)
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, MediaChanged):
             await self._log(channel_event_write(message, int(message.received_at * 1000)))
         elif isinstance(message, UserList):
-            self.ranks = {user.name.lower(): user.rank for user in message.users}
+            self.ranks = {}
+            for user in message.users:
+                self._set_rank(user.name, user.rank)
         elif isinstance(message, MediaUpdate):
             pass  # every few seconds while playing: not worth a row
         elif isinstance(message, ConnectionState):
@@ -293,7 +307,9 @@ class EventRouter(Actor):
         ):
             pass  # the connection acts on these
         elif isinstance(message, GetRouterStats):
-            return attrs.evolve(self.stats)
+            return attrs.evolve(
+                self.stats, ranks_tracked=len(self.ranks), cooldowns_tracked=len(self.cooldowns)
+            )
         elif isinstance(message, CommandRun):
             # beside logging, never in this loop: the caller waits on the pending outcome
             pending = PendingCommand()

@@ -16,9 +16,10 @@ from typing import Any
 
 import attrs
 
-__all__ = ["DEFAULT_INTERVAL", "RepeatedWarnings"]
+__all__ = ["DEFAULT_INTERVAL", "MAX_KINDS", "RepeatedWarnings"]
 
 DEFAULT_INTERVAL = 10.0
+MAX_KINDS = 256  # kinds remembered; beyond it the one logged longest ago is forgotten
 
 
 @attrs.define
@@ -54,5 +55,12 @@ class RepeatedWarnings:
         if seen is not None and seen.suppressed:
             msg += " (%d more like this in the last %.0f s)"
             args = (*args, seen.suppressed, now - seen.logged_at)
+        self._kinds.pop(kind, None)  # re-inserted last: the dict stays in time order
         self._kinds[kind] = _Kind(logged_at=now)
+        while len(self._kinds) > MAX_KINDS:
+            del self._kinds[next(iter(self._kinds))]
         self._log.warning(msg, *args, **kwargs)
+
+    def __len__(self) -> int:
+        """Kinds remembered (at most MAX_KINDS)."""
+        return len(self._kinds)

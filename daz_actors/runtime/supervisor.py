@@ -306,6 +306,13 @@ class Supervisor:
             if isinstance(slot.spec.start, Supervisor):
                 yield from slot.spec.start.startables()
 
+    def mailboxes(self) -> Iterator[Mailbox]:
+        """Every child's mailbox, depth first through child supervisors."""
+        for slot in self._slots:
+            yield slot.mailbox
+            if isinstance(slot.spec.start, Supervisor):
+                yield from slot.spec.start.mailboxes()
+
     def owner_of(self, name: str) -> Supervisor | None:
         """The supervisor (this one or one below it) that has a child called `name`."""
         if any(slot.spec.name == name for slot in self._slots):

@@ -11,6 +11,7 @@ Every request crosses the trio/asyncio bridge once, however many statements it r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -196,7 +197,15 @@ class SqlGateway:
         self.connected = trio.Event()  # set once a pool exists (per incarnation)
         self._bus: EventBus | None = None  # where failure events go (the incarnation's)
         self._background: trio.Nursery | None = None  # where they are published from
+        self._loop: asyncio.AbstractEventLoop | None = None  # the bridge's, while it runs
         self._name = GATEWAY_NAME
+
+    def asyncio_tasks(self) -> int:
+        """Tasks on this incarnation's asyncio loop (the trio-asyncio bridge); 0 if none."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 0
+        return len(asyncio.all_tasks(loop))
 
     def status(self) -> GatewayStatus:
         """A snapshot of the gateway's state."""
@@ -218,7 +227,8 @@ class SqlGateway:
         self._bus, self._name = ctx.bus, ctx.name
         self.connected = trio.Event()
         limiter = trio.CapacityLimiter(self.params.max_concurrent_calls)
-        async with trio_asyncio.open_loop(), trio.open_nursery() as background:
+        async with trio_asyncio.open_loop() as loop, trio.open_nursery() as background:
+            self._loop = loop
             first_attempt = trio.Event()
             background.start_soon(self._keep_connected, first_attempt)
             # ready once the first connection attempt is over, whatever its outcome: the

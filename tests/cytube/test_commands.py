@@ -13,6 +13,7 @@ import daz_actors
 from daz_actors import NameTaken, Registry, SqlClient
 from daz_actors.cytube.chat_log import channel_event_write, chat_write, private_write
 from daz_actors.cytube.commands import (
+    COOLDOWNS_KEPT,
     CommandContext,
     CommandRegistry,
     Cooldowns,
@@ -263,7 +264,6 @@ def test_event_ids_are_deterministic_and_arguments_json_serialisable():
     json.dumps(channel_event_write(media, 1).args())
 
 
-
 def child(name: str, state: ChildState, restarts: int = 0, **kw: Any) -> ChildInfo:
     return ChildInfo(
         name=name,
@@ -351,3 +351,15 @@ async def test_debug_reports_breaker_queue_and_tree_and_survives_an_outage():
         "db: not connected, breaker open, 1/10 calls failed · queue: unavailable "
         "(database_unavailable)"
     )
+
+
+def test_cooldowns_stay_bounded_even_when_every_entry_is_still_cooling_down():
+    """A flood of new users within one long cooldown: at most COOLDOWNS_KEPT entries are
+    kept, the oldest forgotten first (that user may run the command again early)."""
+    cooldowns = Cooldowns(3600.0)
+    for n in range(COOLDOWNS_KEPT + 500):
+        assert cooldowns.allow(f"user{n}", "uptime", 100.0 + n * 0.001)
+    assert len(cooldowns) == COOLDOWNS_KEPT
+    newest = f"user{COOLDOWNS_KEPT + 499}"
+    assert not cooldowns.allow(newest, "uptime", 200.0)  # the newest are still kept
+    assert cooldowns.allow("user0", "uptime", 200.0)  # the oldest were forgotten

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from daz_actors.cytube.connection import CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.inbound import CHAT_STORE_LIMIT, FLAGS_KEY, NAME_LIMIT
 from daz_actors.cytube.rooms import RoomsParams, build_rooms
-from daz_actors.ops.metrics import connections_in
+from daz_actors.ops.metrics import Metrics, Sources, connections_in, snapshot
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.supervisor import ChildInfo
 from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
@@ -229,3 +230,32 @@ async def test_fuzzed_server_input_never_restarts_the_room(pg, peer, batch):
         for username in good:
             assert len(await room.stored(username)) == 1, username
         assert sum(room.connection.rejected.values()) == bad
+
+
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+async def test_metric_labels_never_carry_user_names_texts_or_made_up_event_names(pg, peer):
+    """Events the bot does not know, named by a hostile server and carrying text that is
+    flagged, and lines from many users: no label on /metrics carries a user name, a chat
+    text or a name the server made up (each would be a new series that never goes away)."""
+    made_up = [f"madeUp{n}\t{'z' * 50}" for n in range(5)]
+    users = [f"labeluser{n}" for n in range(20)]
+    async with open_room(pg.dsn, peer) as room:
+        for name in made_up:  # a lone surrogate: the scrub flags it text_replaced
+            await emit(peer, room, name, {"username": "u", "msg": "a\ud800b"})
+        for user in users:
+            await emit(peer, room, "chatMsg", line(user, f"secret text of {user} \ud800"))
+        await emit(peer, room, "chatMsg", line("sentinel", "done"))
+        await poll(lambda: room.stored("sentinel"), timeout=DEADLINE)
+        assert ("chatMsg", "text_replaced") in room.connection.flagged  # known: counted
+        assert {event for event, _ in room.connection.flagged} == {"chatMsg"}
+        sources = Sources(connections=lambda: [room.connection])
+        exposition = Metrics().render(await snapshot(sources)).decode()
+    values = {m.group(2) for m in LABEL.finditer(exposition)}
+    assert values, exposition
+    for value in values:
+        assert "madeUp" not in value
+        assert "labeluser" not in value
+        assert "secret" not in value
+        assert len(value) <= 40, value

@@ -46,9 +46,12 @@ from daz_actors.cytube.events import (
     UserJoined,
     UserLeft,
     UserList,
+    UserRank,
 )
 from daz_actors.cytube.intents import COMMAND_RUN, CommandRun, PendingCommand
 from daz_actors.cytube.router import (
+    MAX_RANKS,
+    EventRouter,
     GetRouterStats,
     RouterParams,
     RouterStats,
@@ -202,7 +205,6 @@ async def insert_waiting_on_a_lock(conn: Any) -> bool:
         " AND query LIKE 'INSERT INTO daz_chat_messages%'"
     )
     return bool(waiting)
-
 
 
 def chat(username: str, msg: str, *, time: int = T0, history: bool = False) -> ChatMessage:
@@ -656,6 +658,23 @@ async def test_a_rerun_runs_beside_logging_not_in_its_loop(pg):
             outcome = await pending.outcome()
         assert outcome.ok
         await wait_until(lambda: "slow done" in room.replies())
+
+
+async def test_the_ranks_the_router_keeps_are_bounded_the_longest_known_forgotten():
+    """A channel whose users only ever join and get ranks (no userLeave reaches the bot):
+    the router keeps at most MAX_RANKS of them, the one known longest forgotten first."""
+    async with trio.open_nursery() as nursery:
+        router = EventRouter(RouterParams(channel="c"), commands=CommandRegistry(), nursery=nursery)
+        await router.handle(UserList(channel="c", users=(User(name="first", rank=3),)))
+        for n in range(MAX_RANKS + 100):
+            await router.handle(UserRank(channel="c", name=f"user{n}", rank=1))
+        await router.handle(UserRank(channel="c", name="user5000", rank=2))  # known again
+        stats: RouterStats = await router.handle(GetRouterStats())
+    assert stats.ranks_tracked == len(router.ranks) == MAX_RANKS
+    assert "first" not in router.ranks
+    assert "user99" not in router.ranks
+    assert router.ranks["user5000"] == 2
+    assert router.ranks[f"user{MAX_RANKS + 99}"] == 1
 
 
 async def test_an_outage_logs_one_warning_per_kind_not_one_per_line(pg, caplog):

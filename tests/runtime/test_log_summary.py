@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from daz_actors.runtime.log_summary import RepeatedWarnings
+from daz_actors.runtime.log_summary import MAX_KINDS, RepeatedWarnings
 
 
 def test_a_burst_of_one_kind_logs_one_warning_then_a_count(caplog: pytest.LogCaptureFixture):
@@ -28,3 +28,23 @@ def test_a_burst_of_one_kind_logs_one_warning_then_a_count(caplog: pytest.LogCap
     ]
     assert len(at[logging.DEBUG]) == 98  # every item's detail, at DEBUG
     assert "spooling e1" in at[logging.DEBUG]
+
+
+def test_the_table_of_kinds_is_bounded_the_oldest_forgotten_first(
+    caplog: pytest.LogCaptureFixture,
+):
+    """More kinds than MAX_KINDS (an error code per item, say): the table stays at
+    MAX_KINDS; the newest kinds are still summarised, the oldest logged afresh."""
+    now = [0.0]
+    warnings = RepeatedWarnings(logging.getLogger("test.bound"), clock=lambda: now[0])
+    for n in range(MAX_KINDS * 3):
+        now[0] += 0.001
+        warnings.warning(f"kind {n}", "message %d", n)
+    assert len(warnings) == MAX_KINDS
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="test.bound"):
+        warnings.warning(f"kind {MAX_KINDS * 3 - 1}", "newest again")
+        warnings.warning("kind 0", "oldest again")
+    levels = {r.getMessage(): r.levelno for r in caplog.records}
+    assert levels == {"newest again": logging.DEBUG, "oldest again": logging.WARNING}
+    assert len(warnings) == MAX_KINDS
