@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import click
 
-from daz_actors.app.build import format_tree
-from daz_actors.app.builtin_kinds import default_kinds
 from daz_actors.app.cli_config import CONFIG_ARG, load_cli_config
 from daz_actors.app.cli_db import migrate_command
 from daz_actors.app.cli_queue import queue_group
-from daz_actors.app.config import Config
-from daz_actors.app.demo import DemoFailed, DemoOptions, run_demo
-from daz_actors.app.runner import run_config
-from daz_actors.app.soak import parse_duration
 from daz_actors.ops.logging import configure_logging
+
+if TYPE_CHECKING:  # each command imports what it runs: `--help` stays quick
+    from daz_actors.app.config import Config
 
 log = logging.getLogger("daz_actors.app.cli")
 
@@ -60,6 +58,8 @@ def config_check(config_file: Path | None) -> None:
 @CONFIG_ARG
 def tree(config_file: Path | None) -> None:
     """Print the supervision tree of CONFIG_FILE with each node's policy."""
+    from daz_actors.app.build import format_tree
+
     click.echo(format_tree(load_cli_config(config_file)))
 
 
@@ -84,6 +84,9 @@ def run(config_file: Path | None, channels: tuple[str, ...]) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--channel") from None
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    from daz_actors.app.builtin_kinds import default_kinds
+    from daz_actors.app.runner import run_config
+
     sys.exit(run_config(cfg, default_kinds()))
 
 
@@ -141,6 +144,9 @@ def demo(
     server is killed. Exits 0 when every chat line sent was stored once, the poison was
     dead-lettered and everything recovered; 3 when an invariant broke.
     """
+    from daz_actors.app.demo import DemoFailed, DemoOptions, run_demo
+    from daz_actors.app.soak import parse_duration
+
     try:
         options = DemoOptions(
             duration=duration,

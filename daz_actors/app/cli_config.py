@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from daz_actors.app.builtin_kinds import default_kinds
-from daz_actors.app.config import Config, load_config
 from daz_actors.runtime.errors import ConfigError
+
+if TYPE_CHECKING:  # the kinds and the config are imported when a config is loaded
+    from daz_actors.app.config import Config
 
 __all__ = ["CONFIG_ARG", "config_option", "load_cli_config"]
 
@@ -40,6 +41,9 @@ def load_cli_config(config_file: Path | None) -> Config:
     """The validated config of `config_file` (the shipped one without it), or exit 1 naming
     the file and the key that is wrong."""
     try:
+        from daz_actors.app.builtin_kinds import default_kinds
+        from daz_actors.app.config import load_config
+
         return load_config(config_file, default_kinds())
     except ConfigError as exc:
         source = str(config_file) if config_file else "the default config"
