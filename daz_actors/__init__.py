@@ -132,4 +132,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public names (not this module's own helpers such as ``importlib``)."""
+    return sorted(__all__)
