@@ -44,6 +44,7 @@ __all__ = [
     "Verdict",
     "measure",
     "parse_duration",
+    "read_samples",
     "summarise",
 ]
 
@@ -266,6 +267,36 @@ class SoakRecorder:
             if first:
                 writer.writeheader()
             writer.writerow(sample.row(self.tables))
+
+
+def read_samples(path: Path) -> list[Sample]:
+    """The samples of a ``soak.csv`` (what `SoakRecorder` wrote), in cycle order.
+
+    Raises `ValueError` naming the line when a row is not one of its rows (a missing
+    column, a figure that is not a number).
+    """
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        columns = list(reader.fieldnames or ())
+        missing = [c for c in FIXED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"{path}: not a soak.csv (no column {', '.join(missing)})")
+        tables = [c[5:] for c in columns if c.startswith("rows:")]
+        samples = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                samples.append(
+                    Sample(
+                        cycle=int(row["cycle"]),
+                        elapsed_s=float(row["elapsed_s"]),
+                        invariants_held=row["invariants_held"] == "1",
+                        figures={c: float(row[c]) for c in FIXED_COLUMNS[3:]},
+                        rows={t: int(float(row[f"rows:{t}"])) for t in tables},
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}, line {line}: not a soak row ({exc})") from None
+    return samples
 
 
 # ------------------------------------------------------------------ the verdict
