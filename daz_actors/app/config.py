@@ -9,6 +9,7 @@ Layout::
     [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
     [retry_policies.NAME]            # per operation type; merged over the built-in table
+    [retention]  chat_days, private_days, events_days   # optional; none: rows kept forever
 
 Every error is a `ConfigError` whose message starts with the key path.
 """
@@ -33,12 +34,14 @@ from daz_actors.runtime.kinds import ActorKinds
 from daz_actors.runtime.supervision_policy import Restart, Strategy, SupervisorPolicy
 from daz_actors.runtime.validators import at_most, non_negative, positive
 from daz_actors.storage.embedded_pg import DATA_DIR_ENV, DATABASE_URL_ENV, default_data_dir
+from daz_actors.storage.retention import MAX_RETENTION_DAYS, TableRetention
 
 __all__ = [
     "DEFAULT_RETRY_POLICIES",
     "ActorConfig",
     "Config",
     "DatabaseConfig",
+    "RetentionConfig",
     "RetryPolicy",
     "SupervisorConfig",
     "default_config_text",
@@ -66,6 +69,45 @@ class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback: expose it on purpose, not by accident
     port: int = attrs.field(default=9464, validator=_port)  # 0: any free port (logged)
+
+
+def _days(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    if not value > 0:
+        raise ValueError(
+            f"{attr.name} must be > 0 (leave the key out to keep these rows forever), got {value!r}"
+        )
+    if value > MAX_RETENTION_DAYS:
+        raise ValueError(f"{attr.name} must be at most {MAX_RETENTION_DAYS:g}, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetentionConfig:
+    """How many days of chat and channel events are kept; a key left out keeps its rows
+    forever (the default: users expect their logs kept). Rows are pruned by when the bot
+    received them, by the retry actor's periodic cleanup (``cleanup_interval``), in
+    batches of its ``cleanup_batch_size``."""
+
+    chat_days: float | None = attrs.field(default=None, validator=_days)  # chat lines
+    private_days: float | None = attrs.field(default=None, validator=_days)  # private messages
+    events_days: float | None = attrs.field(default=None, validator=_days)  # joins, leaves, media
+
+    def rules(self) -> tuple[TableRetention, ...]:
+        """One rule per table with a retention."""
+        # imported here: reading a config (`daz-actors config check`) needs no chat code
+        from daz_actors.cytube.chat_log import ChannelEventRow, ChatLine, LogRow, PrivateLine
+
+        given: list[tuple[type[LogRow], float | None]] = [
+            (ChatLine, self.chat_days),
+            (PrivateLine, self.private_days),
+            (ChannelEventRow, self.events_days),
+        ]
+        return tuple(
+            TableRetention(table=row.table, column=row.received_column, days=days)
+            for row, days in given
+            if days is not None
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -120,6 +162,7 @@ class _RawConfig:
     supervisors: dict[str, SupervisorConfig] = attrs.field(factory=dict)
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
+    retention: RetentionConfig = RetentionConfig()
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +178,12 @@ class Config:
     actors: Mapping[str, ActorConfig]
     actor_params: Mapping[str, Any]  # actor name -> its kind's params object
     retry_policies: Mapping[str, RetryPolicy]
+    retention: RetentionConfig = RetentionConfig()  # chat and event rows kept (all: forever)
+
+    @property
+    def table_retention(self) -> tuple[TableRetention, ...]:
+        """The tables the periodic cleanup prunes by age (none by default)."""
+        return self.retention.rules()
 
     def retry_policy(self, operation: str) -> RetryPolicy:
         """The policy for `operation`, or the ``default`` one."""
@@ -194,6 +243,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         actors=raw.actors,
         actor_params=params,
         retry_policies=policies,
+        retention=raw.retention,
     )
 
 

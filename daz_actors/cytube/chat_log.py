@@ -96,6 +96,9 @@ class LogRow(abc.ABC):
 
     table: ClassVar[str]
     sql: ClassVar[str]
+    # the bot's time of receipt: what a retention ([retention] in the config) prunes by
+    # (schema 0010 indexes it); never a time the server claims
+    received_column: ClassVar[str]
     event_id: str
 
     @abc.abstractmethod
@@ -109,6 +112,7 @@ class ChatLine(LogRow):
 
     table: ClassVar[str] = "daz_chat_messages"
     sql: ClassVar[str] = CHAT_SQL
+    received_column: ClassVar[str] = "received_at"
 
     event_id: str
     channel: str
@@ -133,6 +137,7 @@ class PrivateLine(LogRow):
 
     table: ClassVar[str] = "daz_private_messages"
     sql: ClassVar[str] = PRIVATE_SQL
+    received_column: ClassVar[str] = "received_at"
 
     event_id: str
     channel: str
@@ -156,6 +161,7 @@ class ChannelEventRow(LogRow):
 
     table: ClassVar[str] = "daz_channel_events"
     sql: ClassVar[str] = CHANNEL_EVENT_SQL
+    received_column: ClassVar[str] = "at"
 
     event_id: str
     kind: str  # "join", "leave" or "media"

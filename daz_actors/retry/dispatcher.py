@@ -5,15 +5,15 @@ reconnecting with backoff when it is lost; the poll interval is the fallback, so
 notifications delay work by at most one interval. A notification wakes only as many
 workers as its new items need (its payload is their number: one worker per batch), taking
 turns, so one enqueued item does not send every idle worker to race for it; a poll wakes
-them all. It also runs the periodic cleanup of
-finished rows, with the retention from the config.
+them all. Every ``cleanup_interval`` seconds it runs a pass of the periodic cleanup
+(`daz_actors.retry.cleanup.Cleanup`: the queue's finished items, then the chat and event
+tables under a retention).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import asyncpg
@@ -21,12 +21,13 @@ import trio
 import trio_asyncio
 
 from daz_actors.retry.capture import DrainSpool
+from daz_actors.retry.cleanup import Cleanup
 from daz_actors.retry.worker import Wake
 from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.storage import queue
 from daz_actors.storage.embedded_pg import redact_dsn
-from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = ["RetryDispatcher"]
 
@@ -46,7 +47,7 @@ class RetryDispatcher:
         gateway: str,
         poll_interval: float,
         cleanup_interval: float,
-        retention_days: float,
+        cleanup: Cleanup,
         capture: str,
         batch_size: int = 10,
     ) -> None:
@@ -56,7 +57,8 @@ class RetryDispatcher:
         self.gateway = gateway
         self.poll_interval = poll_interval
         self.cleanup_interval = cleanup_interval
-        self.retention_days = retention_days
+        self.cleanup = cleanup
+        self.cleanups = 0  # cleanup passes run to their end
         self.notifications = 0  # NOTIFYs received
         self.wakeups = 0  # times the workers were woken
         self.listening = False  # the LISTEN connection is up now
@@ -135,13 +137,5 @@ class RetryDispatcher:
     async def _cleanup_periodically(self, db: SqlClient) -> None:
         while True:
             await trio.sleep(self.cleanup_interval)
-            try:
-                deleted = await db.run(
-                    partial(queue.cleanup, retention_days=self.retention_days),
-                    name="retry.cleanup",
-                )
-            except CALL_FAILED as exc:
-                log.warning("queue cleanup failed: %s", exc)
-            else:
-                if deleted:
-                    log.info("queue cleanup removed %d finished items", deleted)
+            await self.cleanup.run(db)  # logs what it removed, and what failed
+            self.cleanups += 1

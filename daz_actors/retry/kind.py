@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -10,6 +10,7 @@ import attrs
 from prometheus_client import CollectorRegistry
 
 from daz_actors.retry.capture import CAPTURE_NAME, capture_with_spool
+from daz_actors.retry.cleanup import Cleanup
 from daz_actors.retry.dispatcher import RetryDispatcher
 from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy
@@ -19,6 +20,7 @@ from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
 from daz_actors.runtime.supervisor import ChildSpec, Supervisor
 from daz_actors.runtime.validators import at_most, positive
 from daz_actors.storage.error_classes import ErrorRules
+from daz_actors.storage.retention import TableRetention
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 
 __all__ = ["RetryParams", "build_retry"]
@@ -35,6 +37,8 @@ class RetryParams(ErrorRules):
     poll_interval: float = attrs.field(default=5.0, validator=positive)  # seconds
     cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds
     retention_days: float = attrs.field(default=7.0, validator=positive)  # finished rows kept
+    # rows deleted per statement by the cleanup (the queue's and every retention table's)
+    cleanup_batch_size: int = attrs.field(default=5000, validator=[positive, at_most(1_000_000)])
     worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
     gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
     capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
@@ -55,6 +59,9 @@ class RetrySettings(Protocol):
 
     @property
     def retry_policies(self) -> Mapping[str, RetryPolicy]: ...  # operation type -> policy
+
+    @property
+    def table_retention(self) -> Sequence[TableRetention]: ...  # pruned by the cleanup
 
 
 def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
@@ -116,7 +123,11 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 gateway=params.gateway,
                 poll_interval=params.poll_interval,
                 cleanup_interval=params.cleanup_interval,
-                retention_days=params.retention_days,
+                cleanup=Cleanup(
+                    retention_days=params.retention_days,
+                    tables=tuple(settings.table_retention),
+                    batch_size=params.cleanup_batch_size,
+                ),
                 capture=CAPTURE_NAME,
                 batch_size=params.batch_size,
             ),

@@ -53,6 +53,7 @@ __all__ = [
     "get",
     "get_by_event_id",
     "history",
+    "prune_batch",
     "release_many",
     "replay",
     "requeue_dead_letter",
@@ -535,8 +536,41 @@ async def cleanup(
 ) -> int:
     """Delete completed and expired items older than ``retention_days``; return how many.
 
-    Dead letters are kept unless ``dead_letter_retention_days`` is given.
+    Dead letters are kept unless ``dead_letter_retention_days`` is given. One statement:
+    the periodic cleanup uses `prune_batch` instead.
     """
+    _check_retention(retention_days, dead_letter_retention_days)
+    deleted = await conn.fetchval(
+        "SELECT cleanup_retry_queue($1, $2)",
+        float(retention_days),
+        None if dead_letter_retention_days is None else float(dead_letter_retention_days),
+    )
+    return int(deleted)
+
+
+async def prune_batch(
+    conn: Executor,
+    *,
+    retention_days: float,
+    dead_letter_retention_days: float | None = None,
+    batch_size: int,
+) -> int:
+    """`cleanup`'s rule, at most `batch_size` items in one statement (schema 0010); how
+    many went. Their history rows go with them (ON DELETE CASCADE). Call it again until it
+    returns fewer than `batch_size`: each call is a short transaction of its own."""
+    _check_retention(retention_days, dead_letter_retention_days)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise QueueInputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    deleted = await conn.fetchval(
+        "SELECT daz_prune_retry_queue($1, $2, $3)",
+        float(retention_days),
+        None if dead_letter_retention_days is None else float(dead_letter_retention_days),
+        batch_size,
+    )
+    return int(deleted)
+
+
+def _check_retention(retention_days: float, dead_letter_retention_days: float | None) -> None:
     for name, value in (
         ("retention_days", retention_days),
         ("dead_letter_retention_days", dead_letter_retention_days),
@@ -545,12 +579,6 @@ async def cleanup(
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
             raise QueueInputError(f"{name}: must be a non-negative number, got {value!r}")
-    deleted = await conn.fetchval(
-        "SELECT cleanup_retry_queue($1, $2)",
-        float(retention_days),
-        None if dead_letter_retention_days is None else float(dead_letter_retention_days),
-    )
-    return int(deleted)
 
 
 def _filters(

@@ -35,10 +35,13 @@ class Tree:
 def retry_tree(
     dsn: str, handlers: HandlerRegistry, policies: dict[str, Any] | None = None, **params: Any
 ) -> Tree:
-    """The subtree with `handlers`; `policies` replace the fast ones given by default."""
+    """The subtree with `handlers`; `policies` replace the fast ones given by default;
+    ``retention=RetentionConfig(...)`` gives the config's [retention] section."""
     config = load_config(None, default_kinds())
     config = attrs.evolve(
-        config, retry_policies=policies or {"default": FAST, "sql_operation": FAST}
+        config,
+        retry_policies=policies or {"default": FAST, "sql_operation": FAST},
+        retention=params.pop("retention", config.retention),  # a RetentionConfig
     )
     registry, bus = Registry(), EventBus()
     gateway = SqlGateway(SqlGatewayParams(), dsn)
