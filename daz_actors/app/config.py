@@ -76,10 +76,10 @@ def _days(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> Non
         return
     if not value > 0:
         raise ValueError(
-            f"{attr.name} must be > 0 (leave the key out to keep these rows forever), got {value!r}"
+            f"{attr.name} must be > 0 (leave the key out to keep these rows forever), got {value:g}"
         )
     if value > MAX_RETENTION_DAYS:
-        raise ValueError(f"{attr.name} must be at most {MAX_RETENTION_DAYS:g}, got {value!r}")
+        raise ValueError(f"{attr.name} must be at most {MAX_RETENTION_DAYS:g}, got {value:g}")
 
 
 @attrs.frozen(kw_only=True)

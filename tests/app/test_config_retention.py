@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from daz_actors.app.builtin_kinds import default_kinds
@@ -67,3 +70,17 @@ def test_a_retention_that_is_not_a_table_is_refused() -> None:
         parse_config(f"retention = 30\n{BASE}", default_kinds())
     assert info.value.path == "retention"
     assert "expected a table" in info.value.reason
+
+
+def test_the_example_and_the_error_on_the_configuration_page_are_what_the_code_does() -> None:
+    """docs/configuration.md's [retention] block loads as described, and the error it
+    quotes for ``chat_days = 0`` is the one a user gets."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    [block] = re.findall(r"```toml\n(\[retention\]\n.*?)```", page, re.DOTALL)
+    cfg = parse_config(BASE + "\n" + block, default_kinds())
+    assert cfg.retention == RetentionConfig(chat_days=365, private_days=90, events_days=30)
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"{BASE}\n[retention]\nchat_days = 0\n", default_kinds())
+    quoted = re.search(r"\(`(retention\.chat_days: .*?)`\)", page.replace("\n", " "))
+    assert quoted is not None
+    assert str(info.value) == quoted[1]

@@ -110,7 +110,7 @@ def test_finished_items_go_in_batches_with_their_history(pg: Any) -> None:
         history = "SELECT event_id FROM daz_retry_history ORDER BY event_id"
         assert [r[0] for r in await conn.fetch(history)] == sorted(names)
 
-        prune = dict(retention_days=7, batch_size=2)
+        prune = {"retention_days": 7, "batch_size": 2}
         assert await queue.prune_batch(conn, **prune) == 2
         assert await queue.prune_batch(conn, **prune) == 1
         assert await queue.prune_batch(conn, **prune) == 0
@@ -125,12 +125,12 @@ def test_finished_items_go_in_batches_with_their_history(pg: Any) -> None:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        (dict(table="daz_chat_messages; DROP TABLE x", column="at", days=1), "table must be"),
-        (dict(table="Chat", column="at", days=1), "table must be"),
-        (dict(table="t", column='"at"', days=1), "column must be"),
-        (dict(table="t", column="at", days=0), "days must be > 0"),
-        (dict(table="t", column="at", days=36501), "days must be at most"),
-        (dict(table="t", column="at", days=1, key="id)"), "key must be"),
+        ({"table": "daz_chat_messages; DROP TABLE x", "column": "at", "days": 1}, "table must be"),
+        ({"table": "Chat", "column": "at", "days": 1}, "table must be"),
+        ({"table": "t", "column": '"at"', "days": 1}, "column must be"),
+        ({"table": "t", "column": "at", "days": 0}, "days must be > 0"),
+        ({"table": "t", "column": "at", "days": 36501}, "days must be at most"),
+        ({"table": "t", "column": "at", "days": 1, "key": "id)"}, "key must be"),
     ],
 )
 def test_a_rule_with_a_bad_name_or_age_is_refused(fields: dict[str, Any], reason: str) -> None:
