@@ -19,7 +19,15 @@ from typing import Any
 import asyncpg
 import pytest
 
-from daz_actors.app.soak import FIXED_COLUMNS, Sample, parse_duration, soak_passed, summarise
+from daz_actors.app.soak import (
+    FIXED_COLUMNS,
+    Sample,
+    SoakRecorder,
+    parse_duration,
+    read_samples,
+    soak_passed,
+    summarise,
+)
 from daz_actors.storage.embedded_pg import start_embedded
 
 DAZ = [sys.executable, "-m", "daz_actors.app.cli"]
@@ -136,3 +144,30 @@ def test_a_map_with_its_own_bound_is_judged_by_it_and_the_first_cycle_is_left_ou
     assert warm_up.flat is True
     too_few = _verdict("metric_series", [100, 400])
     assert too_few.flat is None  # one cycle after the first: not judged
+
+
+def test_soak_csv_reads_back_as_it_was_written(tmp_path: Path):
+    """`read_samples` gives back what `SoakRecorder` wrote (bench.soak follows a soak by
+    it), and names the line of a row that is not a soak row."""
+    path = tmp_path / "soak.csv"
+    recorder = SoakRecorder(path)
+    written = [
+        Sample(
+            cycle=n,
+            elapsed_s=60.0 * n,
+            invariants_held=n != 2,
+            figures={name: float(n * 10 + i) for i, name in enumerate(FIXED_COLUMNS[3:])},
+            rows={"daz_chat_messages": 100 * n, "daz_retry_queue": n},
+        )
+        for n in (1, 2, 3)
+    ]
+    for sample in written:
+        recorder.add(sample)
+    assert read_samples(path) == written
+    with path.open("a", encoding="utf-8") as file:
+        file.write("4,240.0,1,not-a-number\n")
+    with pytest.raises(ValueError, match=r"line 5: not a soak row"):
+        read_samples(path)
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a soak.csv"):
+        read_samples(tmp_path / "other.csv")
