@@ -443,6 +443,7 @@ class CytubeConnection:
     async def _on_event(self, ctx: ActorContext, ws: WebSocketConnection, packet: Event) -> None:
         """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
+        self._warnings.flush_due()  # the count of a burst of warnings that is over
         try:
             checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
         except MalformedEvent as exc:

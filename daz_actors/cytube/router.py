@@ -275,6 +275,7 @@ class EventRouter(Actor):
 
     async def handle(self, message: Any) -> Any:
         received_ms = int(self.clock() * 1000)
+        self.warnings.flush_due()  # the count of a burst of warnings that is over
         if isinstance(message, ChatMessage):
             await self._on_chat(message, received_ms)
         elif isinstance(message, PrivateMessage):

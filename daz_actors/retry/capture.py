@@ -222,7 +222,8 @@ class RetryCapture(Actor):
         return not self.spool.pending_count
 
     async def handle(self, message: Any) -> Any:
-        if isinstance(message, DrainSpool):
+        if isinstance(message, DrainSpool):  # every poll interval at least
+            outage.flush_due()  # the count of an outage's warnings once it is over
             return await self._drain()
         if isinstance(message, ScheduleRetry):
             return await self._enqueue(message.item)

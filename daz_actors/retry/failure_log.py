@@ -56,6 +56,7 @@ class FailureLog(Actor):
         if not isinstance(message, Published):
             raise TypeError(f"failure-log takes bus events, not {type(message).__name__}")
         event = message.event
+        repeated.flush_due()  # the count of an earlier burst that is over
         if isinstance(event, RetryOutcome):  # the worker logged it already
             return self.logged
         self.logged += 1

@@ -5,11 +5,20 @@ the same kind again within `interval` seconds goes to DEBUG (every item's detail
 there with ``-vv``) and is counted; the first one after the interval is logged at WARNING
 again with ``(N more like this in the last S s)``. Kinds are short fixed strings chosen by
 the caller (an operation and an error code, never an item id), so the table stays small.
+
+An outage ends with no warning of its kind after it: `flush_due` logs the count of a kind
+whose interval has passed since its last WARNING (``<kind>: N more like this in the last
+S s``) and forgets the kind, so a burst's count is reported when the burst is over, not
+with the first warning of the next outage (and attributed to that one). The owner calls
+it from something periodic it already does (the retry capture on every spool drain the
+dispatcher asks for, the SQL gateway on every call, the failure log on every event); it
+returns at once while nothing is due.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +51,7 @@ class RepeatedWarnings:
         self._interval = interval
         self._clock = clock
         self._kinds: dict[str, _Kind] = {}
+        self._next_due = math.inf  # the earliest time a suppressed count is due
 
     def warning(self, kind: str, msg: str, *args: Any, **kwargs: Any) -> None:
         """Log `msg % args` at WARNING, or at DEBUG when `kind` was logged less than
@@ -50,6 +60,7 @@ class RepeatedWarnings:
         seen = self._kinds.get(kind)
         if seen is not None and now - seen.logged_at < self._interval:
             seen.suppressed += 1
+            self._next_due = min(self._next_due, seen.logged_at + self._interval)
             self._log.debug(msg, *args, **kwargs)
             return
         if seen is not None and seen.suppressed:
@@ -60,6 +71,31 @@ class RepeatedWarnings:
         while len(self._kinds) > MAX_KINDS:
             del self._kinds[next(iter(self._kinds))]
         self._log.warning(msg, *args, **kwargs)
+
+    def flush_due(self) -> int:
+        """Log the count of every kind whose suppressed warnings are older than `interval`
+        with no WARNING of it since, and forget those kinds; how many were logged."""
+        now = self._clock()
+        if now < self._next_due:
+            return 0
+        flushed, next_due = 0, math.inf
+        for kind, seen in list(self._kinds.items()):
+            if not seen.suppressed:
+                continue
+            due = seen.logged_at + self._interval
+            if now < due:
+                next_due = min(next_due, due)
+                continue
+            del self._kinds[kind]
+            self._log.warning(
+                "%s: %d more like this in the last %.0f s",
+                kind,
+                seen.suppressed,
+                now - seen.logged_at,
+            )
+            flushed += 1
+        self._next_due = next_due
+        return flushed
 
     def __len__(self) -> int:
         """Kinds remembered (at most MAX_KINDS)."""

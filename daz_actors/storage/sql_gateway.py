@@ -327,6 +327,7 @@ class SqlGateway:
         topic, operation = _describe(request)
         timeout = request.timeout if request.timeout is not None else self.params.call_timeout
         self.calls += 1
+        failed_calls.flush_due()  # the count of a burst of failures that is over
         now = trio.current_time()
         if not self.breaker.allow(now):
             error: SqlError = CircuitOpen(

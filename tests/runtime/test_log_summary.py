@@ -48,3 +48,33 @@ def test_the_table_of_kinds_is_bounded_the_oldest_forgotten_first(
     levels = {r.getMessage(): r.levelno for r in caplog.records}
     assert levels == {"newest again": logging.DEBUG, "oldest again": logging.WARNING}
     assert len(warnings) == MAX_KINDS
+
+
+def test_the_count_of_a_burst_is_logged_once_it_is_over_not_with_the_next_one(
+    caplog: pytest.LogCaptureFixture,
+):
+    """An outage's suppressed warnings are counted in a line of their own once the
+    interval has passed with no WARNING of their kind, and the kind is forgotten: the next
+    outage's first warning is logged afresh, with no count of the old one."""
+    now = [0.0]
+    warnings = RepeatedWarnings(
+        logging.getLogger("test.flush"), interval=10.0, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.WARNING, logger="test.flush"):
+        for n in range(20):  # the outage: one WARNING, 19 counted
+            now[0] += 0.1
+            warnings.warning("spooling", "spooling e%d", n)
+        warnings.warning("quiet", "one of another kind")
+        assert warnings.flush_due() == 0  # within the interval: not due yet
+        now[0] = 10.2  # 10 s after the outage's WARNING (at 0.1); "quiet" had none suppressed
+        assert warnings.flush_due() == 1
+        assert warnings.flush_due() == 0  # once only
+        now[0] = 100.0
+        warnings.warning("spooling", "spooling e%d", 100)  # the next outage
+    assert [r.getMessage() for r in caplog.records] == [
+        "spooling e0",
+        "one of another kind",
+        "spooling: 19 more like this in the last 10 s",
+        "spooling e100",
+    ]
+    assert len(warnings) == 2  # "quiet" (nothing to report) and the new "spooling"
