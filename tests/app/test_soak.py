@@ -169,5 +169,5 @@ def test_soak_csv_reads_back_as_it_was_written(tmp_path: Path):
     with pytest.raises(ValueError, match=r"line 5: not a soak row"):
         read_samples(path)
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not a soak.csv"):
+    with pytest.raises(ValueError, match=r"not a soak\.csv"):
         read_samples(tmp_path / "other.csv")
