@@ -30,6 +30,7 @@ DEFAULT_RETRYABLE_TYPES = (
     "ConnectionDoesNotExistError",
     "ConnectionFailureError",
     "InterfaceError",
+    "InternalClientError",  # asyncpg's protocol state broken by a cut connection: a new one
     "CannotConnectNowError",
     "ConnectionClosed",
     "HandshakeError",

@@ -351,7 +351,17 @@ class SqlGateway:
             error = SqlError(
                 f"{operation} timed out after {timeout:g} s", retryable=True, code="timeout"
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # InternalClientError: the client's protocol state broke, typically a connection
+        # cut or a call cancelled mid-statement ("cannot switch to state 12; another
+        # operation (2) is in progress" when PostgreSQL shuts down); the pool drops that
+        # connection. A failed call like the others, never an exception that crashes the
+        # caller (a retry worker would leave its items leased until the lock timeout)
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+            OSError,
+        ) as exc:
             verdict = self.classifier.classify(exc)
             error = SqlError(
                 f"{operation} failed: {type(exc).__name__}: {exc}",

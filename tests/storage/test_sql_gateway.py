@@ -203,3 +203,32 @@ async def test_call_latency_and_errors_by_class_are_measured(pg):
         "daz_sql_errors_total", {"error_class": "42", "retryable": "false"}
     )
     assert errors == 1
+
+
+async def test_a_broken_client_protocol_state_is_a_failed_call_not_a_crash(pg):
+    """asyncpg's InternalClientError (seen in the soak when PostgreSQL shut down under a
+    write: 'cannot switch to state 12; another operation (2) is in progress') reaches the
+    caller as a retryable SqlError, like a lost connection, and counts as a failure for
+    the breaker; before, it passed through raw and crashed the caller (the event router;
+    a retry worker would have left its items leased until the lock timeout)."""
+    import asyncpg
+
+    sup, _bus, gateway = gateway_tree(pg.dsn, breaker_min_calls=1, breaker_failure_ratio=0.5)
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        db = SqlClient(sup.ref("sql-gateway"))
+
+        async def broken(pool: Any) -> None:
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT 1")
+                raise asyncpg.InternalClientError(
+                    "cannot switch to state 12; another operation (2) is in progress"
+                )
+
+        with pytest.raises(SqlError) as caught:
+            await db.run(broken, name="write")
+        assert caught.value.retryable
+        assert caught.value.code == "InternalClientError"
+        assert isinstance(caught.value.__cause__, asyncpg.InternalClientError)
+        assert gateway.failures == 1
+        assert (await db.status()).breaker is BreakerState.OPEN  # one failure of one call
