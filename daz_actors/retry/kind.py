@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -60,8 +60,16 @@ class RetrySettings(Protocol):
     @property
     def retry_policies(self) -> Mapping[str, RetryPolicy]: ...  # operation type -> policy
 
-    @property
-    def table_retention(self) -> Sequence[TableRetention]: ...  # pruned by the cleanup
+    # optional: ``table_retention`` (a sequence of `TableRetention`), the tables the
+    # periodic cleanup prunes by age; a config without it prunes only the queue
+
+
+def _table_retention(settings: RetrySettings) -> tuple[TableRetention, ...]:
+    rules = tuple(getattr(settings, "table_retention", ()))
+    for rule in rules:
+        if not isinstance(rule, TableRetention):
+            raise TypeError(f"table_retention must hold TableRetention rules, got {rule!r}")
+    return rules
 
 
 def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
@@ -125,7 +133,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 cleanup_interval=params.cleanup_interval,
                 cleanup=Cleanup(
                     retention_days=params.retention_days,
-                    tables=tuple(settings.table_retention),
+                    tables=_table_retention(settings),
                     batch_size=params.cleanup_batch_size,
                 ),
                 capture=CAPTURE_NAME,
