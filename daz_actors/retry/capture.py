@@ -25,6 +25,7 @@ incarnation opens the spool (its bytes moved to ``<spool>.quarantine``) in
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -172,6 +173,7 @@ class RetryCapture(Actor):
         policies: Mapping[str, RetryPolicy],
         spool: Spool,
         metrics: CollectorRegistry | None = None,
+        event_types: Sequence[str] = (),
     ) -> None:
         self.spool = spool
         self.gateway = gateway
@@ -186,6 +188,15 @@ class RetryCapture(Actor):
         # None (no metrics registry): nothing is counted beyond this incarnation's attributes
         self._scheduled = scheduled_counter(metrics) if metrics is not None else None
         self._drained = spool_drained_counter(metrics) if metrics is not None else None
+        # the known event types' series exist from the start at 0 (a series that appears
+        # the first time an outage spools an item would look like a new label to an
+        # alert, and to a soak counting series); other event types get theirs when seen
+        for event_type in event_types:
+            if self._scheduled is not None:
+                for outcome in typing.get_args(Outcome):
+                    self._scheduled.labels(event_type, outcome)
+            if self._drained is not None:
+                self._drained.labels(event_type)
 
     async def on_start(self) -> None:
         self.db = SqlClient(self.ctx.registry.lookup(self.gateway))

@@ -102,6 +102,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
         ignore_event_types=params.ignore_event_types,
         policies=settings.retry_policies,
         metrics=metrics,
+        event_types=handlers.event_types(),  # their metric series exist from the start
     )
     children = [
         # redeliver: queueing is idempotent by event id, so a crash never loses an event

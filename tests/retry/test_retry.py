@@ -47,22 +47,53 @@ def failure(event_type: str = "test.flaky", **kw: Any) -> FailureEvent:
 
 
 def scheduled(metrics: Any) -> dict[tuple[str, str], float]:
-    """``daz_retry_scheduled_total`` on the registry `metrics`: (event_type, outcome) -> n."""
+    """``daz_retry_scheduled_total`` on the registry `metrics`: (event_type, outcome) -> n,
+    for the series counted above 0 (the handlers' event types have theirs from the start)."""
     return {
         (s.labels["event_type"], s.labels["outcome"]): s.value
         for family in metrics.collect()
         for s in family.samples
-        if s.name == "daz_retry_scheduled_total"
+        if s.name == "daz_retry_scheduled_total" and s.value
     }
 
 
 def drained(metrics: Any) -> dict[str, float]:
-    """``daz_retry_spool_drained_total`` on the registry `metrics`: event_type -> n."""
+    """``daz_retry_spool_drained_total`` on the registry `metrics`: event_type -> n, above 0."""
     return {
         s.labels["event_type"]: s.value
         for family in metrics.collect()
         for s in family.samples
-        if s.name == "daz_retry_spool_drained_total"
+        if s.name == "daz_retry_spool_drained_total" and s.value
+    }
+
+
+async def test_the_handlers_event_types_have_their_capture_series_from_the_start(pg):
+    """Before anything fails, every handler's event type has its scheduled series (each
+    outcome) and its drained series at 0: the first outage adds no series to /metrics."""
+    from daz_actors.ops.metrics import Metrics
+
+    metrics = Metrics().registry
+    handlers = HandlerRegistry()
+
+    @handlers.register("test.a")
+    async def a(item: QueueItem, ctx: AttemptContext) -> None:
+        pass
+
+    tree = retry_tree(pg.dsn, handlers, metrics_registry=metrics)
+    async with open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        series = {
+            (s.name, tuple(sorted(s.labels.items())))
+            for family in metrics.collect()
+            for s in family.samples
+            if s.name in ("daz_retry_scheduled_total", "daz_retry_spool_drained_total")
+        }
+    assert series == {
+        *(
+            ("daz_retry_scheduled_total", (("event_type", "test.a"), ("outcome", o)))
+            for o in ("queued", "duplicate", "spooled", "refused")
+        ),
+        ("daz_retry_spool_drained_total", (("event_type", "test.a"),)),
     }
 
 
