@@ -1,0 +1,187 @@
+"""A busy room: chat lines stored in groups, never lost to a crash mid-batch, and a
+connection that answers the server's pings while PostgreSQL stalls (issue 15)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+from cytube_peer import fixtures
+from test_router import (
+    T0,
+    chat,
+    insert_waiting_on_a_lock,
+    lock,
+    open_room,
+    router_restarts,
+    settled,
+    unlock,
+)
+
+from daz_actors import ChildSpec, EventBus, Registry, Strategy, Supervisor
+from daz_actors.app.handlers import default_handlers
+from daz_actors.cytube.chat_log import chat_write
+from daz_actors.cytube.connection import CytubeConnection
+from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.rooms import RoomsParams, room_spec
+from daz_actors.cytube.router import GetRouterStats, RouterStats
+from daz_actors.retry.kind import RetryParams, build_retry
+from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.kinds import BuildContext
+from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.testing import fast_policy, open_tree, poll, wait_until
+
+cytube_peer = fixtures.cytube_peer
+cytube_peer_factory = fixtures.cytube_peer_factory
+
+
+async def stored_ids(room: Any) -> list[str]:
+    rows = await room.rows("SELECT event_id FROM daz_chat_messages ORDER BY id")
+    return [r["event_id"] for r in rows]
+
+
+async def test_lines_that_arrive_together_are_stored_once_each_in_few_batches(pg):
+    """500 lines told at once (with a line told twice and a live line also replayed as
+    history) are stored in a few multi-row batches, each line once, the live flag kept."""
+    lines = [chat("ann", f"line {n}", time=T0 + n) for n in range(500)]
+    again = lines[7]  # the same event twice: one row
+    replay = chat("ann", "line 9", time=T0 + 9, history=True)  # a live line's replay
+    async with open_room(pg.dsn) as room:
+        for event in [*lines[:10], again, replay, *lines[10:]]:
+            await room.router.send(event)
+        stats = await settled(room.router)
+        ids = await stored_ids(room)
+        history = await room.rows(
+            "SELECT count(*) AS n FROM daz_chat_messages WHERE is_history"
+        )
+    expected = [chat_write(line, 0).event_id for line in lines]
+    assert ids == expected  # each once, in arrival order
+    assert history[0]["n"] == 0
+    assert stats.logged == 502  # the copies were written (and found already written)
+    assert stats.log_failures == 0
+    assert stats.log_batches < 100  # grouped, not one insert per line
+
+
+async def test_a_router_crash_mid_batch_loses_nothing_and_duplicates_nothing(pg):
+    """The router is killed while its writer's batch waits on a lock and that insert is
+    then cancelled in PostgreSQL: the next incarnation writes the whole batch again, and
+    every line told before and after the crash is stored exactly once, none queued."""
+    first = [chat("ann", f"before {n}", time=T0 + n) for n in range(300)]
+    later = [chat("bob", f"after {n}", time=T0 + 1000 + n) for n in range(50)]
+    async with open_room(pg.dsn) as room, pg.trio_connection() as locker:
+        await locker.call(lock)
+        for event in first:
+            await room.router.send(event)
+        await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
+        pids = await locker.call(
+            lambda conn: conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'INSERT INTO daz_chat_messages%'"
+            )
+        )
+        assert len(pids) == 1  # the writer's batch, in flight
+        stats: RouterStats = await room.router.ask(GetRouterStats(), timeout=30)
+        assert stats.log_pending == 300
+        assert stats.logged == 0
+        room.room.kill_child("event-router", "crash injected mid-batch")
+        await wait_until(lambda: router_restarts(room) == 1, timeout=30)
+        # the killed incarnation's insert can never commit now
+        await locker.call(lambda conn: conn.execute(f"SELECT pg_cancel_backend({pids[0]['pid']})"))
+        for event in later:
+            await room.router.send(event)
+        await locker.call(unlock)
+        stats = await settled(room.router)
+        ids = await stored_ids(room)
+        queued = await room.rows("SELECT count(*) AS n FROM daz_retry_queue")
+    assert sorted(ids) == sorted(chat_write(e, 0).event_id for e in [*first, *later])
+    assert len(ids) == len(set(ids)) == 350
+    assert stats.log_failures == 0
+    assert queued[0]["n"] == 0
+    assert stats.logged == 350  # the new incarnation wrote the killed batch and the rest
+
+
+@pytest.fixture(autouse=True)
+def password(monkeypatch):
+    monkeypatch.setenv("DAZ_CYTUBE_PASSWORD", "secret")
+
+
+def say_many(peer: Any, channel: str, count: int) -> None:
+    for n in range(count):
+        peer.say(channel, "chatty", f"line {n}", time=T0 + n)
+
+
+@pytest.mark.slow
+async def test_pings_are_answered_while_postgresql_stalls_under_a_flood(
+    pg, cytube_peer, tmp_path
+):
+    """With every chat insert waiting on a lock, 1,500 lines (more than the router's
+    mailbox holds) come in; the connection keeps answering the server's pings (1 s
+    interval, 2 s timeout) through a stall of 8 s, so the server never drops it. The
+    batches that time out meanwhile go to the retry queue, and once the lock goes every
+    line is stored once."""
+    cytube_peer.add_account("bot", "secret")
+    registry, bus = Registry(), EventBus()
+    fast = RetryPolicy(max_retries=20, initial=0.05, max_delay=0.5, attempt_timeout=10)
+    settings = SimpleNamespace(
+        data_dir=tmp_path, retry_policies={"default": fast, "sql_operation": fast}
+    )
+    retry_context = BuildContext(
+        name="retry", config=settings, registry=registry, bus=bus,
+        resources={"database_url": pg.dsn, "retry_handlers": default_handlers()},
+    )  # fmt: skip
+    retry = build_retry(RetryParams(worker_count=2, poll_interval=0.2), retry_context)
+    params = RoomsParams(server=cytube_peer.url, channels=("busy",), name="bot",
+                         reconnect_initial=0.1, reconnect_max=0.5)  # fmt: skip
+    context = BuildContext(name="rooms", config=None, registry=registry, bus=bus, resources={})
+    spec = room_spec("busy", params, context)
+    room = spec.start
+    assert isinstance(room, Supervisor)
+    connection = next(s for s in room.startables() if isinstance(s, CytubeConnection))
+    root = Supervisor(
+        "daz",
+        [
+            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), pg.dsn)),
+            ChildSpec(name="retry", start=retry, shutdown_timeout=None),
+            spec,
+        ],
+        policy=fast_policy(Strategy.REST_FOR_ONE),
+        registry=registry,
+        bus=bus,
+    )
+    router = None
+    async with open_tree(root), pg.trio_connection() as locker:
+        await wait_until(lambda: connection.status is ConnectionStatus.JOINED, timeout=30)
+        router = registry.lookup("room:busy/event-router")
+        before = await router.ask(GetRouterStats(), timeout=30)
+        await locker.call(lock)
+        stall_began = trio.current_time()
+        await trio.to_thread.run_sync(say_many, cytube_peer, "busy", 1500)
+
+        async def all_taken() -> bool:
+            stats: RouterStats = await router.ask(GetRouterStats(), timeout=30)
+            settled_or_waiting = stats.log_pending + stats.logged + stats.log_failures
+            return settled_or_waiting - before.logged - before.log_failures >= 1500
+
+        await poll(all_taken, timeout=60, interval=0.05)
+        assert await locker.call(insert_waiting_on_a_lock)  # still stalled
+        # the fault's length, not a wait for something: the stall lasts 8 s in all
+        await trio.sleep(max(0.0, stall_began + 8 - trio.current_time()))
+        assert await locker.call(insert_waiting_on_a_lock)
+        assert connection.reconnects == 0
+        assert connection.status is ConnectionStatus.JOINED
+        await locker.call(unlock)
+        await settled(router)
+
+        async def stored() -> int:
+            count: int = await locker.call(
+                lambda conn: conn.fetchval(
+                    "SELECT count(*) FROM daz_chat_messages WHERE username = 'chatty'"
+                )
+            )
+            return count if count >= 1500 else 0
+
+        rows = await poll(stored, timeout=120, interval=0.2)  # the queue writes the rest
+    assert rows == 1500  # each line once (event ids are unique: more would be an error)
+    assert connection.reconnects == 0
