@@ -3,11 +3,15 @@ connection that answers the server's pings while PostgreSQL stalls (issue 15).""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 import trio
+import trio_asyncio
 from cytube_peer import fixtures
 from test_router import (
     T0,
@@ -30,7 +34,9 @@ from daz_actors.cytube.router import GetRouterStats, RouterStats
 from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.kinds import BuildContext
+from daz_actors.storage.migrations import migrate
 from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 from daz_actors.testing import fast_policy, open_tree, poll, wait_until
 
 cytube_peer = fixtures.cytube_peer
@@ -112,37 +118,31 @@ def say_many(peer: Any, channel: str, count: int) -> None:
         peer.say(channel, "chatty", f"line {n}", time=T0 + n)
 
 
-@pytest.mark.slow
-async def test_pings_are_answered_while_postgresql_stalls_under_a_flood(
-    pg, cytube_peer, tmp_path
-):
-    """With every chat insert waiting on a lock, 1,500 lines (more than the router's
-    mailbox holds) come in; the connection keeps answering the server's pings (1 s
-    interval, 2 s timeout) through a stall of 8 s, so the server never drops it. The
-    batches that time out meanwhile go to the retry queue, and once the lock goes every
-    line is stored once."""
-    cytube_peer.add_account("bot", "secret")
+def flood_tree(dsn: str, peer: Any, data_dir: Path) -> tuple[Supervisor, Registry, Any]:
+    """The gateway, the retry subtree (fast policies, its spool in `data_dir`) and the real
+    room ``busy`` (connection and router as configured); and the room's connection."""
     registry, bus = Registry(), EventBus()
-    fast = RetryPolicy(max_retries=20, initial=0.05, max_delay=0.5, attempt_timeout=10)
+    fast = RetryPolicy(max_retries=50, initial=0.05, max_delay=0.5, attempt_timeout=10)
     settings = SimpleNamespace(
-        data_dir=tmp_path, retry_policies={"default": fast, "sql_operation": fast}
+        data_dir=data_dir, retry_policies={"default": fast, "sql_operation": fast}
     )
     retry_context = BuildContext(
         name="retry", config=settings, registry=registry, bus=bus,
-        resources={"database_url": pg.dsn, "retry_handlers": default_handlers()},
+        resources={"database_url": dsn, "retry_handlers": default_handlers()},
     )  # fmt: skip
     retry = build_retry(RetryParams(worker_count=2, poll_interval=0.2), retry_context)
-    params = RoomsParams(server=cytube_peer.url, channels=("busy",), name="bot",
+    params = RoomsParams(server=peer.url, channels=("busy",), name="bot",
                          reconnect_initial=0.1, reconnect_max=0.5)  # fmt: skip
     context = BuildContext(name="rooms", config=None, registry=registry, bus=bus, resources={})
     spec = room_spec("busy", params, context)
     room = spec.start
     assert isinstance(room, Supervisor)
     connection = next(s for s in room.startables() if isinstance(s, CytubeConnection))
+    gateway = SqlGatewayParams(reconnect_initial=0.1, reconnect_max=0.5)
     root = Supervisor(
         "daz",
         [
-            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), pg.dsn)),
+            ChildSpec(name="sql-gateway", start=SqlGateway(gateway, dsn)),
             ChildSpec(name="retry", start=retry, shutdown_timeout=None),
             spec,
         ],
@@ -150,33 +150,95 @@ async def test_pings_are_answered_while_postgresql_stalls_under_a_flood(
         registry=registry,
         bus=bus,
     )
-    router = None
-    async with open_tree(root), pg.trio_connection() as locker:
+    return root, registry, connection
+
+
+async def flood_through_a_fault(
+    dsn: str,
+    peer: Any,
+    data_dir: Path,
+    begin: Callable[[], Awaitable[None]],
+    end: Callable[[], Awaitable[None]],
+) -> int:
+    """Join ``busy``, `begin` the database fault, have 1,500 lines said (more than the
+    router's mailbox holds), keep the fault 8 s in all, check that the connection answered
+    the server's pings throughout (1 s interval, 2 s timeout: it was never dropped), `end`
+    the fault; the number of rows stored once the retry queue wrote what was left."""
+    peer.add_account("bot", "secret")
+    root, registry, connection = flood_tree(dsn, peer, data_dir)
+    async with open_tree(root):
         await wait_until(lambda: connection.status is ConnectionStatus.JOINED, timeout=30)
-        router = registry.lookup("room:busy/event-router")
         received = connection.received
-        await locker.call(lock)
-        stall_began = trio.current_time()
-        await trio.to_thread.run_sync(say_many, cytube_peer, "busy", 1500)
-        # the reader took every line while the database stalled
+        await begin()
+        fault_began = trio.current_time()
+        await trio.to_thread.run_sync(say_many, peer, "busy", 1500)
+        # the reader took every line while the database was away
         await wait_until(lambda: connection.received - received >= 1500, timeout=60)
-        assert await locker.call(insert_waiting_on_a_lock)  # still stalled
-        # the fault's length, not a wait for something: the stall lasts 8 s in all
-        await trio.sleep(max(0.0, stall_began + 8 - trio.current_time()))
-        assert await locker.call(insert_waiting_on_a_lock)
+        # the fault's length, not a wait for something: it lasts 8 s in all
+        await trio.sleep(max(0.0, fault_began + 8 - trio.current_time()))
         assert connection.reconnects == 0
         assert connection.status is ConnectionStatus.JOINED
-        await locker.call(unlock)
-        await settled(router)
+        await end()
+        await settled(registry.lookup("room:busy/event-router"))
+        client = SqlClient(registry.lookup("sql-gateway"))
 
         async def stored() -> int:
-            count: int = await locker.call(
-                lambda conn: conn.fetchval(
+            try:
+                count: int = await client.query_value(
                     "SELECT count(*) FROM daz_chat_messages WHERE username = 'chatty'"
                 )
-            )
+            except CALL_FAILED:  # still reconnecting
+                return 0
             return count if count >= 1500 else 0
 
-        rows = await poll(stored, timeout=120, interval=0.2)  # the queue writes the rest
-    assert rows == 1500  # each line once (event ids are unique: more would be an error)
+        rows: int = await poll(stored, timeout=150, interval=0.2)  # the queue writes the rest
     assert connection.reconnects == 0
+    return rows
+
+
+@pytest.mark.slow
+async def test_pings_are_answered_while_postgresql_stalls_under_a_flood(
+    pg, cytube_peer, tmp_path
+):
+    """Every chat insert waits on a lock for 8 s while 1,500 lines come in: the connection
+    keeps answering pings, the batches that time out go to the retry queue, and once the
+    lock goes every line is stored once."""
+    async with pg.trio_connection() as locker:
+
+        async def begin() -> None:
+            await locker.call(lock)
+
+        async def end() -> None:
+            assert await locker.call(insert_waiting_on_a_lock)  # it was stalled throughout
+            await locker.call(unlock)
+
+        rows = await flood_through_a_fault(pg.dsn, cytube_peer, tmp_path, begin, end)
+    assert rows == 1500  # each line once (event ids are unique: more would be an error)
+
+
+@pytest.mark.slow
+async def test_pings_are_answered_while_postgresql_is_stopped_under_a_flood(
+    own_server, cytube_peer, tmp_path
+):
+    """PostgreSQL is stopped for 8 s while 1,500 lines come in: the connection keeps
+    answering pings, the lines go to the retry capture's spool, and once PostgreSQL is
+    back every line is stored once."""
+
+    async def migrated(conn: Any) -> None:
+        await migrate(conn)
+
+    async with trio_asyncio.open_loop():
+        conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(own_server.url)
+        try:
+            await trio_asyncio.aio_as_trio(migrated)(conn)
+        finally:
+            await trio_asyncio.aio_as_trio(conn.close)()
+
+        async def begin() -> None:
+            await trio.to_thread.run_sync(own_server.handle.stop)
+
+        async def end() -> None:
+            await trio.to_thread.run_sync(own_server.handle.start)
+
+        rows = await flood_through_a_fault(own_server.url, cytube_peer, tmp_path, begin, end)
+    assert rows == 1500
