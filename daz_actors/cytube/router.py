@@ -136,6 +136,7 @@ class RouterStats:
     log_failures: int = 0  # writes that failed (queued for retry, or refused for good)
     log_pending: int = 0  # rows accepted and not yet written nor queued (the buffer)
     log_batches: int = 0  # batch writes tried
+    log_full_waits: int = 0  # rows that waited for room in the full buffer (ever, the room's)
     history_skipped: int = 0  # history lines not stored (log_history = false)
     commands_started: int = 0
     commands_failed: int = 0  # each published command.<name>.failed
@@ -252,6 +253,7 @@ class EventRouter(Actor):
                 ranks_tracked=len(self.ranks),
                 cooldowns_tracked=len(self.cooldowns),
                 log_pending=len(self.log_buffer),
+                log_full_waits=self.log_buffer.full_waits,
             )
             if (writer := self.writer) is not None:
                 stats.logged = writer.stored

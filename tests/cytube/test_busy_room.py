@@ -108,6 +108,51 @@ async def test_a_router_crash_mid_batch_loses_nothing_and_duplicates_nothing(pg)
     assert stats.logged == 350  # the new incarnation wrote the killed batch and the rest
 
 
+async def test_a_full_log_buffer_makes_the_router_wait_and_loses_nothing(pg):
+    """With room for 50 rows and every insert waiting on a lock, the router waits for
+    room instead of dropping lines; once the lock goes, all 400 lines are stored once."""
+    lines = [chat("ann", f"line {n}", time=T0 + n) for n in range(400)]
+    async with open_room(pg.dsn, log_buffer=50, log_batch=20) as room:
+        async with pg.trio_connection() as locker, trio.open_nursery() as nursery:
+            await locker.call(lock)
+
+            async def tell_all() -> None:
+                for event in lines:
+                    await room.router.send(event)
+
+            nursery.start_soon(tell_all)
+            await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
+            # the buffer fills up and the router waits: its mailbox takes the rest
+            await wait_until(lambda: room.router.mailbox_depth > 0, timeout=30)
+            await locker.call(unlock)
+        stats = await settled(room.router)
+        ids = await stored_ids(room)
+    assert ids == [chat_write(line, 0).event_id for line in lines]
+    assert stats.log_full_waits > 0
+    assert stats.log_failures == 0
+
+
+async def test_an_orderly_stop_writes_what_the_buffer_still_holds(pg):
+    """2,000 lines wait behind a locked table in batches of 50; the lock goes and the tree
+    stops at once: the router's writer gets its moment and every line is stored."""
+    lines = [chat("ann", f"line {n}", time=T0 + n) for n in range(2000)]
+    async with open_room(pg.dsn, log_batch=50) as room, pg.trio_connection() as locker:
+        await locker.call(lock)
+        for event in lines:
+            await room.router.send(event)
+        await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
+        stats: RouterStats = await room.router.ask(GetRouterStats(), timeout=30)
+        assert stats.log_pending == 2000
+        await locker.call(unlock)
+        # leaving the block stops the tree now, with most lines still in the buffer
+
+    async with pg.trio_connection() as conn:
+        stored = await conn.call(
+            lambda c: c.fetchval("SELECT count(DISTINCT event_id) FROM daz_chat_messages")
+        )
+    assert stored == 2000
+
+
 @pytest.fixture(autouse=True)
 def password(monkeypatch):
     monkeypatch.setenv("DAZ_CYTUBE_PASSWORD", "secret")
