@@ -45,6 +45,8 @@ class RoomsParams:
     command_cooldown: float = 3.0  # seconds per user per command
     debug_min_rank: float = 2  # the rank `!debug` needs
     log_history: bool = True  # store the lines the server replays on join (flagged)
+    log_batch: int = 500  # chat log rows written in one transaction at most
+    log_buffer: int = 20_000  # chat log rows waiting at most (then the router waits)
 
     def __attrs_post_init__(self) -> None:
         for channel in self.channels:
@@ -79,4 +81,6 @@ class RoomsParams:
             command_cooldown=self.command_cooldown,
             debug_min_rank=int(self.debug_min_rank),
             log_history=self.log_history,
+            log_batch=self.log_batch,
+            log_buffer=self.log_buffer,
         )
