@@ -10,9 +10,10 @@ idempotent by its event id (``ON CONFLICT (event_id)``).
 
 Nothing accepted is lost:
 
-- A row leaves the buffer only once it is stored, or handed to the retry path (a
-  ``chat.log.failed`` failure event carrying the row as its intent, which the retry
-  capture queues, or spools while PostgreSQL is unreachable), or refused for good by
+- A row leaves the buffer only once it is stored, or handed to the retry path (on
+  ``chat.log.failed``, a `FailureBatch` of failure events each carrying a row as its
+  intent, which the retry capture queues in one call, or spools with one fsync while
+  PostgreSQL is unreachable), or refused for good by
   PostgreSQL (logged and counted, as one row's insert always was).
 - The buffer belongs to the router's child slot, not to one incarnation (it is made once
   per router `Startable`, like a mailbox): when the router crashes while a batch is being
@@ -42,7 +43,7 @@ import trio
 
 from daz_actors.cytube.chat_log import LOG_INTENTS, LogRow, batch_statements
 from daz_actors.runtime.bus import EventBus
-from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.events import FailureBatch, FailureEvent
 from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
@@ -220,17 +221,17 @@ class LogWriter:
     async def _hand_over(
         self, rows: Sequence[LogRow], exc: BaseException, code: str | None
     ) -> None:
-        """Publish each row's intent for the retry queue, settling each once published."""
+        """Publish the rows' intents for the retry queue as one `FailureBatch` (the capture
+        queues or spools them in one call), then settle them."""
         self.warnings.warning(
             f"log:{code}",
             "room %s: writing %d rows failed (%s); queued for retry",
             self.channel, len(rows), code,
         )  # fmt: skip
+        events = []
         for row in rows:
-            write_id = f"log-{row.event_id}"
             intent_type = LOG_INTENTS[type(row)]
-            await self.bus.publish(
-                LOG_FAILED_TOPIC,
+            events.append(
                 FailureEvent(
                     topic=LOG_FAILED_TOPIC,
                     source=self.source,
@@ -242,11 +243,14 @@ class LogWriter:
                     intent=intent_type.intent(row),
                     plugin="chat-log",
                     channel=self.channel,
-                    event_id=write_id,
-                ),
+                    event_id=f"log-{row.event_id}",
+                )
             )
-            self.buffer.settle(1)
-            self.handed_over += 1
+        await self.bus.publish(
+            LOG_FAILED_TOPIC, FailureBatch(topic=LOG_FAILED_TOPIC, events=tuple(events))
+        )
+        self.buffer.settle(len(rows))
+        self.handed_over += len(rows)
 
 
 async def _run_statements(statements: list[tuple[str, tuple[Any, ...]]], conn: Any) -> None:

@@ -9,7 +9,7 @@ from daz_actors.retry.outcomes import RetryOutcome
 from daz_actors.retry.params import FailureLogParams as FailureLogParams
 from daz_actors.runtime.actor import Actor, Startable, actor_factory
 from daz_actors.runtime.bus import Overflow, Published
-from daz_actors.runtime.events import ActorFailed, FailureEvent
+from daz_actors.runtime.events import ActorFailed, FailureBatch, FailureEvent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.log_summary import RepeatedWarnings
 
@@ -61,6 +61,19 @@ class FailureLog(Actor):
                     "channel": event.channel,
                     "error": event.error,
                 },
+            )
+        elif isinstance(event, FailureBatch) and event.events:
+            first = event.events[0]
+            repeated.warning(
+                f"{message.topic} {first.error_code}",
+                "%s from %s: %d failures: %s (code %s, %s)",
+                message.topic,
+                first.source,
+                len(event.events),
+                first.error,
+                first.error_code,
+                "retryable" if first.retryable else "permanent",
+                extra={"actor": first.source, "channel": first.channel, "error": first.error},
             )
         elif isinstance(event, ActorFailed):
             log.warning(

@@ -61,6 +61,7 @@ from daz_actors.retry.capture import item_for_failure
 from daz_actors.retry.handlers import AttemptContext, Checkpoint
 from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.events import FailureBatch
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.storage import queue
 from daz_actors.storage.errors import DatabaseUnavailable
@@ -472,11 +473,13 @@ async def test_a_failed_insert_is_redone_by_the_queue_handler_exactly_once(pg):
         line = chat("ann", "said during the outage", time=T0 + 42)
         stats = await room.tell(line)
         assert (stats.logged, stats.log_failures) == (0, 1)
-        failure = (await events.get()).event
-        while failure.topic != "chat.log.failed":  # the gateway's own event comes too
-            failure = (await events.get()).event
+        batch = (await events.get()).event
+        while not isinstance(batch, FailureBatch):  # the gateway's own event comes too
+            batch = (await events.get()).event
         await locker.call(unlock)
 
+        assert batch.topic == "chat.log.failed"
+        (failure,) = batch.events
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
         assert failure.intent is not None
@@ -518,9 +521,11 @@ async def test_a_write_in_flight_when_the_gateway_is_killed_is_queued_not_lost(p
         # and PostgreSQL has the INSERT waiting on the lock
         await poll(lambda: locker.call(insert_waiting_on_a_lock), timeout=30, interval=0.01)
         room.root.kill_child("sql-gateway", "test")
-        failure = (await events.get()).event
+        batch = (await events.get()).event
         await locker.call(unlock)
 
+        assert isinstance(batch, FailureBatch)
+        (failure,) = batch.events
         assert isinstance(failure, FailureEvent)
         assert failure.retryable is True
         assert failure.intent.args["message"] == "said as the gateway died"
