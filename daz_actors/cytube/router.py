@@ -117,9 +117,6 @@ SEND_FAILED_TOPIC = "cytube.send.failed"
 STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
 MAX_RANKS = 10_000  # users whose rank is kept (a CyTube channel holds far fewer at once)
 
-# ---------------------------------------------------------------------------- params
-
-
 # ---------------------------------------------------------------------------- messages
 
 
