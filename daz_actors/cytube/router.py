@@ -211,6 +211,22 @@ class EventRouter(Actor):
         )  # fmt: skip
         self.nursery.start_soon(self.writer.run)
 
+    async def on_stop(self) -> None:
+        """An orderly stop: the writer gets `STOP_FLUSH` seconds to write what is left, or
+        to hand it to the retry path (a crash leaves it in the buffer for the next
+        incarnation; so does a stop that takes longer)."""
+        writer = self.writer
+        if writer is None:  # it never started
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(STOP_FLUSH):
+            await writer.flush()
+        writer.stop()
+        if len(self.log_buffer):
+            log.warning(
+                "room %s: %d log rows not written at stop; kept for the next incarnation",
+                self.params.channel, len(self.log_buffer),
+            )  # fmt: skip
+
     async def handle(self, message: Any) -> Any:
         received_ms = int(self.clock() * 1000)
         if isinstance(message, ChatMessage):
@@ -507,34 +523,12 @@ def router_startable(
                 params, commands=registry, nursery=nursery, log_buffer=log_buffer,
                 tree_state=tree_state, started_at=started_at, clock=clock, on_stored=on_stored,
             )  # fmt: skip
-            try:
-                await run_actor(router, ctx, task_status)
-            except trio.Cancelled:
-                if ctx.stop_requested.is_set():
-                    await _flush_on_stop(router)
-                raise
-            await _flush_on_stop(router)
+            await run_actor(router, ctx, task_status)
             # an orderly stop: running commands get a moment to answer
             nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
 
     start.__qualname__ = f"event-router({params.channel})"
     return start
-
-
-async def _flush_on_stop(router: EventRouter) -> None:
-    """An orderly stop: write what is left, or hand it to the retry path (a crash leaves
-    it in the buffer for the next incarnation)."""
-    writer = router.writer
-    if writer is None:  # it never started
-        return
-    with trio.CancelScope(shield=True), trio.move_on_after(STOP_FLUSH):
-        await writer.flush()
-    writer.stop()
-    if len(router.log_buffer):
-        log.warning(
-            "room %s: %d log rows not written at stop; kept for the next incarnation",
-            router.params.channel, len(router.log_buffer),
-        )  # fmt: skip
 
 
 def build_router(
