@@ -37,7 +37,7 @@ import collections
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -57,6 +57,7 @@ STOP_FLUSH = 2.0  # seconds an orderly stop gives the writer to store what is le
 
 # called with the rows of each batch once they are stored (for benchmarks and metrics)
 StoredHook = Callable[[Sequence[LogRow]], None]
+Settled = Literal["stored", "handed_over", "refused"]  # how rows left the buffer
 
 
 class LogBuffer:
@@ -72,7 +73,11 @@ class LogBuffer:
         self._rows: collections.deque[LogRow] = collections.deque()
         self._added = trio.Event()
         self._room = trio.Event()
+        # the room's counters, across incarnations (metrics read them)
         self.accepted = 0  # rows added, ever
+        self.stored = 0  # rows written (or found already written)
+        self.handed_over = 0  # rows handed to the retry path
+        self.refused = 0  # rows PostgreSQL refused for good
         self.full_waits = 0  # adds that waited for room (the buffer was full)
         self.depth_max = 0  # the most rows ever waiting at once
 
@@ -106,10 +111,16 @@ class LogBuffer:
             return list(self._rows)
         return [self._rows[i] for i in range(limit)]
 
-    def settle(self, count: int) -> None:
+    def settle(self, count: int, outcome: Settled) -> None:
         """The oldest `count` rows are done with: stored, handed over or refused."""
         for _ in range(count):
             self._rows.popleft()
+        if outcome == "stored":
+            self.stored += count
+        elif outcome == "handed_over":
+            self.handed_over += count
+        else:
+            self.refused += count
         self._room.set()
 
 
@@ -186,7 +197,7 @@ class LogWriter:
             log.error("room %s: writing a batch failed unexpectedly: %r", self.channel, exc)
             await self._one_by_one(rows)
             return
-        self.buffer.settle(len(rows))
+        self.buffer.settle(len(rows), "stored")
         self.stored += len(rows)
         if self.on_stored is not None:
             self.on_stored(rows)
@@ -208,12 +219,12 @@ class LogWriter:
                     "room %s: writing %s %s failed (%s); permanent, not retried",
                     self.channel, row.table, row.event_id, verdict.code,
                 )  # fmt: skip
-                self.buffer.settle(1)
+                self.buffer.settle(1, "refused")
                 continue
             except Exception as exc:  # the retry queue's handler tries again, then dead-letters
                 await self._hand_over([row], exc, "unexpected")
                 continue
-            self.buffer.settle(1)
+            self.buffer.settle(1, "stored")
             self.stored += 1
             if self.on_stored is not None:
                 self.on_stored([row])
@@ -249,7 +260,7 @@ class LogWriter:
         await self.bus.publish(
             LOG_FAILED_TOPIC, FailureBatch(topic=LOG_FAILED_TOPIC, events=tuple(events))
         )
-        self.buffer.settle(len(rows))
+        self.buffer.settle(len(rows), "handed_over")
         self.handed_over += len(rows)
 
 

@@ -99,6 +99,7 @@ from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.log_summary import RepeatedWarnings
+from daz_actors.runtime.supervisor import Supervisor
 from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
 from daz_actors.storage.sql_messages import SqlClient
 
@@ -106,9 +107,11 @@ __all__ = [
     "EventRouter",
     "GetRouterStats",
     "RouterParams",
+    "RouterStartable",
     "RouterStats",
     "build_router",
     "router_startable",
+    "routers_in",
 ]
 
 log = logging.getLogger("daz_actors.router")
@@ -495,6 +498,46 @@ class EventRouter(Actor):
 # ---------------------------------------------------------------------------- wiring
 
 
+class RouterStartable:
+    """A `Startable` running a fresh `EventRouter` per incarnation; the room's log buffer
+    is its own, so rows an incarnation did not write are written by the next one (and
+    metrics read it from the tree: `routers_in`)."""
+
+    def __init__(
+        self,
+        params: RouterParams,
+        commands: CommandRegistry,
+        *,
+        tree_state: TreeState | None = None,
+        started_at: float = PROCESS_STARTED_AT,
+        clock: Callable[[], float] = time.time,
+        on_stored: StoredHook | None = None,
+    ) -> None:
+        self.params = params
+        self.commands = commands
+        self.tree_state = tree_state
+        self.started_at = started_at
+        self.clock = clock
+        self.on_stored = on_stored
+        self.log_buffer = LogBuffer(params.log_buffer)
+
+    def __repr__(self) -> str:
+        return f"event-router({self.params.channel})"
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            router = EventRouter(
+                self.params, commands=self.commands, nursery=nursery,
+                log_buffer=self.log_buffer, tree_state=self.tree_state,
+                started_at=self.started_at, clock=self.clock, on_stored=self.on_stored,
+            )  # fmt: skip
+            await run_actor(router, ctx, task_status)
+            # an orderly stop: running commands get a moment to answer
+            nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
+
+
 def router_startable(
     params: RouterParams,
     *,
@@ -503,32 +546,24 @@ def router_startable(
     started_at: float = PROCESS_STARTED_AT,
     clock: Callable[[], float] = time.time,
     on_stored: StoredHook | None = None,
-) -> Startable:
-    """A Startable running a fresh `EventRouter` per incarnation.
+) -> RouterStartable:
+    """The `RouterStartable` of a room's router.
 
-    `commands` are added to the built-ins (a name clash is a `NameTaken` error now). The
-    room's log buffer belongs to the Startable: rows an incarnation did not write are
-    written by the next one. `on_stored` is called with each batch once it is stored.
+    `commands` are added to the built-ins (a name clash is a `NameTaken` error now).
+    `on_stored` is called with each batch of rows once it is stored.
     """
-    log_buffer = LogBuffer(params.log_buffer)
     registry = builtin_commands(debug_min_rank=params.debug_min_rank)
     if commands is not None:
         registry.include(commands)
+    return RouterStartable(
+        params, registry, tree_state=tree_state, started_at=started_at, clock=clock,
+        on_stored=on_stored,
+    )  # fmt: skip
 
-    async def start(
-        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            router = EventRouter(
-                params, commands=registry, nursery=nursery, log_buffer=log_buffer,
-                tree_state=tree_state, started_at=started_at, clock=clock, on_stored=on_stored,
-            )  # fmt: skip
-            await run_actor(router, ctx, task_status)
-            # an orderly stop: running commands get a moment to answer
-            nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
 
-    start.__qualname__ = f"event-router({params.channel})"
-    return start
+def routers_in(root: Supervisor) -> list[RouterStartable]:
+    """Every room's `RouterStartable` anywhere below `root` (they outlive restarts)."""
+    return [s for s in root.startables() if isinstance(s, RouterStartable)]
 
 
 def build_router(

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio_asyncio
 from cytube_peer import fixtures
+from prometheus_client.parser import text_string_to_metric_families
 from test_router import (
     T0,
     chat,
@@ -31,6 +32,7 @@ from daz_actors.cytube.connection import CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.rooms import RoomsParams, room_spec
 from daz_actors.cytube.router import GetRouterStats, RouterStats
+from daz_actors.ops.metrics import Metrics, Sources, snapshot
 from daz_actors.retry.kind import RetryParams, build_retry
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.kinds import BuildContext
@@ -151,6 +153,38 @@ async def test_an_orderly_stop_writes_what_the_buffer_still_holds(pg):
             lambda c: c.fetchval("SELECT count(DISTINCT event_id) FROM daz_chat_messages")
         )
     assert stored == 2000
+
+
+async def test_the_chat_log_metrics_count_rows_across_router_restarts(pg):
+    """`/metrics` shows each room's rows stored, queued for retry and waiting, counted by
+    the room's buffer: a router restart does not reset them."""
+    async with open_room(pg.dsn, log_timeout=0.3) as room:
+        view = SimpleNamespace(
+            root=room.root, stopping=False, which_children=room.root.which_children
+        )
+
+        async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            text = Metrics().render(await snapshot(Sources(tree=view))).decode()
+            return {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            }
+
+        await room.tell(*(chat("ann", f"line {n}", time=T0 + n) for n in range(30)))
+        room.room.kill_child("event-router", "restart it")
+        await wait_until(lambda: router_restarts(room) == 1, timeout=30)
+        async with pg.trio_connection() as locker:
+            await locker.call(lock)
+            await room.tell(*(chat("bob", f"late {n}", time=T0 + 100 + n) for n in range(5)))
+            await locker.call(unlock)
+        await room.tell(chat("ann", "after", time=T0 + 500))
+        found = await scrape()
+    channel = ("channel", "test")
+    assert found[("daz_chat_log_rows_total", (channel, ("outcome", "stored")))] == 31
+    assert found[("daz_chat_log_rows_total", (channel, ("outcome", "queued")))] == 5
+    assert found[("daz_chat_log_rows_total", (channel, ("outcome", "refused")))] == 0
+    assert found[("daz_chat_log_pending", (channel,))] == 0
 
 
 @pytest.fixture(autouse=True)
