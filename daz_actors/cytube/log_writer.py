@@ -34,6 +34,7 @@ stall long enough to fill it) does the router wait for room, and with it the con
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -107,9 +108,7 @@ class LogBuffer:
 
     def peek(self, limit: int) -> list[LogRow]:
         """The oldest `limit` rows (they stay in the buffer until settled)."""
-        if limit >= len(self._rows):
-            return list(self._rows)
-        return [self._rows[i] for i in range(limit)]
+        return list(itertools.islice(self._rows, limit))
 
     def settle(self, count: int, outcome: Settled) -> None:
         """The oldest `count` rows are done with: stored, handed over or refused."""
