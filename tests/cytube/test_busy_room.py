@@ -13,6 +13,8 @@ import pytest
 import trio
 import trio_asyncio
 from cytube_peer import fixtures
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_router import (
     T0,
@@ -27,9 +29,15 @@ from test_router import (
 
 from daz_actors import ChildSpec, EventBus, Registry, Strategy, Supervisor
 from daz_actors.app.handlers import default_handlers
-from daz_actors.cytube.chat_log import chat_write
+from daz_actors.cytube.chat_log import (
+    LogRow,
+    batch_statements,
+    channel_event_write,
+    chat_write,
+    private_write,
+)
 from daz_actors.cytube.connection import CytubeConnection
-from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.events import ConnectionStatus, PrivateMessage, User, UserJoined
 from daz_actors.cytube.rooms import RoomsParams, room_spec
 from daz_actors.cytube.router import GetRouterStats, RouterStats
 from daz_actors.ops.metrics import Metrics, Sources, snapshot
@@ -321,3 +329,65 @@ async def test_pings_are_answered_while_postgresql_is_stopped_under_a_flood(
 
         rows = await flood_through_a_fault(own_server.url, cytube_peer, tmp_path, begin, end)
     assert rows == 1500
+
+
+# A few lines, each possibly told several times, live or as a history replay; PMs and
+# channel events beside them, in any order.
+_rows = st.lists(
+    st.one_of(
+        st.tuples(st.just("chat"), st.integers(0, 3), st.booleans()),
+        st.tuples(st.just("pm"), st.integers(0, 2), st.just(False)),
+        st.tuples(st.just("join"), st.integers(0, 2), st.just(False)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _row(kind: str, n: int, history: bool) -> LogRow:
+    if kind == "chat":
+        return chat_write(chat("ann", f"line {n}", time=T0 + n, history=history), T0 + 5)
+    if kind == "pm":
+        message = PrivateMessage(channel="test", username="ann", to="bob", msg=f"pm {n}", time=T0)
+        return private_write(message, T0 + 5)
+    return channel_event_write(
+        UserJoined(channel="test", user=User(name=f"u{n}", rank=1)), T0 + n
+    )
+
+
+_TABLES = (
+    "SELECT event_id, channel, username, message, sent_at, is_history, received_at, meta,"
+    " raw_message FROM daz_chat_messages ORDER BY event_id",
+    "SELECT event_id, channel, from_user, to_user, message, sent_at, received_at, raw_message"
+    " FROM daz_private_messages ORDER BY event_id",
+    "SELECT event_id, kind, channel, username, title, payload, at FROM daz_channel_events"
+    " ORDER BY event_id",
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=_rows)
+def test_a_batch_leaves_the_tables_as_the_one_row_inserts_in_order_would(pg, spec):
+    """Whatever mix of rows (repeats, a live line and its replay in either order), one
+    transaction of `batch_statements` leaves the three tables exactly as each row's own
+    insert, run in order, does."""
+    rows = [_row(*s) for s in spec]
+
+    async def both(conn: Any) -> tuple[list[Any], list[Any]]:
+        results = []
+        for batched in (False, True):
+            await conn.execute(
+                "TRUNCATE daz_chat_messages, daz_private_messages, daz_channel_events"
+            )
+            async with conn.transaction():
+                if batched:
+                    for sql, args in batch_statements(rows):
+                        await conn.execute(sql, *args)
+                else:
+                    for row in rows:
+                        await conn.execute(row.sql, *row.args())
+            results.append([[tuple(r) for r in await conn.fetch(q)] for q in _TABLES])
+        return results[0], results[1]
+
+    one_by_one, batched = pg.run(both)
+    assert batched == one_by_one
