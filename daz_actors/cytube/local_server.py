@@ -519,6 +519,10 @@ class CytubePeer:
                 session.rank = effective
                 await self.emit("rank", effective, to=sid)
         await self.kick_duplicates(session)
+        # into the room first, then the replay (channel.js acceptUser: socket.join, then
+        # onUserPostJoin sends the chat buffer): a line said while the frames below go out
+        # (each emit awaits) reaches this socket live, or is in the replay; never neither
+        await self.sio.enter_room(sid, name)
         frames: list[tuple[str, Any]] = [
             ("setPermissions", {"chat": 0, "seeplaylist": -1, "playlistadd": 1}),
             ("setPlaylistLocked", True),
@@ -534,7 +538,6 @@ class CytubePeer:
             frames.append(("changeMedia", self.change_media_payload(chan)))
         for event, payload in frames:
             await self.emit(event, payload, to=sid)
-        await self.sio.enter_room(sid, name)
         if session.logged_in:
             await self.announce(session, name, skip_sid=sid)
         await self.emit("usercount", self.usercount(name), room=name, skip_sid=sid)
