@@ -30,11 +30,14 @@ REFERENCING OLD TABLE AS daz_retry_deleted_items
 FOR EACH STATEMENT
 EXECUTE FUNCTION daz_retry_history_follow_delete();
 
+-- a TRUNCATE of the queue empties the history (the key refused one without it). A DELETE,
+-- not a TRUNCATE: `TRUNCATE daz_retry_queue, daz_retry_history` must keep working, and a
+-- TRUNCATE here would find the history in use by that very statement.
 CREATE FUNCTION daz_retry_history_follow_truncate() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    TRUNCATE daz_retry_history;
+    DELETE FROM daz_retry_history;
     RETURN NULL;
 END
 $$;

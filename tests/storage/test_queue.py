@@ -627,5 +627,10 @@ def test_an_items_history_goes_with_it_on_delete_and_truncate(pg: Any) -> None:
         assert [(r["event_id"], r["outcome"]) for r in rows] == [("kept", "completed")]
         await conn.execute("TRUNCATE daz_retry_queue")
         assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
+        # both together, as before (when the key refused the queue alone)
+        await queue.enqueue(conn, item("again"))
+        await queue.complete(conn, (await acquire_one(conn)).lease)
+        await conn.execute("TRUNCATE daz_retry_queue, daz_retry_history RESTART IDENTITY")
+        assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
 
     pg.run(body)
