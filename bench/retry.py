@@ -6,7 +6,8 @@ Throughput (jobs/s, no-op handler) for 1 and 4 workers with batch 10 and 50, thr
 against the same PostgreSQL (embedded by default, default durability: fsync on):
 
 - ``daz end to end``: the REAL retry subtree (`build_retry`: capture, dispatcher with its
-  LISTEN connection, workers) beside the SQL gateway actor, in one ``trio.run``; the items
+  LISTEN connection, workers) beside the SQL gateway actor, in one ``trio.run``, with a
+  metrics registry as the application gives them (attempt and call histograms); the items
   are made due all at once and announced with one NOTIFY; the clock stops when the
   workers' completions of every item have been written.
 - ``project SQL on asyncio``: plain asyncpg on asyncio running the project's own SQL, one
@@ -52,6 +53,7 @@ import asyncpg
 import attrs
 import trio
 import trio_asyncio
+from prometheus_client import CollectorRegistry
 
 from bench.queue import make_items, raw_columns, setup, teardown
 from daz_actors.app.builtin_kinds import default_kinds
@@ -337,12 +339,15 @@ def _subtree(
 ) -> tuple[Supervisor, list[RetryWorker]]:
     config = attrs.evolve(load_config(None, default_kinds()), data_dir=data_dir)
     registry, bus = Registry(), EventBus()
+    # as the application runs them: the workers observe each attempt's duration and the
+    # gateway each call's (`app/runner.py` passes its registry the same way)
+    metrics = CollectorRegistry()
     context = BuildContext(
         name="retry",
         config=config,
         registry=registry,
         bus=bus,
-        resources={"database_url": dsn, "retry_handlers": handlers},
+        resources={"database_url": dsn, "retry_handlers": handlers, "metrics_registry": metrics},
     )
     # a long poll interval: the NOTIFY is what starts the work (as for enqueued items)
     params = RetryParams(
@@ -352,7 +357,9 @@ def _subtree(
     root = Supervisor(
         "storage",
         [
-            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
+            ChildSpec(
+                name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn, metrics=metrics)
+            ),
             ChildSpec(name="retry", start=retry, shutdown_timeout=None),
         ],
         policy=SupervisorPolicy(strategy=Strategy.REST_FOR_ONE),
