@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from daz_actors.cytube.rooms import RoomsParams, build_rooms
 from daz_actors.ops.health import HealthParams, build_health_monitor
+from daz_actors.plugins.kind import PLUGINS_KIND, build_plugins
 from daz_actors.retry.failure_log import FailureLogParams, build_failure_log
 from daz_actors.retry.kind import RetryParams, build_retry
-from daz_actors.runtime.kinds import ActorKind, ActorKinds
+from daz_actors.runtime.kinds import ActorKind, ActorKinds, NoParams
 from daz_actors.storage.sql_gateway import SqlGatewayParams, build_sql_gateway
 
 __all__ = ["default_kinds"]
@@ -45,6 +46,14 @@ def default_kinds() -> ActorKinds:
             params=RoomsParams,
             build=build_rooms,
             description="one room (connection + event router) per CyTube channel",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name=PLUGINS_KIND,
+            params=NoParams,
+            build=build_plugins,
+            description="the enabled plugins' actors, one supervisor per plugin",
         )
     )
     kinds.add(

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import trio
 
+from daz_actors.cytube.channel_events import topic_of
 from daz_actors.cytube.chat_log import (
     LOG_INTENTS,
     LogRow,
@@ -93,6 +94,7 @@ from daz_actors.cytube.intents import (
 )
 from daz_actors.cytube.names import connection_name
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
+from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
@@ -254,6 +256,7 @@ class EventRouter(Actor):
         # one warning per kind per interval during an outage, the rest at DEBUG with a count
         self.warnings = RepeatedWarnings(log)
         self.stats = RouterStats()
+        self.bus: EventBus | None = None  # where channel events go, once started
 
     def _set_rank(self, name: str, rank: float) -> None:
         """Keep `name`'s rank; beyond MAX_RANKS users the longest-known one is forgotten
@@ -265,6 +268,7 @@ class EventRouter(Actor):
             del self.ranks[next(iter(self.ranks))]
 
     async def on_start(self) -> None:
+        self.bus = self.ctx.bus
         try:
             self.db = SqlClient(self.ctx.registry.lookup(self.params.gateway))
         except NoSuchActor:
@@ -274,6 +278,14 @@ class EventRouter(Actor):
             ) from None
 
     async def handle(self, message: Any) -> Any:
+        reply = await self._handle(message)
+        topic = topic_of(message)
+        if topic is not None and self.bus is not None:
+            # plugins see the channel on the bus (cytube/channel_events.py)
+            await self.bus.publish(topic, message)
+        return reply
+
+    async def _handle(self, message: Any) -> Any:
         received_ms = int(self.clock() * 1000)
         if isinstance(message, ChatMessage):
             await self._on_chat(message, received_ms)
@@ -392,7 +404,7 @@ class EventRouter(Actor):
             self.stats.rank_ignored += 1
             log.debug("room %s: %s (rank %g) may not run %s", self.params.channel, user, rank, name)
             return
-        if not self.cooldowns.allow(user, name, trio.current_time()):
+        if not self.cooldowns.allow(user, name, trio.current_time(), seconds=command.cooldown):
             self.stats.cooldown_ignored += 1
             log.debug(
                 "room %s: %s: %s within its cooldown, ignored", self.params.channel, user, name
@@ -603,11 +615,17 @@ def build_router(
 
     Optional resources: ``tree_state`` (a callable returning the tree's `ChildInfo` list,
     for ``!debug``), ``started_at`` (wall-clock seconds of process start, for ``!uptime``)
-    and ``commands`` (a `CommandRegistry` of extra commands, if `commands` is not given).
+    and ``commands`` (a `CommandRegistry` of extra commands, or a callable giving the one
+    of a channel, as the plugins' differ per channel; if `commands` is not given).
     """
     extra = commands if commands is not None else ctx.resources.get("commands")
+    if extra is not None and not isinstance(extra, CommandRegistry) and callable(extra):
+        extra = extra(params.channel)
     if extra is not None and not isinstance(extra, CommandRegistry):
-        raise TypeError(f"the 'commands' resource must be a CommandRegistry, got {extra!r}")
+        raise TypeError(
+            "the 'commands' resource must be a CommandRegistry (or a callable giving a "
+            f"channel's), got {extra!r}"
+        )
     tree_state = ctx.resources.get("tree_state")
     started_at = ctx.resources.get("started_at", PROCESS_STARTED_AT)
     return router_startable(params, commands=extra, tree_state=tree_state, started_at=started_at)
