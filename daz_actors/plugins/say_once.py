@@ -85,8 +85,8 @@ _CHAT_ECHO = """
 SELECT EXISTS (
     SELECT 1 FROM daz_chat_messages
     WHERE channel = $1 AND lower(username) = lower($2) AND message = $3
-      AND received_at >= $4 - interval '2 seconds'
-      AND sent_at >= $4 - make_interval(secs => $5)
+      AND received_at >= $4::timestamptz - interval '2 seconds'
+      AND sent_at >= $4::timestamptz - make_interval(secs => $5::double precision)
 )"""
 
 _PM_ECHO = """
@@ -94,8 +94,8 @@ SELECT EXISTS (
     SELECT 1 FROM daz_private_messages
     WHERE channel = $1 AND lower(from_user) = lower($2) AND lower(to_user) = lower($6)
       AND message = $3
-      AND received_at >= $4 - interval '2 seconds'
-      AND sent_at >= $4 - make_interval(secs => $5)
+      AND received_at >= $4::timestamptz - interval '2 seconds'
+      AND sent_at >= $4::timestamptz - make_interval(secs => $5::double precision)
 )"""
 
 

@@ -13,6 +13,8 @@ from cytube_peer import fixtures
 from daz_actors import default_kinds
 from daz_actors.app.config import parse_config
 from daz_actors.app.runner import RunningSystem, run_config
+from daz_actors.plugins.migrations import migrate_plugins
+from daz_actors.plugins.tell import plugin as tell_plugin
 from daz_actors.testing import poll
 
 cytube_peer = fixtures.cytube_peer
@@ -205,5 +207,52 @@ def test_remind_fires_when_due_and_help_lists_every_plugin_command(
         assert "!tell: leave a message" in helps[0]
         assert "!remind: a reminder" in helps[0]
         assert "!debug" not in helps[0]  # ann's rank is 0
+
+    run_with(cytube_peer, pg, tmp_path, monkeypatch, check)
+
+
+def test_a_tell_whose_echo_is_logged_is_marked_not_said_again(
+    cytube_peer, pg, tmp_path, monkeypatch
+):
+    """An earlier attempt that got as far as the server's echo (the process died before it
+    marked the row) is found in the chat log at the next start: the row is marked, the line
+    not said again; one whose attempt left no echo is said, once."""
+    said_text = "bob, ann asked me to tell you: already said"
+    unsaid_text = "cat, ann asked me to tell you: never shown"
+
+    async def before(conn: Any) -> None:  # what a process killed mid-delivery left
+        await migrate_plugins(conn, [tell_plugin])
+        await conn.execute(
+            "INSERT INTO daz_tells (channel, sender, target, message, said_text, attempt_at)"
+            " VALUES ('lobby', 'ann', 'bob', 'already said', $1, now() - interval '1 minute'),"
+            " ('lobby', 'ann', 'cat', 'never shown', $2, now() - interval '1 minute')",
+            said_text,
+            unsaid_text,
+        )
+        await conn.execute(
+            "INSERT INTO daz_chat_messages (event_id, channel, username, message, raw_message,"
+            " sent_at, received_at) VALUES ('echo-1', 'lobby', 'bot', $1, $1,"
+            " now() - interval '50 seconds', now() - interval '50 seconds')",
+            said_text,
+        )
+
+    pg.run(before)
+
+    async def check(fetchval: Any) -> None:
+        await say(cytube_peer, "bob", "hi")  # bob and cat speak: their messages are due
+        await say(cytube_peer, "cat", "hi")
+        await said(cytube_peer, lambda line: line == unsaid_text)
+
+        async def both_delivered() -> bool:
+            return (
+                await fetchval("SELECT count(*) FROM daz_tells WHERE delivered_at IS NOT NULL") == 2
+            )
+
+        await poll(both_delivered, timeout=30, interval=0.1)
+        await say(cytube_peer, "ann", "!about")  # said after anything the bot would have said
+        await said(cytube_peer, lambda line: line.startswith("daz-actors "))
+        lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
+        assert said_text not in lines
+        assert lines.count(unsaid_text) == 1
 
     run_with(cytube_peer, pg, tmp_path, monkeypatch, check)
