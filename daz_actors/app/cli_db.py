@@ -136,9 +136,7 @@ def migrate_command(
     with open_cli_database(choice) as db:
         try:
             asyncio.run(
-                _run(
-                    db.url, to=to, rollback_to=rollback_to, show=show, plugins=plugins, one=one
-                )
+                _run(db.url, to=to, rollback_to=rollback_to, show=show, plugins=plugins, one=one)
             )
         except MigrationError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -161,9 +161,7 @@ def load_config(
 ) -> Config:
     """Read and validate a config file (the shipped default when `path` is None)."""
     if path is None:
-        return parse_config(
-            default_config_text(), kinds, source="<default>", installed=installed
-        )
+        return parse_config(default_config_text(), kinds, source="<default>", installed=installed)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
