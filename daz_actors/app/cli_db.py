@@ -10,17 +10,24 @@ with ``--plugin NAME``, ``--to``, ``--rollback`` and ``--status`` concern that p
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.plugins.api import Plugin
-from daz_actors.plugins.discovery import installed_plugins
-from daz_actors.plugins.migrations import plugin_migrations
-from daz_actors.storage.migrations import MigrationError, MigrationStatus, migrate, rollback, status
+from daz_actors.storage.migrations import (
+    MigrationError,
+    MigrationStatus,
+    load_migrations,
+    migrate,
+    rollback,
+    status,
+)
+
+if TYPE_CHECKING:  # imported when the command runs: `daz-actors --help` stays quick
+    from daz_actors.plugins.api import Plugin
 
 __all__ = ["migrate_command"]
 
@@ -47,19 +54,20 @@ async def _run(
     plugins: list[Plugin[Any]],
     one: Plugin[Any] | None,
 ) -> None:
+    from daz_actors.plugins.migrations import plugin_migrations
+
     conn: Any = await asyncpg.connect(url)
     try:
         if one is not None:  # one plugin's sequence only
-            known = plugin_migrations(one)
-            where, label = {"migrations": known, "plugin": one.name}, f"plugin {one.name}: "
+            known, scope, label = plugin_migrations(one), one.name, f"plugin {one.name}: "
         else:
-            where, label = {}, ""
+            known, scope, label = load_migrations(), None, ""
         if show:
             if label:
                 click.echo(label.rstrip(": "))
-            _print_status(await status(conn, **where))  # type: ignore[arg-type]
+            _print_status(await status(conn, migrations=known, plugin=scope))
         elif rollback_to is not None:
-            done = await rollback(conn, rollback_to, **where)  # type: ignore[arg-type]
+            done = await rollback(conn, rollback_to, migrations=known, plugin=scope)
             for migration in done:
                 click.echo(f"rolled back {label}{migration.down_file}")
             if not done:
@@ -67,7 +75,7 @@ async def _run(
                     f"{label}nothing to roll back: already at or below version {rollback_to}"
                 )
         else:
-            done = await migrate(conn, to, **where)  # type: ignore[arg-type]
+            done = await migrate(conn, to, migrations=known, plugin=scope)
             for migration in done:
                 click.echo(f"applied {label}{migration.up_file}")
             if one is None:  # then every enabled plugin's, each its own sequence
@@ -84,6 +92,8 @@ async def _run(
 
 
 def _chosen_plugin(name: str) -> Plugin[Any]:
+    from daz_actors.plugins.discovery import installed_plugins
+
     entry = installed_plugins().get(name)
     if entry is None:
         known = ", ".join(installed_plugins()) or "none"

@@ -4,22 +4,25 @@ where), their commands, and the state of their migrations in the database ``run`
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
-from daz_actors.plugins.migrations import plugin_migrations, plugin_status
-from daz_actors.plugins.settings import PluginSettings
-from daz_actors.storage.errors import MigrationError
+
+if TYPE_CHECKING:  # imported when the command runs: `daz-actors --help` stays quick
+    from daz_actors.plugins.discovery import InstalledPlugin
+    from daz_actors.plugins.settings import PluginSettings
 
 __all__ = ["plugins_command"]
 
 
 async def _states(url: str, installed: dict[str, InstalledPlugin]) -> dict[str, str]:
+    from daz_actors.plugins.migrations import plugin_status
+    from daz_actors.storage.errors import MigrationError
+
     conn: Any = await asyncpg.connect(url)
     try:
         states = {}
@@ -58,6 +61,9 @@ def _enabled(settings: PluginSettings | None) -> str:
 @database_options
 def plugins_command(no_database: bool) -> None:
     """List the installed plugins: enabled or not (and where), commands, migrations."""
+    from daz_actors.plugins.discovery import installed_plugins
+    from daz_actors.plugins.migrations import plugin_migrations
+
     choice = current_choice()
     config = load_cli_config(choice.config_file)
     installed = dict(installed_plugins())
