@@ -31,6 +31,10 @@ the queue says it again. If the connection's mailbox has no room within
 ``command.run``) and the router goes on. A command the queue runs again (`CommandRun`)
 runs beside the logging too: the router answers at once with a `PendingCommand` the retry
 handler waits on.
+
+Once it has handled a live join, leave, chat line, media change, rank change or user list,
+the router publishes it on the bus as ``channel.<channel>.<kind>`` (cytube/channel_events.py):
+that is how plugins see the channel.
 """
 
 from __future__ import annotations
