@@ -78,7 +78,7 @@ async def _run(
             done = await migrate(conn, to, migrations=known, plugin=scope)
             for migration in done:
                 click.echo(f"applied {label}{migration.up_file}")
-            if one is None:  # then every enabled plugin's, each its own sequence
+            if one is None and to is None:  # then every enabled plugin's sequence
                 for plugin in plugins:
                     for migration in await migrate(
                         conn, migrations=plugin_migrations(plugin), plugin=plugin.name
@@ -127,7 +127,8 @@ def migrate_command(
 ) -> None:
     """Apply the schema migrations (up to the latest, or --to N), roll back, or list them.
 
-    Applying also applies the migrations of every plugin the config enables.
+    Applying to the latest also applies the migrations of every plugin the config
+    enables (--to N applies the core's only).
     """
     chosen = [
         name

@@ -180,8 +180,10 @@ class TellWatcher(Actor):
             store = self.pending if self.pending is not None else self.added
             store[key] = max(message.tell_id, store.get(key, 0))
         elif isinstance(message, Settled):
+            key = (message.channel, message.target)
+            done = f"tell:{key[0]}:{key[1]}:"  # its earlier deliveries: forgotten (bounded)
+            self.scheduled = {e for e in self.scheduled if not e.startswith(done)}
             if self.pending is not None:
-                key = (message.channel, message.target)
                 if message.remaining is None:
                     self.pending.pop(key, None)
                 else:
