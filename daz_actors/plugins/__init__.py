@@ -14,6 +14,7 @@ from daz_actors.plugins.api import PluginActor as PluginActor
 from daz_actors.plugins.api import PluginCommand as PluginCommand
 from daz_actors.plugins.api import PluginContext as PluginContext
 from daz_actors.plugins.api import PluginParts as PluginParts
+from daz_actors.plugins.api import actor_with_nursery as actor_with_nursery
 from daz_actors.plugins.api import plugin_actor_name as plugin_actor_name
 from daz_actors.plugins.discovery import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
 from daz_actors.plugins.discovery import InstalledPlugin as InstalledPlugin
@@ -46,6 +47,7 @@ __all__ = [
     "Published",
     "RetryPolicy",
     "SqlClient",
+    "actor_with_nursery",
     "installed_plugins",
     "new_id",
     "plugin_actor_name",

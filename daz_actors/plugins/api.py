@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
+import trio
 
 from daz_actors.cytube.channel_events import ChannelEventKind, channel_pattern, channel_topic
 from daz_actors.cytube.commands import CommandFn
@@ -27,7 +28,7 @@ from daz_actors.cytube.names import connection_name
 from daz_actors.retry.capture import CAPTURE_NAME, ScheduleRetry
 from daz_actors.retry.intents import IntentType, intent_data
 from daz_actors.retry.policies import RetryPolicy
-from daz_actors.runtime.actor import Startable
+from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.bus import EventBus, Overflow, Subscription
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.events import Intent, new_id
@@ -47,6 +48,7 @@ __all__ = [
     "PluginCommand",
     "PluginContext",
     "PluginParts",
+    "actor_with_nursery",
     "plugin_actor_name",
 ]
 
@@ -67,6 +69,22 @@ def plugin_actor_name(plugin: str, actor: str | None = None) -> str:
     """The registered name of a plugin's supervisor (``plugin:<name>``) or of one of its
     actors (``plugin:<name>/<actor>``)."""
     return f"plugin:{plugin}" if actor is None else f"plugin:{plugin}/{actor}"
+
+
+def actor_with_nursery(factory: Callable[[trio.Nursery], Actor]) -> Startable:
+    """A Startable running a fresh ``factory(nursery)`` per incarnation, with a nursery of
+    its own for background work (a loader, a timer, a slow call); the nursery ends with the
+    incarnation, so a restart never leaves a task behind."""
+
+    async def start(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            await run_actor(factory(nursery), ctx, task_status)
+            nursery.cancel_scope.cancel()
+
+    start.__qualname__ = f"actor_with_nursery({getattr(factory, '__qualname__', factory)!s})"
+    return start
 
 
 class NotConnected(DazActorsError, RuntimeError):

@@ -31,11 +31,12 @@ from daz_actors.plugins.api import (
     PluginCommand,
     PluginContext,
     PluginParts,
+    actor_with_nursery,
 )
 from daz_actors.plugins.say_once import DELIVERY_POLICY, DELIVERY_POLICY_NAME, say_once
 from daz_actors.retry.handlers import AttemptContext
 from daz_actors.retry.intents import IntentType
-from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
+from daz_actors.runtime.actor import Actor, Startable
 from daz_actors.runtime.bus import Published
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.storage.sql_messages import CALL_FAILED
@@ -194,14 +195,7 @@ class TellWatcher(Actor):
 
 
 def _watcher(plugin: PluginContext[TellParams]) -> Startable:
-    async def start(
-        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            await run_actor(TellWatcher(plugin, nursery), ctx, task_status)
-            nursery.cancel_scope.cancel()
-
-    return start
+    return actor_with_nursery(lambda nursery: TellWatcher(plugin, nursery))
 
 
 def _compose(params: TellParams) -> Any:
