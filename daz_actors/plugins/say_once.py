@@ -173,9 +173,11 @@ async def say_once(
             to,
         )
     try:
+        # hold=0: while the bot cannot speak the attempt fails at once, and the next one
+        # looks for the echo again first (after a rejoin the server's replay of its last
+        # lines may show that this line was said after all)
         await plugin.say(
-            channel, text, to=to, requeue=False,
-            hold=attempt.attempt_timeout * SAY_SHARE / 2,
+            channel, text, to=to, requeue=False, hold=0.0,
             timeout=attempt.attempt_timeout * SAY_SHARE,
         )  # fmt: skip
     except (NotConnected, CannotSpeak) as exc:

@@ -152,8 +152,9 @@ async def test_tell_and_remind_survive_sigkill_outages_and_a_chat_server_kill(
 ):
     """A message stored before a SIGKILL is said after the restart; a reminder due while the
     bot was dead fires when it is back, saying it is late; a join heard while PostgreSQL is
-    down (and the bot SIGKILLed before it came back) still gets its message; one stored
-    before the chat server is killed is said after it returns. Each exactly once."""
+    down (and the bot SIGKILLed before it came back) still gets its message; one said to a
+    chat server that froze before echoing it is in the chat log once; one stored before
+    the chat server is killed is said after it returns. Each exactly once."""
     cytube_peer.add_account("bot", "secret")
     config = tmp_path / "bot.toml"
     config.write_text(CONFIG.format(server=cytube_peer.url))
@@ -167,6 +168,10 @@ async def test_tell_and_remind_survive_sigkill_outages_and_a_chat_server_kill(
 
     async def poll(check: Callable[[], Any], timeout: float = 60) -> Any:
         return await poll_until(check, timeout=timeout, interval=0.1)
+
+    def disconnects() -> int:
+        """Times the bot logged that its connection to the chat server was lost."""
+        return bot.log.read_text().count("room lobby: disconnected")
 
     async def joined() -> bool:
         state = await trio.to_thread.run_sync(cytube_peer.state)
@@ -234,16 +239,53 @@ async def test_tell_and_remind_survive_sigkill_outages_and_a_chat_server_kill(
             await trio.to_thread.run_sync(cytube_peer.add_user, "lobby", "dan")
             spool = tmp_path / "data" / "retry-spool"
 
-            async def spooled() -> bool:  # the delivery is durable in the local spool
-                return spool.exists() and b"tell.deliver" in spool.read_bytes()
+            async def spooled_for(user: str) -> bool:  # the delivery is durable in the spool
+                return spool.exists() and f"tell:lobby:{user}:".encode() in spool.read_bytes()
 
-            await poll(spooled)
+            await poll(lambda: spooled_for("dan"))
             await bot.kill()
             await trio.to_thread.run_sync(own_server.handle.start)
             await bot.start()
             told_dan = "dan, ann asked me to tell you: two"
             await answered(lambda line: line == told_dan)
             await poll(lambda: delivered("daz_tells", "target = 'dan'"))
+
+            # --- the line goes out to a chat server that froze (SIGSTOP) before it echoed:
+            # the bot finds the server dead, reconnects once it thaws, and the line is in
+            # the chat log once (echoed late, or replayed on rejoin, or said again)
+            await say("ann", "!tell fay four")
+            await answered(lambda line: line.startswith("ok ann, I will tell fay"))
+            await trio.to_thread.run_sync(own_server.handle.stop)
+            await trio.to_thread.run_sync(cytube_peer.add_user, "lobby", "fay")
+            await poll(lambda: spooled_for("fay"))
+            drops_before = disconnects()
+            await trio.to_thread.run_sync(cytube_peer.freeze)
+            try:
+                await trio.to_thread.run_sync(own_server.handle.start)
+
+                async def attempted() -> bool:  # the line went out to the frozen server
+                    return bool(
+                        await fetchval(
+                            "SELECT attempt_at IS NOT NULL FROM daz_tells WHERE target = 'fay'"
+                        )
+                    )
+
+                await poll(attempted)
+
+                # the line is out and no echo comes: the bot finds the server dead
+                async def found_dead() -> bool:
+                    return disconnects() > drops_before
+
+                await poll(found_dead)
+            finally:
+                await trio.to_thread.run_sync(cytube_peer.thaw)
+            told_fay = "fay, ann asked me to tell you: four"
+            await poll(lambda: delivered("daz_tells", "target = 'fay'"))
+            await poll(joined)
+            await say("ann", "!about")  # answered after anything said before it
+            await answered(lambda line: line.startswith("daz-actors "))
+            lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
+            assert lines.count(told_fay) == 1, lines  # the server showed it once
 
             # --- the chat server is killed after the message is stored
             await poll(joined)
@@ -259,13 +301,13 @@ async def test_tell_and_remind_survive_sigkill_outages_and_a_chat_server_kill(
             await poll(lambda: delivered("daz_reminders", "true"))
 
             # --- exactly once: one echo each in the chat log, nothing left waiting
-            for text in (told_bob, told_dan, told_eve, late):
+            for text in (told_bob, told_dan, told_fay, told_eve, late):
                 assert await poll(lambda t=text: echoes(t)) == 1, text
             await say("bob", "still here")
             await say("dan", "me too")
             await say("ann", "!about")  # a later reply: the earlier ones had their turn
             await answered(lambda line: line.startswith("daz-actors "))
-            for text in (told_bob, told_dan, told_eve, late):
+            for text in (told_bob, told_dan, told_fay, told_eve, late):
                 assert await echoes(text) == 1, text
             assert await fetchval("SELECT count(*) FROM daz_tells WHERE delivered_at IS NULL") == 0
             lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
