@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,3 +104,69 @@ async def test_a_plugin_hears_only_its_channels() -> None:
         await trio.testing.wait_all_tasks_blocked()
     assert [m.event.channel for m in heard if isinstance(m, Published)] == ["a"]
     assert len(heard) == 1
+
+
+class Broken(Actor):
+    """A plugin actor that cannot start, ever."""
+
+    def __init__(self, starts: list[float]) -> None:
+        self.starts = starts
+
+    async def on_start(self) -> None:
+        self.starts.append(trio.current_time())
+        raise RuntimeError("this plugin is broken for good")
+
+
+async def test_a_plugin_broken_for_good_is_retried_forever_and_never_escalates(autojump_clock):
+    """A plugin whose actor crashes at every start is restarted with backoff (at most 30 s
+    apart) for an hour of trio's clock; its neighbour plugin and the plugins supervisor
+    never restart, and nothing gives up."""
+    from daz_actors.plugins import PluginActor, PluginParts
+    from daz_actors.plugins.host import PluginHost
+    from daz_actors.plugins.settings import PluginSettings
+
+    starts: list[float] = []
+    heard: list[Any] = []
+
+    def broken_setup(ctx: PluginContext[Any]) -> PluginParts:
+        return PluginParts(
+            actors=[PluginActor(name="a", start=actor_factory(lambda: Broken(starts)))]
+        )
+
+    def fine_setup(ctx: PluginContext[Any]) -> PluginParts:
+        return PluginParts(actors=[PluginActor(name="a", start=actor_factory(lambda: Ears(heard)))])
+
+    from daz_actors.plugins import NoParams, Plugin
+
+    settings = {
+        name: PluginSettings(
+            plugin=Plugin(name=name, description="t", setup=setup),
+            params=NoParams(),
+            channels=None,
+        )
+        for name, setup in (("broken", broken_setup), ("fine", fine_setup))
+    }
+    registry, bus = Registry(), EventBus()
+    host = PluginHost(settings, registry=registry, bus=bus)
+    root = Supervisor(
+        "root", [ChildSpec(name="plugins", start=host.subtree("plugins"))],
+        registry=registry, bus=bus,
+    )  # fmt: skip
+    async with open_tree(root) as tree:
+        await trio.sleep(3600)
+        children = {c.registered_as: c for c in _walk(tree.which_children())}
+    assert len(starts) > 100  # restarted all along (backoff capped at 30 s)
+    assert max(b - a for a, b in itertools.pairwise(starts)) <= 30 * 1.25 + 1
+    assert children["plugins"].restarts == 0
+    assert children["plugin:fine"].restarts == 0
+    assert children["plugin:fine/a"].restarts == 0
+    assert children["plugin:broken"].restarts == 0  # it never gave up
+    # each crash was followed by a restart (the last one may still be backing off)
+    assert children["plugin:broken/a"].restarts in (len(starts) - 1, len(starts))
+
+
+def _walk(children: Any) -> Any:
+    for child in children:
+        yield child
+        if child.children:
+            yield from _walk(child.children)
