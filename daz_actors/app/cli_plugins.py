@@ -77,6 +77,12 @@ def plugins_command(no_database: bool) -> None:
                 states = asyncio.run(_states(db.url, installed))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise click.ClickException(f"database {db.redacted}: {exc}") from exc
+    from daz_actors.plugins.host import PluginHost
+    from daz_actors.runtime.bus import EventBus
+    from daz_actors.runtime.registry import Registry
+
+    # set up as `run` would (nothing runs): what each enabled plugin brings
+    host = PluginHost(config.plugins, registry=Registry(), bus=EventBus())
     for name, entry in installed.items():
         if entry.plugin is None:
             click.echo(f"{name}  BROKEN ({entry.distribution}: {entry.value}): {entry.error}")
@@ -84,6 +90,11 @@ def plugins_command(no_database: bool) -> None:
         plugin = entry.plugin
         click.echo(f"{name} {plugin.version} ({entry.distribution}): {plugin.description}")
         click.echo(f"  {_enabled(config.plugins.get(name))}")
+        loaded = host.plugins.get(name)
+        if loaded is not None:
+            commands = ", ".join(f"!{c.name}" for c in loaded.parts.commands) or "none"
+            actors = ", ".join(a.name for a in loaded.parts.actors) or "none"
+            click.echo(f"  commands: {commands}; actors: {actors}")
         files = len(plugin_migrations(plugin))
         state = states.get(name, f"{files} migration file(s)")
         click.echo(f"  migrations: {state}" if files else "  migrations: none")

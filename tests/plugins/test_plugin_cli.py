@@ -54,8 +54,9 @@ def test_migrate_applies_the_enabled_plugins_and_rolls_one_back_alone(pg, tmp_pa
         "  migrations: version 0, 0 applied, 1 pending",
     ]
     tell = lines.index(next(line for line in lines if line.startswith("tell 0.1.0 (daz-actors)")))
-    assert lines[tell + 1 : tell + 3] == [
+    assert lines[tell + 1 : tell + 4] == [
         "  enabled (every channel)",
+        "  commands: !tell; actors: watcher",
         "  migrations: version 1, 1 applied, 0 pending",
     ]
 
