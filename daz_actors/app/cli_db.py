@@ -9,25 +9,16 @@ with ``--plugin NAME``, ``--to``, ``--rollback`` and ``--status`` concern that p
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.storage.migrations import (
-    MigrationError,
-    MigrationStatus,
-    load_migrations,
-    migrate,
-    rollback,
-    status,
-)
 
-if TYPE_CHECKING:  # imported when the command runs: `daz-actors --help` stays quick
-    from daz_actors.plugins.api import Plugin
+if TYPE_CHECKING:  # the driver, the migrations and the plugins are imported when it runs
+    from daz_actors.plugins.declaration import Plugin
+    from daz_actors.storage.migrations import MigrationStatus
 
 __all__ = ["migrate_command"]
 
@@ -54,7 +45,10 @@ async def _run(
     plugins: list[Plugin[Any]],
     one: Plugin[Any] | None,
 ) -> None:
+    import asyncpg
+
     from daz_actors.plugins.migrations import plugin_migrations
+    from daz_actors.storage.migrations import load_migrations, migrate, rollback, status
 
     conn: Any = await asyncpg.connect(url)
     try:
@@ -130,6 +124,12 @@ def migrate_command(
     Applying to the latest also applies the migrations of every plugin the config
     enables (--to N applies the core's only).
     """
+    import asyncio
+
+    import asyncpg
+
+    from daz_actors.storage.migrations import MigrationError
+
     chosen = [
         name
         for name, on in (

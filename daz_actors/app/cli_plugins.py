@@ -3,10 +3,8 @@ where), their commands, and the state of their migrations in the database ``run`
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
@@ -20,6 +18,8 @@ __all__ = ["plugins_command"]
 
 
 async def _states(url: str, installed: dict[str, InstalledPlugin]) -> dict[str, str]:
+    import asyncpg
+
     from daz_actors.plugins.migrations import plugin_status
     from daz_actors.storage.errors import MigrationError
 
@@ -61,6 +61,10 @@ def _enabled(settings: PluginSettings | None) -> str:
 @database_options
 def plugins_command(no_database: bool) -> None:
     """List the installed plugins: enabled or not (and where), commands, migrations."""
+    import asyncio
+
+    import asyncpg
+
     from daz_actors.plugins.discovery import installed_plugins
     from daz_actors.plugins.migrations import plugin_migrations
 

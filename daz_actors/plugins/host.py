@@ -18,7 +18,9 @@ import attrs
 import trio
 
 from daz_actors.cytube.commands import CommandRegistry
-from daz_actors.plugins.api import PluginContext, PluginParts, plugin_actor_name
+from daz_actors.plugins.api import PluginContext
+from daz_actors.plugins.declaration import PluginParts
+from daz_actors.plugins.names import plugin_actor_name
 from daz_actors.plugins.settings import PluginSettings
 from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy

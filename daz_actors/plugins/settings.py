@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from daz_actors.plugins.api import Plugin
+from daz_actors.plugins.declaration import Plugin
 from daz_actors.plugins.discovery import InstalledPlugin
 from daz_actors.runtime.config_reader import read_attrs
 from daz_actors.runtime.errors import ConfigError

@@ -17,7 +17,7 @@ from daz_actors.cytube.channel_events import ChannelEventKind, channel_topic, to
 from daz_actors.cytube.events import ChatMessage, User, UserJoined
 from daz_actors.plugins import PluginContext
 from daz_actors.plugins.durations import DurationError, parse_duration
-from daz_actors.plugins.remind import compose_reminder
+from daz_actors.plugins.remind.runtime import compose_reminder
 from daz_actors.runtime.bus import EventBus, Published
 from daz_actors.runtime.registry import Registry
 from daz_actors.testing import open_tree, wait_until
