@@ -27,7 +27,7 @@ from daz_actors.cytube.commands import CommandContext
 from daz_actors.cytube.events import ChatMessage, UserJoined
 from daz_actors.plugins.api import PluginContext, actor_with_nursery
 from daz_actors.plugins.declaration import PluginActor, PluginCommand, PluginParts
-from daz_actors.plugins.say_once import DELIVERY_POLICY, DELIVERY_POLICY_NAME, say_once
+from daz_actors.plugins.say_once import DELIVERY_POLICY, DELIVERY_POLICY_NAME, Compose, say_once
 from daz_actors.plugins.tell import TellParams
 from daz_actors.retry.handlers import AttemptContext
 from daz_actors.retry.intents import IntentType
@@ -171,7 +171,7 @@ def _watcher(plugin: PluginContext[TellParams]) -> Startable:
     return actor_with_nursery(lambda nursery: TellWatcher(plugin, nursery))
 
 
-def _compose(params: TellParams) -> Any:
+def _compose(params: TellParams) -> Compose:
     def compose(row: Mapping[str, Any]) -> tuple[str, str | None]:
         text = f"{row['target']}, {row['sender']} asked me to tell you: {row['message']}"
         return text, (row["target"] if params.delivery == "pm" else None)
