@@ -284,3 +284,28 @@ def test_a_tell_whose_echo_is_logged_is_marked_not_said_again(
         assert lines.count(unsaid_text) == 1
 
     run_with(cytube_peer, pg, tmp_path, monkeypatch, check, tell=f'delivery = "{delivery}"')
+
+
+def test_a_message_the_watcher_did_not_hear_of_is_found_by_its_refresh(
+    cytube_peer, pg, tmp_path, monkeypatch
+):
+    """A message stored without the watcher being told (another process, a full mailbox)
+    is found at the watcher's next read of the table and said when its user speaks."""
+    text = "dan, eve asked me to tell you: from elsewhere"
+
+    async def check(fetchval: Any) -> None:
+        await fetchval(
+            "INSERT INTO daz_tells (channel, sender, target, message)"
+            " VALUES ('lobby', 'eve', 'dan', 'from elsewhere') RETURNING id"
+        )
+
+        async def told() -> bool:  # dan keeps talking until the watcher knows
+            await say(cytube_peer, "dan", "anyone?")
+            return text in await trio.to_thread.run_sync(bot_lines, cytube_peer)
+
+        await poll(told, timeout=30, interval=0.3)
+        await say(cytube_peer, "ann", "!about")
+        await said(cytube_peer, lambda line: line.startswith("daz-actors "))
+        assert (await trio.to_thread.run_sync(bot_lines, cytube_peer)).count(text) == 1
+
+    run_with(cytube_peer, pg, tmp_path, monkeypatch, check, tell="refresh_seconds = 0.5")
