@@ -430,6 +430,17 @@ async def requeue_dead_letter(conn: Executor, item_id: int) -> bool:
     return bool(await conn.fetchval("SELECT requeue_dead_letter($1)", item_id))
 
 
+async def requeue(conn: Executor, ids: Sequence[int], *, by: str) -> list[int]:
+    """Requeue the dead letters among `ids` (pending, due now, retry count reset), each
+    recorded in the item's history as done `by` someone; the ids requeued, ascending."""
+    if not isinstance(by, str) or not by or "\x00" in by:
+        raise QueueInputError(f"by: must name who requeues, got {by!r}")
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+    rows = await conn.fetch("SELECT requeue_retry_items($1::bigint[], $2) AS id", list(ids), by)
+    return [row["id"] for row in rows]
+
+
 async def get(conn: Executor, item_id: int) -> QueueItem | None:
     """The item with this id, or None."""
     row = await conn.fetchrow("SELECT * FROM daz_retry_queue WHERE id = $1", item_id)
