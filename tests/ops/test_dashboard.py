@@ -287,7 +287,7 @@ async def test_off_loopback_without_a_token_refuses_to_start():
     """On an address that is not loopback the dashboard refuses to start without a token,
     before anything listens; loopback addresses and a configured token are accepted."""
     for host in ("0.0.0.0", "192.0.2.10", "::", "example.org"):
-        with pytest.raises(DashboardRefused, match="DAZ_DASHBOARD_TOKEN"):
+        with pytest.raises(DashboardRefused, match="DAZ_DASHBOARD_TOKEN"), trio.fail_after(10):
             await serve_http(Sources(), host=host, dashboard=_dashboard())
     with pytest.raises(DashboardRefused, match="at least 16"):
         DashboardSettings(token="short")

@@ -94,12 +94,14 @@ async def test_requeue_a_dead_letter_and_watch_it_complete(pg, browser, tmp_path
     monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path / "data"))
     handlers = HandlerRegistry()
     attempts: list[int] = []
+    release = trio.Event()  # the second attempt holds the item until the page shows it
 
     @handlers.register("browser.job")
     async def job(item: QueueItem, ctx: AttemptContext) -> None:
         attempts.append(ctx.attempt)
         if len(attempts) == 1:
             raise PermanentError("the first attempt fails for good")
+        await release.wait()
 
     tree = retry_tree(pg.dsn, handlers)
     async with (
@@ -122,6 +124,8 @@ async def test_requeue_a_dead_letter_and_watch_it_complete(pg, browser, tmp_path
             await browser.docs_screenshot("confirm")
             await browser.click("#confirm")
             await browser.wait_text("#notice", "requeued 1 item")
+            await browser.wait_text("#status", "processing")  # followed by the page itself
+            release.set()
             await browser.wait_text("#status", "completed")
             outcomes = await browser.rows("#attempts tr.attempt")
             assert [row.split()[1] for row in outcomes] == ["dead_letter", "requeued", "completed"]
