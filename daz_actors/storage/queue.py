@@ -516,9 +516,18 @@ async def stats(conn: Executor) -> list[QueueStats]:
     ]
 
 
-async def alerts(conn: Executor) -> list[QueueAlert]:
-    """What needs an operator's attention (``daz_retry_queue_alerts``)."""
-    rows = await conn.fetch("SELECT * FROM daz_retry_queue_alerts ORDER BY alert_type, item_id")
+async def alerts(conn: Executor, *, newest: int | None = None) -> list[QueueAlert]:
+    """What needs an operator's attention (``daz_retry_queue_alerts``), by type then item;
+    with `newest`, only that many, the newest items first."""
+    if newest is None:
+        rows = await conn.fetch("SELECT * FROM daz_retry_queue_alerts ORDER BY alert_type, item_id")
+    else:
+        if isinstance(newest, bool) or not isinstance(newest, int) or newest < 1:
+            raise QueueInputError(f"newest: must be a positive integer, got {newest!r}")
+        rows = await conn.fetch(
+            "SELECT * FROM daz_retry_queue_alerts ORDER BY item_id DESC, alert_type LIMIT $1",
+            newest,
+        )
     return [
         QueueAlert(
             alert_type=AlertType(row["alert_type"]),

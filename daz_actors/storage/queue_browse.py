@@ -32,6 +32,7 @@ __all__ = [
     "MinuteCount",
     "Overview",
     "act",
+    "alert_counts",
     "count",
     "overview",
     "page",
@@ -247,6 +248,14 @@ async def overview(conn: Executor) -> Overview:
         by_channel=ordered(by_channel),
         total=total,
     )
+
+
+async def alert_counts(conn: Executor) -> dict[str, int]:
+    """How many alerts of each type (``daz_retry_queue_alerts``)."""
+    rows = await conn.fetch(
+        "SELECT alert_type, count(*) AS n FROM daz_retry_queue_alerts GROUP BY alert_type"
+    )
+    return {row["alert_type"]: int(row["n"]) for row in rows}
 
 
 async def throughput(conn: Executor, *, hours: float = 3) -> list[MinuteCount]:

@@ -46,6 +46,8 @@ log = logging.getLogger("daz_actors.dashboard")
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+ALERTS_SHOWN = 50  # the newest alerts listed on the overview (all are counted)
+
 _FINAL = frozenset({RetryStatus.COMPLETED, RetryStatus.FAILED, RetryStatus.DEAD_LETTER})
 
 
@@ -187,8 +189,10 @@ class _Pages:
     async def overview_data(self) -> dict[str, Any]:
         counts = await self.db(queue_browse.overview, "overview")
         series = await self.db(queue_browse.throughput, "throughput")
-        alerts = await self.db(queue.alerts, "alerts")
+        alerts = await self.db(lambda conn: queue.alerts(conn, newest=ALERTS_SHOWN), "alerts")
+        alert_counts = await self.db(queue_browse.alert_counts, "alert_counts")
         return {
+            "alert_counts": alert_counts,
             "total": counts.total,
             "by_status": counts.by_status,
             "by_event_type": counts.by_event_type,
