@@ -57,6 +57,7 @@ async def test_overview_counts_items_by_status_type_plugin_and_channel(pg):
     assert {tuple(p) for p in data["by_channel"]} == {("lobby", 2), ("den", 1), (None, 1)}
     assert [a["item_id"] for a in data["alerts"] if a["type"] == "dead_letter"] == [4]
     assert data["alert_counts"] == {"dead_letter": 1}
+    assert data["refresh_ms"] >= 3000
     assert page.status_code == 200
     assert 'data-status="dead_letter">1<' in page.text
     assert "cytube.send" in page.text

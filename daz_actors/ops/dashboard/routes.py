@@ -46,6 +46,8 @@ log = logging.getLogger("daz_actors.dashboard")
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+OVERVIEW_REFRESH_MIN = 3.0  # seconds between the overview's refreshes, at least
+OVERVIEW_REFRESH_FACTOR = 10  # ... and at least this many times what its queries took
 ALERTS_SHOWN = 50  # the newest alerts listed on the overview (all are counted)
 
 _FINAL = frozenset({RetryStatus.COMPLETED, RetryStatus.FAILED, RetryStatus.DEAD_LETTER})
@@ -73,6 +75,7 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("daz_actors.ops.dashboard", "templates"),
         autoescape=jinja2.select_autoescape(("html",)),
         undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # the templates are package data: never look at them again
     )
     env.filters["iso"] = iso
     env.filters["redact"] = lambda text: None if text is None else redact(str(text))
@@ -187,11 +190,16 @@ class _Pages:
     # --- overview ------------------------------------------------------------------------
 
     async def overview_data(self) -> dict[str, Any]:
+        started = trio.current_time()
         counts = await self.db(queue_browse.overview, "overview")
         series = await self.db(queue_browse.throughput, "throughput")
         alerts = await self.db(lambda conn: queue.alerts(conn, newest=ALERTS_SHOWN), "alerts")
         alert_counts = await self.db(queue_browse.alert_counts, "alert_counts")
+        took = trio.current_time() - started
         return {
+            # the page asks again after this long: counting a million rows takes a while,
+            # and a page left open must not keep the database busy
+            "refresh_ms": int(max(OVERVIEW_REFRESH_MIN, took * OVERVIEW_REFRESH_FACTOR) * 1000),
             "alert_counts": alert_counts,
             "total": counts.total,
             "by_status": counts.by_status,

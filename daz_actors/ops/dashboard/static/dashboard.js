@@ -64,12 +64,20 @@
     const data = readJson("overview-data");
     if (!data) return;
     updateOverview(data);
-    setInterval(async () => {
+    // the server says when to ask again (longer when its counts took long)
+    let wait = data.refresh_ms;
+    const tick = async () => {
       try {
         const reply = await fetch("/api/overview", { credentials: "same-origin" });
-        if (reply.ok) updateOverview(await reply.json());
+        if (reply.ok) {
+          const fresh = await reply.json();
+          updateOverview(fresh);
+          wait = fresh.refresh_ms;
+        }
       } catch (e) { /* the next tick tries again */ }
-    }, Math.max(2000, refreshMs * 3));
+      setTimeout(tick, wait);
+    };
+    setTimeout(tick, wait);
   }
 
   // --- item -----------------------------------------------------------------------------
