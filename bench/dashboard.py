@@ -61,7 +61,8 @@ SELECT 'bench-' || g,
        CASE WHEN s.status IN ('dead_letter', 'failed') THEN 3 ELSE 0 END,
        CASE WHEN s.status IN ('dead_letter', 'failed') THEN
            (ARRAY['connection timeout after 30 s', 'permission denied for table daz_tell',
-                  'relation "daz_seen" does not exist', 'websocket closed (1006)'])[1 + g % 4]
+                  'relation "daz_seen" does not exist', 'websocket closed (1006)'
+           ])[1 + (g / 100) % 4]
        END,
        CASE WHEN s.status IN ('dead_letter', 'failed') THEN 'bench' END,
        jsonb_build_object('channel', 'lobby', 'text', 'hello ' || g),
@@ -204,6 +205,15 @@ async def _bench(dsn: str, pages: dict[str, str], reps: int) -> None:
         direct_db = await trio.to_thread.run_sync(_Direct, dsn)
         print(f"{'page':44} {'direct SQL':>11} {'served':>9} {'ratio':>6}  statements")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            floor: list[float] = []
+            for _ in range(max(reps, 50)):
+                start = time.perf_counter()
+                await client.get("/healthz")
+                floor.append(time.perf_counter() - start)
+            print(
+                f"{'HTTP floor: /healthz, no SQL':44} {'-':>11} "
+                f"{statistics.median(floor) * 1000:>6.1f} ms"
+            )
             for label, url in pages.items():
                 database.log = []
                 reply = await client.get(url)  # records the statements; warms both sides
@@ -246,6 +256,9 @@ def main() -> None:
             "overview /api/overview (JSON)": "/api/overview",
             "items, no filter (first page)": "/items",
             "items ?status=dead_letter&error=timeout": "/items?status=dead_letter&error=timeout",
+            "items ?status=dead_letter&error=<no match>": (
+                "/items?status=dead_letter&error=no+such+error"
+            ),
             "items ?type=plugin.tell&channel=den (deep)": (
                 f"/items?type=plugin.tell&channel=den&before={mid}"
             ),

@@ -309,6 +309,25 @@ def _dashboard(**settings):
     return Dashboard(database=None, settings=DashboardSettings(**settings))
 
 
+async def test_without_a_token_only_loopback_host_names_are_answered(pg):
+    """Without a token a request naming another host (DNS rebinding: a web page whose name
+    resolves to 127.0.0.1) is refused; loopback names are answered; a token lifts it."""
+    async with pg.trio_connection() as db, serving(OneConnection(db)) as client:
+        for host in ("evil.example", "evil.example:9464", "10.0.0.1"):
+            for url in ("/", "/items", "/api/overview", "/login"):
+                reply = await client.get(url, headers={"host": host})
+                assert reply.status_code == 403, (host, url)
+        for host in ("127.0.0.1:9464", "localhost:1", "[::1]:80", "127.0.0.1"):
+            assert (await client.get("/api/overview", headers={"host": host})).status_code == 200
+        assert (await client.get("/healthz", headers={"host": "evil.example"})).status_code == 503
+    async with pg.trio_connection() as db, serving(OneConnection(db), token=TOKEN) as client:
+        reply = await client.get(
+            "/api/overview",
+            headers={"host": "bot.example:9464", "authorization": f"Bearer {TOKEN}"},
+        )
+        assert reply.status_code == 200
+
+
 async def test_a_configured_token_is_required_on_every_dashboard_page(pg):
     """With a token every dashboard page needs it (a bearer header or the session cookie
     from /login); a wrong token is refused; the health endpoints stay open."""
@@ -365,7 +384,7 @@ async def test_tree_events_stream_the_tree_and_show_a_restart():
         port = int(str(client.base_url).rsplit(":", 1)[1].rstrip("/"))
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
-            await stream.send_all(b"GET /tree/events HTTP/1.1\r\nhost: x\r\n\r\n")
+            await stream.send_all(b"GET /tree/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
             buffer = b""
 
             async def next_state() -> dict:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
+    PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
@@ -136,6 +137,12 @@ class _Pages:
         """`endpoint` behind the token, with bad input and database trouble as error pages."""
 
         async def guarded(request: Request) -> Response:
+            if not self.guard.host_ok(request):
+                return PlainTextResponse(
+                    "the dashboard answers only loopback hosts (127.0.0.1, localhost) unless"
+                    " an access token is configured",
+                    403,
+                )
             if not self.guard.allowed(request):
                 if api:
                     return JSONResponse({"error": "access token required"}, 401)
@@ -447,6 +454,8 @@ class _Pages:
 
     def page_login(self) -> Endpoint:
         async def login(request: Request) -> Response:
+            if not self.guard.host_ok(request):
+                return PlainTextResponse("the dashboard answers only loopback hosts", 403)
             try:
                 return await self.login(request)
             except BadInput as exc:

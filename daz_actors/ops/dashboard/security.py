@@ -4,6 +4,9 @@
   or the session cookie that ``/login`` sets once the token is entered there. The cookie
   holds an HMAC of the token, never the token itself. Without a token (loopback only, see
   `check_exposure`) nothing is asked.
+- Host: without a token the dashboard answers only requests addressed to a loopback name
+  or address (``127.0.0.1``, ``[::1]``, ``localhost``), so a web page whose domain is made
+  to resolve to 127.0.0.1 (DNS rebinding) cannot read it or post its forms.
 - CSRF: a random value in an HttpOnly, SameSite=Strict cookie, repeated in a hidden field of
   every form (double submit). A POST whose field does not match, or whose Origin is another
   site, is refused with 403.
@@ -19,7 +22,7 @@ import urllib.parse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from daz_actors.ops.dashboard.settings import DashboardSettings
+from daz_actors.ops.dashboard.settings import DashboardSettings, is_loopback
 
 __all__ = ["CSRF_COOKIE", "CSRF_FIELD", "SESSION_COOKIE", "Guard"]
 
@@ -54,6 +57,16 @@ class Guard:
             return True
         session = request.cookies.get(SESSION_COOKIE, "")
         return hmac.compare_digest(session.encode(), self.session_value().encode())
+
+    def host_ok(self, request: Request) -> bool:
+        """True when a token guards the dashboard, or the request names a loopback host."""
+        if self.settings.token is not None:
+            return True
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if host.startswith("[") and "]" in host:
+            name = host[1 : host.index("]")]
+        return is_loopback(name)
 
     @staticmethod
     def csrf_token(request: Request) -> tuple[str, bool]:

@@ -11,7 +11,14 @@ import attrs
 
 from daz_actors.runtime.errors import DazActorsError
 
-__all__ = ["Dashboard", "DashboardRefused", "DashboardSettings", "Database", "check_exposure"]
+__all__ = [
+    "Dashboard",
+    "DashboardRefused",
+    "DashboardSettings",
+    "Database",
+    "check_exposure",
+    "is_loopback",
+]
 
 T = TypeVar("T")
 
