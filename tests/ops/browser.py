@@ -126,10 +126,18 @@ class Browser:
         path.parent.mkdir(parents=True, exist_ok=True)
         await self.call(lambda: self.driver.save_screenshot(str(path)))
 
-    async def docs_screenshot(self, name: str) -> None:
-        """With ``DAZ_DOCS_SCREENSHOTS`` set, save the page as docs/images/dashboard-NAME.png."""
-        if os.environ.get(DOCS_ENV):
+    async def docs_screenshot(self, name: str, *, height: int | None = None) -> None:
+        """With ``DAZ_DOCS_SCREENSHOTS`` set, save the page as docs/images/dashboard-NAME.png
+        (the window `height` pixels tall meanwhile, if given)."""
+        if not os.environ.get(DOCS_ENV):
+            return
+        size = await self.call(self.driver.get_window_size)
+        if height is not None:
+            await self.call(lambda: self.driver.set_window_size(size["width"], height))
+        try:
             await self.screenshot(DOCS_IMAGES / f"dashboard-{name}.png")
+        finally:
+            await self.call(lambda: self.driver.set_window_size(size["width"], size["height"]))
 
     @contextlib.asynccontextmanager
     async def screenshot_on_failure(self, name: str) -> AsyncIterator[None]:

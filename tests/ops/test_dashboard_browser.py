@@ -74,6 +74,13 @@ async def test_overview_filter_and_an_items_page(pg, browser: Browser):
             assert "permission denied for table daz_tell" in rows[0]
             await browser.docs_screenshot("items")
 
+            await browser.click("#bulk-requeue")  # the count comes before anything changes
+            await browser.wait_text("#count", "1")
+            assert "status=dead_letter error=permission" in await browser.text("#what")
+            await browser.docs_screenshot("confirm")
+            await browser.click("#confirm-form a")  # cancel: back to the filtered list
+            await browser.wait_text("#filter-text", "status=dead_letter error=permission")
+
             await browser.click(f'#items a[href="/items/{target}"]')
             await browser.wait_text("h1", f"Item {target}")
             assert await browser.text("#status") == "dead_letter"
@@ -121,7 +128,6 @@ async def test_requeue_a_dead_letter_and_watch_it_complete(pg, browser, tmp_path
             await browser.wait_text("#status", "dead_letter")
             await browser.click("#requeue")
             await browser.wait_text("#count", "1")
-            await browser.docs_screenshot("confirm")
             await browser.click("#confirm")
             await browser.wait_text("#notice", "requeued 1 item")
             await browser.wait_text("#status", "processing")  # followed by the page itself
@@ -130,6 +136,7 @@ async def test_requeue_a_dead_letter_and_watch_it_complete(pg, browser, tmp_path
             outcomes = await browser.rows("#attempts tr.attempt")
             assert [row.split()[1] for row in outcomes] == ["dead_letter", "requeued", "completed"]
             assert "dashboard@127.0.0.1" in outcomes[1]
+            await browser.docs_screenshot("item", height=1000)
         assert attempts == [1, 1]
         nursery.cancel_scope.cancel()
 
@@ -167,7 +174,7 @@ def test_docs_screenshots_are_small_pngs():
     images = sorted(Path(__file__).resolve().parents[2].glob("docs/images/dashboard-*.png"))
     assert {p.name for p in images} >= {
         "dashboard-overview.png", "dashboard-items.png", "dashboard-confirm.png",
-        "dashboard-tree.png",
+        "dashboard-item.png", "dashboard-tree.png",
     }  # fmt: skip
     for image in images:
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
