@@ -653,15 +653,27 @@ async def requeue_dead_letters(
     *,
     event_type: str | None = None,
     older_than: timedelta | None = None,
+    by: str | None = None,
 ) -> list[int]:
     """Requeue every dead letter (of ``event_type``, dead for longer than ``older_than``).
 
     Like `requeue_dead_letter` for each, in one statement: pending, due now, retry count
-    reset, one notification. Returns the ids requeued, ascending.
+    reset, one notification. With `by`, each requeue is also a history row naming who
+    asked (as `requeue` does). Returns the ids requeued, ascending.
     """
     where, args = _filters(
         status=RetryStatus.DEAD_LETTER, event_type=event_type, older_than=older_than
     )
+    if by is not None:
+        if not isinstance(by, str) or not by or "\x00" in by:
+            raise QueueInputError(f"by: must name who requeues, got {by!r}")
+        args.append(by)
+        rows = await conn.fetch(
+            "SELECT requeue_retry_items(array(SELECT id FROM daz_retry_queue"
+            f" WHERE {where} ORDER BY id), ${len(args)}) AS id",
+            *args,
+        )
+        return [row["id"] for row in rows]
     row = await conn.fetchrow(
         f"""
         WITH requeued AS (
