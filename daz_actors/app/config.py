@@ -63,8 +63,8 @@ def _port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
 def _env_name(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not value.replace("_", "").isalnum() or value[0].isdigit():
         raise ValueError(
-            f"{value!r} is not an environment variable name"
-            " (letters, digits and _, not starting with a digit)"
+            "token_env must be an environment variable name (letters, digits and _, not"
+            f" starting with a digit), got {value!r}"
         )
 
 
