@@ -14,6 +14,7 @@ from dashboard_support import OneConnection, add, dead_letter, run_attempt
 from probes import Journal, spec, supervisor
 from retry.retry_trees import item_in, retry_tree
 
+from daz_actors import ChildSpec
 from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.ops.dashboard import Dashboard, DashboardSettings
@@ -141,13 +142,26 @@ async def test_requeue_a_dead_letter_and_watch_it_complete(pg, browser, tmp_path
         nursery.cancel_scope.cancel()
 
 
-async def test_kill_an_actor_and_watch_the_tree_restart_it(browser):
-    """The tree page updates by itself: an actor that crashes shows its restart and reason,
-    and the rooms show their connection and rate limiter."""
+async def test_kill_an_actor_and_watch_the_tree_restart_it(pg, browser, tmp_path, monkeypatch):
+    """The tree page updates by itself: an actor that crashes shows its restart and reason
+    while its siblings (here beside the real storage subtree) are left alone, and the rooms
+    show their connection and rate limiter."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path / "data"))
     journal = Journal()
+    storage = retry_tree(pg.dsn, HandlerRegistry())
     lobby = CytubeConnection(ConnectionParams(server="http://127.0.0.1:9", channel="lobby"))
     lobby.status = ConnectionStatus.JOINED
-    root = supervisor("daz", [spec(journal, "greeter"), spec(journal, "counter")], fast_policy())
+    root = supervisor(
+        "daz",
+        [
+            ChildSpec(name="storage", start=storage.sup),
+            spec(journal, "greeter"),
+            spec(journal, "counter"),
+        ],
+        fast_policy(),
+        storage.registry,
+        storage.bus,
+    )
     async with open_tree(root) as running, trio.open_nursery() as nursery:
         browser.base = await serve(
             nursery, None, Sources(tree=running, connections=lambda: [lobby])
@@ -156,15 +170,17 @@ async def test_kill_an_actor_and_watch_the_tree_restart_it(browser):
             await browser.get("/tree")
             await browser.wait_text("#live", "live")
             await browser.wait_text('tr[data-path="greeter"] td.state', "running")
+            await browser.wait_text('tr[data-path="storage/retry/retry-dispatcher"]', "running")
             assert await browser.text('tr[data-path="greeter"] td.restarts') == "0"
             assert "joined" in await browser.text('tr[data-channel="lobby"]')
             with pytest.raises(Exception, match="crashed"):
                 await root.ref("greeter").ask("crash")
-            await wait_until(lambda: root.which_children()[0].restarts == 1)
+            await wait_until(lambda: root.which_children()[1].restarts == 1)
             await browser.wait_text('tr[data-path="greeter"] td.restarts', "1")
             await browser.wait_text('tr[data-path="greeter"] td.reasons', "Boom 1")
             await browser.wait_text('tr[data-path="greeter"] td.state', "running")
             assert await browser.text('tr[data-path="counter"] td.restarts') == "0"
+            assert await browser.text('tr[data-path="storage"] td.restarts') == "0"
             await browser.docs_screenshot("tree")
         nursery.cancel_scope.cancel()
 
