@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -30,11 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from daz_actors.cytube.events import ConnectionStatus
-from daz_actors.cytube.names import room_name
 from daz_actors.ops.dashboard import Dashboard, check_exposure, dashboard_routes
-from daz_actors.ops.metrics import CONTENT_TYPE, Metrics, Snapshot, Sources, snapshot
-from daz_actors.runtime.breaker import BreakerState
+from daz_actors.ops.metrics import CONTENT_TYPE, Metrics, Sources, snapshot
+from daz_actors.ops.readiness import Component as Component
+from daz_actors.ops.readiness import readiness as readiness
 
 __all__ = ["Component", "build_app", "readiness", "serve_http"]
 
@@ -46,44 +44,9 @@ ALLOWED = "GET, HEAD"
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-@attrs.frozen
-class Component:
-    """One component's readiness."""
-
-    status: str  # "UP" or "DOWN"
-    reason: str
-
-
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(payload, sort_keys=True).encode() + b"\n"
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-def readiness(snap: Snapshot) -> dict[str, Component]:
-    """Every component's readiness, by name (``tree``, ``database``, ``room:<channel>``)."""
-    components: dict[str, Component] = {}
-    if snap.tree_configured:
-        if snap.tree_stopping:
-            components["tree"] = Component("DOWN", "stopping")
-        elif snap.root_running:
-            components["tree"] = Component("UP", "root supervisor running")
-        else:
-            components["tree"] = Component("DOWN", "root supervisor not running")
-    if snap.gateway_configured:
-        gw = snap.gateway
-        if gw is None:
-            components["database"] = Component("DOWN", snap.gateway_error or "no status")
-        elif not gw.connected:
-            components["database"] = Component("DOWN", f"not connected to {gw.database}")
-        elif gw.breaker is BreakerState.OPEN:
-            components["database"] = Component("DOWN", "circuit breaker open")
-        else:
-            components["database"] = Component("UP", f"breaker {gw.breaker.value}")
-    for conn in snap.connections:
-        joined = conn.status is ConnectionStatus.JOINED
-        reason = f"{conn.status.value}: {conn.reason}" if conn.reason else conn.status.value
-        components[room_name(conn.channel)] = Component("UP" if joined else "DOWN", reason)
-    return components
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
