@@ -415,3 +415,25 @@ async def test_tree_events_stream_the_tree_and_show_a_restart():
         assert a["restarts_by_reason"] == [["Boom", 1]]
         assert a["mailbox"]["capacity"] > 0
         assert state["root"] == {"name": "root", "running": True, "stopping": False}
+
+
+async def test_a_bulk_action_past_its_limit_says_so_and_takes_the_oldest(pg, monkeypatch):
+    """Past the most items one action touches, the confirmation says so and the action
+    takes the oldest; confirming again takes the rest."""
+    from daz_actors.storage import queue_browse
+
+    monkeypatch.setattr(queue_browse, "MAX_BULK", 2)
+    async with pg.trio_connection() as db:
+        ids = [await dead_letter(db, f"d{n}", "boom") for n in range(3)]
+        async with serving(OneConnection(db)) as client:
+            confirm = await client.get("/actions/confirm?action=requeue")
+            assert 'id="count">3<' in confirm.text
+            assert "at most 2 items, the oldest first" in confirm.text
+            assert "Requeue 2 items" in confirm.text
+            reply = await client.post("/actions", data=hidden_fields(confirm.text))
+            assert "requeued+2+items" in reply.headers["location"]
+            statuses = [(await db.call(queue.get, i)).status.value for i in ids]
+            assert statuses == ["pending", "pending", "dead_letter"]
+            count, reply = await confirm_and_post(client, "action=requeue")
+            assert count == 1
+        assert (await db.call(queue.get, ids[2])).status.value == "pending"

@@ -347,6 +347,7 @@ class _Pages:
             where=where,
             item_id=item_id,
             count=counted,
+            max_bulk=queue_browse.MAX_BULK,
             max_id=max_id,
             hidden=dict(urllib.parse.parse_qsl(filter_query(where))) if where else {},
             back=f"/items/{item_id}"
