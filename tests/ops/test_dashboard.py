@@ -354,6 +354,9 @@ async def test_a_configured_token_is_required_on_every_dashboard_page(pg):
         assert accepted.headers["location"] == "/items"
         assert TOKEN not in accepted.headers["set-cookie"]
         assert (await client.get("/items")).status_code == 200
+        for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+            away = await client.post("/login", data={**fields, "next": elsewhere, "token": TOKEN})
+            assert away.headers["location"] == "/"
 
 
 async def test_read_only_hides_the_actions_and_refuses_them(pg):
