@@ -183,7 +183,7 @@ class _Pages:
             return self.error(request, 403, "the form's CSRF token did not match: reload the page")
         next_path = form.get("next", "/")
         if not next_path.startswith("/") or next_path[1:2] in ("/", "\\"):
-            next_path = "/"  # only a path of this site: never //host or /\\host
+            next_path = "/"  # only a path of this site: never //host or /\host
         if not self.guard.token_matches(form.get("token", "")):
             return self.render(
                 request, "login.html", 401, title="Log in", next=next_path, failed=True
