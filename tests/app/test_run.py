@@ -292,3 +292,46 @@ def test_run_serves_the_dashboard_and_hands_its_address_alongside(pg, tmp_path, 
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", seen["url"])
     assert [(n["name"], n["state"]) for n in seen["tree"]["tree"]] == [("sql-gateway", "running")]
     assert seen["overview"]["total"] == 0
+
+
+def test_an_open_tree_event_stream_does_not_hold_up_the_stop(pg, tmp_path, monkeypatch):
+    """A browser still reading the tree page's event stream does not keep `run` from
+    stopping in order."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+    import socket
+
+    streams: list[socket.socket] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        assert system.http_port is not None
+        stream = socket.create_connection(("127.0.0.1", system.http_port), timeout=10)
+        streams.append(stream)  # left open on purpose while the tree stops
+        stream.sendall(b"GET /tree/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        received = b""
+        while b"data: " not in received:  # each read waits 10 s at most (the timeout)
+            chunk = await trio.to_thread.run_sync(stream.recv, 65536)
+            assert chunk, "the stream ended"
+            received += chunk
+
+    try:  # a stop held up by the stream would end in the suite's per-test timeout
+        assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+        assert len(streams) == 1
+    finally:
+        for stream in streams:
+            stream.close()
