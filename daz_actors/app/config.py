@@ -5,11 +5,13 @@ Layout::
     data_dir = "..."                 # optional; default $DAZ_DATA_DIR or the user data dir
     [database]   url = "..."         # optional; $DAZ_DATABASE_URL wins; none = embedded
     [http]       host, port          # /healthz /readyz /metrics (127.0.0.1:9464)
+                 dashboard, read_only, token_env   # the dashboard at / (same address)
     [tree]       root = "daz"        # the root supervisor
     [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
     [retry_policies.NAME]            # per operation type; merged over the built-in table
     [retention]  chat_days, private_days, events_days   # optional; none: rows kept forever
+    [plugins.NAME]                   # enabled, channels, and the plugin's params
 
 Every error is a `ConfigError` whose message starts with the key path.
 """
@@ -25,6 +27,9 @@ from typing import Any
 
 import attrs
 
+from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
+from daz_actors.plugins.names import PLUGINS_KIND
+from daz_actors.plugins.settings import PluginSettings, read_plugin_settings
 from daz_actors.retry.params import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
@@ -62,6 +67,14 @@ def _port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"port must be between 0 and 65535, got {value!r}")
 
 
+def _env_name(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not value.replace("_", "").isalnum() or value[0].isdigit():
+        raise ValueError(
+            "token_env must be an environment variable name (letters, digits and _, not"
+            f" starting with a digit), got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class HttpConfig:
     """Where /healthz, /readyz and /metrics are served (loopback by default)."""
@@ -69,6 +82,10 @@ class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback: expose it on purpose, not by accident
     port: int = attrs.field(default=9464, validator=_port)  # 0: any free port (logged)
+    dashboard: bool = True  # the operators' dashboard at / (docs/dashboard.md)
+    read_only: bool = False  # the dashboard hides and refuses its actions
+    # the environment variable holding the dashboard's access token (required off loopback)
+    token_env: str = attrs.field(default="DAZ_DASHBOARD_TOKEN", validator=_env_name)
 
 
 def _days(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -163,6 +180,7 @@ class _RawConfig:
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
     retention: RetentionConfig = RetentionConfig()
+    plugins: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -179,6 +197,8 @@ class Config:
     actor_params: Mapping[str, Any]  # actor name -> its kind's params object
     retry_policies: Mapping[str, RetryPolicy]
     retention: RetentionConfig = RetentionConfig()  # chat and event rows kept (all: forever)
+    # the enabled plugins, by name ([plugins.NAME]; docs/plugins.md)
+    plugins: Mapping[str, PluginSettings] = attrs.field(factory=dict)
 
     @property
     def table_retention(self) -> tuple[TableRetention, ...]:
@@ -195,10 +215,15 @@ def default_config_text() -> str:
     return importlib.resources.files("daz_actors.app").joinpath("default_config.toml").read_text()
 
 
-def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    kinds: ActorKinds,
+    *,
+    installed: Mapping[str, InstalledPlugin] | None = None,
+) -> Config:
     """Read and validate a config file (the shipped default when `path` is None)."""
     if path is None:
-        return parse_config(default_config_text(), kinds, source="<default>")
+        return parse_config(default_config_text(), kinds, source="<default>", installed=installed)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -210,11 +235,21 @@ def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Confi
             "",
             f"config file {os.fspath(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}",
         ) from None
-    return parse_config(text, kinds, source=os.fspath(path))
+    return parse_config(text, kinds, source=os.fspath(path), installed=installed)
 
 
-def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> Config:
-    """Validate config `text`; a `ConfigError` names the first key path that is wrong."""
+def parse_config(
+    text: str,
+    kinds: ActorKinds,
+    *,
+    source: str = "<string>",
+    installed: Mapping[str, InstalledPlugin] | None = None,
+) -> Config:
+    """Validate config `text`; a `ConfigError` names the first key path that is wrong.
+
+    `installed`: the plugins to choose from (default: the installed ones, found through
+    their entry points when the config places the ``plugins`` actor or has ``[plugins]``).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -232,6 +267,13 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         merged = {**DEFAULT_RETRY_POLICIES.get(name, {}), **_table(table, f"retry_policies.{name}")}
         policies[name] = read_attrs(merged, RetryPolicy, f"retry_policies.{name}")
     _check_attempts_fit_locks(params, policies)
+    placed = any(actor.kind == PLUGINS_KIND for actor in raw.actors.values())
+    plugins: dict[str, PluginSettings] = {}
+    if placed or raw.plugins:
+        plugins = read_plugin_settings(
+            raw.plugins, installed if installed is not None else installed_plugins(),
+            placed=placed,
+        )  # fmt: skip
     url = os.environ.get(DATABASE_URL_ENV) or raw.database.url
     return Config(
         source=source,
@@ -244,6 +286,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         actor_params=params,
         retry_policies=policies,
         retention=raw.retention,
+        plugins=plugins,
     )
 
 
