@@ -9,8 +9,9 @@
 --    these tables while `daz-actors migrate` runs (a large chat log: seconds to minutes).
 -- 2. daz_prune_retry_queue: cleanup_retry_queue's rule (finished items past the retention,
 --    dead letters only with a dead-letter retention), at most p_batch_size items per
---    call. History rows go with their items (daz_retry_history.item_id is ON DELETE
---    CASCADE, 0001). cleanup_retry_queue itself stays as it was (the documents' contract).
+--    call. History rows go with their items (daz_retry_history.item_id ON DELETE CASCADE,
+--    0001; the queue's delete trigger since 0014). cleanup_retry_queue itself stays as it
+--    was (the documents' contract).
 
 CREATE INDEX daz_chat_messages_received_at_idx ON daz_chat_messages (received_at);
 CREATE INDEX daz_private_messages_received_at_idx ON daz_private_messages (received_at);

@@ -1,7 +1,8 @@
 """The periodic cleanup: the queue's finished items, then the tables under a retention.
 
 One pass (`Cleanup.run`) deletes, in bounded batches, the retry queue's finished items
-past their retention (their history rows go with them: ON DELETE CASCADE), then the old
+past their retention (their history rows go with them: the queue's delete trigger, schema
+0014; a foreign key ON DELETE CASCADE before it), then the old
 rows of every table given a retention (`TableRetention`, from the application's
 ``[retention]`` section; the retry layer knows no table but its own). Each batch is one
 call through the SQL gateway and one short transaction of its own, so a huge table never

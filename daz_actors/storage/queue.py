@@ -576,8 +576,9 @@ async def prune_batch(
     batch_size: int,
 ) -> int:
     """`cleanup`'s rule, at most `batch_size` items in one statement (schema 0010); how
-    many went. Their history rows go with them (ON DELETE CASCADE). Call it again until it
-    returns fewer than `batch_size`: each call is a short transaction of its own."""
+    many went. Their history rows go with them (the delete trigger of schema 0014). Call it
+    again until it returns fewer than `batch_size`: each call is a short transaction of its
+    own."""
     _check_retention(retention_days, dead_letter_retention_days)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise QueueInputError(f"batch_size: must be a positive integer, got {batch_size!r}")

@@ -93,7 +93,7 @@ def test_the_batches_use_the_retention_index(pg: Any) -> None:
 
 def test_finished_items_go_in_batches_with_their_history(pg: Any) -> None:
     """The queue's batched pruning deletes old finished items at most `batch_size` at a time,
-    and their history rows with them (ON DELETE CASCADE); the history of the items kept
+    and their history rows with them (the delete trigger, 0014); the history of the items kept
     stays, and dead letters stay unless a dead-letter retention is given."""
 
     async def body(conn: Any) -> None:
