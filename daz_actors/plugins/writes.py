@@ -25,7 +25,7 @@ from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.errors import DazActorsError, NoSuchActor
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
-__all__ = ["WRITE_POLICY", "PluginWrite", "WriteOutcome", "write_or_queue"]
+__all__ = ["GATEWAY_FAILED", "WRITE_POLICY", "PluginWrite", "WriteOutcome", "write_or_queue"]
 
 log = logging.getLogger("daz_actors.plugins.writes")
 
@@ -36,7 +36,7 @@ A = TypeVar("A")
 WRITE_POLICY = RetryPolicy(max_retries=20, initial=2.0, max_delay=300.0, attempt_timeout=15.0)
 
 # the gateway failed, or is not registered right now (restarting)
-_FAILED: tuple[type[Exception], ...] = (*CALL_FAILED, NoSuchActor)
+GATEWAY_FAILED: tuple[type[Exception], ...] = (*CALL_FAILED, NoSuchActor)
 
 WriteFn = Callable[[SqlClient, A], Awaitable[None]]
 
@@ -89,7 +89,7 @@ async def write_or_queue(
     try:
         await write.fn(ctx.db(default_timeout=timeout), args)
         return WriteOutcome(written=True, queued=False)
-    except _FAILED as exc:
+    except GATEWAY_FAILED as exc:
         error = f"{type(exc).__name__}: {exc}"
     chosen = ctx.policy(f"{ctx.name}_write", policy or WRITE_POLICY)
     item = ctx.new_item(

@@ -32,12 +32,12 @@ from daz_actors.cytube.channel_events import ChannelEventKind
 from daz_actors.cytube.commands import CommandContext
 from daz_actors.cytube.events import CHAT_LIMIT, UserJoined
 from daz_actors.plugins.api import Plugin, PluginActor, PluginCommand, PluginContext, PluginParts
-from daz_actors.plugins.writes import PluginWrite, write_or_queue
+from daz_actors.plugins.writes import GATEWAY_FAILED, PluginWrite, write_or_queue
 from daz_actors.runtime.actor import Actor, actor_factory
 from daz_actors.runtime.bus import Published
-from daz_actors.runtime.errors import DazActorsError, NoSuchActor
+from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.validators import non_negative, positive
-from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = ["GREETED", "OPTED", "Greeted", "GreeterParams", "Opted", "plugin"]
 
@@ -204,7 +204,7 @@ class Greeter(Actor):
                 if next_at is not None:  # a greeting still queued may be newer: keep it
                     known.next_at = max(known.next_at, next_at.timestamp())
                 known.out = rows[0]["opted_out"]
-        except (*CALL_FAILED, NoSuchActor) as exc:
+        except GATEWAY_FAILED as exc:
             log.warning("greeter: reading %s's state failed (%s); going by memory", name, exc)
         now = time.time()
         if known.out or now < known.next_at:
