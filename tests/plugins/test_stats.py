@@ -83,30 +83,36 @@ def test_the_counts_match_the_chat_log(pg, batches):
 def test_lines_logged_before_the_migration_are_counted_and_rollback_removes_it(pg):
     """The migration fills the counts from the lines already logged; lines logged after it
     add to them; rolling it back removes the tables and the trigger."""
+    today = 2 * 24 * 60 + 600  # minutes from START: 10:00 on NOW's day
     lines = [
         (1, "lobby", "ann", 0, "hi"),
-        (2, "lobby", "Ann", 61, "again"),
-        (3, "lobby", "bob", 62, "yo"),
-        (4, "lobby", "bot", 63, "I am the bot"),
+        (2, "lobby", "Ann", 1, "again"),
+        (3, "lobby", "cat", today, "this morning"),
+        (4, "lobby", "bob", 62, "yo"),
+        (5, "lobby", "bot", 63, "I am the bot"),
     ]
 
     async def check(conn: Any) -> dict[str, Any]:
-        await _insert(conn, lines[:2])
+        await _insert(conn, lines[:3])
         await migrate_plugins(conn, [plugin])
-        await _insert(conn, lines[2:])
-        await _insert(conn, lines[2:])  # logged twice: counted once
+        await _insert(conn, lines[3:])
+        await _insert(conn, lines[3:])  # logged twice: counted once
         out: dict[str, Any] = {"stats": (await _both(conn, "lobby"))[0]}
         await rollback_plugin(conn, plugin, 0)
         out["left"] = await conn.fetchval(
             "SELECT count(*) FROM pg_trigger WHERE tgname = 'daz_stats_count_lines'"
         )
         out["table"] = await conn.fetchval("SELECT to_regclass('daz_stats_hours')")
-        await _insert(conn, [(5, "lobby", "cat", 64, "still logged")])
+        await _insert(conn, [(6, "lobby", "cat", 64, "still logged")])
         return out
 
     out = pg.run(check)
     assert out["stats"] == ChannelStats(
-        lines_today=0, lines_total=4, top=(("Ann", 2), ("bob", 1)), busiest_hour=1, media_today=0
+        lines_today=1,
+        lines_total=5,
+        top=(("Ann", 2), ("bob", 1), ("cat", 1)),
+        busiest_hour=0,  # hour 0 had 2 lines, logged before the migration
+        media_today=0,
     )
     assert (out["left"], out["table"]) == (0, None)
 
