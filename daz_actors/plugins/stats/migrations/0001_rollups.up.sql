@@ -41,11 +41,12 @@ BEGIN
         count(*) OVER (PARTITION BY channel, lower(username)),
         max(sent_at) OVER (PARTITION BY channel, lower(username))
     FROM daz_stats_new_lines
-    ORDER BY channel, lower(username), sent_at DESC
+    ORDER BY channel, lower(username), sent_at DESC, username DESC
     ON CONFLICT (channel, lname) DO UPDATE SET
         lines = u.lines + EXCLUDED.lines,
-        username = CASE WHEN EXCLUDED.last_at >= u.last_at THEN EXCLUDED.username
-                        ELSE u.username END,
+        -- the name of their newest line (ties: the greater spelling, as the backfill)
+        username = CASE WHEN (EXCLUDED.last_at, EXCLUDED.username) >= (u.last_at, u.username)
+                        THEN EXCLUDED.username ELSE u.username END,
         last_at = GREATEST(u.last_at, EXCLUDED.last_at);
     RETURN NULL;
 END
@@ -66,4 +67,4 @@ SELECT DISTINCT ON (channel, lower(username))
     count(*) OVER (PARTITION BY channel, lower(username)),
     max(sent_at) OVER (PARTITION BY channel, lower(username))
 FROM daz_chat_messages
-ORDER BY channel, lower(username), sent_at DESC;
+ORDER BY channel, lower(username), sent_at DESC, username DESC;
