@@ -20,7 +20,7 @@ PLUGINS = """
 enabled = true
 cooldown = 0
 """
-PLAYS = "SELECT media_id FROM daz_mediatracker_plays ORDER BY started_at"
+PLAYS = "SELECT media_id, queued_by FROM daz_mediatracker_plays ORDER BY started_at"
 
 
 def _setup(cytube_peer: Any, tmp_path: Any, monkeypatch: Any) -> None:
@@ -33,6 +33,12 @@ async def _play(peer: Any, title: str, media_id: str, seconds: int) -> None:
     await trio.to_thread.run_sync(
         lambda: peer.set_media("lobby", title=title, id=media_id, seconds=seconds)
     )
+
+
+def _item(media_id: str, title: str, by: str) -> dict[str, Any]:
+    """A playlist item as CyTube sends it in ``queue`` and ``playlist``."""
+    media = {"id": media_id, "title": title, "seconds": 200, "type": "yt", "meta": {}}
+    return {"media": media, "uid": 1, "temp": False, "queueby": by}
 
 
 def test_clock() -> None:
@@ -51,13 +57,18 @@ def test_plays_are_recorded_and_answered(cytube_peer, pg, tmp_path, monkeypatch)
         async with database(pg.dsn) as db:
             await bot_joined(cytube_peer)
             await db.until("SELECT count(*) FROM daz_mediatracker_plays")
+            queued = {"item": _item("a1", "Song A", "ann"), "after": 0}
+            await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "queue", queued)
             await _play(cytube_peer, "Song A", "a1", 200)
             await db.until("SELECT count(*) = 2 FROM daz_mediatracker_plays")
             await _play(cytube_peer, "Song B", "b2", 3700)
             await db.until("SELECT count(*) = 3 FROM daz_mediatracker_plays")
+            # a whole playlist replaces what was known of who queued what
+            playlist = [_item("a1", "Song A", "dan"), _item("b2", "Song B", "eve")]
+            await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "playlist", playlist)
             await _play(cytube_peer, "Song A", "a1", 200)
             await db.until("SELECT count(*) = 4 FROM daz_mediatracker_plays")
-            seen["plays"] = [r[0] for r in await db.fetch(PLAYS)]
+            seen["plays"] = [tuple(r) for r in await db.fetch(PLAYS)]
             seen["counts"] = {
                 r["media_id"]: (r["plays"], r["title"])
                 for r in await db.fetch("SELECT media_id, plays, title FROM daz_mediatracker_media")
@@ -73,12 +84,12 @@ def test_plays_are_recorded_and_answered(cytube_peer, pg, tmp_path, monkeypatch)
             seen["top"] = await ask(cytube_peer, "ann", "!topmedia", lambda r: r.startswith("most"))
 
     run(config, kinds, check)
-    assert seen["plays"] == ["dQw4w9WgXcQ", "a1", "b2", "a1"]
+    assert seen["plays"] == [("dQw4w9WgXcQ", None), ("a1", "ann"), ("b2", None), ("a1", "dan")]
     assert seen["counts"] == {
         "dQw4w9WgXcQ": (1, "Test video"), "a1": (2, "Song A"), "b2": (1, "Song B"),
     }  # fmt: skip
-    assert seen["np"].startswith("now playing: Song A (yt:a1, 3:20), started ")
-    assert seen["nowplaying"].startswith("now playing: Song A (yt:a1, 3:20), started ")
+    assert seen["np"].startswith("now playing: Song A (yt:a1, 3:20, queued by dan), started ")
+    assert seen["nowplaying"].startswith("now playing: Song A (yt:a1, 3:20, queued by dan), ")
     assert seen["last"].startswith("last played: Song B (")
     assert " | Song A (" in seen["last"]
     assert seen["last"].count(" | ") == 1

@@ -28,7 +28,7 @@ import attrs
 
 from daz_actors.cytube.channel_events import ChannelEventKind
 from daz_actors.cytube.commands import CommandContext
-from daz_actors.cytube.events import MediaChanged
+from daz_actors.cytube.events import MediaChanged, PlaylistQueued
 from daz_actors.plugins.api import Plugin, PluginActor, PluginCommand, PluginContext, PluginParts
 from daz_actors.plugins.text import ago, clip
 from daz_actors.plugins.writes import PluginWrite, write_or_queue
@@ -120,20 +120,41 @@ async def _play(db: SqlClient, p: Played) -> None:
 PLAYED = PluginWrite.of("mediatracker.play", Played, _play, description="record a media play")
 
 
+QUEUERS_KEPT = 2000  # playlist items remembered per channel (who queued them)
+
+
 class Tracker(Actor):
-    """Records each media change it hears, in order."""
+    """Records each media change it hears, in order, with who queued it when the playlist
+    said so (``playlist`` on join, ``queue`` for each item added)."""
 
     def __init__(self, plugin: PluginContext[MediaTrackerParams]) -> None:
         self.plugin = plugin
+        # channel -> (media type, media id) -> who queued it, newest last
+        self.queuers: dict[str, dict[tuple[str, str], str]] = {}
 
     async def on_start(self) -> None:
-        self.plugin.subscribe(self.ctx.ref, [ChannelEventKind.MEDIA])
+        self.plugin.subscribe(self.ctx.ref, [ChannelEventKind.MEDIA, ChannelEventKind.QUEUE])
+
+    def _queued(self, event: PlaylistQueued) -> None:
+        if event.full:
+            self.queuers[event.channel] = {}
+        known = self.queuers.setdefault(event.channel, {})
+        for item in event.items:
+            key = (item.media_type, item.media_id)
+            known.pop(key, None)
+            if item.queued_by:
+                known[key] = item.queued_by
+        while len(known) > QUEUERS_KEPT:
+            del known[next(iter(known))]
 
     async def handle(self, message: Any) -> Any:
-        if not isinstance(message, Published) or not isinstance(message.event, MediaChanged):
+        event = message.event if isinstance(message, Published) else None
+        if isinstance(event, PlaylistQueued):
+            self._queued(event)
+            return None
+        if not isinstance(event, MediaChanged):
             log.warning("mediatracker ignores %s", type(message).__name__)
             return None
-        event = message.event
         if not event.media_id:
             return None  # nothing playing
         played = Played(
@@ -143,6 +164,7 @@ class Tracker(Actor):
             title=event.title,
             duration_s=max(0.0, event.seconds),
             at=event.received_at,
+            queued_by=self.queuers.get(event.channel, {}).get((event.media_type, event.media_id)),
             replay_slack=self.plugin.params.replay_slack,
         )
         await write_or_queue(
