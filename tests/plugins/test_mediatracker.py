@@ -61,13 +61,17 @@ def test_plays_are_recorded_and_answered(cytube_peer, pg, tmp_path, monkeypatch)
             await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "queue", queued)
             await _play(cytube_peer, "Song A", "a1", 200)
             await db.until("SELECT count(*) = 2 FROM daz_mediatracker_plays")
+            # a whole playlist replaces what was known of who queued what
+            playlist = [_item("b2", "Song B", "eve")]
+            await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "playlist", playlist)
             await _play(cytube_peer, "Song B", "b2", 3700)
             await db.until("SELECT count(*) = 3 FROM daz_mediatracker_plays")
-            # a whole playlist replaces what was known of who queued what
-            playlist = [_item("a1", "Song A", "dan"), _item("b2", "Song B", "eve")]
-            await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "playlist", playlist)
-            await _play(cytube_peer, "Song A", "a1", 200)
+            await _play(cytube_peer, "Song A", "a1", 200)  # no longer in the playlist
             await db.until("SELECT count(*) = 4 FROM daz_mediatracker_plays")
+            queued = {"item": _item("c3", "Song C", "fay"), "after": 0}
+            await trio.to_thread.run_sync(cytube_peer.emit, "lobby", "queue", queued)
+            await _play(cytube_peer, "Song C", "c3", 65)
+            await db.until("SELECT count(*) = 5 FROM daz_mediatracker_plays")
             seen["plays"] = [tuple(r) for r in await db.fetch(PLAYS)]
             seen["counts"] = {
                 r["media_id"]: (r["plays"], r["title"])
@@ -84,14 +88,17 @@ def test_plays_are_recorded_and_answered(cytube_peer, pg, tmp_path, monkeypatch)
             seen["top"] = await ask(cytube_peer, "ann", "!topmedia", lambda r: r.startswith("most"))
 
     run(config, kinds, check)
-    assert seen["plays"] == [("dQw4w9WgXcQ", None), ("a1", "ann"), ("b2", None), ("a1", "dan")]
+    assert seen["plays"] == [
+        ("dQw4w9WgXcQ", None), ("a1", "ann"), ("b2", "eve"), ("a1", None), ("c3", "fay"),
+    ]  # fmt: skip
     assert seen["counts"] == {
         "dQw4w9WgXcQ": (1, "Test video"), "a1": (2, "Song A"), "b2": (1, "Song B"),
+        "c3": (1, "Song C"),
     }  # fmt: skip
-    assert seen["np"].startswith("now playing: Song A (yt:a1, 3:20, queued by dan), started ")
-    assert seen["nowplaying"].startswith("now playing: Song A (yt:a1, 3:20, queued by dan), ")
-    assert seen["last"].startswith("last played: Song B (")
-    assert " | Song A (" in seen["last"]
+    assert seen["np"].startswith("now playing: Song C (yt:c3, 1:05, queued by fay), started ")
+    assert seen["nowplaying"].startswith("now playing: Song C (yt:c3, 1:05, queued by fay), ")
+    assert seen["last"].startswith("last played: Song A (")
+    assert " | Song B (" in seen["last"]
     assert seen["last"].count(" | ") == 1
     assert seen["bad"] == "usage: !lastplayed [1-10]"
     assert seen["top"].startswith("most played: Song A (2 plays) | ")
