@@ -104,8 +104,8 @@ SELECT
     (SELECT count(*) FROM daz_chat_messages WHERE channel = $1 AND sent_at >= $2) AS today,
     (SELECT count(*) FROM daz_chat_messages WHERE channel = $1) AS total,
     (SELECT coalesce(json_agg(json_build_array(username, lines)), '[]') FROM (
-        SELECT (array_agg(username ORDER BY sent_at DESC, username DESC))[1] AS username, count(*) AS lines,
-            lower(username) AS lname
+        SELECT (array_agg(username ORDER BY sent_at DESC, username DESC))[1] AS username,
+            count(*) AS lines, lower(username) AS lname
         FROM daz_chat_messages WHERE channel = $1 AND lower(username) <> $3
         GROUP BY lower(username) ORDER BY lines DESC, lname LIMIT $4) AS t) AS top,
     (SELECT extract(hour FROM sent_at AT TIME ZONE $5)::int FROM daz_chat_messages
