@@ -81,6 +81,10 @@ initial = 0.2
 max_delay = 1.0
 max_retries = 50
 attempt_timeout = 4.5
+[retry_policies.mediatracker_write]
+attempt_timeout = 4.5
+[retry_policies.greeter_write]
+attempt_timeout = 4.5
 [retry_policies.sql_operation]
 initial = 0.2
 max_delay = 1.0
