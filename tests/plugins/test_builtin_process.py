@@ -211,6 +211,11 @@ async def test_the_builtin_plugins_survive_a_kill_and_a_database_outage(
         await trio.to_thread.run_sync(cytube_peer.add_user, "lobby", "cat", 1)
         await trio.to_thread.run_sync(cytube_peer.say, "lobby", "cat", "is the database up?")
         await trio.to_thread.run_sync(cytube_peer.remove_user, "lobby", "bob")
+        await trio.to_thread.run_sync(
+            lambda: cytube_peer.set_media("lobby", title="Song B", id="b2", seconds=300)
+        )
+        # greeted by what the greeter remembers, its cooldown queued
+        await said(cytube_peer, lambda r: r == "welcome, cat!", timeout=60)
         await trio.to_thread.run_sync(own_server.handle.start)
         await _until(
             url,
@@ -221,17 +226,20 @@ async def test_the_builtin_plugins_survive_a_kill_and_a_database_outage(
         await _until(
             url, "SELECT NOT present FROM daz_usertracker_users WHERE lname = 'bob'", timeout=120
         )
+        await _until(url, "SELECT count(*) FROM daz_mediatracker_plays WHERE media_id = 'b2'")
+        await _until(url, "SELECT count(*) FROM daz_greeter_users WHERE lname = 'cat'")
         async with database(url) as db:
             items = await db.fetch(
                 "SELECT plugin_name, event_type, status FROM daz_retry_queue"
-                " WHERE plugin_name IN ('usertracker', 'greeter') ORDER BY id"
+                " WHERE plugin_name IN ('usertracker', 'mediatracker', 'greeter') ORDER BY id"
             )
             assert await _sessions(db, "ann") == [(first_session, True)]
             assert [open_ for _, open_ in await _sessions(db, "bob")] == [False]
             assert [open_ for _, open_ in await _sessions(db, "cat")] == [True]
         types = {(r["plugin_name"], r["event_type"]) for r in items}
         assert {("usertracker", "usertracker.join"), ("usertracker", "usertracker.line"),
-                ("usertracker", "usertracker.leave")} <= types, items  # fmt: skip
+                ("usertracker", "usertracker.leave"), ("mediatracker", "mediatracker.play"),
+                ("greeter", "greeter.greeted")} <= types, items  # fmt: skip
     except BaseException:
         state = await trio.to_thread.run_sync(cytube_peer.state)
         print("chat:", [(c.get("username"), c["msg"]) for c in state["chat_received"]][-20:])
