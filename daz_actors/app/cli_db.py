@@ -9,18 +9,16 @@ with ``--plugin NAME``, ``--to``, ``--rollback`` and ``--status`` concern that p
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.plugins.api import Plugin
-from daz_actors.plugins.discovery import installed_plugins
-from daz_actors.plugins.migrations import plugin_migrations
-from daz_actors.storage.migrations import MigrationError, MigrationStatus, migrate, rollback, status
+
+if TYPE_CHECKING:  # the driver, the migrations and the plugins are imported when it runs
+    from daz_actors.plugins.declaration import Plugin
+    from daz_actors.storage.migrations import MigrationStatus
 
 __all__ = ["migrate_command"]
 
@@ -47,19 +45,23 @@ async def _run(
     plugins: list[Plugin[Any]],
     one: Plugin[Any] | None,
 ) -> None:
+    import asyncpg
+
+    from daz_actors.plugins.migrations import plugin_migrations
+    from daz_actors.storage.migrations import load_migrations, migrate, rollback, status
+
     conn: Any = await asyncpg.connect(url)
     try:
         if one is not None:  # one plugin's sequence only
-            known = plugin_migrations(one)
-            where, label = {"migrations": known, "plugin": one.name}, f"plugin {one.name}: "
+            known, scope, label = plugin_migrations(one), one.name, f"plugin {one.name}: "
         else:
-            where, label = {}, ""
+            known, scope, label = load_migrations(), None, ""
         if show:
             if label:
                 click.echo(label.rstrip(": "))
-            _print_status(await status(conn, **where))  # type: ignore[arg-type]
+            _print_status(await status(conn, migrations=known, plugin=scope))
         elif rollback_to is not None:
-            done = await rollback(conn, rollback_to, **where)  # type: ignore[arg-type]
+            done = await rollback(conn, rollback_to, migrations=known, plugin=scope)
             for migration in done:
                 click.echo(f"rolled back {label}{migration.down_file}")
             if not done:
@@ -67,10 +69,10 @@ async def _run(
                     f"{label}nothing to roll back: already at or below version {rollback_to}"
                 )
         else:
-            done = await migrate(conn, to, **where)  # type: ignore[arg-type]
+            done = await migrate(conn, to, migrations=known, plugin=scope)
             for migration in done:
                 click.echo(f"applied {label}{migration.up_file}")
-            if one is None:  # then every enabled plugin's, each its own sequence
+            if one is None and to is None:  # then every enabled plugin's sequence
                 for plugin in plugins:
                     for migration in await migrate(
                         conn, migrations=plugin_migrations(plugin), plugin=plugin.name
@@ -84,6 +86,8 @@ async def _run(
 
 
 def _chosen_plugin(name: str) -> Plugin[Any]:
+    from daz_actors.plugins.discovery import installed_plugins
+
     entry = installed_plugins().get(name)
     if entry is None:
         known = ", ".join(installed_plugins()) or "none"
@@ -117,8 +121,15 @@ def migrate_command(
 ) -> None:
     """Apply the schema migrations (up to the latest, or --to N), roll back, or list them.
 
-    Applying also applies the migrations of every plugin the config enables.
+    Applying to the latest also applies the migrations of every plugin the config
+    enables (--to N applies the core's only).
     """
+    import asyncio
+
+    import asyncpg
+
+    from daz_actors.storage.migrations import MigrationError
+
     chosen = [
         name
         for name, on in (
@@ -136,9 +147,7 @@ def migrate_command(
     with open_cli_database(choice) as db:
         try:
             asyncio.run(
-                _run(
-                    db.url, to=to, rollback_to=rollback_to, show=show, plugins=plugins, one=one
-                )
+                _run(db.url, to=to, rollback_to=rollback_to, show=show, plugins=plugins, one=one)
             )
         except MigrationError as exc:
             raise click.ClickException(str(exc)) from exc

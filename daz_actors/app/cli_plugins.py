@@ -3,23 +3,26 @@ where), their commands, and the state of their migrations in the database ``run`
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import click
 
 from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
-from daz_actors.plugins.migrations import plugin_migrations, plugin_status
-from daz_actors.plugins.settings import PluginSettings
-from daz_actors.storage.errors import MigrationError
+
+if TYPE_CHECKING:  # imported when the command runs: `daz-actors --help` stays quick
+    from daz_actors.plugins.discovery import InstalledPlugin
+    from daz_actors.plugins.settings import PluginSettings
 
 __all__ = ["plugins_command"]
 
 
 async def _states(url: str, installed: dict[str, InstalledPlugin]) -> dict[str, str]:
+    import asyncpg
+
+    from daz_actors.plugins.migrations import plugin_status
+    from daz_actors.storage.errors import MigrationError
+
     conn: Any = await asyncpg.connect(url)
     try:
         states = {}
@@ -58,6 +61,13 @@ def _enabled(settings: PluginSettings | None) -> str:
 @database_options
 def plugins_command(no_database: bool) -> None:
     """List the installed plugins: enabled or not (and where), commands, migrations."""
+    import asyncio
+
+    import asyncpg
+
+    from daz_actors.plugins.discovery import installed_plugins
+    from daz_actors.plugins.migrations import plugin_migrations
+
     choice = current_choice()
     config = load_cli_config(choice.config_file)
     installed = dict(installed_plugins())
@@ -71,6 +81,12 @@ def plugins_command(no_database: bool) -> None:
                 states = asyncio.run(_states(db.url, installed))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise click.ClickException(f"database {db.redacted}: {exc}") from exc
+    from daz_actors.plugins.host import PluginHost
+    from daz_actors.runtime.bus import EventBus
+    from daz_actors.runtime.registry import Registry
+
+    # set up as `run` would (nothing runs): what each enabled plugin brings
+    host = PluginHost(config.plugins, registry=Registry(), bus=EventBus())
     for name, entry in installed.items():
         if entry.plugin is None:
             click.echo(f"{name}  BROKEN ({entry.distribution}: {entry.value}): {entry.error}")
@@ -78,6 +94,11 @@ def plugins_command(no_database: bool) -> None:
         plugin = entry.plugin
         click.echo(f"{name} {plugin.version} ({entry.distribution}): {plugin.description}")
         click.echo(f"  {_enabled(config.plugins.get(name))}")
+        loaded = host.plugins.get(name)
+        if loaded is not None:
+            commands = ", ".join(f"!{c.name}" for c in loaded.parts.commands) or "none"
+            actors = ", ".join(a.name for a in loaded.parts.actors) or "none"
+            click.echo(f"  commands: {commands}; actors: {actors}")
         files = len(plugin_migrations(plugin))
         state = states.get(name, f"{files} migration file(s)")
         click.echo(f"  migrations: {state}" if files else "  migrations: none")

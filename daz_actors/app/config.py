@@ -26,9 +26,9 @@ from typing import Any
 import attrs
 
 from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
-from daz_actors.plugins.kind import PLUGINS_KIND
+from daz_actors.plugins.names import PLUGINS_KIND
 from daz_actors.plugins.settings import PluginSettings, read_plugin_settings
-from daz_actors.retry.kind import RetryParams
+from daz_actors.retry.params import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
 from daz_actors.runtime.config_reader import read_attrs
@@ -161,9 +161,7 @@ def load_config(
 ) -> Config:
     """Read and validate a config file (the shipped default when `path` is None)."""
     if path is None:
-        return parse_config(
-            default_config_text(), kinds, source="<default>", installed=installed
-        )
+        return parse_config(default_config_text(), kinds, source="<default>", installed=installed)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:

@@ -17,14 +17,14 @@ from daz_actors.app.build import build_tree
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
 from daz_actors.cytube.commands import CommandRegistry
-from daz_actors.cytube.rooms import RoomsParams
+from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.http import serve_http
 from daz_actors.ops.logging import register_dsn_password
 from daz_actors.ops.metrics import Metrics, Sources
-from daz_actors.plugins.api import Plugin
+from daz_actors.plugins.declaration import Plugin
 from daz_actors.plugins.host import PluginHost
-from daz_actors.plugins.kind import PLUGIN_HOST_RESOURCE
 from daz_actors.plugins.migrations import migrate_plugins
+from daz_actors.plugins.names import PLUGIN_HOST_RESOURCE
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import DazActorsError, StopForced, SupervisorGaveUp
 from daz_actors.runtime.kinds import ActorKinds

@@ -1,4 +1,4 @@
-"""The public API of a plugin: what it declares, and what it is given.
+"""The public API of a plugin: what it is given, and what it declares (declaration.py).
 
 A plugin is a `Plugin` object that an installed distribution names under the entry point
 group ``daz_actors.plugins`` (discovery.py). It declares its name, its params class (read
@@ -11,62 +11,49 @@ with the plugin's `PluginContext` and returns its `PluginParts`: chat commands, 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import attrs
+import trio
 
 from daz_actors.cytube.channel_events import ChannelEventKind, channel_pattern, channel_topic
-from daz_actors.cytube.commands import CommandFn
 from daz_actors.cytube.events import Delivered, SendChat, SendPrivate
 from daz_actors.cytube.names import connection_name
+from daz_actors.plugins.names import plugin_actor_name
 from daz_actors.retry.capture import CAPTURE_NAME, ScheduleRetry
-from daz_actors.retry.intents import IntentType, intent_data
+from daz_actors.retry.intents import intent_data
 from daz_actors.retry.policies import RetryPolicy
-from daz_actors.runtime.actor import Startable
+from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.bus import EventBus, Overflow, Subscription
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.events import Intent, new_id
-from daz_actors.runtime.kinds import NoParams
 from daz_actors.runtime.ref import ActorRef
 from daz_actors.runtime.registry import Registry
-from daz_actors.runtime.supervision_policy import Restart
 from daz_actors.storage.queue_types import NewItem
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
-__all__ = [
-    "NoParams",
-    "NotConnected",
-    "Plugin",
-    "PluginActor",
-    "PluginCommand",
-    "PluginContext",
-    "PluginParts",
-    "plugin_actor_name",
-]
+__all__ = ["NotConnected", "PluginContext", "actor_with_nursery"]
 
 P = TypeVar("P")
 
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
+def actor_with_nursery(factory: Callable[[trio.Nursery], Actor]) -> Startable:
+    """A Startable running a fresh ``factory(nursery)`` per incarnation, with a nursery of
+    its own for background work (a loader, a timer, a slow call); the nursery ends with the
+    incarnation, so a restart never leaves a task behind."""
 
-def _plugin_name(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(
-            f"invalid plugin name {value!r}: use 1-32 lower-case letters, digits or '_', "
-            "starting with a letter (it names a config table and a topic part)"
-        )
+    async def start(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            await run_actor(factory(nursery), ctx, task_status)
+            nursery.cancel_scope.cancel()
 
-
-def plugin_actor_name(plugin: str, actor: str | None = None) -> str:
-    """The registered name of a plugin's supervisor (``plugin:<name>``) or of one of its
-    actors (``plugin:<name>/<actor>``)."""
-    return f"plugin:{plugin}" if actor is None else f"plugin:{plugin}/{actor}"
+    start.__qualname__ = f"actor_with_nursery({getattr(factory, '__qualname__', factory)!s})"
+    return start
 
 
 class NotConnected(DazActorsError, RuntimeError):
@@ -74,61 +61,6 @@ class NotConnected(DazActorsError, RuntimeError):
 
     retryable = True
     code = "not_connected"
-
-
-@attrs.frozen(kw_only=True)
-class PluginCommand:
-    """A chat command a plugin brings (``!name``)."""
-
-    name: str  # what follows the prefix, lower case
-    fn: CommandFn  # async (CommandContext) -> reply or None
-    help: str  # one line, shown by !help
-    min_rank: float = 0  # users below this rank are ignored
-    cooldown: float | None = None  # seconds per user; None: the room's command_cooldown
-
-
-@attrs.frozen(kw_only=True)
-class PluginActor:
-    """An actor a plugin runs, in its own one_for_one supervisor ``plugin:<name>``."""
-
-    name: str  # registered as plugin:<plugin>/<name>
-    start: Startable  # e.g. actor_factory(lambda: MyActor(ctx))
-    restart: Restart = Restart.PERMANENT
-    shutdown_timeout: float | None = 5.0
-    mailbox_size: int = 1000
-
-
-@attrs.frozen(kw_only=True)
-class PluginParts:
-    """What `Plugin.setup` returns."""
-
-    commands: Sequence[PluginCommand] = ()
-    actors: Sequence[PluginActor] = ()
-    # retry handlers of the plugin's own operations; each name starts with "<plugin>."
-    intents: Sequence[IntentType[Any]] = ()
-
-
-MigrationFolder = Traversable | Path
-
-
-@attrs.frozen(kw_only=True)
-class Plugin(Generic[P]):
-    """What an entry point of the group ``daz_actors.plugins`` names."""
-
-    name: str = attrs.field(validator=_plugin_name)  # its config table: [plugins.<name>]
-    description: str  # one line, shown by `daz-actors plugins`
-    setup: Callable[[PluginContext[P]], PluginParts]
-    params: type[P] = NoParams  # type: ignore[assignment]  # an attrs class
-    migrations: MigrationFolder | None = None  # NNNN_name.up.sql / .down.sql, from 0001
-    version: str = "0"  # shown by `daz-actors plugins`
-    # on without a [plugins.<name>] table, in a config that places the `plugins` actor
-    enabled_by_default: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        if not attrs.has(self.params):
-            raise TypeError(f"plugin {self.name!r}: params must be an attrs class")
-        if not self.description.strip():
-            raise ValueError(f"plugin {self.name!r}: description must not be empty")
 
 
 @attrs.frozen(kw_only=True)

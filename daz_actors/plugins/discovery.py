@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from daz_actors.plugins.api import Plugin
+from daz_actors.plugins.declaration import Plugin
 
 __all__ = ["ENTRY_POINT_GROUP", "InstalledPlugin", "installed_plugins"]
 

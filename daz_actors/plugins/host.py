@@ -4,7 +4,9 @@ The application makes one `PluginHost` from the config before it builds the tree
 rooms' routers take `commands_for(channel)`, the retry workers' handler registry takes
 `register_handlers`, and the ``plugins`` actor kind (kind.py) runs `subtree`: one
 ``plugin:<name>`` supervisor per plugin with actors, one_for_one under ``plugins``, so a
-crashing plugin restarts alone and never takes a room or another plugin down.
+crashing plugin restarts alone and never takes a room or another plugin down. A plugin's
+actors report ready as they start (`ready_at_once`): one that cannot start never holds
+the tree's start back.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+import trio
 
 from daz_actors.cytube.commands import CommandRegistry
-from daz_actors.plugins.api import PluginContext, PluginParts, plugin_actor_name
+from daz_actors.plugins.api import PluginContext
+from daz_actors.plugins.declaration import PluginParts
+from daz_actors.plugins.names import plugin_actor_name
 from daz_actors.plugins.settings import PluginSettings
 from daz_actors.retry.handlers import HandlerRegistry
 from daz_actors.retry.policies import RetryPolicy
+from daz_actors.runtime.actor import ActorContext, Startable
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import ConfigError, NameTaken
@@ -46,6 +52,22 @@ class LoadedPlugin:
     settings: PluginSettings
     context: PluginContext[Any]
     parts: PluginParts
+
+
+def ready_at_once(start: Startable) -> Startable:
+    """`start`, reporting ready to its supervisor before it runs: a plugin actor that cannot
+    start (its ``on_start`` raises, every time) then crashes like a running one, restarted
+    with backoff, instead of holding its supervisor (and every sibling after the
+    ``plugins`` subtree, the rooms among them) back from being ready."""
+
+    async def run(
+        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await start(ctx)
+
+    run.__qualname__ = f"ready_at_once({getattr(start, '__qualname__', start)!s})"
+    return run
 
 
 class PluginHost:
@@ -129,7 +151,7 @@ class PluginHost:
                 [
                     ChildSpec(
                         name=actor.name,
-                        start=actor.start,
+                        start=ready_at_once(actor.start),
                         restart=actor.restart,
                         shutdown_timeout=actor.shutdown_timeout,
                         mailbox_size=actor.mailbox_size,

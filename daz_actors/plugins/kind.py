@@ -13,13 +13,11 @@ the config's ``[plugins.<name>]`` tables.
 from __future__ import annotations
 
 from daz_actors.plugins.host import PluginHost
+from daz_actors.plugins.names import PLUGIN_HOST_RESOURCE, PLUGINS_KIND
 from daz_actors.runtime.kinds import BuildContext, NoParams
 from daz_actors.runtime.supervisor import Supervisor
 
 __all__ = ["PLUGINS_KIND", "PLUGIN_HOST_RESOURCE", "build_plugins"]
-
-PLUGIN_HOST_RESOURCE = "plugin_host"
-PLUGINS_KIND = "plugins"
 
 
 def build_plugins(_params: NoParams, ctx: BuildContext) -> Supervisor:

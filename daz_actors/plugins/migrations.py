@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from daz_actors.plugins.api import Plugin
+from daz_actors.plugins.declaration import Plugin
 from daz_actors.storage.migrations import (
     Migration,
     MigrationStatus,

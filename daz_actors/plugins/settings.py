@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from daz_actors.plugins.api import Plugin
+from daz_actors.plugins.declaration import Plugin
 from daz_actors.plugins.discovery import InstalledPlugin
 from daz_actors.runtime.config_reader import read_attrs
 from daz_actors.runtime.errors import ConfigError
@@ -85,7 +85,7 @@ def read_plugin_settings(
             raise ConfigError(
                 path,
                 f"plugin {name!r} is enabled but no actor of kind 'plugins' is placed in the "
-                "tree (add one, e.g. [actors.plugins] kind = \"plugins\", as a child of the root)",
+                'tree (add one, e.g. [actors.plugins] kind = "plugins", as a child of the root)',
             )
         params = {k: v for k, v in table.items() if k not in RESERVED}
         enabled[name] = PluginSettings(

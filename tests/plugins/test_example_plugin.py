@@ -104,6 +104,11 @@ def test_the_example_plugin_runs_in_the_real_tree(cytube_peer, pg, tmp_path, mon
         found: str = await poll(check, timeout=30, interval=0.1)
         return found
 
+    async def helps_after(count: int) -> list[str] | None:
+        lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
+        helps = [line for line in lines if line.startswith("Commands: ")]
+        return helps if len(helps) >= count else None
+
     async def alongside(system: RunningSystem) -> None:
         async with trio_asyncio.open_loop():
             conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
@@ -145,6 +150,10 @@ def test_the_example_plugin_runs_in_the_real_tree(cytube_peer, pg, tmp_path, mon
                 )
 
                 await trio.to_thread.run_sync(cytube_peer.add_user, "lobby", "cat")
+                # !help: the plugin's commands beside the built-ins, as each user may run them
+                await trio.to_thread.run_sync(cytube_peer.say, "lobby", "cat", "!help")
+                await trio.to_thread.run_sync(cytube_peer.say, "lobby", "ann", "!help")
+                seen["helps"] = await poll(lambda: helps_after(2), timeout=30, interval=0.1)
                 await trio.to_thread.run_sync(cytube_peer.say, "lobby", "ann", "!joins")
                 seen["joins"] = await said(lambda line: line.startswith("joins heard: "))
 
@@ -182,3 +191,10 @@ def test_the_example_plugin_runs_in_the_real_tree(cytube_peer, pg, tmp_path, mon
         "room:lobby": 0, "room:lobby/event-router": 0, "plugins": 0, "retry": 0,
     }  # fmt: skip
     assert seen["joins_after"] == "joins heard: 0"
+    # cat (rank 0) and ann (rank 2) asked at once: ann's answer is the one with more in it
+    cat_help, ann_help = sorted(seen["helps"], key=len)
+    assert "!hello: say hello (and count it)" in cat_help
+    assert "!hellocrash" not in cat_help
+    assert "!debug" not in cat_help
+    assert "!hellocrash: crash the watcher" in ann_help
+    assert "!debug" in ann_help
