@@ -38,9 +38,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from daz_actors.plugins.migrations import migrate_plugins
-from daz_actors.plugins.quote import random_line
-from daz_actors.plugins.stats import channel_stats, plain_channel_stats
+from daz_actors.plugins.quote.runtime import random_line
 from daz_actors.plugins.stats import plugin as stats_plugin
+from daz_actors.plugins.stats.runtime import channel_stats, plain_channel_stats
 from daz_actors.storage.embedded_pg import open_database, redact_dsn
 from daz_actors.storage.migrations import migrate
 

@@ -11,21 +11,27 @@ import pytest
 
 from daz_actors.plugins import greeter, mediatracker, usertracker
 from daz_actors.plugins.api import PluginContext
+from daz_actors.plugins.greeter import runtime as greeter_rt
+from daz_actors.plugins.mediatracker import runtime as mediatracker_rt
+from daz_actors.plugins.usertracker import runtime as usertracker_rt
 from daz_actors.retry.intents import IntentType, intent_data
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.registry import Registry
 
 WRITES: list[tuple[IntentType[Any], Any]] = [
-    (usertracker.JOINED.intent, usertracker.Joined(channel="c", username="Ann", at=1.5)),
-    (usertracker.LEFT.intent, usertracker.Left(channel="c", username="Ann", at=2.5)),
-    (usertracker.SAID.intent, usertracker.Said(channel="c", username="Ann", text="hé", at=3.0)),
+    (usertracker_rt.JOINED.intent, usertracker_rt.Joined(channel="c", username="Ann", at=1.5)),
+    (usertracker_rt.LEFT.intent, usertracker_rt.Left(channel="c", username="Ann", at=2.5)),
     (
-        usertracker.PRESENT.intent,
-        usertracker.Present(channel="c", usernames=("Ann", "bob"), at=4.0),
+        usertracker_rt.SAID.intent,
+        usertracker_rt.Said(channel="c", username="Ann", text="hé", at=3.0),
     ),
     (
-        mediatracker.PLAYED.intent,
-        mediatracker.Played(
+        usertracker_rt.PRESENT.intent,
+        usertracker_rt.Present(channel="c", usernames=("Ann", "bob"), at=4.0),
+    ),
+    (
+        mediatracker_rt.PLAYED.intent,
+        mediatracker_rt.Played(
             channel="c",
             media_type="yt",
             media_id="x",
@@ -36,8 +42,8 @@ WRITES: list[tuple[IntentType[Any], Any]] = [
         ),
     ),
     (
-        mediatracker.PLAYED.intent,
-        mediatracker.Played(
+        mediatracker_rt.PLAYED.intent,
+        mediatracker_rt.Played(
             channel="c",
             media_type="yt",
             media_id="x",
@@ -48,8 +54,11 @@ WRITES: list[tuple[IntentType[Any], Any]] = [
             replay_slack=30.0,
         ),
     ),
-    (greeter.GREETED.intent, greeter.Greeted(channel="c", username="Ann", at=6.0, next_at=9.0)),
-    (greeter.OPTED.intent, greeter.Opted(channel="c", username="Ann", out=True, at=7.0)),
+    (
+        greeter_rt.GREETED.intent,
+        greeter_rt.Greeted(channel="c", username="Ann", at=6.0, next_at=9.0),
+    ),
+    (greeter_rt.OPTED.intent, greeter_rt.Opted(channel="c", username="Ann", out=True, at=7.0)),
 ]
 
 

@@ -10,7 +10,7 @@ from builtin_harness import ask, bot_joined, database, make_config, run
 from cytube_peer import fixtures
 
 from daz_actors.app.runner import RunningSystem
-from daz_actors.plugins.mediatracker import clock
+from daz_actors.plugins.mediatracker.runtime import clock
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory

@@ -13,7 +13,7 @@ from builtin_harness import ask, bot_joined, database, make_config, run
 from cytube_peer import fixtures
 
 from daz_actors.app.runner import RunningSystem
-from daz_actors.plugins.quote import _ANYONE, _BY_USER, random_line
+from daz_actors.plugins.quote.runtime import _ANYONE, _BY_USER, random_line
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
