@@ -36,7 +36,7 @@ from daz_actors.retry.handlers import AttemptContext
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.errors import DazActorsError
 
-__all__ = ["DELIVERY_POLICY", "Busy", "Outcome", "Unsaid", "say_once"]
+__all__ = ["DELIVERY_POLICY", "Busy", "Compose", "Outcome", "Unsaid", "say_once"]
 
 log = logging.getLogger("daz_actors.plugins")
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import pytest
 import trio
 import trio_asyncio
 from cytube_peer import fixtures
@@ -211,37 +212,64 @@ def test_remind_fires_when_due_and_help_lists_every_plugin_command(
     run_with(cytube_peer, pg, tmp_path, monkeypatch, check)
 
 
+@pytest.mark.parametrize("delivery", ["channel", "pm"])
 def test_a_tell_whose_echo_is_logged_is_marked_not_said_again(
-    cytube_peer, pg, tmp_path, monkeypatch
+    delivery, cytube_peer, pg, tmp_path, monkeypatch
 ):
     """An earlier attempt that got as far as the server's echo (the process died before it
-    marked the row) is found in the chat log at the next start: the row is marked, the line
-    not said again; one whose attempt left no echo is said, once."""
+    marked the row) is found in the chat log at the next start (chat lines, or private
+    messages with delivery = "pm"): the row is marked, the line not said again; one whose
+    attempt left no echo is said, once."""
     said_text = "bob, ann asked me to tell you: already said"
     unsaid_text = "cat, ann asked me to tell you: never shown"
+    pm = delivery == "pm"
 
     async def before(conn: Any) -> None:  # what a process killed mid-delivery left
         await migrate_plugins(conn, [tell_plugin])
         await conn.execute(
-            "INSERT INTO daz_tells (channel, sender, target, message, said_text, attempt_at)"
-            " VALUES ('lobby', 'ann', 'bob', 'already said', $1, now() - interval '1 minute'),"
-            " ('lobby', 'ann', 'cat', 'never shown', $2, now() - interval '1 minute')",
+            "INSERT INTO daz_tells (channel, sender, target, message, said_text, said_to,"
+            " attempt_at) VALUES"
+            " ('lobby', 'ann', 'bob', 'already said', $1, $3, now() - interval '1 minute'),"
+            " ('lobby', 'ann', 'cat', 'never shown', $2, $4, now() - interval '1 minute')",
             said_text,
             unsaid_text,
+            "bob" if pm else None,
+            "cat" if pm else None,
         )
-        await conn.execute(
-            "INSERT INTO daz_chat_messages (event_id, channel, username, message, raw_message,"
-            " sent_at, received_at) VALUES ('echo-1', 'lobby', 'bot', $1, $1,"
-            " now() - interval '50 seconds', now() - interval '50 seconds')",
-            said_text,
-        )
+        if pm:
+            await conn.execute(
+                "INSERT INTO daz_private_messages (event_id, channel, from_user, to_user,"
+                " message, raw_message, sent_at, received_at) VALUES ('echo-1', 'lobby',"
+                " 'bot', 'bob', $1, $1, now() - interval '50 seconds',"
+                " now() - interval '50 seconds')",
+                said_text,
+            )
+        else:
+            await conn.execute(
+                "INSERT INTO daz_chat_messages (event_id, channel, username, message,"
+                " raw_message, sent_at, received_at) VALUES ('echo-1', 'lobby', 'bot', $1, $1,"
+                " now() - interval '50 seconds', now() - interval '50 seconds')",
+                said_text,
+            )
 
     pg.run(before)
 
+    def said_by_bot() -> list[str]:
+        if pm:
+            return [msg for _to, msg in bot_pms(cytube_peer)]
+        return bot_lines(cytube_peer)
+
     async def check(fetchval: Any) -> None:
+        if pm:  # a PM goes to a user who is there
+            for user in ("bob", "cat"):
+                await trio.to_thread.run_sync(cytube_peer.add_user, "lobby", user)
         await say(cytube_peer, "bob", "hi")  # bob and cat speak: their messages are due
         await say(cytube_peer, "cat", "hi")
-        await said(cytube_peer, lambda line: line == unsaid_text)
+
+        async def unsaid_said() -> bool:
+            return unsaid_text in await trio.to_thread.run_sync(said_by_bot)
+
+        await poll(unsaid_said, timeout=30, interval=0.1)
 
         async def both_delivered() -> bool:
             return (
@@ -251,8 +279,33 @@ def test_a_tell_whose_echo_is_logged_is_marked_not_said_again(
         await poll(both_delivered, timeout=30, interval=0.1)
         await say(cytube_peer, "ann", "!about")  # said after anything the bot would have said
         await said(cytube_peer, lambda line: line.startswith("daz-actors "))
-        lines = await trio.to_thread.run_sync(bot_lines, cytube_peer)
+        lines = await trio.to_thread.run_sync(said_by_bot)
         assert said_text not in lines
         assert lines.count(unsaid_text) == 1
 
-    run_with(cytube_peer, pg, tmp_path, monkeypatch, check)
+    run_with(cytube_peer, pg, tmp_path, monkeypatch, check, tell=f'delivery = "{delivery}"')
+
+
+def test_a_message_the_watcher_did_not_hear_of_is_found_by_its_refresh(
+    cytube_peer, pg, tmp_path, monkeypatch
+):
+    """A message stored without the watcher being told (another process, a full mailbox)
+    is found at the watcher's next read of the table and said when its user speaks."""
+    text = "dan, eve asked me to tell you: from elsewhere"
+
+    async def check(fetchval: Any) -> None:
+        await fetchval(
+            "INSERT INTO daz_tells (channel, sender, target, message)"
+            " VALUES ('lobby', 'eve', 'dan', 'from elsewhere') RETURNING id"
+        )
+
+        async def told() -> bool:  # dan keeps talking until the watcher knows
+            await say(cytube_peer, "dan", "anyone?")
+            return text in await trio.to_thread.run_sync(bot_lines, cytube_peer)
+
+        await poll(told, timeout=30, interval=0.3)
+        await say(cytube_peer, "ann", "!about")
+        await said(cytube_peer, lambda line: line.startswith("daz-actors "))
+        assert (await trio.to_thread.run_sync(bot_lines, cytube_peer)).count(text) == 1
+
+    run_with(cytube_peer, pg, tmp_path, monkeypatch, check, tell="refresh_seconds = 0.5")

@@ -37,6 +37,11 @@ def _delivery(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None
         raise ValueError(f'delivery must be "channel" or "pm", got {value!r}')
 
 
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{attr.name} must be a number of seconds > 0, got {value!r}")
+
+
 def _max_length(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LENGTH:
         raise ValueError(f"max_length must be an integer from 1 to {MAX_LENGTH}, got {value!r}")
@@ -50,6 +55,9 @@ class TellParams:
     max_length: int = attrs.field(default=200, validator=_max_length)  # of a message
     min_rank: float = 0  # who may leave a message
     cooldown: float = 5.0  # seconds between two !tell of one user
+    # seconds between two reads of who has messages waiting (besides the one at start):
+    # a message stored where the watcher did not hear of it is noticed within this time
+    refresh_seconds: float = attrs.field(default=60.0, validator=_positive)
 
 
 def setup(ctx: PluginContext[TellParams]) -> PluginParts:

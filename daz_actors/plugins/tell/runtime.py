@@ -14,6 +14,7 @@ of a message, at most 250), ``min_rank``, ``cooldown`` (seconds per user).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from daz_actors.cytube.commands import CommandContext
 from daz_actors.cytube.events import ChatMessage, UserJoined
 from daz_actors.plugins.api import PluginContext, actor_with_nursery
 from daz_actors.plugins.declaration import PluginActor, PluginCommand, PluginParts
-from daz_actors.plugins.say_once import DELIVERY_POLICY, DELIVERY_POLICY_NAME, say_once
+from daz_actors.plugins.say_once import DELIVERY_POLICY, DELIVERY_POLICY_NAME, Compose, say_once
 from daz_actors.plugins.tell import TellParams
 from daz_actors.retry.handlers import AttemptContext
 from daz_actors.retry.intents import IntentType
@@ -41,6 +42,7 @@ __all__ = ["TELL_DELIVER", "setup"]
 log = logging.getLogger("daz_actors.plugins.tell")
 
 _USER = re.compile(r"@?([A-Za-z0-9_-]{1,20})")
+ADDED_TIMEOUT = 2.0  # seconds the command waits for room in the watcher's mailbox
 
 
 @attrs.frozen(kw_only=True)
@@ -99,23 +101,37 @@ class TellWatcher(Actor):
         self.nursery.start_soon(self._load)
 
     async def _load(self) -> None:
-        """Read which users have messages waiting; retried until the database answers."""
+        """Read who has messages waiting (retried until the database answers), then read it
+        again every ``refresh_seconds``: a message whose `TellAdded` never reached this
+        incarnation (its mailbox was full, it was restarting) is noticed all the same."""
+        first = True
+        while True:
+            rows = await self._read_pending(first)
+            pending = dict(self.pending or {})
+            for row in rows:
+                key = (row["channel"], row["target"])
+                pending[key] = max(row["newest"], pending.get(key, 0))
+            for key, tell_id in self.added.items():
+                pending[key] = max(tell_id, pending.get(key, 0))
+            self.pending, self.added = pending, {}
+            if first:
+                for key in sorted(self.early):
+                    self._trigger(key)
+                self.early.clear()
+                first = False
+            await trio.sleep(self.plugin.params.refresh_seconds)  # the refresh period
+
+    async def _read_pending(self, first: bool) -> list[Any]:
         delay = 0.5
         while True:
             try:
-                rows = await self.plugin.db().query(_LOAD)
-                break
+                rows: list[Any] = await self.plugin.db().query(_LOAD)
+                return rows
             except CALL_FAILED as exc:
-                log.warning("tell: cannot read the waiting messages yet (%s); retrying", exc)
+                if first:
+                    log.warning("tell: cannot read the waiting messages yet (%s); retrying", exc)
                 await trio.sleep(delay)  # a retry's backoff, not a wait for an event
                 delay = min(delay * 2, 30.0)
-        pending = {(r["channel"], r["target"]): r["newest"] for r in rows}
-        for key, tell_id in self.added.items():
-            pending[key] = max(tell_id, pending.get(key, 0))
-        self.pending, self.added = pending, {}
-        for key in sorted(self.early):
-            self._trigger(key)
-        self.early.clear()
 
     def _trigger(self, key: Key) -> None:
         if self.pending is None:
@@ -171,7 +187,7 @@ def _watcher(plugin: PluginContext[TellParams]) -> Startable:
     return actor_with_nursery(lambda nursery: TellWatcher(plugin, nursery))
 
 
-def _compose(params: TellParams) -> Any:
+def _compose(params: TellParams) -> Compose:
     def compose(row: Mapping[str, Any]) -> tuple[str, str | None]:
         text = f"{row['target']}, {row['sender']} asked me to tell you: {row['message']}"
         return text, (row["target"] if params.delivery == "pm" else None)
@@ -237,10 +253,11 @@ def setup(ctx: PluginContext[TellParams]) -> PluginParts:
         if tell_id is None:
             return f"{command.username}, you already have a message waiting for {target}"
         watcher = ctx.registry.get(ctx.actor_name("watcher"))
-        if watcher is not None:
-            watcher.try_send(
-                TellAdded(channel=command.channel, target=target.lower(), tell_id=tell_id)
-            )
+        if watcher is not None:  # missed (full, stopping)? its next refresh finds the row
+            with trio.move_on_after(ADDED_TIMEOUT), contextlib.suppress(DazActorsError):
+                await watcher.send(
+                    TellAdded(channel=command.channel, target=target.lower(), tell_id=tell_id)
+                )
         return f"ok {command.username}, I will tell {target} when they are next here"
 
     return PluginParts(
