@@ -188,6 +188,8 @@ class CytubeConnection:
         self.params = params
         self.status = ConnectionStatus.DISCONNECTED
         self.status_reason = ""  # why it is in that status
+        self.status_since = time.time()  # wall-clock time of the last change of status
+        self.last_event_at: float | None = None  # wall-clock time of the last typed event
         self.reconnects = 0  # sessions started after the first
         self.last_media_update: float | None = None  # trio time of the last mediaUpdate
         self.received = 0  # typed events received
@@ -390,6 +392,7 @@ class CytubeConnection:
         for flag in checked.flags:
             self.flagged[(packet.name, flag)] += 1
         self.received += 1
+        self.last_event_at = time.time()
         if isinstance(event, ChatMessage | PrivateMessage):
             event = attrs.evolve(event, seq=self._occurrence(event))
         await self._apply(ws, event)
@@ -547,6 +550,8 @@ class CytubeConnection:
             return
         changed = status is not self.status
         self.status, self.status_reason = status, reason
+        if changed:
+            self.status_since = time.time()
         if changed and not quiet:
             log.info(
                 "room %s: %s%s", self.params.channel, status.value, f" ({reason})" if reason else ""

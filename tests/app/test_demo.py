@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
     assert "[ok  ] every !tell was delivered exactly once: 1 asked, 1 said once" in result.stdout
     assert "[ok  ] every !remind fired exactly once: 1 asked, 1 said once" in result.stdout
     assert "FAIL" not in result.stdout
+    assert re.search(r"dashboard http://127\.0\.0\.1:\d+/", result.stdout), output
 
     summary = json.loads((work / "summary.json").read_text())
     assert summary["passed"] is True

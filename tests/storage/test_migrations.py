@@ -290,6 +290,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
         (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
         (11, "0011_plugin_migrations.up.sql", "0011_plugin_migrations.down.sql"),
+        (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
     ]
 
 
