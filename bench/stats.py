@@ -12,8 +12,9 @@ repetition and keeping the medians:
 * ``!stats``: `channel_stats` (the plugin's counts) beside `plain_channel_stats` (the same
   figures read from the chat log through the core's indexes), for ``lobby``; the two
   answers must be equal.
-* the write cost of the counts: one-row INSERTs as the event router logs lines, with the
-  plugin's trigger enabled beside disabled (medians of 7 interleaved runs of 500).
+* the write cost of the counts: one-row INSERTs, and one INSERT of 500 rows (the router's
+  batched writes in a busy room), with the plugin's trigger enabled beside disabled
+  (medians of 7 interleaved runs).
 * ``!quote <name>`` / ``!rq``: `random_line` beside ``ORDER BY random() LIMIT 1`` with the
   same filters.
 
@@ -60,6 +61,10 @@ ONE_LINE = (
     "INSERT INTO daz_chat_messages (event_id, channel, username, message, sent_at)"
     " VALUES ($1, 'lobby', $2, 'one more line', now())"
 )
+BATCH = """
+INSERT INTO daz_chat_messages (event_id, channel, username, message, sent_at)
+SELECT e, 'lobby', u, 'a batched line', now() FROM unnest($1::text[], $2::text[]) AS t(e, u)
+ON CONFLICT (event_id) DO NOTHING"""
 RANDOM_ORDER = """
 SELECT username, message, sent_at FROM daz_chat_messages
 WHERE channel = $1 AND ($2::text IS NULL OR lower(username) = $2)
@@ -181,6 +186,33 @@ async def bench(dsn: str, rows: int, reps: int) -> None:
         label = f"{inserts} one-row INSERTs, trigger on/off"
         print(f"{label:34} {_ms(ours)} {_ms(plain)} {plain / ours:12.2f}x")
         print(f"{'':34} the counts cost {per_line:.0f} us per logged line")
+
+        # the router's batched writes (a busy room): one INSERT ... SELECT FROM unnest of
+        # many rows, as cytube/chat_log.py's batch statement
+        batch = 500
+
+        async def insert_batch(trigger: bool) -> float:
+            state = "ENABLE" if trigger else "DISABLE"
+            await conn.execute(
+                f"ALTER TABLE daz_chat_messages {state} TRIGGER daz_stats_count_lines"
+            )
+            ids = [f"bench-batch-{next(counter)}" for _ in range(batch)]
+            users = [f"user{i % 40}" for i in range(batch)]
+            start = time.perf_counter()
+            await conn.execute(BATCH, ids, users)
+            return time.perf_counter() - start
+
+        on, off = [], []
+        await insert_batch(True)
+        await insert_batch(False)
+        for rep in range(7):
+            for trigger in (True, False) if rep % 2 else (False, True):
+                (on if trigger else off).append(await insert_batch(trigger))
+        await conn.execute("ALTER TABLE daz_chat_messages ENABLE TRIGGER daz_stats_count_lines")
+        ours, plain = statistics.median(on), statistics.median(off)
+        label = f"one INSERT of {batch} rows, trigger on/off"
+        print(f"{label:34} {_ms(ours)} {_ms(plain)} {plain / ours:12.2f}x")
+        print(f"{'':34} the counts cost {(ours - plain) / batch * 1e6:.0f} us per row in a batch")
     finally:
         await conn.close()
         await admin.execute(f"DROP DATABASE {name}")
