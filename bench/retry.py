@@ -96,7 +96,9 @@ async def _reset_queue(dsn: str, count: int, *, due: bool) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("TRUNCATE daz_retry_queue, daz_retry_history RESTART IDENTITY")
-        items = [attrs.evolve(i, event_type=EVENT_TYPE) for i in make_items("r", count)]
+        items = [
+            attrs.evolve(i, event_type=EVENT_TYPE) for i in make_items("r", count)
+        ]
         for start in range(0, count, 1000):
             await conn.fetch(queue._ENQUEUE_MANY, *raw_columns(items[start : start + 1000]))
         if not due:
@@ -331,7 +333,9 @@ def main() -> None:
                     for _ in range(args.rounds):
                         best[0] = max(best[0], minimal_rate(dsn, workers, batch, args.items))
                         best[1] = max(best[1], project_sql_rate(dsn, workers, batch, args.items))
-                        best[2] = max(best[2], daz_rate(dsn, workers, batch, args.items, data_dir))
+                        best[2] = max(
+                            best[2], daz_rate(dsn, workers, batch, args.items, data_dir)
+                        )
                     m, p, d = best
                     print(
                         f"{workers:>7} {batch:>5} {m:>9,.0f} {p:>9,.0f} {d:>9,.0f}"
