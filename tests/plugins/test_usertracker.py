@@ -3,6 +3,7 @@ and join, and writes that a database outage sends to the retry queue."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import trio
@@ -10,6 +11,10 @@ from builtin_harness import ask, bot_joined, database, make_config, run
 from cytube_peer import fixtures
 
 from daz_actors.app.runner import RunningSystem
+from daz_actors.cytube.channel_events import ChannelEventKind, channel_topic
+from daz_actors.cytube.events import ChatMessage, User, UserJoined
+from daz_actors.plugins.usertracker.runtime import GetTrackerStats
+from daz_actors.runtime.bus import Published
 
 cytube_peer = fixtures.cytube_peer
 cytube_peer_factory = fixtures.cytube_peer_factory
@@ -172,3 +177,49 @@ def test_writes_during_an_outage_are_queued_with_the_plugin_name(
     assert seen["items"].count("usertracker.join") == 2
     assert seen["users"] == {"eve": (True, "anyone here?"), "fay": (False, None)}
     assert seen["sessions"] == [("eve", True), ("fay", False)]
+
+
+def test_a_burst_of_lines_is_written_once_per_user(cytube_peer, pg, tmp_path, monkeypatch):
+    """300 lines of three users waiting in the tracker's mailbox at once (a busy room)
+    are three writes, each user's newest line; a join after lines is written after them."""
+    _setup(cytube_peer, tmp_path, monkeypatch)
+    config, kinds = make_config(pg.dsn, cytube_peer.url, PLUGINS)
+    seen: dict[str, Any] = {}
+
+    async def check(system: RunningSystem) -> None:
+        async with database(pg.dsn) as db:
+            await bot_joined(cytube_peer)
+            tracker = system.registry.lookup("plugin:usertracker/tracker")
+            before = await tracker.ask(GetTrackerStats(), timeout=10)
+            start = int(time.time() * 1000)
+            topic = channel_topic("lobby", ChannelEventKind.LINE)
+            for i in range(300):  # no await in between: all queued before the tracker runs
+                line = ChatMessage(
+                    channel="lobby", username=("amy", "ben", "cal")[i % 3], msg=f"line {i}",
+                    time=start + i,
+                )  # fmt: skip
+                assert tracker.try_send(Published(topic=topic, event=line))
+            tracker.try_send(Published(
+                topic=channel_topic("lobby", ChannelEventKind.JOIN),
+                event=UserJoined(channel="lobby", user=User(name="amy", rank=1)),
+            ))  # fmt: skip
+            after = await tracker.ask(GetTrackerStats(), timeout=30)
+            seen["writes"] = after.line_writes - before.line_writes
+            seen["heard"] = after.lines_heard - before.lines_heard
+            seen["rows"] = {
+                r["lname"]: r["last_line"]
+                for r in await db.fetch(
+                    "SELECT lname, last_line FROM daz_usertracker_users"
+                    " WHERE lname IN ('amy', 'ben', 'cal')"
+                )
+            }
+            seen["amy"] = await db.value(
+                "SELECT count(*) FROM daz_usertracker_sessions WHERE lname = 'amy'"
+                " AND left_at IS NULL"
+            )
+
+    run(config, kinds, check)
+    assert seen["heard"] == 300
+    assert seen["writes"] == 3
+    assert seen["rows"] == {"amy": "line 297", "ben": "line 298", "cal": "line 299"}
+    assert seen["amy"] == 1

@@ -22,7 +22,18 @@ from daz_actors.runtime.actor import Actor, actor_factory
 from daz_actors.runtime.bus import Published
 from daz_actors.storage.sql_messages import SqlClient
 
-__all__ = ["JOINED", "LEFT", "PRESENT", "SAID", "Joined", "Left", "Present", "Said"]
+__all__ = [
+    "JOINED",
+    "LEFT",
+    "PRESENT",
+    "SAID",
+    "GetTrackerStats",
+    "Joined",
+    "Left",
+    "Present",
+    "Said",
+    "TrackerStats",
+]
 
 log = logging.getLogger("daz_actors.plugins.usertracker")
 
@@ -178,11 +189,35 @@ PRESENT = PluginWrite.of(
 # ---------------------------------------------------------------- the actor
 
 
+LINES_PENDING_MAX = 500  # users whose newest line waits, at most, before they are written
+
+
+@attrs.frozen
+class GetTrackerStats:
+    """Ask the tracker what it heard and wrote (tests, debugging)."""
+
+
+@attrs.frozen
+class TrackerStats:
+    lines_heard: int
+    line_writes: int
+
+
 class Tracker(Actor):
-    """Turns the channel's events into writes, one at a time, in the order heard."""
+    """Turns the channel's events into writes, in the order heard.
+
+    Only a user's newest line matters, so lines are coalesced: while more messages wait
+    in the mailbox (a busy room), a line only replaces the user's pending one; they are
+    written when the mailbox is empty, before any join, leave or userlist, or once
+    `LINES_PENDING_MAX` users have one pending. A busy room then costs a write per user,
+    not per line, and the tracker keeps up instead of losing events to the bus.
+    """
 
     def __init__(self, plugin: PluginContext[UserTrackerParams]) -> None:
         self.plugin = plugin
+        self.pending: dict[tuple[str, str], tuple[Said, str]] = {}  # (channel, name) -> line
+        self.lines_heard = 0
+        self.line_writes = 0
 
     async def on_start(self) -> None:
         kinds = [
@@ -194,10 +229,25 @@ class Tracker(Actor):
         self.plugin.subscribe(self.ctx.ref, kinds)
 
     async def handle(self, message: Any) -> Any:
+        if isinstance(message, GetTrackerStats):
+            return TrackerStats(lines_heard=self.lines_heard, line_writes=self.line_writes)
         if not isinstance(message, Published):
             log.warning("usertracker ignores %s", type(message).__name__)
             return None
         event = message.event
+        if isinstance(event, ChatMessage):
+            if event.username:
+                self.lines_heard += 1
+                said = Said(
+                    channel=event.channel, username=event.username, text=event.text,
+                    at=event.time / 1000,
+                )  # fmt: skip
+                key = f"line:{said.channel}:{said.username.lower()}:{event.time}:{event.seq}"
+                self.pending[(said.channel, said.username.lower())] = (said, key)
+            if self.ctx.mailbox.depth == 0 or len(self.pending) >= LINES_PENDING_MAX:
+                await self._flush_lines()
+            return None
+        await self._flush_lines()  # a join or leave after a line: the line first
         if isinstance(event, UserJoined):
             j = Joined(channel=event.channel, username=event.user.name, at=event.received_at)
             await self._write(JOINED, j, f"join:{j.channel}:{j.username.lower()}:{j.at}")
@@ -205,13 +255,6 @@ class Tracker(Actor):
             left = Left(channel=event.channel, username=event.name, at=event.received_at)
             key = f"leave:{left.channel}:{left.username.lower()}:{left.at}"
             await self._write(LEFT, left, key)
-        elif isinstance(event, ChatMessage) and event.username:
-            said = Said(
-                channel=event.channel, username=event.username, text=event.text,
-                at=event.time / 1000,
-            )  # fmt: skip
-            key = f"line:{said.channel}:{said.username.lower()}:{event.time}:{event.seq}"
-            await self._write(SAID, said, key)
         elif isinstance(event, UserList):
             p = Present(
                 channel=event.channel,
@@ -220,6 +263,15 @@ class Tracker(Actor):
             )
             await self._write(PRESENT, p, f"users:{p.channel}:{p.at}")
         return None
+
+    async def _flush_lines(self) -> None:
+        pending, self.pending = self.pending, {}
+        for said, key in pending.values():
+            self.line_writes += 1
+            await self._write(SAID, said, key)
+
+    async def on_stop(self) -> None:
+        await self._flush_lines()  # an orderly stop writes what is pending
 
     async def _write(self, write: PluginWrite[Any], args: Any, key: str) -> None:
         await write_or_queue(
