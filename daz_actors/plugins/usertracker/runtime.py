@@ -208,8 +208,8 @@ class Tracker(Actor):
 
     Only a user's newest line matters, so lines are coalesced: while more messages wait
     in the mailbox (a busy room), a line only replaces the user's pending one; they are
-    written when the mailbox is empty, before any join, leave or userlist, or once
-    `LINES_PENDING_MAX` users have one pending. A busy room then costs a write per user,
+    written when the mailbox is empty, before any other message is handled (a join, a
+    leave, a userlist), or once `LINES_PENDING_MAX` users have one pending. A busy room then costs a write per user,
     not per line, and the tracker keeps up instead of losing events to the bus.
     """
 
@@ -229,12 +229,14 @@ class Tracker(Actor):
         self.plugin.subscribe(self.ctx.ref, kinds)
 
     async def handle(self, message: Any) -> Any:
+        event = message.event if isinstance(message, Published) else None
+        if not isinstance(event, ChatMessage):
+            await self._flush_lines()  # whatever comes after lines: the lines first
         if isinstance(message, GetTrackerStats):
             return TrackerStats(lines_heard=self.lines_heard, line_writes=self.line_writes)
         if not isinstance(message, Published):
             log.warning("usertracker ignores %s", type(message).__name__)
             return None
-        event = message.event
         if isinstance(event, ChatMessage):
             if event.username:
                 self.lines_heard += 1
@@ -247,7 +249,6 @@ class Tracker(Actor):
             if self.ctx.mailbox.depth == 0 or len(self.pending) >= LINES_PENDING_MAX:
                 await self._flush_lines()
             return None
-        await self._flush_lines()  # a join or leave after a line: the line first
         if isinstance(event, UserJoined):
             j = Joined(channel=event.channel, username=event.user.name, at=event.received_at)
             await self._write(JOINED, j, f"join:{j.channel}:{j.username.lower()}:{j.at}")
