@@ -209,8 +209,9 @@ class Tracker(Actor):
     Only a user's newest line matters, so lines are coalesced: while more messages wait
     in the mailbox (a busy room), a line only replaces the user's pending one; they are
     written when the mailbox is empty, before any other message is handled (a join, a
-    leave, a userlist), or once `LINES_PENDING_MAX` users have one pending. A busy room then costs a write per user,
-    not per line, and the tracker keeps up instead of losing events to the bus.
+    leave, a userlist), or once `LINES_PENDING_MAX` users have one pending. A busy room
+    then costs a write per user, not per line, and the tracker keeps up instead of losing
+    events to the bus.
     """
 
     def __init__(self, plugin: PluginContext[UserTrackerParams]) -> None:
