@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from daz_actors.cluster.node import ClusterNode
+from daz_actors.cluster.rooms import build_clustered_rooms
 from daz_actors.cytube.rooms import RoomsParams, build_rooms
 from daz_actors.ops.health import HealthParams, build_health_monitor
 from daz_actors.retry.failure_log import FailureLogParams, build_failure_log
 from daz_actors.retry.kind import RetryParams, build_retry
-from daz_actors.runtime.kinds import ActorKind, ActorKinds
+from daz_actors.runtime.actor import Startable
+from daz_actors.runtime.kinds import ActorKind, ActorKinds, BuildContext
 from daz_actors.storage.sql_gateway import SqlGatewayParams, build_sql_gateway
 
-__all__ = ["default_kinds"]
+__all__ = ["CLUSTER_NODE", "default_kinds"]
+
+CLUSTER_NODE = "cluster_node"  # the resource holding this process's `ClusterNode`, if any
+
+
+def _build_rooms(params: RoomsParams, ctx: BuildContext) -> Startable:
+    """Every configured channel in a single process; on a cluster node, those whose lease
+    this node holds (daz_actors/cluster/rooms.py)."""
+    node = ctx.resources.get(CLUSTER_NODE)
+    if isinstance(node, ClusterNode):
+        return build_clustered_rooms(params, node, ctx)
+    return build_rooms(params, ctx)
 
 
 def default_kinds() -> ActorKinds:
@@ -43,7 +57,7 @@ def default_kinds() -> ActorKinds:
         ActorKind(
             name="rooms",
             params=RoomsParams,
-            build=build_rooms,
+            build=_build_rooms,
             description="one room (connection + event router) per CyTube channel",
         )
     )

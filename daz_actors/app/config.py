@@ -9,6 +9,7 @@ Layout::
     [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
     [retry_policies.NAME]            # per operation type; merged over the built-in table
+    [cluster]    enabled, ttl, ...   # several processes on one PostgreSQL (docs/operating.md)
 
 Every error is a `ConfigError` whose message starts with the key path.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from daz_actors.cluster.settings import ClusterSettings
 from daz_actors.retry.kind import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
@@ -37,6 +39,7 @@ from daz_actors.storage.embedded_pg import DATA_DIR_ENV, DATABASE_URL_ENV, defau
 __all__ = [
     "DEFAULT_RETRY_POLICIES",
     "ActorConfig",
+    "ClusterSettings",
     "Config",
     "DatabaseConfig",
     "RetryPolicy",
@@ -120,6 +123,7 @@ class _RawConfig:
     supervisors: dict[str, SupervisorConfig] = attrs.field(factory=dict)
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
+    cluster: ClusterSettings = ClusterSettings()
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +139,7 @@ class Config:
     actors: Mapping[str, ActorConfig]
     actor_params: Mapping[str, Any]  # actor name -> its kind's params object
     retry_policies: Mapping[str, RetryPolicy]
+    cluster: ClusterSettings = ClusterSettings()  # several processes on one database
 
     def retry_policy(self, operation: str) -> RetryPolicy:
         """The policy for `operation`, or the ``default`` one."""
@@ -194,6 +199,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         actors=raw.actors,
         actor_params=params,
         retry_policies=policies,
+        cluster=raw.cluster,
     )
 
 

@@ -14,8 +14,10 @@ import attrs
 import trio
 
 from daz_actors.app.build import build_tree
+from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
+from daz_actors.cluster.node import ClusterNode
 from daz_actors.ops.http import serve_http
 from daz_actors.ops.logging import register_dsn_password
 from daz_actors.ops.metrics import Metrics, Sources
@@ -249,12 +251,19 @@ def _run_locked(
             log.info("applied migration %s", name)
         tree: list[Any] = []  # the root, once built: `!debug` reports its state
         metrics = Metrics()
+        node = ClusterNode(config.cluster) if config.cluster.enabled else None
+        if node is not None:
+            log.info("cluster node %s (lease ttl %g s)", node.node_id, config.cluster.ttl)
+        cluster: Mapping[str, Any] = (
+            {CLUSTER_NODE: node, "singleton_gate": node.may_run} if node is not None else {}
+        )
         resources: Mapping[str, Any] = {
             "metrics_registry": metrics.registry,
             "database_url": database.url,
             "tree_state": lambda: tree[0].which_children() if tree else [],
             "root_supervisor": lambda: tree[0] if tree else None,
             "retry_handlers": default_handlers(),  # every layer's built-in handlers
+            **cluster,
             **(extra_resources or {}),
         }
         registry, bus = Registry(), EventBus()

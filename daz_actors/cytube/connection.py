@@ -77,6 +77,7 @@ from daz_actors.cytube.events import (
     SendPrivate,
     UserList,
 )
+from daz_actors.cytube.fence import OPEN, Fence
 from daz_actors.cytube.inbound import MalformedEvent, check_event
 from daz_actors.cytube.intents import SAY, Say
 from daz_actors.cytube.login import judge_login_error
@@ -104,6 +105,11 @@ DUPLICATE_LOGIN = "Duplicate login"  # the kick reason when our account joined e
 
 class SessionEnded(DazActorsError, ConnectionError):
     """The session with the server ended; the connection reconnects with backoff."""
+
+
+class LeaseLost(SessionEnded):
+    """The room's fence closed (its process no longer holds the channel): the session ends
+    and no other one starts."""
 
 
 class Lockout(SessionEnded):
@@ -254,8 +260,10 @@ _OCCURRENCE_WINDOW_MS = 60_000  # keys older than this (server time) are pruned
 class CytubeConnection:
     """A `Startable` holding one channel's connection; state survives incarnations."""
 
-    def __init__(self, params: ConnectionParams) -> None:
+    def __init__(self, params: ConnectionParams, *, fence: Fence = OPEN) -> None:
         self.params = params
+        self.fence = fence  # closed: say nothing, pass nothing on, leave the channel
+        self.dropped_fenced = 0  # events received after the fence closed (not passed on)
         self.status = ConnectionStatus.DISCONNECTED
         self.status_reason = ""  # why it is in that status
         self.reconnects = 0  # sessions started after the first
@@ -316,6 +324,10 @@ class CytubeConnection:
         while True:
             # a restarted incarnation still waits out a lockout
             await trio.sleep_until(max(self.not_before, trio.current_time()))
+            if not self.fence.is_open():  # the lease is gone: stay out until stopped
+                self.sender.set_speaking(False, "this process no longer holds the channel")
+                await self._set_status(ConnectionStatus.DISCONNECTED, "lease lost", quiet=True)
+                await trio.sleep_forever()
             self._joined_once = False
             reason = "the server closed the session"
             lockout: Lockout | None = None
@@ -377,8 +389,32 @@ class CytubeConnection:
         await self._set_status(ConnectionStatus.CONNECTING, "")
         with trio.fail_after(self.params.connect_timeout):
             ws_url = await self._discover()
-        async with _open_websocket(ws_url, self.params.connect_timeout) as ws:
+        async with (
+            _open_websocket(ws_url, self.params.connect_timeout) as ws,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._leave_when_fenced)
             await self._run_session(ctx, ws)
+            nursery.cancel_scope.cancel()
+
+    async def _leave_when_fenced(self) -> None:
+        """End the session (closing the websocket) as soon as the fence closes."""
+        await self.fence.wait_closed()
+        log.warning(
+            "room %s: this process no longer holds the channel; leaving it", self.params.channel
+        )
+        raise LeaseLost("the channel's lease was lost")
+
+    def _fenced(self, send: Any) -> Any:
+        """`send`, refusing every frame once the fence is closed (checked at the write)."""
+        fence = self.fence
+
+        async def fenced_send(frame: str) -> None:
+            if not fence.is_open():
+                raise LeaseLost("the channel's lease was lost: not said")
+            await send(frame)
+
+        return fenced_send
 
     async def _login(self, ws: WebSocketConnection) -> None:
         login: dict[str, str] = {"name": self.params.name}
@@ -400,7 +436,7 @@ class CytubeConnection:
         silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
         self._ws = ws
         self.last_media_update = None  # a new session: nothing seen yet
-        self.sender.set_session(ws.send_message)
+        self.sender.set_session(self._fenced(ws.send_message))
         await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
         if self.params.name:
             await self._login(ws)
@@ -443,6 +479,9 @@ class CytubeConnection:
     async def _on_event(self, ctx: ActorContext, ws: WebSocketConnection, packet: Event) -> None:
         """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
+        if not self.fence.is_open():  # received after the lease may have moved: not ours
+            self.dropped_fenced += 1
+            raise LeaseLost("the channel's lease was lost")
         try:
             checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
         except MalformedEvent as exc:

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from daz_actors.cytube.connection import ConnectionParams, CytubeConnection
+from daz_actors.cytube.fence import OPEN, Fence
 from daz_actors.cytube.names import CONNECTION, ROUTER, room_name, router_name
 from daz_actors.cytube.router import RouterParams, build_router
 from daz_actors.runtime.kinds import BuildContext
@@ -91,14 +92,22 @@ class RoomsParams:
         )
 
 
-def room_spec(channel: str, params: RoomsParams, ctx: BuildContext) -> ChildSpec:
-    """The ``room:<channel>`` child: a one_for_all supervisor of connection and router."""
+def room_spec(
+    channel: str, params: RoomsParams, ctx: BuildContext, *, fence: Fence = OPEN
+) -> ChildSpec:
+    """The ``room:<channel>`` child: a one_for_all supervisor of connection and router.
+
+    `fence` (daz_actors/cytube/fence.py) says whether the room may act in its channel: a
+    single process's rooms always may; a cluster node's only while it holds the lease.
+    """
     name = room_name(channel)
     router_ctx = attrs.evolve(ctx, name=router_name(channel))
     room = Supervisor(
         name,
         [
-            ChildSpec(name=CONNECTION, start=CytubeConnection(params.connection(channel))),
+            ChildSpec(
+                name=CONNECTION, start=CytubeConnection(params.connection(channel), fence=fence)
+            ),
             ChildSpec(
                 name=ROUTER,
                 start=build_router(params.router(channel), router_ctx),

@@ -6,13 +6,14 @@ notifications delay work by at most one interval. A notification wakes only as m
 workers as its new items need (its payload is their number: one worker per batch), taking
 turns, so one enqueued item does not send every idle worker to race for it; a poll wakes
 them all. It also runs the periodic cleanup of
-finished rows, with the retention from the config.
+finished rows, with the retention from the config; where several processes share the
+database, only the one its `gate` lets (the holder of the cleanup's singleton lease).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -32,6 +33,8 @@ __all__ = ["RetryDispatcher"]
 
 log = logging.getLogger("daz_actors.retry")
 
+CLEANUP_JOB = "retry.cleanup"  # its name for the gate (a singleton lease in a cluster)
+
 LISTEN_BACKOFF = BackoffPolicy(initial=0.2, multiplier=2.0, max_delay=30.0, jitter=Jitter.FULL)
 
 
@@ -49,8 +52,12 @@ class RetryDispatcher:
         retention_days: float,
         capture: str,
         batch_size: int = 10,
+        gate: Callable[[str], bool] | None = None,
     ) -> None:
         self.capture = capture
+        # may this process run a once-per-database job now? None: always (one process)
+        self.gate = gate
+        self.cleanups_skipped = 0  # cleanups left to the process that holds the job
         self._dsn = dsn
         self.workers = tuple(workers)
         self.gateway = gateway
@@ -135,6 +142,9 @@ class RetryDispatcher:
     async def _cleanup_periodically(self, db: SqlClient) -> None:
         while True:
             await trio.sleep(self.cleanup_interval)
+            if self.gate is not None and not self.gate(CLEANUP_JOB):
+                self.cleanups_skipped += 1  # another process runs it
+                continue
             try:
                 deleted = await db.run(
                     partial(queue.cleanup, retention_days=self.retention_days),

@@ -282,6 +282,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (6, "0006_documents_contract.up.sql", "0006_documents_contract.down.sql"),
         (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
         (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
+        (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
     ]
 
 

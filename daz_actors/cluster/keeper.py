@@ -1,0 +1,284 @@
+"""The lease keeper: heartbeats, renews, claims and gives back leases; starts and stops rooms.
+
+Every `renew_every` seconds, in one transaction through the SQL gateway, the keeper
+heartbeats this node, renews every lease it holds and reads all nodes and leases. A lease
+renewed moves its fence's deadline to (time the renewal was sent) + ttl - leave_margin;
+a lease not renewed closes its fence at once. Then placement (cluster/placement.py) says
+which channels this node should hold: it claims the free ones placed on it and gives back
+those placed elsewhere. Each held channel has a task (`_room_life`) that starts the room
+with its fence, waits for the fence to close (lost, expired, given back), stops the room,
+and only then releases the lease in the database: the room has left the channel before
+any other node can claim it.
+
+If the database cannot be reached, nothing is renewed, and each fence closes on its own
+at its deadline (a timer on the monotonic clock, so also when the process was paused):
+the rooms leave before their leases can have expired anywhere else. Once the database is
+back, the node claims its channels again like any other node.
+
+An orderly stop (SIGTERM) reaches the keeper after its rooms have stopped (it is the
+first child of the rooms supervisor, which stops children in reverse order): it gives
+every lease back and marks the node stopped, so the other nodes take the channels at
+their next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Protocol
+
+import trio
+
+from daz_actors.cluster import sql
+from daz_actors.cluster.node import SINGLETON_JOBS, ClusterNode, LeaseFence
+from daz_actors.cluster.placement import NodeView, place
+from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.log_summary import RepeatedWarnings
+from daz_actors.storage.sql_gateway import GATEWAY_NAME
+from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+
+__all__ = ["KEEPER_NAME", "LeaseKeeper", "RoomControl"]
+
+log = logging.getLogger("daz_actors.cluster")
+
+KEEPER_NAME = "lease-keeper"
+STOP_TIMEOUT = 5.0  # seconds an orderly stop may spend giving the leases back
+
+
+class RoomControl(Protocol):
+    """How the keeper starts and stops this node's rooms."""
+
+    async def start_room(self, channel: str, fence: LeaseFence) -> None: ...
+
+    async def stop_room(self, channel: str) -> None: ...
+
+    def running_rooms(self) -> Sequence[str]: ...
+
+
+class LeaseKeeper:
+    """A `Startable`: this node's heartbeat, leases and rooms."""
+
+    def __init__(self, node: ClusterNode, rooms: RoomControl, *, gateway: str = GATEWAY_NAME):
+        self.node = node
+        self.rooms = rooms
+        self.gateway = gateway
+        self._busy: set[str] = set()  # channels whose room is starting, running or stopping
+        self._wake = trio.Event()
+        self._warnings = RepeatedWarnings(log)
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        ctx.idle = False  # an orderly stop must give the leases back, not be cancelled
+        db = SqlClient(ctx.registry.lookup(self.gateway))
+        for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
+            fence.close()  # an earlier incarnation's: its rooms must go
+        self.node.fences.clear()
+        self.node.singletons.clear()
+        stopped = False
+        try:
+            async with trio.open_nursery() as nursery:
+                for channel in self.rooms.running_rooms():  # left by an earlier incarnation
+                    self._busy.add(channel)
+                    nursery.start_soon(self._stop_stale, channel)
+                task_status.started()
+                nursery.start_soon(self._ticks, db, nursery)
+                await ctx.stop_requested.wait()
+                stopped = True
+                nursery.cancel_scope.cancel()
+        finally:
+            for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
+                fence.close()
+            if stopped:  # in order: the rooms have stopped before the keeper (reverse order)
+                await self._give_back_all(db)
+
+    async def _give_back_all(self, db: SqlClient) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT) as scope:
+            try:
+                count = await db.transaction(
+                    partial(sql.stop_node, node_id=self.node.node_id),
+                    name="cluster.stop",
+                    timeout=STOP_TIMEOUT,
+                )
+            except CALL_FAILED as exc:
+                log.warning("cluster: could not give the leases back (%s): they expire", exc)
+            else:
+                self.node.releases += count
+                log.info("cluster: node %s stopped, %d leases given back", self.node.node_id, count)
+        if scope.cancelled_caught:
+            log.warning("cluster: giving the leases back took too long: they expire")
+
+    async def _stop_stale(self, channel: str) -> None:
+        try:
+            await self.rooms.stop_room(channel)
+        finally:
+            self._busy.discard(channel)
+
+    # ------------------------------------------------------------------ ticks
+
+    async def _ticks(self, db: SqlClient, nursery: trio.Nursery) -> None:
+        every = self.node.settings.renew_every
+        while True:
+            started = trio.current_time()
+            await self._tick(db, nursery, started)
+            with trio.move_on_at(started + every):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _deadline(self, sent_at: float) -> float:
+        settings = self.node.settings
+        return sent_at + settings.ttl - settings.margin
+
+    async def _tick(self, db: SqlClient, nursery: trio.Nursery, sent_at: float) -> None:
+        node, settings = self.node, self.node.settings
+        try:
+            view = await db.transaction(
+                partial(sql.heartbeat_and_renew, node=node.info(), ttl=settings.ttl),
+                name="cluster.tick",
+                timeout=settings.renew_every,
+            )
+        except CALL_FAILED as exc:
+            node.ticks_failed += 1
+            self._warnings.warning(
+                "tick", "cluster: cannot reach the database to renew leases (%s); holding %s",
+                exc, node.held_channels() or "none",
+            )  # fmt: skip
+            return
+        node.view, node.view_at = view, trio.current_time()
+        self._apply_renewals(view, self._deadline(sent_at))
+        claims, gives = self._decide(view)
+        jobs = self._free_singletons(view)
+        if claims or jobs:
+            await self._claim(db, nursery, claims, jobs)
+        for channel in gives:
+            fence = node.fences.get(channel)
+            if fence is not None and fence.is_open():
+                log.info("cluster: giving %s to another node (placement)", channel)
+                fence.close()  # its room task stops the room, then releases the lease
+
+    def _apply_renewals(self, view: sql.ClusterView, deadline: float) -> None:
+        node = self.node
+        renewed = {(kind, name): token for kind, name, token in view.renewed}
+        for kind, fences in ((sql.CHANNEL, node.fences), (sql.SINGLETON, node.singletons)):
+            for name, fence in list(fences.items()):
+                if not fence.is_open():
+                    continue
+                if renewed.get((kind, name)) == fence.token and fence.extend(deadline):
+                    node.renewals += 1
+                else:
+                    node.losses += 1
+                    log.warning("cluster: lost the lease of %s %s", kind, name)
+                    fence.close()
+        for job, fence in list(node.singletons.items()):
+            if not fence.is_open():
+                del node.singletons[job]
+
+    def _decide(self, view: sql.ClusterView) -> tuple[list[str], list[str]]:
+        """The channels to claim and the channels to give back, by placement."""
+        node, settings = self.node, self.node.settings
+        live = [n for n in view.nodes if n.live(settings.ttl)]
+        nodes = [
+            NodeView(
+                node_id=n.node_id,
+                name=n.name,
+                weight=n.weight,
+                age=n.age,
+                channels=frozenset(n.channels),
+            )
+            for n in live
+        ]
+        holders = {
+            lease.name: lease.holder
+            for lease in view.leases
+            if lease.kind == sql.CHANNEL and lease.valid and lease.holder is not None
+        }
+        channels = {c for n in live for c in n.channels}
+        placed = place(channels, nodes, holders, settings.rules())
+        me = node.node_id
+        held = set(node.held_channels())
+        claims = sorted(
+            channel
+            for channel, target in placed.items()
+            if target == me
+            and channel not in held
+            and channel not in self._busy
+            and holders.get(channel) in (None, me)
+        )
+        gives = sorted(channel for channel in held if placed.get(channel) != me)
+        return claims, gives
+
+    def _free_singletons(self, view: sql.ClusterView) -> list[str]:
+        valid = {lease.name for lease in view.leases if lease.kind == sql.SINGLETON and lease.valid}
+        return [
+            job for job in SINGLETON_JOBS if job not in valid and job not in self.node.singletons
+        ]
+
+    async def _claim(
+        self, db: SqlClient, nursery: trio.Nursery, channels: list[str], jobs: list[str]
+    ) -> None:
+        node, settings = self.node, self.node.settings
+        wanted = [(sql.CHANNEL, c) for c in channels] + [(sql.SINGLETON, j) for j in jobs]
+        sent_at = trio.current_time()
+        try:
+            won = await db.transaction(
+                partial(_claim_all, wanted=wanted, node_id=node.node_id, ttl=settings.ttl),
+                name="cluster.claim",
+                timeout=settings.renew_every,
+            )
+        except CALL_FAILED as exc:
+            self._warnings.warning("claim", "cluster: cannot claim leases (%s)", exc)
+            return
+        deadline = self._deadline(sent_at)
+        for (kind, name), token in won.items():
+            fence = LeaseFence(token, deadline)
+            node.claims += 1
+            if kind == sql.SINGLETON:
+                node.singletons[name] = fence
+                log.info("cluster: this node now runs %s (token %d)", name, token)
+            else:
+                node.fences[name] = fence
+                self._busy.add(name)
+                nursery.start_soon(self._room_life, db, name, fence)
+
+    async def _room_life(self, db: SqlClient, channel: str, fence: LeaseFence) -> None:
+        """Start the room under `fence`; once the fence closes, stop it and release."""
+        try:
+            log.info("cluster: holding %s (token %s); joining it", channel, fence.token)
+            try:
+                await self.rooms.start_room(channel, fence)
+            except Exception as exc:  # the room could not start: give the channel back
+                log.error("cluster: room %s failed to start: %r", channel, exc)
+                fence.close()
+            else:
+                await fence.wait_closed()
+                log.info("cluster: left %s", channel)
+                await self.rooms.stop_room(channel)
+            try:
+                count = await db.transaction(
+                    partial(
+                        sql.release, node_id=self.node.node_id, kind=sql.CHANNEL, names=[channel]
+                    ),
+                    name="cluster.release",
+                    timeout=self.node.settings.renew_every,
+                )
+            except CALL_FAILED as exc:
+                log.info("cluster: could not release %s (%s): it expires", channel, exc)
+            else:
+                self.node.releases += count
+        finally:
+            self._busy.discard(channel)
+            if self.node.fences.get(channel) is fence:
+                del self.node.fences[channel]
+            self._wake.set()
+
+
+async def _claim_all(
+    conn: Any, *, wanted: list[tuple[str, str]], node_id: str, ttl: float
+) -> dict[tuple[str, str], int]:
+    won: dict[tuple[str, str], int] = {}
+    for kind, name in wanted:
+        token = await sql.claim(conn, kind=kind, name=name, node_id=node_id, ttl=ttl)
+        if token is not None:
+            won[(kind, name)] = token
+    return won
