@@ -12,6 +12,7 @@ import click
 
 from daz_actors.app.cli_config import CONFIG_ARG, load_cli_config
 from daz_actors.app.cli_db import migrate_command
+from daz_actors.app.cli_nodes import nodes_command
 from daz_actors.app.cli_queue import queue_group
 from daz_actors.ops.logging import configure_logging
 
@@ -166,6 +167,7 @@ def demo(
 
 main.add_command(migrate_command)
 main.add_command(queue_group)
+main.add_command(nodes_command)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ async def _run(
     *,
     handle_signals: bool,
     alongside: Alongside | None = None,
+    cluster: ClusterNode | None = None,
 ) -> None:
     """The tree, the health and metrics endpoints while it runs, and `alongside`."""
     gave_up: list[SupervisorGaveUp | StopForced] = []
@@ -121,7 +122,9 @@ async def _run(
         nursery.start_soon(tree_task)
         await ready.event.wait()
         if ready.tree is not None:  # None: the root gave up before it was ready
-            await _serve_alongside(nursery, ready.tree, registry, http, metrics, alongside, failed)
+            await _serve_alongside(
+                nursery, ready.tree, registry, http, metrics, alongside, failed, cluster
+            )
     if gave_up:
         raise gave_up[0]
     if failed:
@@ -136,9 +139,10 @@ async def _serve_alongside(
     metrics: Metrics,
     alongside: Alongside | None,
     failed: list[Exception],
+    cluster: ClusterNode | None = None,
 ) -> None:
     """Start the endpoints and `alongside` in `nursery`, beside the running tree."""
-    sources = _sources(tree, registry)
+    sources = _sources(tree, registry, cluster)
     port: int | None = None
     if http.enabled:
         try:
@@ -182,17 +186,17 @@ def _http_unavailable(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> H
     return HttpUnavailable(f"cannot serve HTTP on {http.host}:{http.port}: {reason}")
 
 
-def _sources(tree: Tree, registry: Registry) -> Sources:
+def _sources(tree: Tree, registry: Registry, cluster: ClusterNode | None = None) -> Sources:
     gateway = registry.get(GATEWAY_NAME)
     if gateway is None:
-        return Sources(tree=tree)
+        return Sources(tree=tree, cluster=cluster)
     db = SqlClient(gateway, default_timeout=2.0)
 
     async def queue_stats() -> Sequence[QueueStats]:
         stats: Sequence[QueueStats] = await db.run(queue.stats, name="health.queue_stats")
         return stats
 
-    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats)
+    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats, cluster=cluster)
 
 
 def run_config(
@@ -280,6 +284,7 @@ def _run_locked(
                     metrics,
                     handle_signals=handle_signals,
                     alongside=alongside,
+                    cluster=node,
                 )
             )
         except SupervisorGaveUp as exc:

@@ -26,6 +26,10 @@ options. It serves, on one loopback port:
   ``usercount``, ``changeMedia`` and a periodic ``mediaUpdate``, and a per-IP connection
   budget (5, one more every 10 s) refusing the Socket.IO connect with
   ``44{"message":"Rate limit exceeded"}``;
+* a record of who is in each channel: every logged-in session entering or leaving a
+  channel (``presence``), and every moment a second session of the same account entered a
+  channel its first one had not left yet (``overlaps``: what a cluster of bots sharing an
+  account must never cause; CyTube then kicks the older one for ``Duplicate login``);
 * a JSON control API under ``/_control/`` (``GET state``; ``POST say``, ``pm``, ``kick``,
   ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``, ``set_rank``,
   ``set_password``, ``set_opts``, ``burn_limiter``) for tests.
@@ -318,6 +322,10 @@ class CytubePeer:
         self.pm_received: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.logins: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.kicks: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        # logged-in sessions entering ("join") and leaving ("leave") channels, in order
+        self.presence: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        # a session of an account entered a channel where another of its sessions still was
+        self.overlaps: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.started = time.time()
         self.guest_logins: dict[str, float] = {}  # ip -> monotonic time of its last guest login
         events = ("connect", "disconnect", "joinChannel", "channelPassword", "login", "chatMsg")
@@ -418,10 +426,33 @@ class CytubePeer:
             # Wake the websocket writer so it closes the websocket now, not after a ping cycle.
             eio_socket.queue.put_nowait(None)
 
+    def record_arrival(self, session: Session) -> None:
+        """A logged-in session is now in its channel: note it, and any older session of
+        the same account still there (an overlap)."""
+        assert session.channel is not None
+        assert session.name is not None
+        at = now_ms()
+        others = [
+            other.sid
+            for other in self.members(session.channel)
+            if other.sid != session.sid
+            and other.logged_in
+            and other.name is not None
+            and other.name.lower() == session.name.lower()
+        ]
+        entry = {"event": "join", "channel": session.channel, "name": session.name}
+        self.presence.append({**entry, "sid": session.sid, "time": at})
+        if others:
+            self.overlaps.append(
+                {"channel": session.channel, "name": session.name, "sid": session.sid,
+                 "others": others, "time": at}
+            )  # fmt: skip
+
     async def kick_duplicates(self, session: Session) -> None:
         """CyTube kicks an older socket of the same account when it joins again."""
         if session.channel is None or not session.logged_in or session.name is None:
             return
+        self.record_arrival(session)
         for other in self.members(session.channel):
             if (
                 other.sid != session.sid
@@ -459,6 +490,11 @@ class CytubePeer:
         if session is None or session.channel is None:
             return
         channel = session.channel
+        if session.logged_in:
+            self.presence.append(
+                {"event": "leave", "channel": channel, "name": session.name, "sid": sid,
+                 "time": now_ms()}
+            )  # fmt: skip
         await self.sio.leave_room(sid, channel)
         if session.logged_in and not self.name_taken(channel, session.name or ""):
             await self.emit("userLeave", {"name": session.name}, room=channel)
@@ -797,6 +833,8 @@ class CytubePeer:
             "pm_received": list(self.pm_received),
             "logins": list(self.logins),
             "kicks": list(self.kicks),
+            "presence": list(self.presence),
+            "overlaps": list(self.overlaps),
         }
 
     async def control_say(
