@@ -1,0 +1,209 @@
+"""Several `daz-actors run` processes on one PostgreSQL and one local CyTube server.
+
+What the chat server itself sees is the judge: who is in each channel, every session
+entering and leaving (``presence``), and any moment two sessions of the bot's account
+were in one channel (``overlaps``).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import trio
+import trio_asyncio
+from cluster_nodes import BOT, BOT_PASSWORD, NodeProcess, bot_sessions, node_config
+from cytube_peer import fixtures
+
+from daz_actors.testing import poll
+
+cytube_peer_factory = fixtures.cytube_peer_factory
+
+CHANNELS = [f"room{n}" for n in range(1, 7)]
+TTL, RENEW, MARGIN = 3.0, 0.5, 1.0
+
+
+def start_peer(factory: Callable[..., Any]) -> Any:
+    # every node connects from 127.0.0.1: no per-IP connection budget in these tests
+    peer = factory(conn_burst=1000, ping_interval=1, ping_timeout=1.0)
+    peer.add_account(BOT, BOT_PASSWORD)
+    return peer
+
+
+async def server_state(peer: Any) -> dict[str, Any]:
+    state: dict[str, Any] = await trio.to_thread.run_sync(peer.state)
+    return state
+
+
+async def each_joined_once(peer: Any, channels: list[str]) -> dict[str, Any] | None:
+    state = await server_state(peer)
+    if all(len(bot_sessions(state, c)) == 1 for c in channels):
+        return state
+    return None
+
+
+async def leases(conn: Any) -> dict[str, tuple[str | None, int, bool]]:
+    rows = await trio_asyncio.aio_as_trio(conn.fetch)(
+        "SELECT name, holder, token, expires_at > now() AS valid FROM daz_leases"
+        " WHERE kind = 'channel'"
+    )
+    return {r["name"]: (r["holder"], r["token"], r["valid"]) for r in rows}
+
+
+def by_holder(held: dict[str, tuple[str | None, int, bool]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for channel, (holder, _token, valid) in held.items():
+        if holder is not None and valid:
+            out.setdefault(holder, []).append(channel)
+    return out
+
+
+def joins_after(state: dict[str, Any], channel: str, after_ms: float) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in state["presence"]
+        if p["channel"] == channel and p["event"] == "join" and p["time"] >= after_ms
+    ]
+
+
+def leave_of(state: dict[str, Any], sid: str) -> dict[str, Any]:
+    return next(p for p in state["presence"] if p["sid"] == sid and p["event"] == "leave")
+
+
+async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """3 nodes, 6 channels: each joined exactly once (2 per node); SIGKILL: the dead
+    node's channels are rejoined within the TTL plus a few seconds, and lines said in the
+    gap are stored once from the server's history replay; SIGTERM: handover in under 2 s;
+    a 4th node: it gets its share, no channel out for longer than one rejoin; and never two
+    sessions of the bot in one channel, as the server saw it."""
+    peer = start_peer(cytube_peer_factory)
+    config = node_config(
+        tmp_path / "node.toml",
+        server=peer.url,
+        channels=CHANNELS,
+        ttl=TTL,
+        renew=RENEW,
+        margin=MARGIN,
+        settle=1.0,
+    )
+    nodes = [
+        NodeProcess(f"node{n}", config, pg.dsn, tmp_path / f"node{n}") for n in range(1, 5)
+    ]
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            for node in nodes[:3]:
+                await node.start(nursery)
+            for node in nodes[:3]:
+                await node.wait_for(r"cluster node \S+", timeout=60)
+
+            # --- every channel joined exactly once, two per node
+            async def spread() -> dict[str, list[str]] | None:
+                held = by_holder(await leases(conn))
+                counts = sorted(len(v) for v in held.values())
+                if counts == [2, 2, 2] and await each_joined_once(peer, CHANNELS):
+                    return held
+                return None
+
+            held = await poll(spread, timeout=60, interval=0.1)
+            assert set(held) == {n.node_id for n in nodes[:3]}
+
+            # --- SIGKILL one node; lines said while its channels have no bot
+            victim = nodes[0]
+            lost = held[victim.node_id]
+            tokens_before = await leases(conn)
+            victim.send(signal.SIGKILL)
+            await victim.wait()
+            killed_at = trio.current_time()
+            gap_lines = {c: [f"{c} gap line {i}" for i in range(3)] for c in lost}
+            for channel, lines in gap_lines.items():
+                for line in lines:
+                    await trio.to_thread.run_sync(peer.say, channel, "carol", line)
+
+            state = await poll(lambda: each_joined_once(peer, CHANNELS), timeout=30)
+            rejoined_after = trio.current_time() - killed_at
+            print(f"SIGKILL: channels rejoined {rejoined_after:.2f} s after the kill (ttl {TTL})")
+            assert rejoined_after < TTL + 5, rejoined_after
+            tokens_after = await leases(conn)
+            for channel in lost:
+                assert tokens_after[channel][1] > tokens_before[channel][1]
+                assert tokens_after[channel][0] != victim.node_id
+
+            async def stored_once() -> bool:
+                for lines in gap_lines.values():
+                    for line in lines:
+                        count = await trio_asyncio.aio_as_trio(conn.fetchval)(
+                            "SELECT count(*) FROM daz_chat_messages WHERE message = $1", line
+                        )
+                        if count != 1:
+                            return False
+                return True
+
+            assert await poll(stored_once, timeout=20)
+            history = await trio_asyncio.aio_as_trio(conn.fetchval)(
+                "SELECT bool_and(is_history) FROM daz_chat_messages WHERE message LIKE '%gap line%'"
+            )
+            assert history is True
+
+            # --- SIGTERM one node: its channels are taken over within 2 s
+            leaving = nodes[1]
+            held = by_holder(await leases(conn))
+            handed = held[leaving.node_id]
+            before = await server_state(peer)
+            old_sids = {c: bot_sessions(before, c)[0] for c in handed}
+            leaving.send(signal.SIGTERM)
+            assert await leaving.wait() == 0, leaving.log()
+
+            async def taken_over() -> dict[str, Any] | None:
+                state = await each_joined_once(peer, CHANNELS)
+                if state and all(bot_sessions(state, c)[0] != old_sids[c] for c in handed):
+                    return state
+                return None
+
+            state = await poll(taken_over, timeout=30)
+            for channel in handed:
+                left = leave_of(state, old_sids[channel])
+                join = joins_after(state, channel, left["time"])[0]
+                print(f"SIGTERM: {channel} handed over in {(join['time'] - left['time']) / 1000} s")
+                assert (join["time"] - left["time"]) / 1000 < 2.0, (
+                    left, join, leaving.log(), nodes[2].log(),
+                )
+
+            # --- a new node: it takes its share (half) from the one node left
+            newcomer = nodes[3]
+            await newcomer.start(nursery)
+            await newcomer.wait_for(r"cluster node \S+", timeout=60)
+
+            async def rebalanced() -> dict[str, list[str]] | None:
+                held = by_holder(await leases(conn))
+                if len(held.get(newcomer.node_id or "", [])) == 3 and await each_joined_once(
+                    peer, CHANNELS
+                ):
+                    return held
+                return None
+
+            held = await poll(rebalanced, timeout=60)
+            state = await server_state(peer)
+            for channel in held[newcomer.node_id or ""]:
+                # the previous session left, then the newcomer's joined: one rejoin apart
+                joins = [p for p in state["presence"] if p["channel"] == channel]
+                last_join = [p for p in joins if p["event"] == "join"][-1]
+                leaves = [p for p in joins if p["event"] == "leave" and p["time"] <= last_join["time"]]
+                gap = (last_join["time"] - leaves[-1]["time"]) / 1000
+                print(f"rebalance: {channel} moved with {gap} s out")
+                assert gap < RENEW + 2.0, (channel, gap)
+
+            assert state["overlaps"] == [], state["overlaps"]
+            await trio_asyncio.aio_as_trio(conn.close)()
+            for node in (nodes[2], nodes[3]):
+                node.send(signal.SIGTERM)
+            for node in (nodes[2], nodes[3]):
+                assert await node.wait() == 0, node.log()
+    finally:
+        for node in nodes:
+            node.kill_now()
