@@ -143,6 +143,13 @@ async def _serve_alongside(
 ) -> None:
     """Start the endpoints and `alongside` in `nursery`, beside the running tree."""
     sources = _sources(tree, registry, cluster)
+    if cluster is not None:  # a node leaves its channels as soon as the shutdown begins
+
+        async def leave_when_stopping() -> None:
+            await tree.wait_stopping()
+            cluster.stopping.set()
+
+        nursery.start_soon(leave_when_stopping)
     port: int | None = None
     if http.enabled:
         try:

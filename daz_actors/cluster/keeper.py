@@ -15,10 +15,12 @@ at its deadline (a timer on the monotonic clock, so also when the process was pa
 the rooms leave before their leases can have expired anywhere else. Once the database is
 back, the node claims its channels again like any other node.
 
-An orderly stop (SIGTERM) reaches the keeper after its rooms have stopped (it is the
-first child of the rooms supervisor, which stops children in reverse order): it gives
-every lease back and marks the node stopped, so the other nodes take the channels at
-their next tick.
+An orderly stop (SIGTERM) sets `ClusterNode.stopping` (the runner does, as the shutdown
+begins): the keeper stops ticking, closes every fence at once, so every room leaves its
+channel, and gives each lease back as soon as that room's websocket is closed (the
+connection tells the fence, `vacated`); then it marks the node stopped. The other nodes
+take the channels at their next tick. When the keeper's own turn to stop comes (after
+the rooms: it is the rooms supervisor's first child) it does the same for anything left.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ log = logging.getLogger("daz_actors.cluster")
 
 KEEPER_NAME = "lease-keeper"
 STOP_TIMEOUT = 5.0  # seconds an orderly stop may spend giving the leases back
+VACATE_TIMEOUT = 5.0  # seconds a closed room may take to close its websocket
 
 
 class RoomControl(Protocol):
@@ -84,8 +87,10 @@ class LeaseKeeper:
                     nursery.start_soon(self._stop_stale, channel)
                 task_status.started()
                 nursery.start_soon(self._ticks, db, nursery)
+                nursery.start_soon(self._on_stopping, db)
                 await ctx.stop_requested.wait()
                 stopped = True
+                self.node.stopping.set()
                 nursery.cancel_scope.cancel()
         finally:
             for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
@@ -109,6 +114,18 @@ class LeaseKeeper:
         if scope.cancelled_caught:
             log.warning("cluster: giving the leases back took too long: they expire")
 
+    async def _on_stopping(self, db: SqlClient) -> None:
+        """The process is stopping: leave every channel now, give every lease back."""
+        await self.node.stopping.wait()
+        self._wake.set()
+        fences = list(self.node.fences.values())
+        for fence in [*fences, *self.node.singletons.values()]:
+            fence.close()
+        with trio.move_on_after(VACATE_TIMEOUT):
+            for fence in fences:
+                await fence.wait_vacated()
+        await self._give_back_all(db)
+
     async def _stop_stale(self, channel: str) -> None:
         try:
             await self.rooms.stop_room(channel)
@@ -119,7 +136,7 @@ class LeaseKeeper:
 
     async def _ticks(self, db: SqlClient, nursery: trio.Nursery) -> None:
         every = self.node.settings.renew_every
-        while True:
+        while not self.node.stopping.is_set():
             started = trio.current_time()
             await self._tick(db, nursery, started)
             with trio.move_on_at(started + every):
@@ -252,25 +269,29 @@ class LeaseKeeper:
                 fence.close()
             else:
                 await fence.wait_closed()
-                log.info("cluster: left %s", channel)
+                with trio.move_on_after(VACATE_TIMEOUT):
+                    await fence.wait_vacated()  # the websocket is closed: out of the channel
+                    log.info("cluster: left %s", channel)
+                    await self._release(db, channel)
                 await self.rooms.stop_room(channel)
-            try:
-                count = await db.transaction(
-                    partial(
-                        sql.release, node_id=self.node.node_id, kind=sql.CHANNEL, names=[channel]
-                    ),
-                    name="cluster.release",
-                    timeout=self.node.settings.renew_every,
-                )
-            except CALL_FAILED as exc:
-                log.info("cluster: could not release %s (%s): it expires", channel, exc)
-            else:
-                self.node.releases += count
+            await self._release(db, channel)  # a no-op if it was released above
         finally:
             self._busy.discard(channel)
             if self.node.fences.get(channel) is fence:
                 del self.node.fences[channel]
             self._wake.set()
+
+    async def _release(self, db: SqlClient, channel: str) -> None:
+        try:
+            count = await db.transaction(
+                partial(sql.release, node_id=self.node.node_id, kind=sql.CHANNEL, names=[channel]),
+                name="cluster.release",
+                timeout=self.node.settings.renew_every,
+            )
+        except CALL_FAILED as exc:
+            log.info("cluster: could not release %s (%s): it expires", channel, exc)
+        else:
+            self.node.releases += count
 
 
 async def _claim_all(

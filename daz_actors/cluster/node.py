@@ -37,6 +37,7 @@ class LeaseFence:
         self.deadline = deadline
         self._closed = False
         self._changed = trio.Event()
+        self._vacated = trio.Event()
 
     def __repr__(self) -> str:
         return f"<LeaseFence token={self._token} open={self.is_open()}>"
@@ -72,6 +73,13 @@ class LeaseFence:
             with trio.move_on_at(self.deadline):
                 await changed.wait()
 
+    def vacated(self) -> None:
+        """The room's connection is out of the channel (told by the connection)."""
+        self._vacated.set()
+
+    async def wait_vacated(self) -> None:
+        await self._vacated.wait()
+
 
 class ClusterNode:
     """This process's part in the cluster."""
@@ -86,6 +94,7 @@ class ClusterNode:
         self.channels: tuple[str, ...] = ()  # the channels its config lets it serve
         self.fences: dict[str, LeaseFence] = {}  # channel -> the fence of its room
         self.singletons: dict[str, LeaseFence] = {}  # job -> the fence of its lease
+        self.stopping = trio.Event()  # set when the process begins its orderly stop
         self.view: ClusterView | None = None  # the last tick's view of the cluster
         self.view_at: float | None = None  # trio time of that view
         # counters, for /metrics

@@ -288,6 +288,7 @@ class CytubeConnection:
         self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
         # (event, flag) -> events stored changed: text replaced or cut, time replaced
         self._ws: Any = None
+        self._in_session = False  # between the start of a session and the end of it
         self._joined_once = False
         self._new_session()
 
@@ -314,6 +315,7 @@ class CytubeConnection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_requests, ctx)
             nursery.start_soon(self.sender.run)
+            nursery.start_soon(self._vacate_when_fenced)
             task_status.started()
             await self._keep_connected(ctx)
 
@@ -332,6 +334,7 @@ class CytubeConnection:
             reason = "the server closed the session"
             lockout: Lockout | None = None
             try:
+                self._in_session = True
                 await self._session(ctx)
             except* _SESSION_ERRORS as group:
                 error = _first_leaf(group)
@@ -342,7 +345,10 @@ class CytubeConnection:
                     self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
+                self._in_session = False
                 self.sender.set_session(None)
+                if not self.fence.is_open():  # the websocket is closed: out of the channel
+                    self.fence.vacated()
             if lockout is not None:
                 delay = self.params.lockout_backoff().delay(self.lockouts)
                 self.lockouts += 1
@@ -396,6 +402,13 @@ class CytubeConnection:
             nursery.start_soon(self._leave_when_fenced)
             await self._run_session(ctx, ws)
             nursery.cancel_scope.cancel()
+
+    async def _vacate_when_fenced(self) -> None:
+        """Tell the fence the room is out once it closes between sessions (a session in
+        progress tells it when it ends)."""
+        await self.fence.wait_closed()
+        if not self._in_session:
+            self.fence.vacated()
 
     async def _leave_when_fenced(self) -> None:
         """End the session (closing the websocket) as soon as the fence closes."""

@@ -34,6 +34,11 @@ class Fence(Protocol):
         """The fencing token this room acts under (None without a lease)."""
         ...
 
+    def vacated(self) -> None:
+        """Told by the connection once the fence is closed and its websocket is closed too:
+        the room is out of the channel, so the lease can go to another process now."""
+        ...
+
 
 class OpenFence:
     """The fence of a room in a single process: always open."""
@@ -47,6 +52,9 @@ class OpenFence:
     @property
     def token(self) -> int | None:
         return None
+
+    def vacated(self) -> None:
+        pass
 
 
 OPEN: Fence = OpenFence()

@@ -152,7 +152,8 @@ class NodeProcess:
         nursery.start_soon(self._read)
 
     async def _read(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
+        assert self.process is not None
+        assert self.process.stderr is not None
         buffer = b""
         while chunk := await self.process.stderr.receive_some(65536):
             buffer += chunk

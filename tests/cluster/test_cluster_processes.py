@@ -91,9 +91,7 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
         margin=MARGIN,
         settle=1.0,
     )
-    nodes = [
-        NodeProcess(f"node{n}", config, pg.dsn, tmp_path / f"node{n}") for n in range(1, 5)
-    ]
+    nodes = [NodeProcess(f"node{n}", config, pg.dsn, tmp_path / f"node{n}") for n in range(1, 5)]
     try:
         async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
             conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
@@ -171,7 +169,10 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
                 join = joins_after(state, channel, left["time"])[0]
                 print(f"SIGTERM: {channel} handed over in {(join['time'] - left['time']) / 1000} s")
                 assert (join["time"] - left["time"]) / 1000 < 2.0, (
-                    left, join, leaving.log(), nodes[2].log(),
+                    left,
+                    join,
+                    leaving.log(),
+                    nodes[2].log(),
                 )
 
             # --- a new node: it takes its share (half) from the one node left
@@ -193,7 +194,9 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
                 # the previous session left, then the newcomer's joined: one rejoin apart
                 joins = [p for p in state["presence"] if p["channel"] == channel]
                 last_join = [p for p in joins if p["event"] == "join"][-1]
-                leaves = [p for p in joins if p["event"] == "leave" and p["time"] <= last_join["time"]]
+                leaves = [
+                    p for p in joins if p["event"] == "leave" and p["time"] <= last_join["time"]
+                ]
                 gap = (last_join["time"] - leaves[-1]["time"]) / 1000
                 print(f"rebalance: {channel} moved with {gap} s out")
                 assert gap < RENEW + 2.0, (channel, gap)
