@@ -191,6 +191,9 @@ class Options:
     chat_burst: int = 20  # the minimum limiter (MIN_ANTIFLOOD): everyone, every PM
     chat_rate: float = 10.0  # messages a second after the burst
     antiflood: bool = False  # channel option chat_antiflood of new channels
+    # CyTube kicks the older session of an account that joins a channel again; off only to
+    # test a client that must behave with a stale session still open (recorded as overlap)
+    duplicate_kick: bool = True
     antiflood_params: Json = field(default_factory=lambda: dict(ANTIFLOOD_PARAMS))
     guest_login_delay: float = 60.0  # seconds between guest logins from one IP; 0: none
     channel_passwords: dict[str, str] = field(default_factory=dict)  # channel -> password
@@ -453,6 +456,8 @@ class CytubePeer:
         if session.channel is None or not session.logged_in or session.name is None:
             return
         self.record_arrival(session)
+        if not self.options.duplicate_kick:
+            return
         for other in self.members(session.channel):
             if (
                 other.sid != session.sid
@@ -809,6 +814,7 @@ class CytubePeer:
                 "chat_burst": self.options.chat_burst,
                 "chat_rate": self.options.chat_rate,
                 "antiflood": self.options.antiflood,
+                "duplicate_kick": self.options.duplicate_kick,
                 "guest_login_delay": self.options.guest_login_delay,
                 "media_update_interval": self.options.media_update_interval,
             },
@@ -1037,6 +1043,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="channel option chat_antiflood of new channels (true/false)",
     )
     p.add_argument(
+        "--duplicate-kick",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=d.duplicate_kick,
+        help="kick the older session of an account joining a channel again (true/false)",
+    )
+    p.add_argument(
         "--antiflood-params",
         type=json.loads,
         default=d.antiflood_params,
@@ -1131,6 +1143,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         chat_burst=args.chat_burst,
         chat_rate=args.chat_rate,
         antiflood=args.antiflood,
+        duplicate_kick=args.duplicate_kick,
         antiflood_params=args.antiflood_params,
         guest_login_delay=args.guest_login_delay,
         channel_passwords=passwords,

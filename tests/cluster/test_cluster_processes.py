@@ -210,3 +210,131 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
     finally:
         for node in nodes:
             node.kill_now()
+
+
+def bot_lines_from(state: dict[str, Any], channel: str, sids: set[str] | None = None) -> list[str]:
+    return [
+        c["sid"]
+        for c in state["chat_received"]
+        if c["channel"] == channel
+        and (c.get("username") or "").lower() == BOT
+        and (sids is None or c["sid"] in sids)
+    ]
+
+
+async def test_a_node_paused_past_its_ttl_says_nothing_on_waking_and_rejoins_later(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """SIGSTOP one of two nodes past its TTL: the other takes its channels and answers
+    there; on SIGCONT the paused node finds its leases gone and says nothing, although its
+    old sessions were still open at the server with commands waiting in them (the server
+    here neither pings them out nor kicks them as duplicates); later it gets its share
+    back. Every command is answered exactly once, as the server saw it."""
+    # the stale sessions stay open at the server: the worst case for the paused node
+    peer = cytube_peer_factory(
+        conn_burst=1000, ping_interval=1, ping_timeout=60.0, duplicate_kick=False
+    )
+    peer.add_account(BOT, BOT_PASSWORD)
+    channels = CHANNELS[:4]
+    config = node_config(
+        tmp_path / "node.toml",
+        server=peer.url,
+        channels=channels,
+        ttl=TTL,
+        renew=RENEW,
+        margin=MARGIN,
+        settle=1.0,
+    )
+    nodes = [NodeProcess(f"node{n}", config, pg.dsn, tmp_path / f"node{n}") for n in (1, 2)]
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            try:
+                for node in nodes:
+                    await node.start(nursery)
+                for node in nodes:
+                    await node.wait_for(r"cluster node \S+", timeout=60)
+
+                async def spread() -> dict[str, list[str]] | None:
+                    held = by_holder(await leases(conn))
+                    counts = sorted(len(v) for v in held.values())
+                    if counts == [2, 2] and await each_joined_once(peer, channels):
+                        return held
+                    return None
+
+                held = await poll(spread, timeout=60, interval=0.1)
+                paused, other = nodes
+                theirs = held[paused.node_id or ""]
+                state = await server_state(peer)
+                stale = {s for c in theirs for s in bot_sessions(state, c)}
+                said_before = len([s for c in theirs for s in bot_lines_from(state, c, stale)])
+
+                paused.send(signal.SIGSTOP)
+                for channel in theirs:  # waits, unread, in the paused node's sockets
+                    await trio.to_thread.run_sync(peer.say, channel, "dave", "!about")
+
+                async def taken() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    new = {c: set(bot_sessions(state, c)) - stale for c in theirs}
+                    return state if all(new.values()) else None
+
+                state = await poll(taken, timeout=30)
+                for channel in theirs:
+                    await trio.to_thread.run_sync(peer.say, channel, "dave", "!about")
+
+                async def answered_once() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    replies = [bot_lines_from(state, c) for c in theirs]
+                    return state if all(len(r) >= 1 for r in replies) else None
+
+                await poll(answered_once, timeout=30)
+                paused.send(signal.SIGCONT)
+                await paused.wait_for(r"lost the lease|no longer holds", timeout=30)
+
+                async def stale_gone() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    left = {p["sid"] for p in state["presence"] if p["event"] == "leave"}
+                    return state if stale <= left else None
+
+                state = await poll(stale_gone, timeout=30)
+                said_after = len([s for c in theirs for s in bot_lines_from(state, c, stale)])
+                assert said_after == said_before, "the paused node spoke after waking"
+                for channel in theirs:
+                    # the first command came before the other node joined: history, not
+                    # answered; the second: answered once, by the other node
+                    replies = [s for s in bot_lines_from(state, channel) if s not in stale]
+                    assert len(replies) == 1, (channel, replies)
+                for overlap in state["overlaps"]:  # only while the paused node could not act
+                    assert set(overlap["others"]) <= stale, overlap
+
+                # --- awake again, it gets its share back; each command answered once
+                async def shared_again() -> bool:
+                    held = by_holder(await leases(conn))
+                    return sorted(len(v) for v in held.values()) == [2, 2] and bool(
+                        await each_joined_once(peer, channels)
+                    )
+
+                await poll(shared_again, timeout=60, interval=0.1)
+                before = await server_state(peer)
+                counts = {c: len(bot_lines_from(before, c)) for c in channels}
+                for channel in channels:
+                    await trio.to_thread.run_sync(peer.say, channel, "erin", "!about")
+
+                async def each_answered() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    done = all(len(bot_lines_from(state, c)) > counts[c] for c in channels)
+                    return state if done else None
+
+                state = await poll(each_answered, timeout=30)
+                assert {c: len(bot_lines_from(state, c)) - counts[c] for c in channels} == {
+                    c: 1 for c in channels
+                }
+            finally:
+                await trio_asyncio.aio_as_trio(conn.close)()
+            for node in nodes:
+                node.send(signal.SIGTERM)
+            for node in nodes:
+                assert await node.wait() == 0, node.log()
+    finally:
+        for node in nodes:
+            node.kill_now()
