@@ -76,7 +76,7 @@ class LeaseKeeper:
         ctx.idle = False  # an orderly stop must give the leases back, not be cancelled
         db = SqlClient(ctx.registry.lookup(self.gateway))
         for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
-            fence.close()  # an earlier incarnation's: its rooms must go
+            fence.close("the lease keeper restarted")  # its rooms must go
         self.node.fences.clear()
         self.node.singletons.clear()
         stopped = False
@@ -94,7 +94,7 @@ class LeaseKeeper:
                 nursery.cancel_scope.cancel()
         finally:
             for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
-                fence.close()
+                fence.close("the lease keeper stopped")
             if stopped:  # in order: the rooms have stopped before the keeper (reverse order)
                 await self._give_back_all(db)
 
@@ -120,7 +120,7 @@ class LeaseKeeper:
         self._wake.set()
         fences = list(self.node.fences.values())
         for fence in [*fences, *self.node.singletons.values()]:
-            fence.close()
+            fence.close("this process is stopping")
         with trio.move_on_after(VACATE_TIMEOUT):
             for fence in fences:
                 await fence.wait_vacated()
@@ -171,8 +171,9 @@ class LeaseKeeper:
         for channel in gives:
             fence = node.fences.get(channel)
             if fence is not None and fence.is_open():
-                log.info("cluster: giving %s to another node (placement)", channel)
-                fence.close()  # its room task stops the room, then releases the lease
+                fence.close(
+                    "placement gives it to another node"
+                )  # its room task stops the room, then releases the lease
 
     def _apply_renewals(self, view: sql.ClusterView, deadline: float) -> None:
         node = self.node
@@ -185,8 +186,7 @@ class LeaseKeeper:
                     node.renewals += 1
                 else:
                     node.losses += 1
-                    log.warning("cluster: lost the lease of %s %s", kind, name)
-                    fence.close()
+                    fence.close("lost the lease (expired or taken)")
         for job, fence in list(node.singletons.items()):
             if not fence.is_open():
                 del node.singletons[job]
@@ -266,9 +266,10 @@ class LeaseKeeper:
                 await self.rooms.start_room(channel, fence)
             except Exception as exc:  # the room could not start: give the channel back
                 log.error("cluster: room %s failed to start: %r", channel, exc)
-                fence.close()
+                fence.close("the room failed to start")
             else:
                 await fence.wait_closed()
+                log.warning("cluster: leaving %s: %s", channel, fence.reason)
                 with trio.move_on_after(VACATE_TIMEOUT):
                     await fence.wait_vacated()  # the websocket is closed: out of the channel
                     log.info("cluster: left %s", channel)

@@ -36,6 +36,7 @@ class LeaseFence:
         self._token = token
         self.deadline = deadline
         self._closed = False
+        self.reason = ""  # why it closed
         self._changed = trio.Event()
         self._vacated = trio.Event()
 
@@ -51,6 +52,7 @@ class LeaseFence:
             return False
         if trio.current_time() >= self.deadline:
             self._closed = True
+            self.reason = self.reason or "not renewed in time"
             return False
         return True
 
@@ -61,8 +63,10 @@ class LeaseFence:
         self.deadline = max(self.deadline, deadline)
         return True
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed") -> None:
         """Close it now (the lease is given back or lost)."""
+        if not self._closed:
+            self.reason = reason
         self._closed = True
         self._changed.set()
         self._changed = trio.Event()
