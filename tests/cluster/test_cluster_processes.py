@@ -338,3 +338,71 @@ async def test_a_node_paused_past_its_ttl_says_nothing_on_waking_and_rejoins_lat
     finally:
         for node in nodes:
             node.kill_now()
+
+
+async def test_a_node_that_cannot_renew_leaves_before_its_leases_expire_and_rejoins(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """The lease table is locked (the node's renewals hang, as with an unreachable
+    database): the node leaves every channel before the leases it last renewed expire, as
+    the server's clock and the database's say; unlocked, it claims them again under new
+    tokens and rejoins."""
+    peer = start_peer(cytube_peer_factory)
+    channels = CHANNELS[:2]
+    config = node_config(
+        tmp_path / "node.toml",
+        server=peer.url,
+        channels=channels,
+        ttl=TTL,
+        renew=RENEW,
+        margin=MARGIN,
+        settle=1.0,
+    )
+    node = NodeProcess("node1", config, pg.dsn, tmp_path / "node1")
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            try:
+                await node.start(nursery)
+                state = await poll(lambda: each_joined_once(peer, channels), timeout=60)
+                sids = {c: bot_sessions(state, c)[0] for c in channels}
+                before = await leases(conn)
+                locked = conn.transaction()
+                await trio_asyncio.aio_as_trio(locked.start)()
+                await trio_asyncio.aio_as_trio(conn.execute)(
+                    "LOCK TABLE daz_leases IN ACCESS EXCLUSIVE MODE"
+                )
+                rows = await trio_asyncio.aio_as_trio(conn.fetch)(
+                    "SELECT name, (extract(epoch FROM expires_at) * 1000)::bigint AS ms"
+                    " FROM daz_leases WHERE kind = 'channel'"
+                )
+                expires_ms = {r["name"]: r["ms"] for r in rows}
+
+                async def left() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    gone = {p["sid"] for p in state["presence"] if p["event"] == "leave"}
+                    return state if set(sids.values()) <= gone else None
+
+                state = await poll(left, timeout=30)
+                for channel, sid in sids.items():
+                    leave_ms = leave_of(state, sid)["time"]
+                    print(f"unrenewable: left {channel} {expires_ms[channel] - leave_ms} ms early")
+                    assert leave_ms < expires_ms[channel], (channel, leave_ms, expires_ms)
+                await trio_asyncio.aio_as_trio(locked.rollback)()
+
+                async def back() -> dict[str, Any] | None:
+                    state = await each_joined_once(peer, channels)
+                    if state and all(bot_sessions(state, c)[0] != sids[c] for c in channels):
+                        return state
+                    return None
+
+                await poll(back, timeout=30)
+                after = await leases(conn)
+                for channel in channels:
+                    assert after[channel][1] > before[channel][1]
+            finally:
+                await trio_asyncio.aio_as_trio(conn.close)()
+            node.send(signal.SIGTERM)
+            assert await node.wait() == 0, node.log()
+    finally:
+        node.kill_now()
