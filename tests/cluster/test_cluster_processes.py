@@ -263,7 +263,7 @@ async def test_a_node_paused_past_its_ttl_says_nothing_on_waking_and_rejoins_lat
                     return None
 
                 held = await poll(spread, timeout=60, interval=0.1)
-                paused, other = nodes
+                paused, _other = nodes
                 theirs = held[paused.node_id or ""]
                 state = await server_state(peer)
                 stale = {s for c in theirs for s in bot_sessions(state, c)}
@@ -326,9 +326,9 @@ async def test_a_node_paused_past_its_ttl_says_nothing_on_waking_and_rejoins_lat
                     return state if done else None
 
                 state = await poll(each_answered, timeout=30)
-                assert {c: len(bot_lines_from(state, c)) - counts[c] for c in channels} == {
-                    c: 1 for c in channels
-                }
+                assert {
+                    c: len(bot_lines_from(state, c)) - counts[c] for c in channels
+                } == dict.fromkeys(channels, 1)
             finally:
                 await trio_asyncio.aio_as_trio(conn.close)()
             for node in nodes:
