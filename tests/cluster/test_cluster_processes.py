@@ -7,12 +7,15 @@ were in one channel (``overlaps``).
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import trio
 import trio_asyncio
 from cluster_nodes import BOT, BOT_PASSWORD, NodeProcess, bot_sessions, node_config
@@ -24,6 +27,27 @@ cytube_peer_factory = fixtures.cytube_peer_factory
 
 CHANNELS = [f"room{n}" for n in range(1, 7)]
 TTL, RENEW, MARGIN = 3.0, 0.5, 1.0
+
+
+async def nodes_json(config: Path, dsn: str) -> dict[str, Any]:
+    """What `daz-actors nodes --json` prints for the cluster of `config` on `dsn`."""
+    result = await trio.run_process(
+        [sys.executable, "-m", "daz_actors.app.cli", "nodes", "--json", "--config", str(config),
+         "--database-url", dsn],
+        capture_stdout=True,
+        capture_stderr=True,
+    )  # fmt: skip
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+async def scrape(node: NodeProcess) -> str:
+    """The node's /metrics."""
+    await node.wait_for(r"http://127\.0\.0\.1:\d+")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}") as client:
+        response = await client.get("/metrics")
+    response.raise_for_status()
+    return response.text
 
 
 def start_peer(factory: Callable[..., Any]) -> Any:
@@ -111,8 +135,21 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
             held = await poll(spread, timeout=60, interval=0.1)
             assert set(held) == {n.node_id for n in nodes[:3]}
 
-            # --- SIGKILL one node; lines said while its channels have no bot
-            victim = nodes[0]
+            # --- `daz-actors nodes --json` and /metrics say the same
+            report = await nodes_json(config, pg.dsn)
+            assert {n["node_id"]: n["channels"] for n in report["nodes"]} == {
+                k: sorted(v) for k, v in held.items()
+            }
+            assert {n["state"] for n in report["nodes"]} == {"live"}
+            assert report["unheld_channels"] == []
+            cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
+            assert len(cleaner) == 1, report  # the queue cleanup runs on one node
+            metrics = await scrape(nodes[1])
+            for node_id, channels in held.items():
+                assert f'daz_cluster_node_channels{{node="{node_id}"}} {len(channels)}.0' in metrics
+
+            # --- SIGKILL one node (the one running the cleanup); lines said meanwhile
+            victim = next(n for n in nodes[:3] if n.node_id == cleaner[0]["node_id"])
             lost = held[victim.node_id]
             tokens_before = await leases(conn)
             victim.send(signal.SIGKILL)
@@ -147,9 +184,16 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
                 "SELECT bool_and(is_history) FROM daz_chat_messages WHERE message LIKE '%gap line%'"
             )
             assert history is True
+            report = await nodes_json(config, pg.dsn)
+            cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
+            assert len(cleaner) == 1, report
+            assert cleaner[0]["node_id"] != victim.node_id  # taken over
+            assert cleaner[0]["state"] == "live"
 
             # --- SIGTERM one node: its channels are taken over within 2 s
-            leaving = nodes[1]
+            survivors = [n for n in nodes[:3] if n is not victim]
+            leaving = next(n for n in survivors if n.node_id != cleaner[0]["node_id"])
+            staying = next(n for n in survivors if n is not leaving)
             held = by_holder(await leases(conn))
             handed = held[leaving.node_id]
             before = await server_state(peer)
@@ -203,9 +247,9 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
 
             assert state["overlaps"] == [], state["overlaps"]
             await trio_asyncio.aio_as_trio(conn.close)()
-            for node in (nodes[2], nodes[3]):
+            for node in (staying, newcomer):
                 node.send(signal.SIGTERM)
-            for node in (nodes[2], nodes[3]):
+            for node in (staying, newcomer):
                 assert await node.wait() == 0, node.log()
     finally:
         for node in nodes:
