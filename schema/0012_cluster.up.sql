@@ -70,15 +70,18 @@ BEGIN
 END;
 $$;
 
--- Extend every lease p_node still validly holds; the ones renewed (a lease not returned
--- is lost: it expired, or was released).
-CREATE FUNCTION daz_lease_renew(p_node text, p_ttl interval)
+-- Extend the leases (p_kinds[i], p_names[i]) that p_node still validly holds; the ones
+-- renewed (a lease not returned is lost: it expired, or was released). Only the leases
+-- the node still uses are named: one it holds but no longer uses runs out (or is released).
+CREATE FUNCTION daz_lease_renew(p_node text, p_ttl interval, p_kinds text[], p_names text[])
 RETURNS TABLE (kind text, name text, token bigint)
 LANGUAGE sql
 AS $$
     UPDATE daz_leases AS l
     SET expires_at = now() + p_ttl, renewed_at = now()
+    FROM unnest(p_kinds, p_names) AS wanted (kind, name)
     WHERE l.holder = p_node AND l.expires_at > now()
+      AND l.kind = wanted.kind AND l.name = wanted.name
     RETURNING l.kind, l.name, l.token
 $$;
 

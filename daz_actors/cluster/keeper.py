@@ -149,9 +149,16 @@ class LeaseKeeper:
 
     async def _tick(self, db: SqlClient, nursery: trio.Nursery, sent_at: float) -> None:
         node, settings = self.node, self.node.settings
+        # renewed: what this node uses (open fences), and the channels whose room is still
+        # leaving (its lease keeps others out until its websocket is closed)
+        renew = sorted(
+            {(sql.CHANNEL, c) for c in node.held_channels()}
+            | {(sql.CHANNEL, c) for c in self._busy}
+            | {(sql.SINGLETON, j) for j, f in node.singletons.items() if f.is_open()}
+        )
         try:
             view = await db.transaction(
-                partial(sql.heartbeat_and_renew, node=node.info(), ttl=settings.ttl),
+                partial(sql.heartbeat_and_renew, node=node.info(), ttl=settings.ttl, renew=renew),
                 name="cluster.tick",
                 timeout=settings.renew_every,
             )
@@ -168,6 +175,12 @@ class LeaseKeeper:
         jobs = self._free_singletons(view)
         if claims or jobs:
             await self._claim(db, nursery, claims, jobs)
+        orphans = [  # held in the database but unused here (a release that failed, ...)
+            c for c in view.held_by(node.node_id) if c not in self._busy and c not in node.fences
+        ]
+        if orphans:
+            log.info("cluster: releasing leases this node does not use: %s", orphans)
+            await self._release(db, *orphans)
         for channel in gives:
             fence = node.fences.get(channel)
             if fence is not None and fence.is_open():
@@ -282,15 +295,17 @@ class LeaseKeeper:
                 del self.node.fences[channel]
             self._wake.set()
 
-    async def _release(self, db: SqlClient, channel: str) -> None:
+    async def _release(self, db: SqlClient, *channels: str) -> None:
         try:
             count = await db.transaction(
-                partial(sql.release, node_id=self.node.node_id, kind=sql.CHANNEL, names=[channel]),
+                partial(
+                    sql.release, node_id=self.node.node_id, kind=sql.CHANNEL, names=list(channels)
+                ),
                 name="cluster.release",
                 timeout=self.node.settings.renew_every,
             )
         except CALL_FAILED as exc:
-            log.info("cluster: could not release %s (%s): it expires", channel, exc)
+            log.info("cluster: could not release %s (%s): it expires", channels, exc)
         else:
             self.node.releases += count
 

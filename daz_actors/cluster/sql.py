@@ -148,8 +148,11 @@ async def cluster_view(conn: Any) -> ClusterView:
     return ClusterView(nodes=tuple(nodes), leases=tuple(leases))
 
 
-async def heartbeat_and_renew(conn: Any, *, node: NodeInfo, ttl: float) -> ClusterView:
-    """One tick of a node, in one transaction: heartbeat, renew its leases, read the rest."""
+async def heartbeat_and_renew(
+    conn: Any, *, node: NodeInfo, ttl: float, renew: Sequence[tuple[str, str]] = ()
+) -> ClusterView:
+    """One tick of a node, in one transaction: heartbeat, renew the leases `renew` names
+    ((kind, name) pairs: those the node still uses), read every node and lease."""
     await conn.execute(
         """
         INSERT INTO daz_cluster_nodes
@@ -168,7 +171,11 @@ async def heartbeat_and_renew(conn: Any, *, node: NodeInfo, ttl: float) -> Clust
         list(node.channels),
     )
     renewed = await conn.fetch(
-        "SELECT kind, name, token FROM daz_lease_renew($1, $2)", node.node_id, _seconds(ttl)
+        "SELECT kind, name, token FROM daz_lease_renew($1, $2, $3, $4)",
+        node.node_id,
+        _seconds(ttl),
+        [kind for kind, _ in renew],
+        [name for _, name in renew],
     )
     await conn.execute(
         "DELETE FROM daz_cluster_nodes WHERE heartbeat_at < now() - $1::interval", FORGET_AFTER

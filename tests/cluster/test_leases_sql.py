@@ -41,20 +41,23 @@ def test_a_lease_is_held_by_one_node_and_its_token_increases_on_every_change_of_
 
 
 def test_a_renewal_extends_only_the_valid_leases_of_its_node(pg):
-    """The heartbeat renews the node's valid leases (and reports them), not expired ones
-    and not other nodes' ones; it registers the node and reads every node and lease."""
+    """The heartbeat renews the valid leases the node names (and reports them): not
+    expired ones, not other nodes' ones, not ones it holds but no longer uses; it registers
+    the node and reads every node and lease."""
 
     async def check(conn: Any) -> None:
         x = await sql.claim(conn, kind="channel", name="x", node_id="a-1", ttl=30)
         await sql.claim(conn, kind="channel", name="y", node_id="a-1", ttl=0.05)
+        await sql.claim(conn, kind="channel", name="w", node_id="a-1", ttl=30)
         await sql.claim(conn, kind="channel", name="z", node_id="b-1", ttl=30)
         await asyncio.sleep(0.1)  # y's TTL runs out
-        view = await sql.heartbeat_and_renew(conn, node=NODE_A, ttl=30)
+        wanted = [("channel", "x"), ("channel", "y"), ("channel", "z")]  # w: no longer used
+        view = await sql.heartbeat_and_renew(conn, node=NODE_A, ttl=30, renew=wanted)
         assert view.renewed == (("channel", "x", x),)
         assert [n.node_id for n in view.nodes] == ["a-1"]
         assert view.nodes[0].live(ttl=30)
         assert view.nodes[0].channels == ("x", "y")
-        assert view.held_by("a-1") == ["x"]
+        assert view.held_by("a-1") == ["w", "x"]  # w runs out at its own time
         assert view.held_by("b-1") == ["z"]
 
     pg.run(check)
