@@ -1,3 +1,5 @@
+DROP TRIGGER daz_leases_released ON daz_leases;
+DROP FUNCTION daz_leases_notify();
 DROP FUNCTION daz_lease_is_current(text, text, bigint);
 DROP FUNCTION daz_lease_release(text, text, text[]);
 DROP FUNCTION daz_lease_renew(text, interval, text[], text[]);

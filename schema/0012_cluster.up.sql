@@ -112,3 +112,20 @@ AS $$
           AND holder IS NOT NULL AND expires_at > now()
     )
 $$;
+
+-- A lease given back (released, or its node stopped) wakes the other nodes at once
+-- (LISTEN daz_leases), so they need not wait for their next renewal to take it. One
+-- notification per transaction: identical notifications are folded by PostgreSQL.
+CREATE FUNCTION daz_leases_notify() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('daz_leases', '');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER daz_leases_released
+    AFTER UPDATE OF holder ON daz_leases
+    FOR EACH ROW WHEN (OLD.holder IS NOT NULL AND NEW.holder IS NULL)
+    EXECUTE FUNCTION daz_leases_notify();

@@ -30,13 +30,17 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any, Protocol
 
+import asyncpg
 import trio
+import trio_asyncio
 
 from daz_actors.cluster import sql
 from daz_actors.cluster.node import SINGLETON_JOBS, ClusterNode, LeaseFence
 from daz_actors.cluster.placement import NodeView, place
 from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.runtime.log_summary import RepeatedWarnings
+from daz_actors.storage.embedded_pg import redact_dsn
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
@@ -47,6 +51,8 @@ log = logging.getLogger("daz_actors.cluster")
 KEEPER_NAME = "lease-keeper"
 STOP_TIMEOUT = 5.0  # seconds an orderly stop may spend giving the leases back
 VACATE_TIMEOUT = 5.0  # seconds a closed room may take to close its websocket
+NOTIFY_CHANNEL = "daz_leases"  # a lease was given back somewhere (schema 0012's trigger)
+LISTEN_BACKOFF = BackoffPolicy(initial=0.2, multiplier=2.0, max_delay=30.0, jitter=Jitter.FULL)
 
 
 class RoomControl(Protocol):
@@ -62,10 +68,19 @@ class RoomControl(Protocol):
 class LeaseKeeper:
     """A `Startable`: this node's heartbeat, leases and rooms."""
 
-    def __init__(self, node: ClusterNode, rooms: RoomControl, *, gateway: str = GATEWAY_NAME):
+    def __init__(
+        self,
+        node: ClusterNode,
+        rooms: RoomControl,
+        *,
+        gateway: str = GATEWAY_NAME,
+        dsn: str | None = None,
+    ) -> None:
         self.node = node
         self.rooms = rooms
         self.gateway = gateway
+        self.dsn = dsn  # where to LISTEN for leases given back (None: renewals only)
+        self.notifications = 0  # leases-given-back notifications received
         self._busy: set[str] = set()  # channels whose room is starting, running or stopping
         self._wake = trio.Event()
         self._warnings = RepeatedWarnings(log)
@@ -88,6 +103,8 @@ class LeaseKeeper:
                 task_status.started()
                 nursery.start_soon(self._ticks, db, nursery)
                 nursery.start_soon(self._on_stopping, db)
+                if self.dsn is not None:
+                    nursery.start_soon(self._listen, self.dsn)
                 await ctx.stop_requested.wait()
                 stopped = True
                 self.node.stopping.set()
@@ -118,6 +135,16 @@ class LeaseKeeper:
         """The process is stopping: leave every channel now, give every lease back."""
         await self.node.stopping.wait()
         self._wake.set()
+        # first out of placement, so the others claim each channel as it is given back
+        with trio.move_on_after(STOP_TIMEOUT):
+            try:
+                await db.transaction(
+                    partial(sql.mark_stopping, node_id=self.node.node_id),
+                    name="cluster.stopping",
+                    timeout=STOP_TIMEOUT,
+                )
+            except CALL_FAILED as exc:
+                log.warning("cluster: could not mark this node stopping (%s)", exc)
         fences = list(self.node.fences.values())
         for fence in [*fences, *self.node.singletons.values()]:
             fence.close("this process is stopping")
@@ -125,6 +152,39 @@ class LeaseKeeper:
             for fence in fences:
                 await fence.wait_vacated()
         await self._give_back_all(db)
+
+    async def _listen(self, dsn: str) -> None:
+        """Tick at once when a lease is given back anywhere (LISTEN daz_leases): a
+        handover then takes one claim, not up to a renewal interval."""
+        attempt = 0
+        async with trio_asyncio.open_loop():
+            while True:
+                lost = trio.Event()
+                conn: Any = None
+                try:
+                    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=10)
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                    await trio_asyncio.aio_as_trio(conn.add_listener)(
+                        NOTIFY_CHANNEL, self._notified
+                    )
+                    attempt = 0
+                    await lost.wait()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                    delay = LISTEN_BACKOFF.delay(attempt)
+                    attempt += 1
+                    self._warnings.warning(
+                        "listen", "cluster: cannot LISTEN on %s (%s); renewals only meanwhile",
+                        redact_dsn(dsn), e,
+                    )  # fmt: skip
+                    await trio.sleep(delay)
+                finally:
+                    if conn is not None and not conn.is_closed():
+                        with trio.CancelScope(shield=True), trio.move_on_after(2):
+                            await trio_asyncio.aio_as_trio(conn.close)()
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
+        self.notifications += 1
+        self._wake.set()
 
     async def _stop_stale(self, channel: str) -> None:
         try:

@@ -59,7 +59,13 @@ def build_clustered_rooms(params: RoomsParams, node: ClusterNode, ctx: BuildCont
     rooms = _SupervisedRooms(params, ctx)
     supervisor = Supervisor(
         ctx.name,
-        [ChildSpec(name=KEEPER_NAME, start=LeaseKeeper(node, rooms), shutdown_timeout=10.0)],
+        [
+            ChildSpec(
+                name=KEEPER_NAME,
+                start=LeaseKeeper(node, rooms, dsn=ctx.resources.get("database_url")),
+                shutdown_timeout=10.0,
+            )
+        ],
         policy=SupervisorPolicy(strategy=Strategy.ONE_FOR_ONE),
         registry=ctx.registry,
         bus=ctx.bus,

@@ -22,6 +22,7 @@ __all__ = [
     "claim",
     "cluster_view",
     "heartbeat_and_renew",
+    "mark_stopping",
     "release",
     "stop_node",
 ]
@@ -198,6 +199,13 @@ async def release(conn: Any, *, node_id: str, kind: str, names: Sequence[str]) -
         "SELECT daz_lease_release($1, $2, $3)", node_id, kind, list(names)
     )
     return count
+
+
+async def mark_stopping(conn: Any, *, node_id: str) -> None:
+    """The node begins an orderly stop: the others place nothing more on it."""
+    await conn.execute(
+        "UPDATE daz_cluster_nodes SET stopped_at = now() WHERE node_id = $1", node_id
+    )
 
 
 async def stop_node(conn: Any, *, node_id: str) -> int:
