@@ -18,7 +18,8 @@ options. It serves, on one loopback port:
   one guest login per IP per ``--guest-login-delay`` seconds), with CyTube's error texts;
   channel ranks (``--channel-rank``): ``addUser`` with the global rank, then ``setUserRank``
   with the channel rank, and ``rank`` to the user; a duplicate login kicks the older socket
-  (``Duplicate login``); ``chatMsg`` HTML-escaped, links made ``<a>`` tags, cut at 320
+  (``Duplicate login``; ``--duplicate-kick false`` keeps it, to test a client with a stale
+  session); ``chatMsg`` HTML-escaped, links made ``<a>`` tags, cut at 320
   characters, echoed to everyone; one rate limiter per socket shared by chat and PMs
   (``newRateLimiter``: burst 20, 10/s, or the anti-flood parameters below rank 2) answering
   ``cooldown`` with the bare number 1000 / sustained; ``spamFiltered`` for
