@@ -20,8 +20,8 @@ does not depend on the order of anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import math
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -52,6 +52,7 @@ class PlacementRules:
         return self.channel_weights.get(channel, 1.0)
 
 
+@functools.lru_cache(maxsize=65536)
 def _rank(channel: str, node_id: str) -> int:
     digest = hashlib.blake2b(f"{channel}\0{node_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
@@ -119,37 +120,49 @@ def _best_move(
     load: Mapping[str, float],
     rules: PlacementRules,
 ) -> tuple[str, str] | None:
-    """One move that takes a channel from an overloaded node to a settled, lighter one."""
-    best: tuple[float, int, str, str] | None = None
+    """One move: a pinned channel to its settled pinned node, else a channel from the most
+    loaded node to the least loaded settled one, if that clearly helps."""
+    settled = [n for n in live.values() if n.age >= rules.settle]  # damping
     for channel in sorted(placed):
-        holder = live[placed[channel]]
-        w = rules.weight(channel)
         pinned = rules.pins.get(channel)
-        for target in live.values():
-            if target.node_id == holder.node_id or channel not in target.channels:
-                continue
-            if target.age < rules.settle:
-                continue  # damping: a new node gets moved channels only once it has settled
-            if pinned is not None and holder.name == pinned and target.name != pinned:
-                continue  # a pinned channel never leaves its pinned node for another
-            to_pinned = pinned is not None and target.name == pinned and holder.name != pinned
-            before = load[holder.node_id] / holder.weight
-            after_holder = (load[holder.node_id] - w) / holder.weight
-            after_target = (load[target.node_id] + w) / target.weight
-            # a move must leave the target no heavier than the holder was, by a whole channel
-            gain = before - after_target
-            if not to_pinned and (gain < w / target.weight or after_target > before):
-                continue
-            if not to_pinned and after_holder < (load[target.node_id] / target.weight):
-                continue
-            key = (
-                -math.inf if to_pinned else -gain,
-                _rank(channel, target.node_id),
-                channel,
-                target.node_id,
-            )
-            if best is None or key < best:
-                best = key
-    if best is None:
+        if pinned is None or live[placed[channel]].name == pinned:
+            continue
+        homes = [n for n in settled if n.name == pinned and channel in n.channels]
+        if homes:
+            home = min(homes, key=lambda n: (load[n.node_id] / n.weight, _rank(channel, n.node_id)))
+            return channel, home.node_id
+    if not settled:
         return None
-    return best[2], best[3]
+
+    def share(node: NodeView) -> float:
+        return load[node.node_id] / node.weight
+
+    by_holder: dict[str, list[str]] = {}
+    for channel, node_id in placed.items():
+        by_holder.setdefault(node_id, []).append(channel)
+    targets = sorted(settled, key=lambda n: (share(n), n.node_id))
+    for holder in sorted(live.values(), key=lambda n: (-share(n), n.node_id)):
+        before = share(holder)
+        # a pinned channel never leaves its pinned node for another
+        mine = [c for c in by_holder.get(holder.node_id, ()) if rules.pins.get(c) != holder.name]
+        for target in targets:
+            if share(target) >= before:
+                break  # the targets only get heavier from here
+            if target.node_id == holder.node_id:
+                continue
+            movable = []
+            for channel in mine:
+                w = rules.weight(channel)
+                after_target = (load[target.node_id] + w) / target.weight
+                after_holder = (load[holder.node_id] - w) / holder.weight
+                # the target must end lighter than the holder was, by a whole channel of
+                # its own, and the holder no lighter than the target was: no ping-pong
+                if channel not in target.channels or before - after_target < w / target.weight:
+                    continue
+                if after_holder < share(target):
+                    continue
+                movable.append(channel)
+            if movable:
+                channel = min(movable, key=lambda c: (_rank(c, target.node_id), c))
+                return channel, target.node_id
+    return None
