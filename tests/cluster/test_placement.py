@@ -121,3 +121,22 @@ def test_weights_share_the_load_by_capacity_and_by_channel():
     )
     alone = placed["c0"]
     assert [c for c, n in placed.items() if n == alone] == ["c0"]
+
+
+def test_a_difference_of_one_channel_is_tolerated_and_two_are_not():
+    """Hysteresis: no move is proposed between settled equal nodes one channel apart (it
+    would only swap their loads), and one is between nodes two apart."""
+    from daz_actors.cluster.placement import _best_move
+
+    nodes = {
+        n: NodeView(node_id=n, name="h", age=SETTLED, channels=frozenset(CHANNELS[:4]))
+        for n in ("a", "b")
+    }
+    rules = PlacementRules(settle=30)
+    one_apart = {"c0": "a", "c1": "a", "c2": "b"}
+    assert _best_move(one_apart, nodes, {"a": 2.0, "b": 1.0}, rules) is None
+    two_apart = {"c0": "a", "c1": "a", "c2": "a", "c3": "b"}
+    move = _best_move(two_apart, nodes, {"a": 3.0, "b": 1.0}, rules)
+    assert move is not None
+    assert move[1] == "b"
+    assert two_apart[move[0]] == "a"
