@@ -171,12 +171,14 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=200)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--ttl", type=float, default=5.0)
+    parser.add_argument("--work-dir", type=Path, help="keep the run's logs here (a new dir)")
     args = parser.parse_args()
     channels = [f"ch{n:03d}" for n in range(args.channels)]
     print(f"load average {os.getloadavg()[0]:.2f} at start; {args.channels} channels, "
           f"{args.nodes} nodes, ttl {args.ttl:g} s")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.work_dir is None else args.work_dir
+        work.mkdir(parents=True, exist_ok=True)
         pg = start_embedded(work / "pg")
         server = CytubeServerProcess(work, conn_burst=100000, media=None)
         server.accounts[BOT] = PASSWORD

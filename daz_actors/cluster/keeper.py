@@ -1,6 +1,7 @@
 """The lease keeper: heartbeats, renews, claims and gives back leases; starts and stops rooms.
 
-Every `renew_every` seconds, in one transaction through the SQL gateway, the keeper
+Every `renew_every` seconds, in one transaction on its own connections (cluster/db.py:
+not the SQL gateway's pool, where renewals would queue behind the chat log), the keeper
 heartbeats this node, renews every lease it holds and reads all nodes and leases. A lease
 renewed moves its fence's deadline to (time the renewal was sent) + ttl - leave_margin;
 a lease not renewed closes its fence at once. Then placement (cluster/placement.py) says
@@ -35,14 +36,13 @@ import trio
 import trio_asyncio
 
 from daz_actors.cluster import sql
+from daz_actors.cluster.db import DB_FAILED, ClusterDb
 from daz_actors.cluster.node import SINGLETON_JOBS, ClusterNode, LeaseFence
 from daz_actors.cluster.placement import NodeView, place
 from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.backoff import BackoffPolicy, Jitter
 from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.storage.embedded_pg import redact_dsn
-from daz_actors.storage.sql_gateway import GATEWAY_NAME
-from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
 __all__ = ["KEEPER_NAME", "LeaseKeeper", "RoomControl"]
 
@@ -73,13 +73,11 @@ class LeaseKeeper:
         node: ClusterNode,
         rooms: RoomControl,
         *,
-        gateway: str = GATEWAY_NAME,
-        dsn: str | None = None,
+        dsn: str,
     ) -> None:
         self.node = node
         self.rooms = rooms
-        self.gateway = gateway
-        self.dsn = dsn  # where to LISTEN for leases given back (None: renewals only)
+        self.dsn = dsn  # the keeper's own connections: renewals, claims, LISTEN
         self.notifications = 0  # leases-given-back notifications received
         self._busy: set[str] = set()  # channels whose room is starting, running or stopping
         self._wake = trio.Event()
@@ -89,33 +87,35 @@ class LeaseKeeper:
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         ctx.idle = False  # an orderly stop must give the leases back, not be cancelled
-        db = SqlClient(ctx.registry.lookup(self.gateway))
+        db = ClusterDb(self.dsn)
         for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
             fence.close("the lease keeper restarted")  # its rooms must go
         self.node.fences.clear()
         self.node.singletons.clear()
         stopped = False
-        try:
-            async with trio.open_nursery() as nursery:
-                for channel in self.rooms.running_rooms():  # left by an earlier incarnation
-                    self._busy.add(channel)
-                    nursery.start_soon(self._stop_stale, channel)
-                task_status.started()
-                nursery.start_soon(self._ticks, db, nursery)
-                nursery.start_soon(self._on_stopping, db)
-                if self.dsn is not None:
+        async with trio_asyncio.open_loop():
+            try:
+                async with trio.open_nursery() as nursery:
+                    for channel in self.rooms.running_rooms():  # left by an earlier incarnation
+                        self._busy.add(channel)
+                        nursery.start_soon(self._stop_stale, channel)
+                    task_status.started()
+                    nursery.start_soon(self._ticks, db, nursery)
+                    nursery.start_soon(self._on_stopping, db)
                     nursery.start_soon(self._listen, self.dsn)
-                await ctx.stop_requested.wait()
-                stopped = True
-                self.node.stopping.set()
-                nursery.cancel_scope.cancel()
-        finally:
-            for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
-                fence.close("the lease keeper stopped")
-            if stopped:  # in order: the rooms have stopped before the keeper (reverse order)
-                await self._give_back_all(db)
+                    await ctx.stop_requested.wait()
+                    stopped = True
+                    self.node.stopping.set()
+                    nursery.cancel_scope.cancel()
+            finally:
+                for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
+                    fence.close("the lease keeper stopped")
+                if stopped:  # in order: the rooms have stopped before the keeper
+                    await self._give_back_all(db)
+                with trio.CancelScope(shield=True):
+                    await db.close()
 
-    async def _give_back_all(self, db: SqlClient) -> None:
+    async def _give_back_all(self, db: ClusterDb) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT) as scope:
             try:
                 count = await db.transaction(
@@ -123,7 +123,7 @@ class LeaseKeeper:
                     name="cluster.stop",
                     timeout=STOP_TIMEOUT,
                 )
-            except CALL_FAILED as exc:
+            except DB_FAILED as exc:
                 log.warning("cluster: could not give the leases back (%s): they expire", exc)
             else:
                 self.node.releases += count
@@ -131,7 +131,7 @@ class LeaseKeeper:
         if scope.cancelled_caught:
             log.warning("cluster: giving the leases back took too long: they expire")
 
-    async def _on_stopping(self, db: SqlClient) -> None:
+    async def _on_stopping(self, db: ClusterDb) -> None:
         """The process is stopping: leave every channel now, give every lease back."""
         await self.node.stopping.wait()
         self._wake.set()
@@ -143,7 +143,7 @@ class LeaseKeeper:
                     name="cluster.stopping",
                     timeout=STOP_TIMEOUT,
                 )
-            except CALL_FAILED as exc:
+            except DB_FAILED as exc:
                 log.warning("cluster: could not mark this node stopping (%s)", exc)
         fences = list(self.node.fences.values())
         for fence in [*fences, *self.node.singletons.values()]:
@@ -157,30 +157,27 @@ class LeaseKeeper:
         """Tick at once when a lease is given back anywhere (LISTEN daz_leases): a
         handover then takes one claim, not up to a renewal interval."""
         attempt = 0
-        async with trio_asyncio.open_loop():
-            while True:
-                lost = trio.Event()
-                conn: Any = None
-                try:
-                    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=10)
-                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                    await trio_asyncio.aio_as_trio(conn.add_listener)(
-                        NOTIFY_CHANNEL, self._notified
-                    )
-                    attempt = 0
-                    await lost.wait()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-                    delay = LISTEN_BACKOFF.delay(attempt)
-                    attempt += 1
-                    self._warnings.warning(
-                        "listen", "cluster: cannot LISTEN on %s (%s); renewals only meanwhile",
-                        redact_dsn(dsn), e,
-                    )  # fmt: skip
-                    await trio.sleep(delay)
-                finally:
-                    if conn is not None and not conn.is_closed():
-                        with trio.CancelScope(shield=True), trio.move_on_after(2):
-                            await trio_asyncio.aio_as_trio(conn.close)()
+        while True:
+            lost = trio.Event()
+            conn: Any = None
+            try:
+                conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=10)
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await trio_asyncio.aio_as_trio(conn.add_listener)(NOTIFY_CHANNEL, self._notified)
+                attempt = 0
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                delay = LISTEN_BACKOFF.delay(attempt)
+                attempt += 1
+                self._warnings.warning(
+                    "listen", "cluster: cannot LISTEN on %s (%s); renewals only meanwhile",
+                    redact_dsn(dsn), e,
+                )  # fmt: skip
+                await trio.sleep(delay)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await trio_asyncio.aio_as_trio(conn.close)()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
         self.notifications += 1
@@ -194,7 +191,7 @@ class LeaseKeeper:
 
     # ------------------------------------------------------------------ ticks
 
-    async def _ticks(self, db: SqlClient, nursery: trio.Nursery) -> None:
+    async def _ticks(self, db: ClusterDb, nursery: trio.Nursery) -> None:
         every = self.node.settings.renew_every
         while not self.node.stopping.is_set():
             started = trio.current_time()
@@ -207,7 +204,7 @@ class LeaseKeeper:
         settings = self.node.settings
         return sent_at + settings.ttl - settings.margin
 
-    async def _tick(self, db: SqlClient, nursery: trio.Nursery, sent_at: float) -> None:
+    async def _tick(self, db: ClusterDb, nursery: trio.Nursery, sent_at: float) -> None:
         node, settings = self.node, self.node.settings
         # renewed: what this node uses (open fences), and the channels whose room is still
         # leaving (its lease keeps others out until its websocket is closed)
@@ -222,7 +219,7 @@ class LeaseKeeper:
                 name="cluster.tick",
                 timeout=settings.renew_every,
             )
-        except CALL_FAILED as exc:
+        except DB_FAILED as exc:
             node.ticks_failed += 1
             self._warnings.warning(
                 "tick", "cluster: cannot reach the database to renew leases (%s); holding %s",
@@ -305,7 +302,7 @@ class LeaseKeeper:
         ]
 
     async def _claim(
-        self, db: SqlClient, nursery: trio.Nursery, channels: list[str], jobs: list[str]
+        self, db: ClusterDb, nursery: trio.Nursery, channels: list[str], jobs: list[str]
     ) -> None:
         node, settings = self.node, self.node.settings
         wanted = [(sql.CHANNEL, c) for c in channels] + [(sql.SINGLETON, j) for j in jobs]
@@ -316,7 +313,7 @@ class LeaseKeeper:
                 name="cluster.claim",
                 timeout=settings.renew_every,
             )
-        except CALL_FAILED as exc:
+        except DB_FAILED as exc:
             self._warnings.warning("claim", "cluster: cannot claim leases (%s)", exc)
             return
         deadline = self._deadline(sent_at)
@@ -331,7 +328,7 @@ class LeaseKeeper:
                 self._busy.add(name)
                 nursery.start_soon(self._room_life, db, name, fence)
 
-    async def _room_life(self, db: SqlClient, channel: str, fence: LeaseFence) -> None:
+    async def _room_life(self, db: ClusterDb, channel: str, fence: LeaseFence) -> None:
         """Start the room under `fence`; once the fence closes, stop it and release."""
         try:
             log.info("cluster: holding %s (token %s); joining it", channel, fence.token)
@@ -355,7 +352,7 @@ class LeaseKeeper:
                 del self.node.fences[channel]
             self._wake.set()
 
-    async def _release(self, db: SqlClient, *channels: str) -> None:
+    async def _release(self, db: ClusterDb, *channels: str) -> None:
         try:
             count = await db.transaction(
                 partial(
@@ -364,7 +361,7 @@ class LeaseKeeper:
                 name="cluster.release",
                 timeout=self.node.settings.renew_every,
             )
-        except CALL_FAILED as exc:
+        except DB_FAILED as exc:
             log.info("cluster: could not release %s (%s): it expires", channels, exc)
         else:
             self.node.releases += count

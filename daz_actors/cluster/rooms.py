@@ -56,13 +56,16 @@ def build_clustered_rooms(params: RoomsParams, node: ClusterNode, ctx: BuildCont
     """The ``rooms`` kind on a cluster node: `params.channels` are the channels this node
     may serve; it joins those it holds the lease of."""
     node.channels = params.channels
+    dsn = ctx.resources.get("database_url")
+    if not isinstance(dsn, str):
+        raise RuntimeError("a cluster node's rooms need the 'database_url' resource")
     rooms = _SupervisedRooms(params, ctx)
     supervisor = Supervisor(
         ctx.name,
         [
             ChildSpec(
                 name=KEEPER_NAME,
-                start=LeaseKeeper(node, rooms, dsn=ctx.resources.get("database_url")),
+                start=LeaseKeeper(node, rooms, dsn=dsn),
                 shutdown_timeout=10.0,
             )
         ],
