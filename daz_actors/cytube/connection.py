@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -189,6 +190,14 @@ class ConnectionParams:
         return password
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every connection of the process: making one loads the system's
+    certificates (about 45 ms of CPU here), which, per session, stalled the event loop for
+    seconds when many rooms (re)connected at once."""
+    return ssl.create_default_context()
+
+
 @contextlib.asynccontextmanager
 async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketConnection]:
     """A client websocket whose TCP stream is always closed.
@@ -204,7 +213,7 @@ async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketCo
     with trio.fail_after(timeout):
         if secure:
             stream: Any = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=ssl.create_default_context()
+                host, port, ssl_context=_tls()
             )
         else:
             stream = await trio.open_tcp_stream(host, port)
@@ -376,7 +385,7 @@ class CytubeConnection:
     async def _discover(self) -> str:
         """The websocket URL of the channel's server, from /socketconfig/<channel>.json."""
         url = f"{self.params.server.rstrip('/')}/socketconfig/{self.params.channel}.json"
-        async with httpx.AsyncClient(timeout=self.params.connect_timeout) as client:
+        async with httpx.AsyncClient(timeout=self.params.connect_timeout, verify=_tls()) as client:
             response = await client.get(url)
         response.raise_for_status()
         servers = response.json().get("servers", [])
