@@ -1,29 +1,66 @@
-"""The actor kinds that ship with daz-actors."""
+"""The actor kinds that ship with daz-actors.
+
+Each kind's parameters live in a light module, and its factory imports the kind's code
+when it is first called: reading and checking a config (``daz-actors config check``)
+imports no actor, websocket, HTTP or database library.
+"""
 
 from __future__ import annotations
 
-from daz_actors.cluster.node import ClusterNode
-from daz_actors.cluster.rooms import build_clustered_rooms
-from daz_actors.cytube.rooms import RoomsParams, build_rooms
-from daz_actors.ops.health import HealthParams, build_health_monitor
-from daz_actors.retry.failure_log import FailureLogParams, build_failure_log
-from daz_actors.retry.kind import RetryParams, build_retry
-from daz_actors.runtime.actor import Startable
-from daz_actors.runtime.kinds import ActorKind, ActorKinds, BuildContext
-from daz_actors.storage.sql_gateway import SqlGatewayParams, build_sql_gateway
+from typing import TYPE_CHECKING
 
-__all__ = ["CLUSTER_NODE", "default_kinds"]
+from daz_actors.cytube.room_params import RoomsParams
+from daz_actors.ops.health_params import HealthParams
+from daz_actors.retry.params import FailureLogParams, RetryParams
+from daz_actors.runtime.kinds import ActorKind, ActorKinds, BuildContext
+from daz_actors.storage.gateway_params import SqlGatewayParams
+
+if TYPE_CHECKING:
+    from daz_actors.runtime.actor import Startable
 
 CLUSTER_NODE = "cluster_node"  # the resource holding this process's `ClusterNode`, if any
 
+__all__ = ["CLUSTER_NODE", "default_kinds"]
 
-def _build_rooms(params: RoomsParams, ctx: BuildContext) -> Startable:
-    """Every configured channel in a single process; on a cluster node, those whose lease
-    this node holds (daz_actors/cluster/rooms.py)."""
+
+def build_failure_log(params: FailureLogParams, ctx: BuildContext) -> Startable:
+    from daz_actors.retry.failure_log import build_failure_log
+
+    return build_failure_log(params, ctx)
+
+
+def build_sql_gateway(params: SqlGatewayParams, ctx: BuildContext) -> Startable:
+    from daz_actors.storage.sql_gateway import build_sql_gateway
+
+    return build_sql_gateway(params, ctx)
+
+
+def build_retry(params: RetryParams, ctx: BuildContext) -> Startable:
+    from daz_actors.retry.kind import build_retry
+
+    return build_retry(params, ctx)
+
+
+def build_rooms(params: RoomsParams, ctx: BuildContext) -> Startable:
+    """Every configured channel in a single process; on a cluster node (the
+    ``cluster_node`` resource), those whose lease this node holds (cluster/rooms.py)."""
     node = ctx.resources.get(CLUSTER_NODE)
-    if isinstance(node, ClusterNode):
+    if node is not None:
+        from daz_actors.cluster.node import ClusterNode
+        from daz_actors.cluster.rooms import build_clustered_rooms
+
+        if not isinstance(node, ClusterNode):
+            raise TypeError(f"the {CLUSTER_NODE!r} resource must be a ClusterNode")
         return build_clustered_rooms(params, node, ctx)
+    from daz_actors.cytube.rooms import build_rooms
+
     return build_rooms(params, ctx)
+
+
+def build_health_monitor(params: HealthParams, ctx: BuildContext) -> Startable:
+    from daz_actors.ops.health import build_health_monitor
+
+    return build_health_monitor(params, ctx)
 
 
 def default_kinds() -> ActorKinds:
@@ -57,7 +94,7 @@ def default_kinds() -> ActorKinds:
         ActorKind(
             name="rooms",
             params=RoomsParams,
-            build=_build_rooms,
+            build=build_rooms,
             description="one room (connection + event router) per CyTube channel",
         )
     )

@@ -7,14 +7,14 @@ Attach to the main group with ``main.add_command(migrate_command)``. It takes ``
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import click
 
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
-from daz_actors.storage.migrations import MigrationError, MigrationStatus, migrate, rollback, status
+
+if TYPE_CHECKING:  # the driver and the migrations are imported when the command runs
+    from daz_actors.storage.migrations import MigrationStatus
 
 __all__ = ["migrate_command"]
 
@@ -33,6 +33,10 @@ def _print_status(report: MigrationStatus) -> None:
 
 
 async def _run(url: str, *, to: int | None, rollback_to: int | None, show: bool) -> None:
+    import asyncpg
+
+    from daz_actors.storage.migrations import migrate, rollback, status
+
     conn: Any = await asyncpg.connect(url)
     try:
         if show:
@@ -69,6 +73,12 @@ def migrate_command(
     show: bool,
 ) -> None:
     """Apply the schema migrations (up to the latest, or --to N), roll back, or list them."""
+    import asyncio
+
+    import asyncpg
+
+    from daz_actors.storage.migrations import MigrationError
+
     chosen = [
         name
         for name, on in (

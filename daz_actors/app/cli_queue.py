@@ -10,7 +10,6 @@ commands never change the schema), 2 bad usage (every number and duration is bou
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import getpass
 import json
@@ -21,17 +20,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
 import attrs
 import click
 
+# asyncpg, the queue API and the migrations are imported by the commands that use them:
+# `daz-actors --help` stays quick
 from daz_actors.app.cli_database import (
     DatabaseChoice,
     current_choice,
     database_options,
     open_cli_database,
 )
-from daz_actors.storage import migrations, queue
 from daz_actors.storage.embedded_pg import redact_dsn
 from daz_actors.storage.queue_types import (
     HistoryEntry,
@@ -216,6 +215,8 @@ class _NotMigrated(Exception):
 
 
 async def _check_schema(conn: Any, db: str, choice: DatabaseChoice) -> None:
+    from daz_actors.storage import migrations
+
     report = await migrations.status(conn)
     if not report.pending:
         return
@@ -232,6 +233,10 @@ async def _check_schema(conn: Any, db: str, choice: DatabaseChoice) -> None:
 def _with_connection(fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``await fn(conn)`` on asyncio with a connection to the chosen database, once it
     has every migration (see `daz_actors.app.cli_database` for the choice)."""
+    import asyncio
+
+    import asyncpg
+
     choice = current_choice()
 
     with open_cli_database(choice) as db:
@@ -286,6 +291,8 @@ def queue_group() -> None:
 @_common_options
 def stats_command(as_json: bool) -> None:
     """Item counts by status, event type and plugin."""
+    from daz_actors.storage import queue
+
     rows: list[QueueStats] = _with_connection(queue.stats)
     by_status = {s.value: 0 for s in RetryStatus}
     for row in rows:
@@ -385,6 +392,8 @@ def _list(
     event_type: str | None,
     limit: int,
 ) -> list[QueueItem]:
+    from daz_actors.storage import queue
+
     async def fetch(conn: Any) -> list[QueueItem]:
         # one more than asked: tells whether the listing was cut
         return await queue.list_items(conn, status=status, event_type=event_type, limit=limit + 1)
@@ -518,6 +527,7 @@ def _show_item(item: QueueItem, history: Sequence[HistoryEntry]) -> str:
 @_common_options
 def show_command(item_id: int, as_json: bool) -> None:
     """Every field of item ITEM_ID and its attempt history."""
+    from daz_actors.storage import queue
 
     async def fetch(conn: Any) -> tuple[QueueItem | None, list[HistoryEntry]]:
         item = await queue.get(conn, item_id)
@@ -562,6 +572,8 @@ def requeue_command(
 
     A requeued item is pending, due at once, with its retry count reset.
     """
+    from daz_actors.storage import queue
+
     if all_dead and item_ids:
         raise click.UsageError("give item ids or --all-dead, not both")
     if not all_dead and not item_ids:
@@ -628,6 +640,8 @@ def replay_command(
     cleared); the replay is recorded in its history with who asked. Handlers must be
     idempotent: a replay does the operation again.
     """
+    from daz_actors.storage import queue
+
     filters = (event_type, plugin, since, until)
     if not item_ids and all(f is None for f in filters):
         raise click.UsageError(
@@ -684,6 +698,8 @@ def purge_command(
     Asks for confirmation unless --yes. Pending and processing items are work that has not
     finished: purging them is refused without --force.
     """
+    from daz_actors.storage import queue
+
     chosen = RetryStatus(status.lower())
     if chosen in _LIVE and not force:
         raise click.ClickException(
@@ -750,6 +766,7 @@ def cleanup_command(
     as_json: bool,
 ) -> None:
     """Delete finished items past the retention period (what the periodic cleanup does)."""
+    from daz_actors.storage import queue
 
     async def run(conn: Any) -> int:
         return await queue.cleanup(
@@ -783,6 +800,8 @@ def cleanup_command(
 @_common_options
 def alerts_command(as_json: bool) -> None:
     """What needs attention: dead letters, stuck, nearly exhausted and overdue items."""
+    from daz_actors.storage import queue
+
     rows: list[QueueAlert] = _with_connection(queue.alerts)
     if as_json:
         _print_json(rows)

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from daz_actors.cluster.settings import ClusterSettings
-from daz_actors.retry.kind import RetryParams
+from daz_actors.retry.params import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
 from daz_actors.runtime.config_reader import read_attrs

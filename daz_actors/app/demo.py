@@ -50,6 +50,7 @@ from daz_actors.app.soak import SoakRecorder, measure, render_verdicts, soak_pas
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.local_server_process import CytubeServerError, CytubeServerProcess
+from daz_actors.cytube.router import GetRouterStats, RouterStats
 from daz_actors.ops.logging import configure_logging
 from daz_actors.ops.metrics import connections_in, snapshot
 from daz_actors.runtime.errors import DazActorsError
@@ -402,23 +403,23 @@ class Demo:
         return "dropped the bot's websocket (the server kicked it)"
 
     async def _kill_router(self) -> str:
-        """Kill the router while a chat line's insert waits on a locked table, so it dies
-        holding a line; the chatters hold their tongue until the bot has rejoined (the
+        """Kill the router while its writer's batch waits on a locked table, so it dies
+        holding lines; the chatters hold their tongue until the bot has rejoined (the
         room is one_for_all: its connection restarts too, and the server replays only
         the last 15 lines to a bot that was away)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._hold_chat_table, TABLE_LOCK_SECONDS)
-            busy = await self._router_busy(TABLE_LOCK_SECONDS)
+            pending = await self._router_busy(TABLE_LOCK_SECONDS)
             async with self._chatters_held():
                 before = self._connection_key()
                 self._kill(KILLED_ROUTER)
                 await self._wait_rejoined(before)
-        router = self._child(KILLED_ROUTER)
-        again = router.redelivered if router is not None else 0
-        when = "while it was storing a line" if busy else "while it was idle"
+        when = (
+            f"while its writer was storing {pending} line(s)" if pending else "while it was idle"
+        )
         return (
             f"killed actor {KILLED_ROUTER!r} {when} (the room restarted it and the "
-            f"connection; lines given to its next incarnation again: {again})"
+            "connection; its log buffer outlives the crash: the next incarnation wrote them)"
         )
 
     async def _hold_chat_table(self, seconds: float) -> None:
@@ -432,14 +433,24 @@ class Demo:
         with contextlib.suppress(DazActorsError):  # no lock: the kill finds it idle
             await self.db.run(hold, name="demo.hold_chat_table", timeout=seconds + 5)
 
-    async def _router_busy(self, timeout: float) -> bool:
-        """Wait until the router is stuck on a write with a line queued behind it."""
+    async def _router_busy(self, timeout: float) -> int:
+        """Wait until the router's writer is stuck on a batch; the rows waiting (0 if it
+        never was within `timeout`)."""
+        ref = self.system.registry.get(f"room:{CHANNEL}/{KILLED_ROUTER}")
+        pending = 0
 
         async def busy() -> bool:
-            router = self._child(KILLED_ROUTER)
-            return router is not None and router.mailbox_depth > 0
+            nonlocal pending
+            if ref is None:
+                return False
+            try:
+                stats: RouterStats = await ref.ask(GetRouterStats(), timeout=1.0)
+            except DazActorsError:
+                return False
+            pending = stats.log_pending
+            return pending > 0
 
-        return await _eventually(busy, timeout, 0.02)
+        return pending if await _eventually(busy, timeout, 0.02) else 0
 
     def _child(self, name: str) -> ChildInfo | None:
         return next((c for c in _walk(self.system.tree.which_children()) if c.name == name), None)

@@ -14,6 +14,7 @@ import abc
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -31,6 +32,7 @@ __all__ = [
     "ChatLine",
     "LogRow",
     "PrivateLine",
+    "batch_statements",
     "channel_event_write",
     "chat_write",
     "event_id",
@@ -58,6 +60,34 @@ ON CONFLICT (event_id) DO NOTHING"""
 CHANNEL_EVENT_SQL = """\
 INSERT INTO daz_channel_events (event_id, kind, channel, username, title, payload, at)
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, to_timestamp($7::bigint / 1000.0))
+ON CONFLICT (event_id) DO NOTHING"""
+
+
+# The same inserts for many rows at once: one statement per table, the rows as arrays
+# (unnest), each row still idempotent by its event id. See `batch_statements`.
+CHAT_BATCH_SQL = """\
+INSERT INTO daz_chat_messages
+    (event_id, channel, username, message, sent_at, is_history, received_at, meta,
+     raw_message)
+SELECT e, c, u, m, to_timestamp(s / 1000.0), h, to_timestamp(r / 1000.0), j::jsonb, w
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bool[],
+            $7::int8[], $8::text[], $9::text[]) AS t(e, c, u, m, s, h, r, j, w)
+ON CONFLICT (event_id) DO UPDATE SET is_history = false
+    WHERE daz_chat_messages.is_history AND NOT EXCLUDED.is_history"""
+
+PRIVATE_BATCH_SQL = """\
+INSERT INTO daz_private_messages
+    (event_id, channel, from_user, to_user, message, sent_at, received_at, raw_message)
+SELECT e, c, f, t, m, to_timestamp(s / 1000.0), to_timestamp(r / 1000.0), w
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+            $7::int8[], $8::text[]) AS x(e, c, f, t, m, s, r, w)
+ON CONFLICT (event_id) DO NOTHING"""
+
+CHANNEL_EVENT_BATCH_SQL = """\
+INSERT INTO daz_channel_events (event_id, kind, channel, username, title, payload, at)
+SELECT e, k, c, u, t, p::jsonb, to_timestamp(a / 1000.0)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::int8[]) AS x(e, k, c, u, t, p, a)
 ON CONFLICT (event_id) DO NOTHING"""
 
 
@@ -96,6 +126,7 @@ class LogRow(abc.ABC):
 
     table: ClassVar[str]
     sql: ClassVar[str]
+    batch_sql: ClassVar[str]  # the insert of many rows of this type: `batch_statements`
     event_id: str
 
     @abc.abstractmethod
@@ -109,6 +140,7 @@ class ChatLine(LogRow):
 
     table: ClassVar[str] = "daz_chat_messages"
     sql: ClassVar[str] = CHAT_SQL
+    batch_sql: ClassVar[str] = CHAT_BATCH_SQL
 
     event_id: str
     channel: str
@@ -133,6 +165,7 @@ class PrivateLine(LogRow):
 
     table: ClassVar[str] = "daz_private_messages"
     sql: ClassVar[str] = PRIVATE_SQL
+    batch_sql: ClassVar[str] = PRIVATE_BATCH_SQL
 
     event_id: str
     channel: str
@@ -156,6 +189,7 @@ class ChannelEventRow(LogRow):
 
     table: ClassVar[str] = "daz_channel_events"
     sql: ClassVar[str] = CHANNEL_EVENT_SQL
+    batch_sql: ClassVar[str] = CHANNEL_EVENT_BATCH_SQL
 
     event_id: str
     kind: str  # "join", "leave" or "media"
@@ -243,6 +277,40 @@ def channel_event_write(
         payload=_clean(payload),
         at_ms=int(received_ms),
     )
+
+
+def _merged(rows: Sequence[LogRow]) -> list[LogRow]:
+    """`rows` with one row per event id, as writing them one after the other would leave
+    it: the first row's fields, and for a chat line is_history only if every copy was
+    history (a live line wins over its replay). One statement may not update a row twice."""
+    first: dict[str, LogRow] = {}
+    for row in rows:
+        kept = first.get(row.event_id)
+        if kept is None:
+            first[row.event_id] = row
+        elif (
+            isinstance(kept, ChatLine)
+            and isinstance(row, ChatLine)
+            and kept.is_history
+            and not row.is_history
+        ):
+            first[row.event_id] = attrs.evolve(kept, is_history=False)
+    return list(first.values())
+
+
+def batch_statements(rows: Sequence[LogRow]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The inserts of `rows` (any mix of types): one (statement, arguments) per table, each
+    argument an array of one column, the rows in their order. Run them in one transaction;
+    the result is the same as running each row's own insert in that order."""
+    by_type: dict[type[LogRow], list[LogRow]] = {}
+    for row in rows:
+        by_type.setdefault(type(row), []).append(row)
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    for row_type, group in by_type.items():
+        args = [r.args() for r in _merged(group)]
+        columns = tuple(list(column) for column in zip(*args, strict=True))
+        statements.append((row_type.batch_sql, columns))
+    return statements
 
 
 async def _write(row: LogRow, ctx: AttemptContext) -> None:

@@ -696,6 +696,9 @@ class CytubePeer:
             await self.broadcast_chat(session.channel, session.name or "", format_chat(msg), meta)
 
     async def on_pm(self, sid: str, data: Any) -> None:
+        """chat.js ``handlePm``, in its order: signed in, not to oneself, a valid name, the
+        minimum rate limit, the recipient in this channel. No emptiness check and no
+        new-account spam filter (those belong to channel chat), as on the real server."""
         session = self.sessions.get(sid)
         msg, meta = self._chat_args(data)
         to = data.get("to") if isinstance(data, dict) else None
@@ -710,7 +713,22 @@ class CytubePeer:
             "msg": msg,
             "time": now_ms(),
         }
-        if not await self._may_send(session, record, self.pm_received, self.min_antiflood()):
+        self.pm_received.append(record)
+        refusal: tuple[str, str] | None = None
+        if not session.logged_in:
+            refusal = ("not_logged_in", "You must be signed in to send PMs")
+        elif session.name is not None and to.lower() == session.name.lower():
+            refusal = ("self", "You can't PM yourself!")
+        elif not USER_NAME.match(to):
+            refusal = ("invalid_name", f"PM failed: {to.lower()} isn't a valid username.")
+        if refusal is not None:
+            record["outcome"] = refusal[0]
+            await self.emit("errorMsg", {"msg": refusal[1]}, to=sid)
+            return
+        antiflood = self.min_antiflood()
+        if session.limiter.throttle(antiflood):
+            record["outcome"] = "throttled"
+            await self.emit("cooldown", 1000 / float(antiflood["sustained"]), to=sid)
             return
         chan = self.channel(session.channel)
         targets = [
@@ -721,7 +739,8 @@ class CytubePeer:
         fake = next((n for n in chan.fake_users if n.lower() == to.lower()), None)
         if not targets and fake is None:
             record["outcome"] = "no_such_user"
-            await self.emit("errorMsg", {"msg": f"Unable to PM {to}: user not found"}, to=sid)
+            message = f"PM failed: {to.lower()} isn't connected to this channel."
+            await self.emit("errorMsg", {"msg": message}, to=sid)
             return
         record["outcome"] = "delivered"
         recipient = targets[0].name if targets else fake

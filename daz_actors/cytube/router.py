@@ -2,12 +2,15 @@
 
 The connection actor tells it every typed event (`ChatMessage`, `PrivateMessage`,
 `UserJoined`, ...). For each chat line, private message, join, leave and media change the
-router runs ONE idempotent ``INSERT ... ON CONFLICT (event_id) ...`` through the
-SQL gateway, in arrival order (the rows are built in `chat_log`). The event id is a hash of
-the event's own fields, so the same line logged twice is stored once. If a write fails
-retryably, the router publishes ``chat.log.failed`` carrying the row as an intent
-(``chat.log``, ``pm.log`` or ``channel_event.log``); the retry queue keeps it and the
-intent's handler writes the row again later. The router never crashes on a failed write.
+router builds a row (in `chat_log`) and hands it to the room's log buffer, without waiting
+on the database: a writer task beside it stores the rows that arrived together in one
+transaction, one multi-row ``INSERT ... ON CONFLICT (event_id) ...`` per table, in arrival
+order (see `log_writer`). The event id is a hash of the event's own fields, so the same
+line logged twice is stored once. If a write fails retryably, the writer publishes
+``chat.log.failed`` carrying each row as an intent (``chat.log``, ``pm.log`` or
+``channel_event.log``); the retry queue keeps it and the intent's handler writes the row
+again later. Neither the router nor its writer crashes on a failed write, and the rows of
+a batch being written when the router crashes are written by its next incarnation.
 
 A line is stored twice over: ``message`` is the text as a reader sees it (entities
 unescaped, tags reduced to their text), ``raw_message`` what the server sent. A line's id
@@ -36,7 +39,6 @@ handler waits on.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -46,7 +48,6 @@ import attrs
 import trio
 
 from daz_actors.cytube.chat_log import (
-    LOG_INTENTS,
     LogRow,
     channel_event_write,
     chat_write,
@@ -91,108 +92,33 @@ from daz_actors.cytube.intents import (
     PendingCommand,
     Say,
 )
-from daz_actors.cytube.names import connection_name
+from daz_actors.cytube.log_writer import STOP_FLUSH, LogBuffer, LogWriter, StoredHook
+from daz_actors.cytube.router_params import RouterParams as RouterParams
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.log_summary import RepeatedWarnings
+from daz_actors.runtime.supervisor import Supervisor
 from daz_actors.storage.error_classes import DEFAULT_CLASSIFIER
-from daz_actors.storage.sql_gateway import GATEWAY_NAME
-from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
+from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
     "EventRouter",
     "GetRouterStats",
     "RouterParams",
+    "RouterStartable",
     "RouterStats",
     "build_router",
     "router_startable",
+    "routers_in",
 ]
 
 log = logging.getLogger("daz_actors.router")
 
 SEND_FAILED_TOPIC = "cytube.send.failed"
-LOG_FAILED_TOPIC = "chat.log.failed"
 STOP_GRACE = 2.0  # seconds running commands get to finish after an orderly stop
 MAX_RANKS = 10_000  # users whose rank is kept (a CyTube channel holds far fewer at once)
-
-# ---------------------------------------------------------------------------- params
-
-
-def _text(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise ValueError(f"{attr.name} must be a non-empty string without spaces, got {value!r}")
-
-
-def _bot_name(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or any(c.isspace() for c in value):
-        raise ValueError(f"bot_name must be a string without spaces, got {value!r}")
-
-
-def _seconds(*, positive: bool) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-            or (positive and value == 0)
-        ):
-            bound = "> 0" if positive else ">= 0"
-            raise ValueError(
-                f"{attr.name} must be a finite number of seconds {bound}, got {value!r}"
-            )
-
-    return check
-
-
-def _rank(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{attr.name} must be an integer rank, got {value!r}")
-
-
-def _flag(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{attr.name} must be true or false, got {value!r}")
-
-
-def _count(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attr.name} must be an integer >= 1, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class RouterParams:
-    """Parameters of a room's event router."""
-
-    channel: str = attrs.field(validator=_text)  # the CyTube channel
-    bot_name: str = attrs.field(default="", validator=_bot_name)  # its lines are not commands
-    command_prefix: str = attrs.field(default="!", validator=_text)  # starts a command
-    command_cooldown: float = attrs.field(default=3.0, validator=_seconds(positive=False))
-    # seconds a user waits before running the same command again
-    debug_min_rank: int = attrs.field(default=2, validator=_rank)  # rank `!debug` needs
-    log_history: bool = attrs.field(default=True, validator=_flag)
-    # store the lines the server replays on join (flagged is_history)
-    gateway: str = attrs.field(default=GATEWAY_NAME, validator=_text)  # SQL gateway's name
-    connection: str = attrs.field(default="", validator=_bot_name)
-    # the connection's registered name; "" means room:<channel>/connection
-    log_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
-    # seconds one log write may take before it fails (and is retried through the queue)
-    command_timeout: float = attrs.field(default=10.0, validator=_seconds(positive=True))
-    # seconds one command may run
-    reply_timeout: float = attrs.field(default=5.0, validator=_seconds(positive=True))
-    # seconds to wait for room in the connection's mailbox before the reply is queued
-    max_running_commands: int = attrs.field(default=16, validator=_count)
-    # commands running at once; more are ignored (counted)
-    command_retry_window: float = attrs.field(default=60.0, validator=_seconds(positive=False))
-    # a failed command older than this is not run again by the retry queue
-
-    @property
-    def connection_name(self) -> str:
-        """Where replies go."""
-        return self.connection or connection_name(self.channel)
-
 
 # ---------------------------------------------------------------------------- messages
 
@@ -207,7 +133,10 @@ class RouterStats:
     """Counters of one router incarnation."""
 
     logged: int = 0  # events written (or found already written)
-    log_failures: int = 0  # writes that failed (each one queued for retry)
+    log_failures: int = 0  # writes that failed (queued for retry, or refused for good)
+    log_pending: int = 0  # rows accepted and not yet written nor queued (the buffer)
+    log_batches: int = 0  # batch writes tried
+    log_full_waits: int = 0  # rows that waited for room in the full buffer (ever, the room's)
     history_skipped: int = 0  # history lines not stored (log_history = false)
     commands_started: int = 0
     commands_failed: int = 0  # each published command.<name>.failed
@@ -235,11 +164,17 @@ class EventRouter(Actor):
         *,
         commands: CommandRegistry,
         nursery: trio.Nursery,
+        log_buffer: LogBuffer | None = None,
         tree_state: TreeState | None = None,
         started_at: float = PROCESS_STARTED_AT,
         clock: Callable[[], float] = time.time,
+        on_stored: StoredHook | None = None,
     ) -> None:
         self.params = params
+        # the room's rows waiting to be written: kept across incarnations by the Startable
+        self.log_buffer = log_buffer if log_buffer is not None else LogBuffer(params.log_buffer)
+        self.on_stored = on_stored
+        self.writer: LogWriter | None = None  # its task, from on_start on
         self.commands = commands
         self.nursery = nursery  # where commands and replies run
         self.tree_state = tree_state
@@ -272,6 +207,28 @@ class EventRouter(Actor):
                 f"event router for {self.params.channel!r}: no SQL gateway registered as "
                 f"{self.params.gateway!r} (start the storage subtree before the rooms)"
             ) from None
+        self.writer = LogWriter(
+            self.log_buffer, db=self.db, bus=self.ctx.bus, source=self.ctx.name,
+            channel=self.params.channel, timeout=self.params.log_timeout,
+            batch=self.params.log_batch, on_stored=self.on_stored,
+        )  # fmt: skip
+        self.nursery.start_soon(self.writer.run)
+
+    async def on_stop(self) -> None:
+        """An orderly stop: the writer gets `STOP_FLUSH` seconds to write what is left, or
+        to hand it to the retry path (a crash leaves it in the buffer for the next
+        incarnation; so does a stop that takes longer)."""
+        writer = self.writer
+        if writer is None:  # it never started
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(STOP_FLUSH):
+            await writer.flush()
+        writer.stop()
+        if len(self.log_buffer):
+            log.warning(
+                "room %s: %d log rows not written at stop; kept for the next incarnation",
+                self.params.channel, len(self.log_buffer),
+            )  # fmt: skip
 
     async def handle(self, message: Any) -> Any:
         received_ms = int(self.clock() * 1000)
@@ -307,9 +264,18 @@ class EventRouter(Actor):
         ):
             pass  # the connection acts on these
         elif isinstance(message, GetRouterStats):
-            return attrs.evolve(
-                self.stats, ranks_tracked=len(self.ranks), cooldowns_tracked=len(self.cooldowns)
+            stats = attrs.evolve(
+                self.stats,
+                ranks_tracked=len(self.ranks),
+                cooldowns_tracked=len(self.cooldowns),
+                log_pending=len(self.log_buffer),
+                log_full_waits=self.log_buffer.full_waits,
             )
+            if (writer := self.writer) is not None:
+                stats.logged = writer.stored
+                stats.log_failures = writer.handed_over + writer.refused
+                stats.log_batches = writer.batches
+            return stats
         elif isinstance(message, CommandRun):
             # beside logging, never in this loop: the caller waits on the pending outcome
             pending = PendingCommand()
@@ -322,40 +288,8 @@ class EventRouter(Actor):
     # ------------------------------------------------------------------ logging
 
     async def _log(self, row: LogRow) -> None:
-        """Run one insert; a write that fails retryably is queued as its intent, and we go on."""
-        write_id = f"log-{row.event_id}"
-        try:
-            await self.db.execute(
-                row.sql, *row.args(), timeout=self.params.log_timeout, event_id=write_id
-            )
-        except CALL_FAILED as exc:  # the gateway failed, timed out, stopped or died
-            self.stats.log_failures += 1
-            verdict = DEFAULT_CLASSIFIER.classify(exc)
-            self.warnings.warning(
-                f"log:{row.table}:{verdict.code}",
-                "room %s: writing %s %s failed (%s); %s",
-                self.params.channel, row.table, row.event_id, verdict.code,
-                "queued for retry" if verdict.retryable else "permanent, not retried",
-            )  # fmt: skip
-            if verdict.retryable:
-                await self.ctx.bus.publish(
-                    LOG_FAILED_TOPIC,
-                    FailureEvent(
-                        topic=LOG_FAILED_TOPIC,
-                        source=self.ctx.name,
-                        operation="sql_operation",
-                        event_type=LOG_INTENTS[type(row)].name,
-                        error=str(exc),
-                        error_code=verdict.code,
-                        retryable=True,
-                        intent=LOG_INTENTS[type(row)].intent(row),
-                        plugin="chat-log",
-                        channel=self.params.channel,
-                        event_id=write_id,
-                    ),
-                )
-        else:
-            self.stats.logged += 1
+        """Hand the row to the writer (see `log_writer`); waits only when the buffer is full."""
+        await self.log_buffer.add(row)
 
     # ------------------------------------------------------------------ commands
 
@@ -564,6 +498,46 @@ class EventRouter(Actor):
 # ---------------------------------------------------------------------------- wiring
 
 
+class RouterStartable:
+    """A `Startable` running a fresh `EventRouter` per incarnation; the room's log buffer
+    is its own, so rows an incarnation did not write are written by the next one (and
+    metrics read it from the tree: `routers_in`)."""
+
+    def __init__(
+        self,
+        params: RouterParams,
+        commands: CommandRegistry,
+        *,
+        tree_state: TreeState | None = None,
+        started_at: float = PROCESS_STARTED_AT,
+        clock: Callable[[], float] = time.time,
+        on_stored: StoredHook | None = None,
+    ) -> None:
+        self.params = params
+        self.commands = commands
+        self.tree_state = tree_state
+        self.started_at = started_at
+        self.clock = clock
+        self.on_stored = on_stored
+        self.log_buffer = LogBuffer(params.log_buffer)
+
+    def __repr__(self) -> str:
+        return f"event-router({self.params.channel})"
+
+    async def __call__(
+        self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            router = EventRouter(
+                self.params, commands=self.commands, nursery=nursery,
+                log_buffer=self.log_buffer, tree_state=self.tree_state,
+                started_at=self.started_at, clock=self.clock, on_stored=self.on_stored,
+            )  # fmt: skip
+            await run_actor(router, ctx, task_status)
+            # an orderly stop: running commands get a moment to answer
+            nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
+
+
 def router_startable(
     params: RouterParams,
     *,
@@ -571,29 +545,25 @@ def router_startable(
     tree_state: TreeState | None = None,
     started_at: float = PROCESS_STARTED_AT,
     clock: Callable[[], float] = time.time,
-) -> Startable:
-    """A Startable running a fresh `EventRouter` per incarnation.
+    on_stored: StoredHook | None = None,
+) -> RouterStartable:
+    """The `RouterStartable` of a room's router.
 
     `commands` are added to the built-ins (a name clash is a `NameTaken` error now).
+    `on_stored` is called with each batch of rows once it is stored.
     """
     registry = builtin_commands(debug_min_rank=params.debug_min_rank)
     if commands is not None:
         registry.include(commands)
+    return RouterStartable(
+        params, registry, tree_state=tree_state, started_at=started_at, clock=clock,
+        on_stored=on_stored,
+    )  # fmt: skip
 
-    async def start(
-        ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            router = EventRouter(
-                params, commands=registry, nursery=nursery, tree_state=tree_state,
-                started_at=started_at, clock=clock,
-            )  # fmt: skip
-            await run_actor(router, ctx, task_status)
-            # an orderly stop: running commands get a moment to answer
-            nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
 
-    start.__qualname__ = f"event-router({params.channel})"
-    return start
+def routers_in(root: Supervisor) -> list[RouterStartable]:
+    """Every room's `RouterStartable` anywhere below `root` (they outlive restarts)."""
+    return [s for s in root.startables() if isinstance(s, RouterStartable)]
 
 
 def build_router(

@@ -29,6 +29,7 @@ import trio
 
 from daz_actors.cytube.events import ON_PURPOSE, ConnectionStatus
 from daz_actors.cytube.names import room_name
+from daz_actors.ops.health_params import HealthParams as HealthParams
 from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
 from daz_actors.runtime.actor import ActorContext, Startable
@@ -36,10 +37,8 @@ from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.supervisor import ChildInfo, Supervisor
-from daz_actors.runtime.validators import positive
 from daz_actors.storage import queue
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
-from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
@@ -85,19 +84,6 @@ class HealthReport:
 
     components: tuple[ComponentHealth, ...]
     recoveries: int  # recovery actions so far
-
-
-@attrs.frozen(kw_only=True)
-class HealthParams:
-    """Parameters of the ``health-monitor`` kind."""
-
-    interval: float = attrs.field(default=5.0, validator=positive)  # seconds between checks
-    grace_period: float = attrs.field(default=60.0, validator=positive)  # DOWN this long: act
-    media_stuck_after: float = attrs.field(default=300.0, validator=positive)  # seconds
-    db_latency_degraded: float = attrs.field(default=0.5, validator=positive)  # seconds
-    max_restarts_per_check: int = attrs.field(default=3, validator=positive)
-    max_reconnects_per_check: int = attrs.field(default=1, validator=positive)
-    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
 
 
 class _RootView:

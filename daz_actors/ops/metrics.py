@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from daz_actors.cluster.node import ClusterNode
 from daz_actors.cytube.connection import CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
+from daz_actors.cytube.router import routers_in
 from daz_actors.retry.worker import RetryWorker, WorkerStats
 from daz_actors.runtime.breaker import BreakerState
 from daz_actors.runtime.supervisor import ChildInfo, ChildState, Supervisor
@@ -30,6 +31,7 @@ from daz_actors.storage.sql_messages import GatewayStatus
 __all__ = [
     "CONTENT_TYPE",
     "ActorSnapshot",
+    "ChatLogSnapshot",
     "ClusterSnapshot",
     "ConnectionSnapshot",
     "Metrics",
@@ -112,6 +114,18 @@ class ConnectionSnapshot:
 
 
 @attrs.frozen(kw_only=True)
+class ChatLogSnapshot:
+    """One room's chat log buffer (`cytube/log_writer.py`), across router incarnations."""
+
+    channel: str
+    pending: int  # rows waiting to be written now
+    stored: int  # rows written
+    handed_over: int  # rows handed to the retry queue
+    refused: int  # rows PostgreSQL refused for good
+    full_waits: int  # rows that waited for room in the full buffer
+
+
+@attrs.frozen(kw_only=True)
 class ClusterSnapshot:
     """This node's counters and its last view of the cluster (from its last heartbeat)."""
 
@@ -166,6 +180,7 @@ class Snapshot:
     queue_error: str | None
     connections: tuple[ConnectionSnapshot, ...]
     retry: WorkerStats | None = None  # the retry workers' counters, added up
+    chat_logs: tuple[ChatLogSnapshot, ...] = ()  # the rooms' chat log buffers
     cluster: ClusterSnapshot | None = None  # this process as a cluster node, if it is one
 
 
@@ -280,6 +295,17 @@ async def snapshot(sources: Sources) -> Snapshot:
             for c in conns
         ),
         retry=_retry_totals(workers_in(tree.root)) if tree is not None else None,
+        chat_logs=tuple(
+            ChatLogSnapshot(
+                channel=r.params.channel,
+                pending=len(r.log_buffer),
+                stored=r.log_buffer.stored,
+                handed_over=r.log_buffer.handed_over,
+                refused=r.log_buffer.refused,
+                full_waits=r.log_buffer.full_waits,
+            )
+            for r in (routers_in(tree.root) if tree is not None else ())
+        ),
         cluster=None if sources.cluster is None else cluster_snapshot(sources.cluster),
     )
 
@@ -500,6 +526,32 @@ class _SnapshotCollector(Collector):
             yield sent
             yield rejected
             yield flagged
+        if snap.chat_logs:
+            pending = GaugeMetricFamily(
+                "daz_chat_log_pending",
+                "Chat log rows waiting in the room's buffer to be written.",
+                labels=["channel"],
+            )
+            rows = CounterMetricFamily(
+                "daz_chat_log_rows",
+                "Chat log rows by how they left the buffer: stored (written), queued (handed"
+                " to the retry queue), refused (by PostgreSQL, for good).",
+                labels=["channel", "outcome"],
+            )
+            full = CounterMetricFamily(
+                "daz_chat_log_buffer_full_waits",
+                "Chat log rows the router had to wait to buffer (the buffer was full).",
+                labels=["channel"],
+            )
+            for log_ in snap.chat_logs:
+                pending.add_metric([log_.channel], log_.pending)
+                rows.add_metric([log_.channel, "stored"], log_.stored)
+                rows.add_metric([log_.channel, "queued"], log_.handed_over)
+                rows.add_metric([log_.channel, "refused"], log_.refused)
+                full.add_metric([log_.channel], log_.full_waits)
+            yield pending
+            yield rows
+            yield full
         if snap.cluster is not None:
             yield from _cluster_metrics(snap.cluster)
 

@@ -39,7 +39,7 @@ from daz_actors.retry.intents import intent_data
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
 from daz_actors.runtime.bus import Overflow, Published
-from daz_actors.runtime.events import FailureEvent
+from daz_actors.runtime.events import FailureBatch, FailureEvent
 from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.metric_once import metric_once
 from daz_actors.storage import queue
@@ -231,15 +231,61 @@ class RetryCapture(Actor):
             if isinstance(event, ScheduleRetry):
                 return await self._enqueue(event.item)
             if isinstance(event, FailureEvent):
-                # only what a caller chose to have retried (an intent) is queued
-                if event.intent is None or not event.retryable or event.event_type in self.ignore:
-                    self.skipped += 1
-                    return False
-                policy = self.policies.get(event.operation) or self.policies["default"]
-                return await self._enqueue(item_for_failure(event, policy))
+                item = self._item(event)
+                return False if item is None else await self._enqueue(item)
+            if isinstance(event, FailureBatch):
+                items = [item for e in event.events if (item := self._item(e)) is not None]
+                return await self._enqueue_many(items)
             self.skipped += 1
             return False
         raise TypeError(f"retry capture does not handle {type(message).__name__}")
+
+    def _item(self, event: FailureEvent) -> NewItem | None:
+        """The queue item of `event`, or None (counted as skipped): only what a caller chose
+        to have retried (an intent) is queued."""
+        if event.intent is None or not event.retryable or event.event_type in self.ignore:
+            self.skipped += 1
+            return None
+        policy = self.policies.get(event.operation) or self.policies["default"]
+        return item_for_failure(event, policy)
+
+    async def _enqueue_many(self, items: list[NewItem]) -> int:
+        """Queue `items` in one call (the new ones counted), or spool them with one fsync
+        while the database is unreachable; anything else goes item by item (`_enqueue`),
+        so that one bad or oversized item keeps the others. The number queued or spooled."""
+        if not items:
+            return 0
+        if await self._drain():
+            try:
+                flags: tuple[bool, ...] = await self.db.run(
+                    partial(queue.enqueue_many, items=items), name="retry.enqueue"
+                )
+            except QueueInputError:  # one bad item refuses the statement: one at a time
+                return sum([await self._enqueue(item) for item in items])
+            except CALL_FAILED as exc:
+                if isinstance(exc, SqlError) and not exc.retryable:
+                    return sum([await self._enqueue(item) for item in items])
+                outage.warning(
+                    "spooling", "database unreachable (%s): spooling %d items", exc, len(items)
+                )
+            else:
+                for item, is_new in zip(items, flags, strict=True):
+                    self._count(item, "queued" if is_new else "duplicate")
+                self.queued += sum(flags)
+                self.duplicates += len(flags) - sum(flags)
+                log.info(
+                    "queued %d of %d items (%s) for retry",
+                    sum(flags), len(items), items[0].event_type,
+                )  # fmt: skip
+                return sum(flags)
+        try:
+            await self.spool.append_many_async(items)
+        except SpoolFull:  # not all of them fit: as many as fit, the rest refused and logged
+            return sum([await self._enqueue(item) for item in items])
+        self.spooled += len(items)
+        for item in items:
+            self._count(item, "spooled")
+        return len(items)
 
     def _count(self, item: NewItem, outcome: Outcome) -> None:
         """Count `item` once under `outcome` in the metric (the attributes are counted apart)."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import attrs
-
 from daz_actors.retry.outcomes import RetryOutcome
+from daz_actors.retry.params import FailureLogParams as FailureLogParams
 from daz_actors.runtime.actor import Actor, Startable, actor_factory
 from daz_actors.runtime.bus import Overflow, Published
-from daz_actors.runtime.events import ActorFailed, FailureEvent
+from daz_actors.runtime.events import ActorFailed, FailureBatch, FailureEvent
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.log_summary import RepeatedWarnings
 
@@ -19,20 +18,6 @@ __all__ = ["FailureLog", "FailureLogParams", "build_failure_log"]
 log = logging.getLogger("daz_actors.failures")
 # one line per topic and error code per interval: an outage fails every call the same way
 repeated = RepeatedWarnings(log)
-
-
-def _patterns(_inst: object, _attr: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    if not value or any(not p for p in value):
-        raise ValueError("patterns must be a non-empty list of non-empty topic patterns")
-
-
-@attrs.frozen(kw_only=True)
-class FailureLogParams:
-    """Parameters of the ``failure-log`` kind."""
-
-    patterns: tuple[str, ...] = attrs.field(
-        default=("*.failed", "*.error", "*.timeout", "actor.crashed"), validator=_patterns
-    )  # topics to log
 
 
 class FailureLog(Actor):
@@ -76,6 +61,19 @@ class FailureLog(Actor):
                     "channel": event.channel,
                     "error": event.error,
                 },
+            )
+        elif isinstance(event, FailureBatch) and event.events:
+            first = event.events[0]
+            repeated.warning(
+                f"{message.topic} {first.error_code}",
+                "%s from %s: %d failures: %s (code %s, %s)",
+                message.topic,
+                first.source,
+                len(event.events),
+                first.error,
+                first.error_code,
+                "retryable" if first.retryable else "permanent",
+                extra={"actor": first.source, "channel": first.channel, "error": first.error},
             )
         elif isinstance(event, ActorFailed):
             log.warning(

@@ -6,45 +6,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import attrs
 from prometheus_client import CollectorRegistry
 
 from daz_actors.retry.capture import CAPTURE_NAME, capture_with_spool
 from daz_actors.retry.dispatcher import RetryDispatcher
 from daz_actors.retry.handlers import HandlerRegistry
+from daz_actors.retry.params import RetryParams as RetryParams
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.retry.worker import RetryWorker
 from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.supervision_policy import Strategy, SupervisorPolicy
 from daz_actors.runtime.supervisor import ChildSpec, Supervisor
-from daz_actors.runtime.validators import at_most, positive
-from daz_actors.storage.error_classes import ErrorRules
-from daz_actors.storage.sql_gateway import GATEWAY_NAME
 
 __all__ = ["RetryParams", "build_retry"]
-
-
-@attrs.frozen(kw_only=True)
-class RetryParams(ErrorRules):
-    """Parameters of the ``retry`` kind."""
-
-    worker_count: int = attrs.field(default=3, validator=[positive, at_most(64)])  # workers
-    # items per acquire
-    batch_size: int = attrs.field(default=10, validator=[positive, at_most(1000)])
-    lock_timeout: float = attrs.field(default=300.0, validator=positive)  # seconds
-    poll_interval: float = attrs.field(default=5.0, validator=positive)  # seconds
-    cleanup_interval: float = attrs.field(default=3600.0, validator=positive)  # seconds
-    retention_days: float = attrs.field(default=7.0, validator=positive)  # finished rows kept
-    worker_shutdown_timeout: float = 10.0  # seconds a stopping worker may finish its attempt
-    gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
-    capture_patterns: tuple[str, ...] = ("*.failed", "*.error", "*.timeout")
-    ignore_event_types: tuple[str, ...] = ("sql.query", "sql.run")  # cannot be redone later
-    disabled_handlers: tuple[str, ...] = ()  # event types whose handler is switched off
-    spool_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=positive)
-    # bound of the local spool used while PostgreSQL is unreachable
-
-    def __attrs_post_init__(self) -> None:
-        self.classifier()
 
 
 class RetrySettings(Protocol):

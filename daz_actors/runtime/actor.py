@@ -14,7 +14,7 @@ incarnation's `ActorContext` and trio's ``task_status``; it calls
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -148,6 +148,30 @@ async def run_actor(instance: Actor, ctx: ActorContext, task_status: trio.TaskSt
     get = ctx.mailbox.get
     handle = instance.handle
     stop = ctx._stop_requested
+    try:
+        await _handle_messages(ctx, get, handle, stop)
+    except trio.Cancelled:
+        # an orderly stop cancels an idle actor where it waits for its next message: it
+        # still gets its on_stop (shielded; the supervisor's shutdown timeout cancels it)
+        if stop.is_set() and ctx.idle and ctx._killed is None:
+            await _on_stop_after_cancel(instance, ctx)
+        raise
+    await instance.on_stop()
+
+
+async def _on_stop_after_cancel(instance: Actor, ctx: ActorContext) -> None:
+    scope = trio.CancelScope(shield=True)
+    ctx._cancel_scope = scope  # what the supervisor cancels when the stop times out
+    with scope:
+        await instance.on_stop()
+
+
+async def _handle_messages(
+    ctx: ActorContext,
+    get: Callable[[], Awaitable[Any]],
+    handle: Callable[[Any], Awaitable[Any]],
+    stop: trio.Event,
+) -> None:
     while not stop.is_set() and not ctx._finish:
         message = await get()
         ctx.idle = False
@@ -167,7 +191,6 @@ async def run_actor(instance: Actor, ctx: ActorContext, task_status: trio.TaskSt
             await handle(message)
         ctx.current_message = None
         ctx.idle = True
-    await instance.on_stop()
 
 
 def actor_factory(factory: Callable[[], Actor]) -> Startable:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ActorFailed", "FailureEvent", "Intent", "new_id"]
+__all__ = ["ActorFailed", "FailureBatch", "FailureEvent", "Intent", "new_id"]
 
 
 def new_id() -> str:
@@ -59,6 +59,17 @@ class FailureEvent:
     event_id: str = attrs.field(factory=new_id)  # idempotency key for the queue
     correlation_id: str = attrs.field(factory=new_id)  # follows the operation everywhere
     occurred_at: float = attrs.field(factory=time.time)  # wall-clock seconds since epoch
+
+
+@attrs.frozen(kw_only=True)
+class FailureBatch:
+    """Several failures of one operation, published at once on one topic (the rows of a
+    batch write that failed together). Each is what its `FailureEvent` says; as one
+    message, the retry capture queues (or spools) them in one call, and a capture that
+    crashes on it is given the whole batch again."""
+
+    topic: str  # where it was published, e.g. "chat.log.failed"
+    events: tuple[FailureEvent, ...]  # in order; each with its own event id and intent
 
 
 @attrs.frozen(kw_only=True)

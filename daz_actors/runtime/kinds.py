@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
-from daz_actors.runtime.actor import Startable
 from daz_actors.runtime.config_reader import read_attrs
 from daz_actors.runtime.errors import NameTaken, UnknownActorKind
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a config is read without importing trio
+    from daz_actors.runtime.actor import Startable
     from daz_actors.runtime.bus import EventBus
     from daz_actors.runtime.registry import Registry
 

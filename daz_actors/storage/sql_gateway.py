@@ -16,14 +16,12 @@ import logging
 from typing import Any
 
 import asyncpg
-import attrs
 import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from daz_actors.runtime.actor import ActorContext
-from daz_actors.runtime.backoff import BackoffPolicy, Jitter
-from daz_actors.runtime.breaker import BreakerPolicy, CircuitBreaker
+from daz_actors.runtime.breaker import CircuitBreaker
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.events import FailureEvent, new_id
 from daz_actors.runtime.kinds import BuildContext
@@ -31,8 +29,9 @@ from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.metric_once import metric_once
 from daz_actors.storage.embedded_pg import redact_dsn
-from daz_actors.storage.error_classes import ErrorRules
 from daz_actors.storage.errors import CircuitOpen, DatabaseUnavailable, SqlError
+from daz_actors.storage.gateway_params import GATEWAY_NAME as GATEWAY_NAME
+from daz_actors.storage.gateway_params import SqlGatewayParams as SqlGatewayParams
 from daz_actors.storage.sql_messages import (
     Execute,
     ExecuteMany,
@@ -46,61 +45,11 @@ from daz_actors.storage.sql_messages import (
 
 __all__ = ["SqlGateway", "SqlGatewayParams", "build_sql_gateway"]
 
-GATEWAY_NAME = "sql-gateway"  # its registered name unless a config says otherwise
-
 log = logging.getLogger("daz_actors.sql")
 # one line per operation and error code per interval: an outage fails every call alike
 failed_calls = RepeatedWarnings(log)
 
 POOL_CLOSE_TIMEOUT = 5.0
-
-
-@attrs.frozen(kw_only=True)
-class SqlGatewayParams(ErrorRules):
-    """Parameters of the ``sql-gateway`` kind."""
-
-    pool_min_size: int = 1  # connections kept open
-    pool_max_size: int = 10  # connections at most
-    call_timeout: float = 15.0  # seconds, when a request gives none
-    connect_timeout: float = 10.0  # seconds for one connection attempt
-    max_concurrent_calls: int = 64  # requests served at once; more wait in the mailbox
-    reconnect_initial: float = 0.5  # seconds before the second connection attempt
-    reconnect_max: float = 30.0  # cap of the reconnect backoff
-    breaker_window: int = 20  # outcomes the breaker remembers
-    breaker_min_calls: int = 5  # outcomes before it may open
-    breaker_failure_ratio: float = 0.5  # failure ratio that opens it
-    breaker_open_seconds: float = 5.0  # how long it stays open before a probe
-
-    def __attrs_post_init__(self) -> None:
-        if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
-            raise ValueError(
-                f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, pool_max_size "
-                f">= 1; got {self.pool_min_size} and {self.pool_max_size}"
-            )
-        for name in ("call_timeout", "connect_timeout", "reconnect_initial", "reconnect_max"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.max_concurrent_calls < 1:
-            raise ValueError(f"max_concurrent_calls must be >= 1, got {self.max_concurrent_calls}")
-        self.breaker_policy()
-        self.classifier()
-        self.reconnect_backoff()
-
-    def breaker_policy(self) -> BreakerPolicy:
-        return BreakerPolicy(
-            window=self.breaker_window,
-            min_calls=self.breaker_min_calls,
-            failure_ratio=self.breaker_failure_ratio,
-            open_seconds=self.breaker_open_seconds,
-        )
-
-    def reconnect_backoff(self) -> BackoffPolicy:
-        return BackoffPolicy(
-            initial=self.reconnect_initial,
-            multiplier=2.0,
-            max_delay=max(self.reconnect_max, self.reconnect_initial),
-            jitter=Jitter.PROPORTIONAL,
-        )
 
 
 async def _no_session_reset(_conn: Any) -> None:

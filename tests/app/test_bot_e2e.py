@@ -209,14 +209,25 @@ async def test_the_bot_logs_answers_survives_a_database_outage_and_a_server_rest
             # "!about" was said twice, so it is two rows
             said = {"hello world": 1, "!uptime": 1, "!help": 1, "!about": 2}
             said |= dict.fromkeys(during, 1)
-            rows = {
-                message: await fetchval(
-                    "SELECT count(*) FROM daz_chat_messages"
-                    " WHERE message = $1 AND username <> 'bot'",
-                    message,
+            rows: dict[str, int] = {}
+
+            async def stored_as_said() -> bool:
+                # the row of a line is written beside its command's run (the router's log
+                # writer), so the reply can come before the line's row: wait for it
+                rows.update(
+                    {
+                        message: await fetchval(
+                            "SELECT count(*) FROM daz_chat_messages"
+                            " WHERE message = $1 AND username <> 'bot'",
+                            message,
+                        )
+                        for message in said
+                    }
                 )
-                for message in said
-            }
+                return rows == said
+
+            with contextlib.suppress(trio.TooSlowError):
+                await poll(stored_as_said, timeout=30)
             assert rows == said
     finally:
         process.send_signal(signal.SIGTERM)

@@ -138,9 +138,11 @@ async def test_pm_to_someone_present_is_delivered(cytube_peer):
     sup, connection, _bus = room(cytube_peer, seen)
     async with open_tree(sup):
         await joined(connection)
-        # a second real client would be needed for a real recipient: the bot PMs itself
-        reply = await sup.ref("connection").ask(SendPrivate(to="bot", msg="note"), timeout=10)
+        await trio.to_thread.run_sync(cytube_peer.add_user, CHANNEL, "ann")
+        reply = await sup.ref("connection").ask(SendPrivate(to="ann", msg="note"), timeout=10)
+        state = await trio.to_thread.run_sync(cytube_peer.state)
     assert reply == Delivered(parts=1)
+    assert [(p["to"], p["outcome"]) for p in state["pm_received"]] == [("ann", "delivered")]
 
 
 async def test_a_login_refused_for_good_is_not_retried_and_sends_are_not_queued(cytube_peer):

@@ -330,6 +330,35 @@ async def test_pm_delivered_and_echoed(cytube_peer: PeerProcess) -> None:
         assert (pm["username"], pm["msg"]) == ("carol", "from control")
 
 
+async def test_pm_refusals_follow_chat_js(cytube_peer: PeerProcess) -> None:
+    """handlePm's refusals, worded as the real server words them: to oneself (any case), an
+    invalid name, an absent user, and a socket not signed in; a blank PM is delivered."""
+    async with member(cytube_peer, "alice") as alice, member(cytube_peer, "bob") as bob:
+        for to, expected in [
+            ("ALICE", "You can't PM yourself!"),
+            ("no way", "PM failed: no way isn't a valid username."),
+            ("Nobody", "PM failed: nobody isn't connected to this channel."),
+        ]:
+            await alice.emit("pm", {"to": to, "msg": "hello?", "meta": {}})
+            assert (await alice.event("errorMsg", "pm")).args[0] == {"msg": expected}
+        await alice.emit("pm", {"to": "bob", "msg": "   ", "meta": {}})
+        assert (await bob.event("pm")).args[0]["msg"] == "   "
+    async with connected(cytube_peer) as guest:
+        await guest.join()
+        await guest.emit("pm", {"to": "alice", "msg": "hi", "meta": {}})
+        assert (await guest.event("errorMsg")).args[0] == {
+            "msg": "You must be signed in to send PMs"
+        }
+    outcomes = [(p["to"], p["outcome"]) for p in cytube_peer.state()["pm_received"]]
+    assert outcomes == [
+        ("ALICE", "self"),
+        ("no way", "invalid_name"),
+        ("Nobody", "no_such_user"),
+        ("bob", "delivered"),
+        ("alice", "not_logged_in"),
+    ]
+
+
 async def test_add_user_and_user_leave(cytube_peer: PeerProcess) -> None:
     """Others get addUser when a user joins and userLeave when it disconnects, fake ones too."""
     async with member(cytube_peer, "alice") as alice:

@@ -14,6 +14,7 @@ from daz_actors import (
     ActorStopped,
     AskTimeout,
     ChildSpec,
+    ChildState,
     NoSuchActor,
     Registry,
     actor_factory,
@@ -218,3 +219,55 @@ async def test_mailbox_depth_and_refusals_reach_the_metrics():
     assert (info.mailbox_depth, info.mailbox_full) == (1, 1)
     actor = next(a for a in snap.actors if a.path == "n")
     assert (actor.mailbox_depth, actor.mailbox_full) == (1, 1)
+
+
+class Stopping(Actor):
+    """Records its on_stop; its on_stop awaits (a checkpoint), as one that flushes would."""
+
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    async def handle(self, message: object) -> object:
+        self.seen.append(message)
+        return "ok"
+
+    async def on_stop(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.seen.append(("on_stop", self.ctx.incarnation))
+
+
+async def test_on_stop_runs_for_an_actor_idle_when_the_tree_stops():
+    """An orderly stop reaches an idle actor where it waits for its next message: its
+    on_stop still runs (and may await), once per incarnation."""
+    seen: list[object] = []
+    sup = supervisor(
+        "sup",
+        [ChildSpec(name="s", start=actor_factory(lambda: Stopping(seen)))],
+        fast_policy(),
+    )
+    with trio.fail_after(10):
+        async with open_tree(sup):
+            assert await sup.ref("s").ask("hello") == "ok"
+            await trio.testing.wait_all_tasks_blocked()
+    assert seen == ["hello", ("on_stop", 1)]
+
+
+async def test_on_stop_is_skipped_for_a_killed_actor():
+    """A kill is a crash, not an orderly stop: no on_stop for that incarnation."""
+    seen: list[object] = []
+    sup = supervisor(
+        "sup",
+        [ChildSpec(name="s", start=actor_factory(lambda: Stopping(seen)))],
+        fast_policy(),
+    )
+    with trio.fail_after(10):
+        async with open_tree(sup):
+            await sup.ref("s").ask("hello")
+            sup.kill_child("s", "test")
+            await wait_until(
+                lambda: [(c.incarnation, c.state) for c in sup.which_children()]
+                == [(2, ChildState.RUNNING)]
+            )
+            assert await sup.ref("s").ask("again") == "ok"
+            await trio.testing.wait_all_tasks_blocked()
+    assert seen == ["hello", "again", ("on_stop", 2)]
