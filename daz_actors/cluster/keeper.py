@@ -80,6 +80,7 @@ class LeaseKeeper:
         self.dsn = dsn  # the keeper's own connections: renewals, claims, LISTEN
         self.notifications = 0  # leases-given-back notifications received
         self._busy: set[str] = set()  # channels whose room is starting, running or stopping
+        self._registered = False  # a first heartbeat went through (this incarnation)
         self._wake = trio.Event()
         self._warnings = RepeatedWarnings(log)
 
@@ -228,6 +229,12 @@ class LeaseKeeper:
             return
         node.view, node.view_at = view, trio.current_time()
         self._apply_renewals(view, self._deadline(sent_at))
+        if not self._registered:
+            # claim nothing on the first heartbeat: nodes started together all register
+            # first, so the first one up does not take every channel only to hand most of
+            # them over once the others have settled
+            self._registered = True
+            return
         claims, gives = self._decide(view)
         jobs = self._free_singletons(view)
         if claims or jobs:
