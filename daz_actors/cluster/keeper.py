@@ -88,6 +88,7 @@ class LeaseKeeper:
         self, ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         ctx.idle = False  # an orderly stop must give the leases back, not be cancelled
+        self._registered = False
         db = ClusterDb(self.dsn)
         for fence in [*self.node.fences.values(), *self.node.singletons.values()]:
             fence.close("the lease keeper restarted")  # its rooms must go
@@ -248,9 +249,8 @@ class LeaseKeeper:
         for channel in gives:
             fence = node.fences.get(channel)
             if fence is not None and fence.is_open():
-                fence.close(
-                    "placement gives it to another node"
-                )  # its room task stops the room, then releases the lease
+                # its room task stops the room, then releases the lease
+                fence.close("placement gives it to another node")
 
     def _apply_renewals(self, view: sql.ClusterView, deadline: float) -> None:
         node = self.node
