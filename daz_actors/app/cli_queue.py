@@ -570,7 +570,8 @@ def requeue_command(
 ) -> None:
     """Put dead letters back in the queue: ITEM_ID... or --all-dead [--type T] [--older-than D].
 
-    A requeued item is pending, due at once, with its retry count reset.
+    A requeued item is pending, due at once, with its retry count reset; the requeue is
+    recorded in its history with who asked.
     """
     from daz_actors.storage import queue
 
@@ -581,15 +582,21 @@ def requeue_command(
     if not all_dead and (event_type is not None or older_than is not None):
         raise click.UsageError("--type and --older-than only go with --all-dead")
 
+    by = f"cli:{getpass.getuser()}"  # recorded in each requeued item's history
+
     async def by_filter(conn: Any) -> _RequeueResult:
-        ids = await queue.requeue_dead_letters(conn, event_type=event_type, older_than=older_than)
+        ids = await queue.requeue_dead_letters(
+            conn, event_type=event_type, older_than=older_than, by=by
+        )
         return _RequeueResult(requeued=ids, not_found=[], not_dead={})
 
     async def by_id(conn: Any) -> _RequeueResult:
-        result = _RequeueResult(requeued=[], not_found=[], not_dead={})
-        for item_id in dict.fromkeys(item_ids):
-            if await queue.requeue_dead_letter(conn, item_id):
-                result.requeued.append(item_id)
+        wanted = list(dict.fromkeys(item_ids))
+        done = set(await queue.requeue(conn, wanted, by=by))
+        requeued = [i for i in wanted if i in done]
+        result = _RequeueResult(requeued=requeued, not_found=[], not_dead={})
+        for item_id in wanted:
+            if item_id in done:
                 continue
             item = await queue.get(conn, item_id)
             if item is None:

@@ -5,6 +5,7 @@ Layout::
     data_dir = "..."                 # optional; default $DAZ_DATA_DIR or the user data dir
     [database]   url = "..."         # optional; $DAZ_DATABASE_URL wins; none = embedded
     [http]       host, port          # /healthz /readyz /metrics (127.0.0.1:9464)
+                 dashboard, read_only, token_env   # the dashboard at / (same address)
     [tree]       root = "daz"        # the root supervisor
     [supervisors.NAME]               # strategy, intensity, backoff, children = [names]
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
@@ -62,6 +63,14 @@ def _port(_inst: object, _attr: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"port must be between 0 and 65535, got {value!r}")
 
 
+def _env_name(_inst: object, _attr: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not value.replace("_", "").isalnum() or value[0].isdigit():
+        raise ValueError(
+            "token_env must be an environment variable name (letters, digits and _, not"
+            f" starting with a digit), got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class HttpConfig:
     """Where /healthz, /readyz and /metrics are served (loopback by default)."""
@@ -69,6 +78,10 @@ class HttpConfig:
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback: expose it on purpose, not by accident
     port: int = attrs.field(default=9464, validator=_port)  # 0: any free port (logged)
+    dashboard: bool = True  # the operators' dashboard at / (docs/dashboard.md)
+    read_only: bool = False  # the dashboard hides and refuses its actions
+    # the environment variable holding the dashboard's access token (required off loopback)
+    token_env: str = attrs.field(default="DAZ_DASHBOARD_TOKEN", validator=_env_name)
 
 
 @attrs.frozen(kw_only=True)

@@ -225,9 +225,10 @@ class Demo:
         self.db = SqlClient(system.registry.lookup(GATEWAY_NAME), default_timeout=3.0)
         self.started = self.run_started = trio.current_time()
         metrics = f"http://127.0.0.1:{system.http_port}/metrics" if system.http_port else "off"
+        dashboard = system.dashboard_url or "off"
         self.header = (
             f"daz-actors demo: channel {CHANNEL!r} on {self.server.url}, "
-            f"{len(self.chatters)} chatters, metrics {metrics}"
+            f"{len(self.chatters)} chatters, metrics {metrics}, dashboard {dashboard}"
         )
         self._say_line(self.header)
         soak = self.options.soak

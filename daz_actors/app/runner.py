@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -18,8 +19,9 @@ from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
 from daz_actors.cluster.node import ClusterNode
+from daz_actors.ops.dashboard import Dashboard, DashboardRefused, DashboardSettings, check_exposure
 from daz_actors.ops.http import serve_http
-from daz_actors.ops.logging import register_dsn_password
+from daz_actors.ops.logging import register_dsn_password, register_secret
 from daz_actors.ops.metrics import Metrics, Sources
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import DazActorsError, StopForced, SupervisorGaveUp
@@ -36,6 +38,7 @@ from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
 
 __all__ = [
+    "EXIT_DASHBOARD_REFUSED",
     "EXIT_DATA_DIR_IN_USE",
     "EXIT_FORCED",
     "EXIT_GAVE_UP",
@@ -51,6 +54,7 @@ log = logging.getLogger("daz_actors.run")
 
 EXIT_GAVE_UP = 1  # the root supervisor exceeded its restart intensity
 EXIT_STARTUP_FAILED = 2  # the database could not be prepared
+EXIT_DASHBOARD_REFUSED = 3  # the dashboard would be exposed off loopback without a token
 EXIT_HTTP_UNAVAILABLE = 4  # the HTTP address could not be bound (in use, not allowed)
 EXIT_DATA_DIR_IN_USE = 5  # another process runs on the same data directory
 EXIT_FORCED = 6  # a second signal cancelled what had not stopped in order
@@ -77,6 +81,7 @@ class RunningSystem:
     sources: Sources  # what /readyz and /metrics read: `await snapshot(sources)`
     metrics: Metrics
     http_port: int | None  # where /healthz /readyz /metrics are served, if they are
+    dashboard_url: str | None = None  # the dashboard's address, if it is served
 
 
 Alongside = Callable[[RunningSystem], Awaitable[None]]
@@ -154,7 +159,14 @@ async def _serve_alongside(
     if http.enabled:
         try:
             port = await nursery.start(
-                partial(serve_http, sources, host=http.host, port=http.port, metrics=metrics)
+                partial(
+                    serve_http,
+                    sources,
+                    host=http.host,
+                    port=http.port,
+                    metrics=metrics,
+                    dashboard=_dashboard(http, registry),
+                )
             )
         except* OSError as group:  # the address is taken or not ours: stop the tree in order
             failed.append(_http_unavailable(http, group))
@@ -163,7 +175,12 @@ async def _serve_alongside(
             return
     if alongside is not None:
         system = RunningSystem(
-            tree=tree, registry=registry, sources=sources, metrics=metrics, http_port=port
+            tree=tree,
+            registry=registry,
+            sources=sources,
+            metrics=metrics,
+            http_port=port,
+            dashboard_url=dashboard_url(http, port),
         )
 
         scope = trio.CancelScope()  # a signal's shutdown cancels the task first
@@ -191,6 +208,31 @@ def _http_unavailable(http: HttpConfig, group: BaseExceptionGroup[OSError]) -> H
         error = error.exceptions[0]
     reason = getattr(error, "strerror", None) or str(error)
     return HttpUnavailable(f"cannot serve HTTP on {http.host}:{http.port}: {reason}")
+
+
+def dashboard_settings(http: HttpConfig) -> DashboardSettings:
+    """The dashboard's settings: the config's, with the token read from its variable."""
+    token = os.environ.get(http.token_env) or None
+    register_secret(token)
+    return DashboardSettings(read_only=http.read_only, token=token, token_env=http.token_env)
+
+
+def dashboard_url(http: HttpConfig, port: int | None) -> str | None:
+    """Where the dashboard answers (None when it is not served)."""
+    if not (http.enabled and http.dashboard) or port is None:
+        return None
+    host = f"[{http.host}]" if ":" in http.host else http.host
+    if host in ("0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/"
+
+
+def _dashboard(http: HttpConfig, registry: Registry) -> Dashboard | None:
+    if not http.dashboard:
+        return None
+    gateway = registry.get(GATEWAY_NAME)
+    database = None if gateway is None else SqlClient(gateway, default_timeout=15.0)
+    return Dashboard(database=database, settings=dashboard_settings(http))
 
 
 def _sources(tree: Tree, registry: Registry, cluster: ClusterNode | None = None) -> Sources:
@@ -222,6 +264,12 @@ def run_config(
     ``daz-actors demo`` uses); an exception from it stops the tree and propagates; a
     shutdown begun otherwise (a signal) cancels it first.
     """
+    if config.http.enabled and config.http.dashboard:
+        try:
+            check_exposure(config.http.host, dashboard_settings(config.http))
+        except DashboardRefused as exc:
+            log.critical("%s", exc)
+            return EXIT_DASHBOARD_REFUSED
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(lock_data_dir(config.data_dir))

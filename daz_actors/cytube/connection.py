@@ -205,6 +205,8 @@ class CytubeConnection:
         self.dropped_fenced = 0  # events received after the fence closed (not passed on)
         self.status = ConnectionStatus.DISCONNECTED
         self.status_reason = ""  # why it is in that status
+        self.status_since = time.time()  # wall-clock time of the last change of status
+        self.last_event_at: float | None = None  # wall-clock time of the last typed event
         self.reconnects = 0  # sessions started after the first
         self.last_media_update: float | None = None  # trio time of the last mediaUpdate
         self.received = 0  # typed events received
@@ -451,6 +453,7 @@ class CytubeConnection:
         for flag in checked.flags:
             self.flagged[(packet.name, flag)] += 1
         self.received += 1
+        self.last_event_at = time.time()
         if isinstance(event, ChatMessage | PrivateMessage):
             event = attrs.evolve(event, seq=self._occurrence(event))
         await self._apply(ws, event)
@@ -608,6 +611,8 @@ class CytubeConnection:
             return
         changed = status is not self.status
         self.status, self.status_reason = status, reason
+        if changed:
+            self.status_since = time.time()
         if changed and not quiet:
             log.info(
                 "room %s: %s%s", self.params.channel, status.value, f" ({reason})" if reason else ""

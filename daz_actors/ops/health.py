@@ -30,8 +30,8 @@ import trio
 from daz_actors.cytube.events import ON_PURPOSE, ConnectionStatus
 from daz_actors.cytube.names import room_name
 from daz_actors.ops.health_params import HealthParams as HealthParams
-from daz_actors.ops.http import readiness
 from daz_actors.ops.metrics import Snapshot, Sources, snapshot
+from daz_actors.ops.readiness import readiness
 from daz_actors.runtime.actor import ActorContext, Startable
 from daz_actors.runtime.errors import DazActorsError
 from daz_actors.runtime.kinds import BuildContext

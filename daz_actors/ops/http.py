@@ -1,13 +1,15 @@
-"""Health and metrics over HTTP/1.1: ``/healthz``, ``/readyz`` and ``/metrics``.
-
-A small h11 server on `trio.serve_tcp` (no ASGI framework, no extra dependency): GET
-(and HEAD) only, bodies ignored, keep-alive honoured, idle connections closed after
-`IDLE_TIMEOUT` seconds. Bound to loopback unless told otherwise.
+"""Health, metrics and the operators' dashboard over HTTP: Starlette served by Hypercorn's
+trio worker, in the process's own trio run.
 
 - ``/healthz``: liveness, 200 while the tree's root supervisor runs, else 503.
 - ``/readyz``: readiness, 200 when the database is connected (and its breaker not open)
   and every room is joined, else 503; the JSON body lists every component's status.
 - ``/metrics``: the Prometheus text exposition (see `daz_actors.ops.metrics`).
+- everything else, when a `Dashboard` is given: the dashboard (`daz_actors.ops.dashboard`).
+
+The three endpoints answer GET and HEAD only (405 with ``Allow: GET, HEAD`` otherwise) and
+need no token. Bound to loopback unless told otherwise; the dashboard refuses any other
+address without an access token (`DashboardRefused`, raised before anything listens).
 """
 
 from __future__ import annotations
@@ -15,107 +17,63 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
-import attrs
-import h11
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from daz_actors.cytube.events import ConnectionStatus
-from daz_actors.cytube.names import room_name
-from daz_actors.ops.metrics import CONTENT_TYPE, Metrics, Snapshot, Sources, snapshot
-from daz_actors.runtime.breaker import BreakerState
+from daz_actors.ops.dashboard import Dashboard, check_exposure, dashboard_routes
+from daz_actors.ops.metrics import CONTENT_TYPE, Metrics, Sources, snapshot
+from daz_actors.ops.readiness import Component as Component
+from daz_actors.ops.readiness import readiness as readiness
 
-__all__ = ["Component", "Response", "readiness", "serve_http"]
+__all__ = ["Component", "build_app", "readiness", "serve_http"]
 
 log = logging.getLogger("daz_actors.http")
 
-IDLE_TIMEOUT = 30.0  # seconds a connection may sit between or inside requests
-MAX_RECEIVE = 16384
-SERVER_HEADER = b"daz-actors"
-ALLOWED = b"GET, HEAD"
+IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit between requests
+SERVER_HEADER = "daz-actors"
+ALLOWED = "GET, HEAD"
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-@attrs.frozen
-class Component:
-    """One component's readiness."""
-
-    status: str  # "UP" or "DOWN"
-    reason: str
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, sort_keys=True).encode() + b"\n"
+    return Response(body, status, headers=headers, media_type="application/json")
 
 
-@attrs.frozen
-class Response:
-    """What a route answers."""
-
-    status: int
-    body: bytes
-    content_type: bytes = b"application/json"
-    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _json(status: int, payload: Any, *headers: tuple[bytes, bytes]) -> Response:
-    return Response(
-        status, json.dumps(payload, sort_keys=True).encode() + b"\n", b"application/json", headers
-    )
+def _get_only(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` for GET and HEAD; 405 with an Allow header for any other method."""
 
-
-def readiness(snap: Snapshot) -> dict[str, Component]:
-    """Every component's readiness, by name (``tree``, ``database``, ``room:<channel>``)."""
-    components: dict[str, Component] = {}
-    if snap.tree_configured:
-        if snap.tree_stopping:
-            components["tree"] = Component("DOWN", "stopping")
-        elif snap.root_running:
-            components["tree"] = Component("UP", "root supervisor running")
-        else:
-            components["tree"] = Component("DOWN", "root supervisor not running")
-    if snap.gateway_configured:
-        gw = snap.gateway
-        if gw is None:
-            components["database"] = Component("DOWN", snap.gateway_error or "no status")
-        elif not gw.connected:
-            components["database"] = Component("DOWN", f"not connected to {gw.database}")
-        elif gw.breaker is BreakerState.OPEN:
-            components["database"] = Component("DOWN", "circuit breaker open")
-        else:
-            components["database"] = Component("UP", f"breaker {gw.breaker.value}")
-    for conn in snap.connections:
-        joined = conn.status is ConnectionStatus.JOINED
-        reason = f"{conn.status.value}: {conn.reason}" if conn.reason else conn.status.value
-        components[room_name(conn.channel)] = Component("UP" if joined else "DOWN", reason)
-    return components
-
-
-class _App:
-    def __init__(self, sources: Sources, metrics: Metrics) -> None:
-        self.sources = sources
-        self.metrics = metrics
-        self.routes: dict[str, Callable[[], Awaitable[Response]]] = {
-            "/healthz": self.healthz,
-            "/readyz": self.readyz,
-            "/metrics": self.render_metrics,
-        }
-
-    async def __call__(self, method: str, target: str) -> Response:
-        path = target.split("?", 1)[0]
-        route = self.routes.get(path)
-        if route is None:
-            return _json(404, {"error": "not found", "path": path})
-        if method not in ("GET", "HEAD"):
+    async def guarded(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
             return _json(
-                405, {"error": "method not allowed", "method": method}, (b"allow", ALLOWED)
+                405, {"error": "method not allowed", "method": request.method}, {"allow": ALLOWED}
             )
-        return await route()
+        return await endpoint(request)
 
-    async def healthz(self) -> Response:
-        tree = self.sources.tree
+    return guarded
+
+
+def _health_routes(sources: Sources, metrics: Metrics) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        tree = sources.tree
         if tree is not None and tree.root.running:
             return _json(200, {"status": "ok"})
         return _json(503, {"status": "down"})
 
-    async def readyz(self) -> Response:
-        components = readiness(await snapshot(self.sources))
+    async def readyz(request: Request) -> Response:
+        components = readiness(await snapshot(sources))
         ready = all(c.status == "UP" for c in components.values())
         body = {
             "status": "ready" if ready else "not ready",
@@ -125,79 +83,71 @@ class _App:
         }
         return _json(200 if ready else 503, body)
 
-    async def render_metrics(self) -> Response:
-        body = self.metrics.render(await snapshot(self.sources))
-        return Response(200, body, CONTENT_TYPE.encode())
+    async def render_metrics(request: Request) -> Response:
+        body = metrics.render(await snapshot(sources))
+        return Response(body, 200, headers={"content-type": CONTENT_TYPE})
 
-
-async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
-    """The next h11 event, or None when the peer closed or went idle too long."""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            with trio.move_on_after(IDLE_TIMEOUT) as scope:
-                data = await stream.receive_some(MAX_RECEIVE)
-            if scope.cancelled_caught:
-                return None
-            conn.receive_data(bytes(data))  # b"" tells h11 the peer closed
-            continue
-        if isinstance(event, h11.ConnectionClosed):
-            return None
-        return event
-
-
-async def _send(
-    conn: h11.Connection, stream: trio.abc.Stream, response: Response, *, head: bool
-) -> None:
-    headers = [
-        (b"content-type", response.content_type),
-        (b"content-length", str(len(response.body)).encode()),
-        (b"server", SERVER_HEADER),
-        (b"cache-control", b"no-store"),
-        *response.extra_headers,
+    return [
+        Route(path, _get_only(endpoint), methods=_ANY_METHOD)
+        for path, endpoint in (
+            ("/healthz", healthz),
+            ("/readyz", readyz),
+            ("/metrics", render_metrics),
+        )
     ]
-    out = conn.send(h11.Response(status_code=response.status, headers=headers))
-    if not head and response.body:
-        out += conn.send(h11.Data(data=response.body)) or b""
-    out += conn.send(h11.EndOfMessage()) or b""
-    await stream.send_all(out or b"")
 
 
-async def _serve_connection(app: _App, stream: trio.abc.Stream) -> None:
-    conn = h11.Connection(h11.SERVER)
-    try:
-        while True:
-            try:
-                request = await _next_event(conn, stream)
-                if request is None:
-                    return
-                assert isinstance(request, h11.Request)
-                while True:  # a GET has no body to speak of: read past whatever came
-                    event = await _next_event(conn, stream)
-                    if event is None:
-                        return
-                    if isinstance(event, h11.EndOfMessage):
-                        break
-            except h11.RemoteProtocolError as exc:
-                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    bad = _json(exc.error_status_hint, {"error": "bad request"})
-                    await _send(conn, stream, bad, head=False)
-                return
-            method = request.method.decode("ascii", "replace")
-            target = request.target.decode("ascii", "replace")
-            try:
-                response = await app(method, target)
-            except Exception:
-                log.exception("%s %s failed", method, target)
-                response = _json(500, {"error": "internal error"})
-            await _send(conn, stream, response, head=method == "HEAD")
-            if conn.our_state is h11.MUST_CLOSE:
-                return
-            conn.start_next_cycle()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return
-    finally:
-        await stream.aclose()
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code != 404:
+        return _json(exc.status_code, {"error": exc.detail})
+    return _json(404, {"error": "not found", "path": request.url.path})
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _json(500, {"error": "internal error"})
+
+
+def build_app(
+    sources: Sources, metrics: Metrics | None = None, dashboard: Dashboard | None = None
+) -> Starlette:
+    """The ASGI application: the health endpoints, and the dashboard if one is given."""
+    metrics = metrics if metrics is not None else Metrics()
+    routes = _health_routes(sources, metrics)
+    if dashboard is not None:
+        routes += dashboard_routes(dashboard, sources)
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _not_found, Exception: _internal_error},
+    )
+
+
+class _Headers:
+    """ASGI middleware: every response says who served it and is never cached."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"server", SERVER_HEADER.encode()))
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def serve_http(
@@ -206,21 +156,29 @@ async def serve_http(
     host: str = "127.0.0.1",
     port: int = 0,
     metrics: Metrics | None = None,
+    dashboard: Dashboard | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the health and metrics endpoints until cancelled.
+    """Serve the health and metrics endpoints (and the dashboard, if given) until cancelled.
 
     ``port = await nursery.start(serve_http, sources)`` returns the bound port (useful
     with the default ``port=0``: any free port). `metrics` defaults to a fresh `Metrics`.
+    Raises `DashboardRefused` before binding when the dashboard would be exposed beyond
+    loopback without an access token, and `OSError` when the address cannot be bound.
     """
-    app = _App(sources, metrics if metrics is not None else Metrics())
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound: int = listeners[0].socket.getsockname()[1]
-    log.info("serving /healthz /readyz /metrics on http://%s:%d", host, bound)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        await _serve_connection(app, stream)
-
+    if dashboard is not None:
+        check_exposure(host, dashboard.settings)
+    app = _Headers(build_app(sources, metrics, dashboard))
+    config = HypercornConfig()
+    config.bind = [_bind_address(host, port)]
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger("daz_actors.http.server")
+    config.keep_alive_timeout = IDLE_TIMEOUT
+    config.graceful_timeout = 0.5
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
+        binds: list[str] = await nursery.start(partial(serve, app, config))
+        bound = int(binds[0].rsplit(":", 1)[1])
+        what = "/healthz /readyz /metrics" + (" and the dashboard" if dashboard else "")
+        log.info("serving %s on http://%s", what, _bind_address(host, bound))
         task_status.started(bound)

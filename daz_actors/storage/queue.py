@@ -430,6 +430,17 @@ async def requeue_dead_letter(conn: Executor, item_id: int) -> bool:
     return bool(await conn.fetchval("SELECT requeue_dead_letter($1)", item_id))
 
 
+async def requeue(conn: Executor, ids: Sequence[int], *, by: str) -> list[int]:
+    """Requeue the dead letters among `ids` (pending, due now, retry count reset), each
+    recorded in the item's history as done `by` someone; the ids requeued, ascending."""
+    if not isinstance(by, str) or not by or "\x00" in by:
+        raise QueueInputError(f"by: must name who requeues, got {by!r}")
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise QueueInputError(f"ids: must be integers, got {list(ids)!r}")
+    rows = await conn.fetch("SELECT requeue_retry_items($1::bigint[], $2) AS id", list(ids), by)
+    return [row["id"] for row in rows]
+
+
 async def get(conn: Executor, item_id: int) -> QueueItem | None:
     """The item with this id, or None."""
     row = await conn.fetchrow("SELECT * FROM daz_retry_queue WHERE id = $1", item_id)
@@ -505,9 +516,18 @@ async def stats(conn: Executor) -> list[QueueStats]:
     ]
 
 
-async def alerts(conn: Executor) -> list[QueueAlert]:
-    """What needs an operator's attention (``daz_retry_queue_alerts``)."""
-    rows = await conn.fetch("SELECT * FROM daz_retry_queue_alerts ORDER BY alert_type, item_id")
+async def alerts(conn: Executor, *, newest: int | None = None) -> list[QueueAlert]:
+    """What needs an operator's attention (``daz_retry_queue_alerts``), by type then item;
+    with `newest`, only that many, the newest items first."""
+    if newest is None:
+        rows = await conn.fetch("SELECT * FROM daz_retry_queue_alerts ORDER BY alert_type, item_id")
+    else:
+        if isinstance(newest, bool) or not isinstance(newest, int) or newest < 1:
+            raise QueueInputError(f"newest: must be a positive integer, got {newest!r}")
+        rows = await conn.fetch(
+            "SELECT * FROM daz_retry_queue_alerts ORDER BY item_id DESC, alert_type LIMIT $1",
+            newest,
+        )
     return [
         QueueAlert(
             alert_type=AlertType(row["alert_type"]),
@@ -633,15 +653,27 @@ async def requeue_dead_letters(
     *,
     event_type: str | None = None,
     older_than: timedelta | None = None,
+    by: str | None = None,
 ) -> list[int]:
     """Requeue every dead letter (of ``event_type``, dead for longer than ``older_than``).
 
     Like `requeue_dead_letter` for each, in one statement: pending, due now, retry count
-    reset, one notification. Returns the ids requeued, ascending.
+    reset, one notification. With `by`, each requeue is also a history row naming who
+    asked (as `requeue` does). Returns the ids requeued, ascending.
     """
     where, args = _filters(
         status=RetryStatus.DEAD_LETTER, event_type=event_type, older_than=older_than
     )
+    if by is not None:
+        if not isinstance(by, str) or not by or "\x00" in by:
+            raise QueueInputError(f"by: must name who requeues, got {by!r}")
+        args.append(by)
+        rows = await conn.fetch(
+            "SELECT requeue_retry_items(array(SELECT id FROM daz_retry_queue"
+            f" WHERE {where} ORDER BY id), ${len(args)}) AS id",
+            *args,
+        )
+        return [row["id"] for row in rows]
     row = await conn.fetchrow(
         f"""
         WITH requeued AS (

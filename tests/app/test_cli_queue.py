@@ -349,8 +349,11 @@ def test_requeue_one(pg: Any, items: dict[str, int]) -> None:
     assert result.stdout == f"requeued 1 item: {items['d2']}\n"
     assert statuses(pg)["d2"] == "pending"
     assert statuses(pg)["d1"] == "dead_letter"
-    shown = ok_json(run_cli(pg, "show", str(items["d2"]), "--json"))["item"]
-    assert shown["retry_count"] == 0
+    shown = ok_json(run_cli(pg, "show", str(items["d2"]), "--json"))
+    assert shown["item"]["retry_count"] == 0
+    last = shown["history"][-1]
+    assert last["outcome"] == "requeued"
+    assert last["worker_id"].startswith("cli:")
 
 
 def test_requeue_several_json(pg: Any, items: dict[str, int]) -> None:
@@ -392,6 +395,9 @@ def test_requeue_all_dead_with_type_filter(pg: Any, items: dict[str, int]) -> No
         "d3": "dead_letter",
         "c1": "completed",
     }
+    for name in ("d1", "d2"):
+        history = ok_json(run_cli(pg, "show", str(items[name]), "--json"))["history"]
+        assert [(h["outcome"], h["worker_id"][:4]) for h in history][-1] == ("requeued", "cli:")
     nothing = run_cli(pg, "requeue", "--all-dead", "--type", "chat.send")
     assert nothing.exit_code == 0
     assert nothing.stdout == "no dead letters matched: nothing requeued\n"

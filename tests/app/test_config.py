@@ -910,3 +910,24 @@ def test_private_params_field_is_read_by_its_init_name() -> None:
         parse_config(text.replace("level = 3", "_level = 3"), kinds)
     assert info.value.path == "actors.a.params._level"
     assert "expected one of level" in info.value.reason
+
+
+def test_the_dashboard_settings_of_docs_dashboard_md_load() -> None:
+    """The `[http]` example of docs/dashboard.md loads; the defaults keep the dashboard on,
+    with actions, its token read from DAZ_DASHBOARD_TOKEN."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(default_config_text() + "\n" + example, default_kinds())
+    assert (config.http.host, config.http.port, config.http.read_only) == ("0.0.0.0", 9464, True)
+    assert config.http.token_env == "DAZ_DASHBOARD_TOKEN"
+    default = parse_config(default_config_text(), default_kinds()).http
+    assert (default.dashboard, default.read_only) == (True, False)
+
+
+@pytest.mark.parametrize("bad", ["", "1TOKEN", "MY-TOKEN", "A B"])
+def test_a_token_variable_that_is_no_variable_name_is_refused(bad: str) -> None:
+    """`[http] token_env` must be an environment variable's name; the error names the key."""
+    with pytest.raises(
+        ConfigError, match=r"^http\.token_env: token_env must be an environment variable name"
+    ):
+        parse_config(default_config_text() + f'\n[http]\ntoken_env = "{bad}"\n', default_kinds())

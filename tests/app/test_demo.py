@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
     assert "every invariant held: nothing was lost" in result.stdout
     assert result.stdout.count("[ok  ]") == 11, output
     assert "FAIL" not in result.stdout
+    assert re.search(r"dashboard http://127\.0\.0\.1:\d+/", result.stdout), output
 
     summary = json.loads((work / "summary.json").read_text())
     assert summary["passed"] is True

@@ -18,7 +18,13 @@ import trio
 
 from daz_actors import Actor, ActorKind, actor_factory, default_kinds
 from daz_actors.app.config import default_config_text, parse_config
-from daz_actors.app.runner import EXIT_GAVE_UP, EXIT_HTTP_UNAVAILABLE, RunningSystem, run_config
+from daz_actors.app.runner import (
+    EXIT_DASHBOARD_REFUSED,
+    EXIT_GAVE_UP,
+    EXIT_HTTP_UNAVAILABLE,
+    RunningSystem,
+    run_config,
+)
 
 DAZ = [sys.executable, "-m", "daz_actors.app.cli"]
 
@@ -233,3 +239,99 @@ def test_run_with_its_http_port_in_use_exits_4_naming_the_address(pg, tmp_path):
     assert result.returncode == EXIT_HTTP_UNAVAILABLE == 4, result.stderr
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_a_dashboard_off_loopback_without_a_token_exit_3(tmp_path):
+    """On an address that is not loopback, `run` refuses to start without the dashboard's
+    token (exit 3, the variable named); the token is never printed."""
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        default_config_text() + '\n[http]\nhost = "0.0.0.0"\nport = 0\ntoken_env = "MY_TOKEN"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MY_TOKEN"}
+    env["DAZ_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [*DAZ, "run", str(config)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == EXIT_DASHBOARD_REFUSED == 3, result.stderr
+    assert "refusing to serve the dashboard on 0.0.0.0" in result.stderr
+    assert "$MY_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "pg").exists()  # refused before the database was started
+
+
+def test_run_serves_the_dashboard_and_hands_its_address_alongside(pg, tmp_path, monkeypatch):
+    """The dashboard is served on the HTTP address with the running tree and its database;
+    `alongside` gets its address."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+    seen: dict[str, Any] = {}
+
+    async def alongside(system: RunningSystem) -> None:
+        seen["url"] = system.dashboard_url
+        async with httpx.AsyncClient(base_url=system.dashboard_url) as client:
+            seen["tree"] = (await client.get("/api/tree")).json()
+            seen["overview"] = (await client.get("/api/overview")).json()
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", seen["url"])
+    assert [(n["name"], n["state"]) for n in seen["tree"]["tree"]] == [("sql-gateway", "running")]
+    assert seen["overview"]["total"] == 0
+
+
+def test_an_open_tree_event_stream_does_not_hold_up_the_stop(pg, tmp_path, monkeypatch):
+    """A browser still reading the tree page's event stream does not keep `run` from
+    stopping in order."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    kinds = default_kinds()
+    config = parse_config(
+        f"""
+        [database]
+        url = "{pg.dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+    import socket
+
+    streams: list[socket.socket] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        assert system.http_port is not None
+        stream = socket.create_connection(("127.0.0.1", system.http_port), timeout=10)
+        streams.append(stream)  # left open on purpose while the tree stops
+        stream.sendall(b"GET /tree/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        received = b""
+        while b"data: " not in received:  # each read waits 10 s at most (the timeout)
+            chunk = await trio.to_thread.run_sync(stream.recv, 65536)
+            assert chunk, "the stream ended"
+            received += chunk
+
+    try:  # a stop held up by the stream would end in the suite's per-test timeout
+        assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+        assert len(streams) == 1
+    finally:
+        for stream in streams:
+            stream.close()

@@ -24,6 +24,12 @@ HEAVY = (
     "daz_actors.retry.kind",
     "daz_actors.storage.queue",
     "daz_actors.storage.sql_gateway",
+    # the web stack of the HTTP endpoints and the dashboard (about 0.2 s)
+    "starlette",
+    "hypercorn",
+    "jinja2",
+    "daz_actors.ops.http",
+    "daz_actors.ops.dashboard",
 )
 
 PROGRAM = """

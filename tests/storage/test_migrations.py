@@ -283,6 +283,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
         (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
         (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
+        (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
     ]
 
 
