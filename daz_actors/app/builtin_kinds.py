@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.health_params import HealthParams
+from daz_actors.plugins.names import PLUGINS_KIND
 from daz_actors.retry.params import FailureLogParams, RetryParams
-from daz_actors.runtime.kinds import ActorKind, ActorKinds, BuildContext
+from daz_actors.runtime.kinds import ActorKind, ActorKinds, BuildContext, NoParams
 from daz_actors.storage.gateway_params import SqlGatewayParams
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ def build_rooms(params: RoomsParams, ctx: BuildContext) -> Startable:
     return build_rooms(params, ctx)
 
 
+def build_plugins(params: NoParams, ctx: BuildContext) -> Startable:
+    from daz_actors.plugins.kind import build_plugins
+
+    return build_plugins(params, ctx)
+
+
 def build_health_monitor(params: HealthParams, ctx: BuildContext) -> Startable:
     from daz_actors.ops.health import build_health_monitor
 
@@ -96,6 +103,14 @@ def default_kinds() -> ActorKinds:
             params=RoomsParams,
             build=build_rooms,
             description="one room (connection + event router) per CyTube channel",
+        )
+    )
+    kinds.add(
+        ActorKind(
+            name=PLUGINS_KIND,
+            params=NoParams,
+            build=build_plugins,
+            description="the enabled plugins' actors, one supervisor per plugin",
         )
     )
     kinds.add(

@@ -13,6 +13,7 @@ import click
 from daz_actors.app.cli_config import CONFIG_ARG, load_cli_config
 from daz_actors.app.cli_db import migrate_command
 from daz_actors.app.cli_nodes import nodes_command
+from daz_actors.app.cli_plugins import plugins_command
 from daz_actors.app.cli_queue import queue_group
 from daz_actors.ops.logging import configure_logging
 
@@ -183,6 +184,7 @@ def demo(
 main.add_command(migrate_command)
 main.add_command(queue_group)
 main.add_command(nodes_command)
+main.add_command(plugins_command)
 
 
 if __name__ == "__main__":

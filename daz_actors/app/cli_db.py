@@ -2,7 +2,9 @@
 
 Attach to the main group with ``main.add_command(migrate_command)``. It takes ``--config``,
 ``--database-url`` and ``--data-dir`` and so migrates the database ``run`` would use
-(`daz_actors.app.cli_database`).
+(`daz_actors.app.cli_database`). Without ``--plugin`` it applies the core migrations and
+then those of every plugin the config enables (each plugin its own version sequence);
+with ``--plugin NAME``, ``--to``, ``--rollback`` and ``--status`` concern that plugin's only.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from daz_actors.app.cli_config import load_cli_config
 from daz_actors.app.cli_database import current_choice, database_options, open_cli_database
 
-if TYPE_CHECKING:  # the driver and the migrations are imported when the command runs
+if TYPE_CHECKING:  # the driver, the migrations and the plugins are imported when it runs
+    from daz_actors.plugins.declaration import Plugin
     from daz_actors.storage.migrations import MigrationStatus
 
 __all__ = ["migrate_command"]
@@ -32,29 +36,65 @@ def _print_status(report: MigrationStatus) -> None:
         click.echo(f"  unknown  {version:04d} (applied, but no file for it here)")
 
 
-async def _run(url: str, *, to: int | None, rollback_to: int | None, show: bool) -> None:
+async def _run(
+    url: str,
+    *,
+    to: int | None,
+    rollback_to: int | None,
+    show: bool,
+    plugins: list[Plugin[Any]],
+    one: Plugin[Any] | None,
+) -> None:
     import asyncpg
 
-    from daz_actors.storage.migrations import migrate, rollback, status
+    from daz_actors.plugins.migrations import plugin_migrations
+    from daz_actors.storage.migrations import load_migrations, migrate, rollback, status
 
     conn: Any = await asyncpg.connect(url)
     try:
-        if show:
-            _print_status(await status(conn))
-        elif rollback_to is not None:
-            done = await rollback(conn, rollback_to)
-            for migration in done:
-                click.echo(f"rolled back {migration.down_file}")
-            if not done:
-                click.echo(f"nothing to roll back: already at or below version {rollback_to}")
+        if one is not None:  # one plugin's sequence only
+            known, scope, label = plugin_migrations(one), one.name, f"plugin {one.name}: "
         else:
-            done = await migrate(conn, to)
+            known, scope, label = load_migrations(), None, ""
+        if show:
+            if label:
+                click.echo(label.rstrip(": "))
+            _print_status(await status(conn, migrations=known, plugin=scope))
+        elif rollback_to is not None:
+            done = await rollback(conn, rollback_to, migrations=known, plugin=scope)
             for migration in done:
-                click.echo(f"applied {migration.up_file}")
+                click.echo(f"rolled back {label}{migration.down_file}")
             if not done:
-                click.echo("nothing to apply: the schema is up to date")
+                click.echo(
+                    f"{label}nothing to roll back: already at or below version {rollback_to}"
+                )
+        else:
+            done = await migrate(conn, to, migrations=known, plugin=scope)
+            for migration in done:
+                click.echo(f"applied {label}{migration.up_file}")
+            if one is None and to is None:  # then every enabled plugin's sequence
+                for plugin in plugins:
+                    for migration in await migrate(
+                        conn, migrations=plugin_migrations(plugin), plugin=plugin.name
+                    ):
+                        done.append(migration)
+                        click.echo(f"applied plugin {plugin.name}: {migration.up_file}")
+            if not done:
+                click.echo(f"{label}nothing to apply: the schema is up to date")
     finally:
         await conn.close()
+
+
+def _chosen_plugin(name: str) -> Plugin[Any]:
+    from daz_actors.plugins.discovery import installed_plugins
+
+    entry = installed_plugins().get(name)
+    if entry is None:
+        known = ", ".join(installed_plugins()) or "none"
+        raise click.BadParameter(f"no installed plugin {name!r} (installed: {known})")
+    if entry.plugin is None:
+        raise click.BadParameter(f"plugin {name!r} failed to load: {entry.error}")
+    return entry.plugin
 
 
 @click.command("migrate")
@@ -66,13 +106,24 @@ async def _run(url: str, *, to: int | None, rollback_to: int | None, show: bool)
     help="Roll back every migration newer than this version (0: all of them).",
 )
 @click.option("--status", "show", is_flag=True, help="List applied and pending migrations.")
+@click.option(
+    "--plugin",
+    "plugin_name",
+    default=None,
+    help="Work on this plugin's migrations only (its own version sequence).",
+)
 @database_options
 def migrate_command(
     to: int | None,
     rollback_to: int | None,
     show: bool,
+    plugin_name: str | None,
 ) -> None:
-    """Apply the schema migrations (up to the latest, or --to N), roll back, or list them."""
+    """Apply the schema migrations (up to the latest, or --to N), roll back, or list them.
+
+    Applying to the latest also applies the migrations of every plugin the config
+    enables (--to N applies the core's only).
+    """
     import asyncio
 
     import asyncpg
@@ -90,9 +141,14 @@ def migrate_command(
     ]
     if len(chosen) > 1:
         raise click.UsageError(f"{' and '.join(chosen)} cannot be used together")
-    with open_cli_database(current_choice()) as db:
+    choice = current_choice()
+    one = _chosen_plugin(plugin_name) if plugin_name is not None else None
+    plugins = [s.plugin for s in load_cli_config(choice.config_file).plugins.values()]
+    with open_cli_database(choice) as db:
         try:
-            asyncio.run(_run(db.url, to=to, rollback_to=rollback_to, show=show))
+            asyncio.run(
+                _run(db.url, to=to, rollback_to=rollback_to, show=show, plugins=plugins, one=one)
+            )
         except MigrationError as exc:
             raise click.ClickException(str(exc)) from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

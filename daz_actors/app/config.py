@@ -11,6 +11,7 @@ Layout::
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
     [retry_policies.NAME]            # per operation type; merged over the built-in table
     [cluster]    enabled, ttl, ...   # several processes on one PostgreSQL (docs/operating.md)
+    [plugins.NAME]                   # enabled, channels, and the plugin's params
 
 Every error is a `ConfigError` whose message starts with the key path.
 """
@@ -27,6 +28,9 @@ from typing import Any
 import attrs
 
 from daz_actors.cluster.settings import ClusterSettings
+from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
+from daz_actors.plugins.names import PLUGINS_KIND
+from daz_actors.plugins.settings import PluginSettings, read_plugin_settings
 from daz_actors.retry.params import RetryParams
 from daz_actors.retry.policies import DEFAULT_RETRY_POLICIES, RetryPolicy
 from daz_actors.runtime.backoff import BackoffPolicy
@@ -137,6 +141,7 @@ class _RawConfig:
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
     cluster: ClusterSettings = ClusterSettings()
+    plugins: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -153,6 +158,8 @@ class Config:
     actor_params: Mapping[str, Any]  # actor name -> its kind's params object
     retry_policies: Mapping[str, RetryPolicy]
     cluster: ClusterSettings = ClusterSettings()  # several processes on one database
+    # the enabled plugins, by name ([plugins.NAME]; docs/plugins.md)
+    plugins: Mapping[str, PluginSettings] = attrs.field(factory=dict)
 
     def retry_policy(self, operation: str) -> RetryPolicy:
         """The policy for `operation`, or the ``default`` one."""
@@ -164,10 +171,15 @@ def default_config_text() -> str:
     return importlib.resources.files("daz_actors.app").joinpath("default_config.toml").read_text()
 
 
-def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None,
+    kinds: ActorKinds,
+    *,
+    installed: Mapping[str, InstalledPlugin] | None = None,
+) -> Config:
     """Read and validate a config file (the shipped default when `path` is None)."""
     if path is None:
-        return parse_config(default_config_text(), kinds, source="<default>")
+        return parse_config(default_config_text(), kinds, source="<default>", installed=installed)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -179,11 +191,21 @@ def load_config(path: str | os.PathLike[str] | None, kinds: ActorKinds) -> Confi
             "",
             f"config file {os.fspath(path)!r} is not UTF-8 text: {exc.reason} at byte {exc.start}",
         ) from None
-    return parse_config(text, kinds, source=os.fspath(path))
+    return parse_config(text, kinds, source=os.fspath(path), installed=installed)
 
 
-def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> Config:
-    """Validate config `text`; a `ConfigError` names the first key path that is wrong."""
+def parse_config(
+    text: str,
+    kinds: ActorKinds,
+    *,
+    source: str = "<string>",
+    installed: Mapping[str, InstalledPlugin] | None = None,
+) -> Config:
+    """Validate config `text`; a `ConfigError` names the first key path that is wrong.
+
+    `installed`: the plugins to choose from (default: the installed ones, found through
+    their entry points when the config places the ``plugins`` actor or has ``[plugins]``).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -201,6 +223,13 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         merged = {**DEFAULT_RETRY_POLICIES.get(name, {}), **_table(table, f"retry_policies.{name}")}
         policies[name] = read_attrs(merged, RetryPolicy, f"retry_policies.{name}")
     _check_attempts_fit_locks(params, policies)
+    placed = any(actor.kind == PLUGINS_KIND for actor in raw.actors.values())
+    plugins: dict[str, PluginSettings] = {}
+    if placed or raw.plugins:
+        plugins = read_plugin_settings(
+            raw.plugins, installed if installed is not None else installed_plugins(),
+            placed=placed,
+        )  # fmt: skip
     url = os.environ.get(DATABASE_URL_ENV) or raw.database.url
     return Config(
         source=source,
@@ -213,6 +242,7 @@ def parse_config(text: str, kinds: ActorKinds, *, source: str = "<string>") -> C
         actor_params=params,
         retry_policies=policies,
         cluster=raw.cluster,
+        plugins=plugins,
     )
 
 

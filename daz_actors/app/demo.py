@@ -40,6 +40,7 @@ from daz_actors.app.demo_report import (
     ChatLedger,
     Findings,
     Invariant,
+    SaidOnce,
     check_invariants,
     render_screen,
     render_status_line,
@@ -88,6 +89,9 @@ FAULTS_PLANNED = 7  # steps of `Demo._chaos_schedule`
 TABLE_LOCK_SECONDS = 2.0  # how long the router's inserts wait before it is killed
 QUIESCE_TIMEOUT = 10.0  # seconds the chatters wait for the bot before the server is killed
 SETTLE_POLL = 0.5  # seconds between checks once the chatters stopped
+ASK_AT = 0.05  # of the duration: a chatter leaves a !tell and sets a !remind
+REMIND_DUE_AT = 0.40  # of the duration: the reminder falls due (the database is away)
+VISITOR_AT = 0.40  # of the duration: the tell's addressee joins (the database is away)
 
 
 def _duration(value: float) -> float:
@@ -202,6 +206,8 @@ class Demo:
         self.may_speak.set()
         self.speaking = 0  # says in progress
         self.invariants: list[Invariant] | None = None  # None until the end is reached
+        self.tells: list[str] = []  # the !tell messages asked this cycle (their text)
+        self.reminders: list[str] = []  # the !remind texts asked this cycle
         self.header = ""
         self.started = 0.0  # this cycle's start
         self.run_started = 0.0
@@ -257,6 +263,7 @@ class Demo:
         self.cycle += 1
         self.started = trio.current_time()
         self.ledger, self.chaos = ChatLedger(), []
+        self.tells, self.reminders = [], []
         duration = self.options.duration
         if self.options.soak is None:
             self.chatters = CHATTERS[: self.options.chatters]
@@ -268,6 +275,7 @@ class Demo:
             for number, name in enumerate(self.chatters):
                 activity.start_soon(self._chatter, name, number, chat_until)
             activity.start_soon(self._chaos_schedule, duration)
+            activity.start_soon(self._ask_plugins, duration)
         invariants = await self._settle(duration)
         held = all(inv.held for inv in invariants)
         self.cycles_held.append(held)
@@ -363,6 +371,46 @@ class Demo:
         self.ledger.confirmed.append(text)
         return True
 
+    # ------------------------------------------------------------------ tell and remind
+
+    async def _ask_plugins(self, duration: float) -> None:
+        """Before the faults, a chatter leaves a message for a visitor and sets a reminder
+        due while PostgreSQL is away; the visitor joins then too. Both must be said exactly
+        once whatever the faults do (`demo_report.SaidOnce`)."""
+        await trio.sleep_until(self.started + ASK_AT * duration)
+        asker, visitor = self.chatters[0], f"visitor{self.cycle}"
+        note = f"cycle {self.cycle} note for {visitor}"
+        if await self._say(asker, f"!tell {visitor} {note}"):
+            self.tells.append(note)
+        due = max(1, round((REMIND_DUE_AT - ASK_AT) * duration))
+        reminder = f"cycle {self.cycle} reminder of {asker}"
+        if await self._say(asker, f"!remind {due}s {reminder}"):
+            self.reminders.append(reminder)
+        await trio.sleep_until(self.started + VISITOR_AT * duration)
+        await self._join(visitor)
+
+    async def _said_once(self, table: str, column: str, asked: list[str]) -> list[SaidOnce]:
+        """What became of each asked line: its row, its mark, its echoes in the chat log."""
+        rows = await self.db.query(
+            f"SELECT t.{column} AS asked, t.delivered_at IS NOT NULL AS delivered,"
+            " (SELECT count(*) FROM daz_chat_messages m WHERE m.channel = t.channel"
+            "  AND m.username = $2 AND m.message = t.said_text) AS echoes"
+            f" FROM {table} t WHERE t.channel = $1 AND t.{column} = ANY($3::text[])",
+            CHANNEL,
+            BOT_NAME,
+            asked,
+        )
+        found = {str(r["asked"]): r for r in rows}
+        return [
+            SaidOnce(
+                asked=text,
+                stored=text in found,
+                delivered=bool(found[text]["delivered"]) if text in found else False,
+                echoes=int(found[text]["echoes"]) if text in found else 0,
+            )
+            for text in asked
+        ]
+
     # ------------------------------------------------------------------ chaos
 
     async def _chaos_schedule(self, duration: float) -> None:
@@ -415,9 +463,7 @@ class Demo:
                 before = self._connection_key()
                 self._kill(KILLED_ROUTER)
                 await self._wait_rejoined(before)
-        when = (
-            f"while its writer was storing {pending} line(s)" if pending else "while it was idle"
-        )
+        when = f"while its writer was storing {pending} line(s)" if pending else "while it was idle"
         return (
             f"killed actor {KILLED_ROUTER!r} {when} (the room restarted it and the "
             "connection; its log buffer outlives the crash: the next incarnation wrote them)"
@@ -567,7 +613,13 @@ class Demo:
         snap = await snapshot(self.system.sources)
         stored: dict[str, int] = {}
         counts: dict[tuple[RetryStatus, str], int] = {}
+        tells = [SaidOnce(asked=t, stored=False, delivered=False, echoes=0) for t in self.tells]
+        reminders = [
+            SaidOnce(asked=t, stored=False, delivered=False, echoes=0) for t in self.reminders
+        ]
         try:
+            tells = await self._said_once("daz_tells", "message", self.tells)
+            reminders = await self._said_once("daz_reminders", "text", self.reminders)
             rows = await self.db.query(
                 "SELECT message, count(*) AS n FROM daz_chat_messages"
                 " WHERE channel = $1 AND username = ANY($2::text[]) GROUP BY message",
@@ -600,6 +652,8 @@ class Demo:
             faults_planned=FAULTS_PLANNED,
             faults_done=sum(1 for step in self.chaos if step.done),
             faults_failed=tuple(step.what for step in self.chaos if not step.done),
+            tells=tells,
+            reminders=reminders,
         )
 
     # ------------------------------------------------------------------ the screen

@@ -21,6 +21,7 @@ __all__ = [
     "ChatLedger",
     "Findings",
     "Invariant",
+    "SaidOnce",
     "check_invariants",
     "render_screen",
     "render_status_line",
@@ -67,6 +68,19 @@ class Findings:
     faults_planned: int = 0  # steps of the chaos schedule
     faults_failed: Sequence[str] = ()  # steps that could not be injected, with the reason
     faults_done: int = 0  # steps injected
+    # the plugins' durable lines (`!tell`, `!remind`) the chatters asked for this cycle
+    tells: Sequence[SaidOnce] = ()
+    reminders: Sequence[SaidOnce] = ()
+
+
+@attrs.frozen(kw_only=True)
+class SaidOnce:
+    """One message (a tell) or reminder the chatters asked the bot for, as found at the end."""
+
+    asked: str  # the chatter's command line
+    stored: bool  # the plugin's row exists
+    delivered: bool  # marked delivered (the server echoed it)
+    echoes: int  # the bot's line in the chat log: exactly 1 when said once
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +110,46 @@ def check_invariants(ledger: ChatLedger, found: Findings) -> list[Invariant]:
         if status in (RetryStatus.PENDING, RetryStatus.PROCESSING)
     )
     not_restarted = sorted(set(found.killed) - set(found.restarted_by_kill))
+    return [
+        *_base_invariants(
+            found,
+            missing,
+            twice,
+            unknown,
+            poison_dead,
+            other_dead,
+            open_items,
+            not_restarted,
+            confirmed,
+        ),
+        _said_once("every !tell was delivered exactly once", found.tells),
+        _said_once("every !remind fired exactly once", found.reminders),
+    ]
+
+
+def _said_once(name: str, asked: Sequence[SaidOnce]) -> Invariant:
+    """Each asked line stored, marked delivered, and in the chat log once."""
+    bad = [a for a in asked if not (a.stored and a.delivered and a.echoes == 1)]
+    detail = f"{len(asked)} asked, {len(asked) - len(bad)} said once" if asked else "none asked"
+    if bad:
+        detail += "; not: " + ", ".join(
+            f"{a.asked!r} (stored={a.stored}, delivered={a.delivered}, said {a.echoes}x)"
+            for a in bad[:3]
+        )
+    return Invariant(name=name, held=not bad, detail=detail)
+
+
+def _base_invariants(
+    found: Findings,
+    missing: list[str],
+    twice: list[str],
+    unknown: list[str],
+    poison_dead: int,
+    other_dead: dict[str, int],
+    open_items: int,
+    not_restarted: list[str],
+    confirmed: set[str],
+) -> list[Invariant]:
     return [
         Invariant(
             name="every fault was injected",

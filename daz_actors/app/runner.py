@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -19,10 +19,16 @@ from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
 from daz_actors.cluster.node import ClusterNode
+from daz_actors.cytube.commands import CommandRegistry
+from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.dashboard import Dashboard, DashboardRefused, DashboardSettings, check_exposure
 from daz_actors.ops.http import serve_http
 from daz_actors.ops.logging import register_dsn_password, register_secret
 from daz_actors.ops.metrics import Metrics, Sources
+from daz_actors.plugins.declaration import Plugin
+from daz_actors.plugins.host import PluginHost
+from daz_actors.plugins.migrations import migrate_plugins
+from daz_actors.plugins.names import PLUGIN_HOST_RESOURCE
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import DazActorsError, StopForced, SupervisorGaveUp
 from daz_actors.runtime.kinds import ActorKinds
@@ -64,12 +70,48 @@ class HttpUnavailable(DazActorsError, OSError):
     """The health and metrics endpoints cannot listen on the configured address."""
 
 
-async def _apply_migrations(url: str) -> list[str]:
+async def _apply_migrations(url: str, plugins: Iterable[Plugin[Any]] = ()) -> list[str]:
+    """The core migrations, then each enabled plugin's; the files applied."""
     conn: Any = await asyncpg.connect(url)
     try:
-        return [m.up_file for m in await migrate(conn)]
+        applied = [m.up_file for m in await migrate(conn)]
+        applied += [f"{name}/{m.up_file}" for name, m in await migrate_plugins(conn, plugins)]
+        return applied
     finally:
         await conn.close()
+
+
+def _bot_names(config: Config) -> dict[str, str]:
+    """Channel -> the bot's account there, from the config's ``rooms`` actors."""
+    names: dict[str, str] = {}
+    for params in config.actor_params.values():
+        if isinstance(params, RoomsParams):
+            names.update(dict.fromkeys(params.channels, params.name))
+    return names
+
+
+def _plugin_resources(
+    config: Config, registry: Registry, bus: EventBus, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The plugin host and what it adds: its commands per channel, its retry handlers."""
+    host = PluginHost(
+        config.plugins,
+        registry=registry,
+        bus=bus,
+        bot_names=_bot_names(config),
+        retry_policies=config.retry_policies,
+    )
+    handlers = extra.get("retry_handlers") or default_handlers()
+    resources: dict[str, Any] = {
+        PLUGIN_HOST_RESOURCE: host,
+        "retry_handlers": host.register_handlers(handlers),
+    }
+    if host.plugins:
+        own = extra.get("commands")
+        if own is not None and not isinstance(own, CommandRegistry):
+            raise TypeError(f"the 'commands' resource must be a CommandRegistry, got {own!r}")
+        resources["commands"] = partial(host.commands_for, extra=own)
+    return resources
 
 
 @attrs.frozen(kw_only=True)
@@ -301,8 +343,9 @@ def _run_locked(
         register_dsn_password(config.database.url)
     with open_database(config.database.url, data_dir=config.data_dir) as database:
         register_dsn_password(database.url)
+        plugins = [settings.plugin for settings in config.plugins.values()]
         try:
-            applied = asyncio.run(_apply_migrations(database.url))
+            applied = asyncio.run(_apply_migrations(database.url, plugins))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DazActorsError) as exc:
             log.critical("cannot prepare the database %s: %s", database.redacted, exc)
             return EXIT_STARTUP_FAILED
@@ -316,6 +359,8 @@ def _run_locked(
         cluster: Mapping[str, Any] = (
             {CLUSTER_NODE: node, "singleton_gate": node.may_run} if node is not None else {}
         )
+        registry, bus = Registry(), EventBus()
+        extra = dict(extra_resources or {})
         resources: Mapping[str, Any] = {
             "metrics_registry": metrics.registry,
             "database_url": database.url,
@@ -323,9 +368,10 @@ def _run_locked(
             "root_supervisor": lambda: tree[0] if tree else None,
             "retry_handlers": default_handlers(),  # every layer's built-in handlers
             **cluster,
-            **(extra_resources or {}),
+            **extra,
+            # the plugins' commands and handlers beside the given ones
+            **_plugin_resources(config, registry, bus, extra),
         }
-        registry, bus = Registry(), EventBus()
         root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
         tree.append(root)
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from daz_actors._version import __version__
+from daz_actors.cytube.protocol import SEPARATOR
 from daz_actors.runtime.errors import DazActorsError, NameTaken
 from daz_actors.runtime.supervisor import ChildInfo, ChildState
 from daz_actors.storage import queue
@@ -84,6 +85,8 @@ class Command:
     fn: CommandFn  # the handler; its return value is the reply
     description: str  # one line, shown by !help
     min_rank: float = 0  # users below this rank are ignored
+    # seconds a user waits before running it again; None: the room's command_cooldown
+    cooldown: float | None = None
 
 
 def _check_name(name: object) -> str:
@@ -102,18 +105,27 @@ class CommandRegistry:
         self._commands: dict[str, Command] = {}
 
     def register(
-        self, name: str, *, description: str, min_rank: float = 0
+        self, name: str, *, description: str, min_rank: float = 0, cooldown: float | None = None
     ) -> Callable[[CommandFn], CommandFn]:
         """Decorator: ``@commands.register("roll", description="roll a die")``."""
 
         def decorate(fn: CommandFn) -> CommandFn:
-            self.add(name, fn, description=description, min_rank=min_rank)
+            self.add(name, fn, description=description, min_rank=min_rank, cooldown=cooldown)
             return fn
 
         return decorate
 
-    def add(self, name: str, fn: CommandFn, *, description: str, min_rank: float = 0) -> None:
-        """Register `fn` as command `name` (each name once)."""
+    def add(
+        self,
+        name: str,
+        fn: CommandFn,
+        *,
+        description: str,
+        min_rank: float = 0,
+        cooldown: float | None = None,
+    ) -> None:
+        """Register `fn` as command `name` (each name once); `cooldown` seconds per user
+        (None: the room's ``command_cooldown``)."""
         _check_name(name)
         if name in self._commands:
             raise NameTaken(f"a command named {name!r} is already registered")
@@ -125,16 +137,27 @@ class CommandRegistry:
             raise TypeError(f"command {name!r}: min_rank must be a number, got {min_rank!r}")
         if not math.isfinite(min_rank):
             raise ValueError(f"command {name!r}: min_rank must be finite, got {min_rank!r}")
+        if cooldown is not None and (
+            isinstance(cooldown, bool)
+            or not isinstance(cooldown, int | float)
+            or not math.isfinite(cooldown)
+            or cooldown < 0
+        ):
+            raise ValueError(
+                f"command {name!r}: cooldown must be a finite number of seconds >= 0 or None, "
+                f"got {cooldown!r}"
+            )
         self._commands[name] = Command(
-            name=name, fn=fn, description=description.strip(), min_rank=min_rank
-        )
+            name=name, fn=fn, description=description.strip(), min_rank=min_rank,
+            cooldown=None if cooldown is None else float(cooldown),
+        )  # fmt: skip
 
     def include(self, other: CommandRegistry) -> None:
         """Add every command of `other` (`NameTaken` on a clash)."""
         for command in other:
             self.add(
                 command.name, command.fn, description=command.description,
-                min_rank=command.min_rank,
+                min_rank=command.min_rank, cooldown=command.cooldown,
             )  # fmt: skip
 
     def get(self, name: str) -> Command | None:
@@ -178,24 +201,27 @@ class Cooldowns:
         if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"cooldown must be a finite number of seconds >= 0, got {seconds!r}")
         self.seconds = float(seconds)
-        self._last: dict[tuple[str, str], float] = {}
+        self._until: dict[tuple[str, str], float] = {}  # in the order the cooldowns started
 
-    def allow(self, username: str, command: str, now: float) -> bool:
-        """True (and the cooldown starts) if `username` may run `command` at `now`."""
+    def allow(
+        self, username: str, command: str, now: float, *, seconds: float | None = None
+    ) -> bool:
+        """True (and the cooldown of `seconds`, default this one's, starts) if `username`
+        may run `command` at `now`."""
         key = (username.lower(), command)
-        last = self._last.get(key)
-        if last is not None and now - last < self.seconds:
+        until = self._until.get(key)
+        if until is not None and now < until:
             return False
-        self._last.pop(key, None)  # re-inserted last: the dict stays in time order
-        if len(self._last) >= COOLDOWNS_KEPT:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.seconds}
-            while len(self._last) >= COOLDOWNS_KEPT:  # all still cooling down: the oldest go
-                del self._last[next(iter(self._last))]
-        self._last[key] = now
+        self._until.pop(key, None)  # re-inserted last: the dict stays in start order
+        if len(self._until) >= COOLDOWNS_KEPT:
+            self._until = {k: t for k, t in self._until.items() if now < t}
+            while len(self._until) >= COOLDOWNS_KEPT:  # all still cooling down: the oldest go
+                del self._until[next(iter(self._until))]
+        self._until[key] = now + (self.seconds if seconds is None else seconds)
         return True
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._until)
 
 
 def format_duration(seconds: float) -> str:
@@ -236,9 +262,16 @@ def summarize_tree(children: Sequence[ChildInfo]) -> str:
     return ", ".join(parts)
 
 
+HELP_SEPARATOR = SEPARATOR  # between commands: a long answer is split there
+
+
 async def _help(ctx: CommandContext) -> str:
+    """Every command the asker may run here (the room's registry holds the plugins' too),
+    in one reply: the connection splits it at CyTube's limit, between two commands."""
     visible = ctx.commands.visible_to(ctx.rank)
-    return "Commands: " + " | ".join(f"{ctx.prefix}{c.name}: {c.description}" for c in visible)
+    return "Commands: " + HELP_SEPARATOR.join(
+        f"{ctx.prefix}{c.name}: {c.description}" for c in visible
+    )
 
 
 async def _about(_ctx: CommandContext) -> str:

@@ -655,7 +655,8 @@ class CytubeConnection:
             if ask is not None:
                 ask.fail(exc)
         except SendFailed as exc:
-            await self._publish_failure(ctx, request, str(exc), exc.delivered_parts)
+            if request.requeue:
+                await self._publish_failure(ctx, request, str(exc), exc.delivered_parts)
             if ask is not None:
                 ask.fail(exc)
         except BaseException:

@@ -268,6 +268,9 @@ class SendChat:
     correlation_id: str = attrs.field(factory=new_id)
     hold: float | None = None  # seconds it may wait for the bot to be able to speak
     delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
+    # a failed send is queued (``cytube.say``); False: the asker retries it itself (a
+    # plugin that records the delivery, see docs/plugins.md)
+    requeue: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -280,6 +283,7 @@ class SendPrivate:
     correlation_id: str = attrs.field(factory=new_id)
     hold: float | None = None  # as SendChat's
     delivered_parts: int = 0  # leading parts already delivered (a retry): not sent again
+    requeue: bool = True  # as SendChat's
 
 
 @attrs.frozen(kw_only=True)

@@ -33,18 +33,26 @@ __all__ = ["split_message", "to_typed_event"]
 ERROR_EVENTS = ("errorMsg", "spamFiltered", "noflood", "errorMessage")
 
 
+SEPARATOR = " | "  # a list's separator (`!help`): a long list is cut there first
+
+
 def split_message(msg: str, limit: int = CHAT_LIMIT) -> list[str]:
-    """Cut `msg` into parts of at most `limit` characters, at spaces where possible."""
+    """Cut `msg` into parts of at most `limit` characters: at a `` | `` separator in the
+    second half of a part where there is one (the separator is dropped), else at spaces
+    where possible."""
     text = msg.strip()
     if not text:
         raise ValueError("a chat message must not be empty")
     parts: list[str] = []
     while len(text) > limit:
-        cut = text.rfind(" ", 0, limit + 1)
+        cut = text.rfind(SEPARATOR, 0, limit + 1 - len(SEPARATOR))
+        skip = len(SEPARATOR)
+        if cut <= limit // 2:
+            cut, skip = text.rfind(" ", 0, limit + 1), 1
         if cut <= limit // 2:  # no good space: cut hard
-            cut = limit
+            cut, skip = limit, 0
         parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
+        text = text[cut + skip :].lstrip()
     if text:
         parts.append(text)
     return parts

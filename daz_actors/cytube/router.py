@@ -34,6 +34,10 @@ the queue says it again. If the connection's mailbox has no room within
 ``command.run``) and the router goes on. A command the queue runs again (`CommandRun`)
 runs beside the logging too: the router answers at once with a `PendingCommand` the retry
 handler waits on.
+
+Once it has handled a live join, leave, chat line, media change, rank change or user list,
+the router publishes it on the bus as ``channel.<channel>.<kind>`` (cytube/channel_events.py):
+that is how plugins see the channel.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import Any
 import attrs
 import trio
 
+from daz_actors.cytube.channel_events import topic_of
 from daz_actors.cytube.chat_log import (
     LogRow,
     channel_event_write,
@@ -95,6 +100,7 @@ from daz_actors.cytube.intents import (
 from daz_actors.cytube.log_writer import STOP_FLUSH, LogBuffer, LogWriter, StoredHook
 from daz_actors.cytube.router_params import RouterParams as RouterParams
 from daz_actors.runtime.actor import Actor, ActorContext, Startable, run_actor
+from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import ActorStopped, NoSuchActor
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.runtime.kinds import BuildContext
@@ -189,6 +195,7 @@ class EventRouter(Actor):
         # one warning per kind per interval during an outage, the rest at DEBUG with a count
         self.warnings = RepeatedWarnings(log)
         self.stats = RouterStats()
+        self.bus: EventBus | None = None  # where channel events go, once started
 
     def _set_rank(self, name: str, rank: float) -> None:
         """Keep `name`'s rank; beyond MAX_RANKS users the longest-known one is forgotten
@@ -200,6 +207,7 @@ class EventRouter(Actor):
             del self.ranks[next(iter(self.ranks))]
 
     async def on_start(self) -> None:
+        self.bus = self.ctx.bus
         try:
             self.db = SqlClient(self.ctx.registry.lookup(self.params.gateway))
         except NoSuchActor:
@@ -231,6 +239,14 @@ class EventRouter(Actor):
             )  # fmt: skip
 
     async def handle(self, message: Any) -> Any:
+        reply = await self._handle(message)
+        topic = topic_of(message)
+        if topic is not None and self.bus is not None:
+            # plugins see the channel on the bus (cytube/channel_events.py)
+            await self.bus.publish(topic, message)
+        return reply
+
+    async def _handle(self, message: Any) -> Any:
         received_ms = int(self.clock() * 1000)
         if isinstance(message, ChatMessage):
             await self._on_chat(message, received_ms)
@@ -326,7 +342,7 @@ class EventRouter(Actor):
             self.stats.rank_ignored += 1
             log.debug("room %s: %s (rank %g) may not run %s", self.params.channel, user, rank, name)
             return
-        if not self.cooldowns.allow(user, name, trio.current_time()):
+        if not self.cooldowns.allow(user, name, trio.current_time(), seconds=command.cooldown):
             self.stats.cooldown_ignored += 1
             log.debug(
                 "room %s: %s: %s within its cooldown, ignored", self.params.channel, user, name
@@ -573,11 +589,17 @@ def build_router(
 
     Optional resources: ``tree_state`` (a callable returning the tree's `ChildInfo` list,
     for ``!debug``), ``started_at`` (wall-clock seconds of process start, for ``!uptime``)
-    and ``commands`` (a `CommandRegistry` of extra commands, if `commands` is not given).
+    and ``commands`` (a `CommandRegistry` of extra commands, or a callable giving the one
+    of a channel, as the plugins' differ per channel; if `commands` is not given).
     """
     extra = commands if commands is not None else ctx.resources.get("commands")
+    if extra is not None and not isinstance(extra, CommandRegistry) and callable(extra):
+        extra = extra(params.channel)
     if extra is not None and not isinstance(extra, CommandRegistry):
-        raise TypeError(f"the 'commands' resource must be a CommandRegistry, got {extra!r}")
+        raise TypeError(
+            "the 'commands' resource must be a CommandRegistry (or a callable giving a "
+            f"channel's), got {extra!r}"
+        )
     tree_state = ctx.resources.get("tree_state")
     started_at = ctx.resources.get("started_at", PROCESS_STARTED_AT)
     return router_startable(params, commands=extra, tree_state=tree_state, started_at=started_at)

@@ -6,6 +6,10 @@ the second waits, then finds the work done. Each migration runs in its own trans
 statement by statement, so a failure rolls that migration back whole and the error names the
 file and the statement (its number and first line).
 
+A plugin's migrations are a sequence of their own (``plugin="tell"``): numbered from 1 in the
+plugin's folder, recorded in ``daz_plugin_migrations`` (plugin, version; core migration
+0011), applied and rolled back apart from the core's and from other plugins'.
+
 These are asyncio coroutines over one asyncpg connection; from trio, call each through
 ``trio_asyncio.aio_as_trio`` once.
 """
@@ -258,14 +262,31 @@ def _first_line(statement: str) -> str:
     return statement.strip()
 
 
-async def _ensure_table(conn: Any) -> None:
-    await conn.execute(_CREATE_TABLE)
+PLUGIN_TABLE = "daz_plugin_migrations"  # created by core migration 0011
 
 
-async def _applied(conn: Any) -> dict[int, AppliedMigration]:
-    rows = await conn.fetch(
-        "SELECT version, name, applied_at FROM daz_schema_migrations ORDER BY version"
-    )
+async def _ensure_table(conn: Any, plugin: str | None = None) -> None:
+    if plugin is None:
+        await conn.execute(_CREATE_TABLE)
+        return
+    if not await conn.fetchval(f"SELECT to_regclass('{PLUGIN_TABLE}') IS NOT NULL"):
+        raise MigrationError(
+            f"plugin {plugin!r}: the core migrations are not applied yet (no {PLUGIN_TABLE} "
+            "table, migration 0011): run `daz-actors migrate` first"
+        )
+
+
+async def _applied(conn: Any, plugin: str | None = None) -> dict[int, AppliedMigration]:
+    if plugin is None:
+        rows = await conn.fetch(
+            "SELECT version, name, applied_at FROM daz_schema_migrations ORDER BY version"
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT version, name, applied_at FROM {PLUGIN_TABLE} WHERE plugin = $1"
+            " ORDER BY version",
+            plugin,
+        )
     return {
         row["version"]: AppliedMigration(
             version=row["version"], name=row["name"], applied_at=row["applied_at"]
@@ -296,21 +317,47 @@ async def _run_script(conn: Any, file: str, script: str) -> None:
 class _Locked:
     """Hold the migration advisory lock (and make sure the version table exists)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, plugin: str | None = None) -> None:
         self._conn = conn
+        self._plugin = plugin
 
     async def __aenter__(self) -> None:
         if self._conn.is_in_transaction():
             raise MigrationError("migrations need a connection that is not inside a transaction")
         await self._conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
         try:
-            await _ensure_table(self._conn)
+            await _ensure_table(self._conn, self._plugin)
         except BaseException:
             await self._conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
             raise
 
     async def __aexit__(self, *exc: object) -> None:
         await self._conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+async def _record(conn: Any, migration: Migration, plugin: str | None) -> None:
+    if plugin is None:
+        await conn.execute(
+            "INSERT INTO daz_schema_migrations (version, name) VALUES ($1, $2)",
+            migration.version,
+            migration.name,
+        )
+    else:
+        await conn.execute(
+            f"INSERT INTO {PLUGIN_TABLE} (plugin, version, name) VALUES ($1, $2, $3)",
+            plugin,
+            migration.version,
+            migration.name,
+        )
+
+
+async def _unrecord(conn: Any, version: int, plugin: str | None) -> None:
+    if plugin is None:
+        await conn.execute("DELETE FROM daz_schema_migrations WHERE version = $1", version)
+    else:
+        await conn.execute(
+            f"DELETE FROM {PLUGIN_TABLE} WHERE plugin = $1 AND version = $2", plugin, version
+        )
 
 
 def _check_target(migrations: Sequence[Migration], version: int, what: str) -> None:
@@ -325,6 +372,7 @@ async def migrate(
     *,
     source: MigrationSource | None = None,
     migrations: Iterable[Migration] | None = None,
+    plugin: str | None = None,
 ) -> list[Migration]:
     """Apply pending migrations up to version ``to`` (default: the latest); return those applied.
 
@@ -337,8 +385,8 @@ async def migrate(
     if to is not None:
         _check_target(known, to, "migrate --to")
     applied_now: list[Migration] = []
-    async with _Locked(conn):
-        applied = await _applied(conn)
+    async with _Locked(conn, plugin):
+        applied = await _applied(conn, plugin)
         for migration in known:
             if to is not None and migration.version > to:
                 break
@@ -346,11 +394,7 @@ async def migrate(
                 continue
             async with conn.transaction():
                 await _run_script(conn, migration.up_file, migration.up_sql)
-                await conn.execute(
-                    "INSERT INTO daz_schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
-                )
+                await _record(conn, migration, plugin)
             applied_now.append(migration)
     return applied_now
 
@@ -361,6 +405,7 @@ async def rollback(
     *,
     source: MigrationSource | None = None,
     migrations: Iterable[Migration] | None = None,
+    plugin: str | None = None,
 ) -> list[Migration]:
     """Roll back applied migrations newer than ``to_version`` (0: all), newest first.
 
@@ -371,20 +416,21 @@ async def rollback(
     _check_target(known, to_version, "migrate --rollback")
     by_version = {m.version: m for m in known}
     rolled_back: list[Migration] = []
-    async with _Locked(conn):
-        applied = await _applied(conn)
+    async with _Locked(conn, plugin):
+        applied = await _applied(conn, plugin)
         for version in sorted(applied, reverse=True):
             if version <= to_version:
                 break
             migration = by_version.get(version)
             if migration is None:
+                owner = "daz-actors" if plugin is None else f"the plugin {plugin!r}"
                 raise MigrationError(
                     f"cannot roll back migration {version}: no file for it in this version "
-                    "of daz-actors"
+                    f"of {owner}"
                 )
             async with conn.transaction():
                 await _run_script(conn, migration.down_file, migration.down_sql)
-                await conn.execute("DELETE FROM daz_schema_migrations WHERE version = $1", version)
+                await _unrecord(conn, version, plugin)
             rolled_back.append(migration)
     return rolled_back
 
@@ -394,11 +440,13 @@ async def status(
     *,
     source: MigrationSource | None = None,
     migrations: Iterable[Migration] | None = None,
+    plugin: str | None = None,
 ) -> MigrationStatus:
     """Report applied, pending and unknown migrations (without changing anything)."""
     known = tuple(migrations) if migrations is not None else load_migrations(source)
-    exists = await conn.fetchval("SELECT to_regclass('daz_schema_migrations') IS NOT NULL")
-    applied = await _applied(conn) if exists else {}
+    table = "daz_schema_migrations" if plugin is None else PLUGIN_TABLE
+    exists = await conn.fetchval(f"SELECT to_regclass('{table}') IS NOT NULL")
+    applied = await _applied(conn, plugin) if exists else {}
     known_versions = {m.version for m in known}
     return MigrationStatus(
         applied=tuple(applied[v] for v in sorted(applied)),

@@ -68,7 +68,7 @@ def test_config_check_without_a_file_checks_the_shipped_default() -> None:
     """``config check`` with no file validates the config inside the package."""
     result = invoke("config", "check")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("<default>: OK (2 supervisors, 5 actors, ")
+    assert result.output.startswith("<default>: OK (2 supervisors, 6 actors, ")
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_config_check_without_a_file_checks_the_shipped_default() -> None:
             ('kind = "failure-log"\n\n', 'kind = "log-everything"\n\n'),
             "actors.failures.kind",
             "unknown actor kind 'log-everything' "
-            "(known: failure-log, health-monitor, retry, rooms, sql-gateway)",
+            "(known: failure-log, health-monitor, plugins, retry, rooms, sql-gateway)",
         ),
         (
             ("max_retries = 9", "max_retries = -9"),
@@ -137,6 +137,7 @@ def test_tree_without_a_file_prints_the_default_tree() -> None:
     assert lines[2:] == [
         "│   ├── sql-gateway (actor sql-gateway, permanent, shutdown 10 s, mailbox 1000)",
         "│   └── retry (actor retry, permanent, shutdown 60 s, mailbox 100)",
+        "├── plugins (actor plugins, permanent, shutdown 15 s, mailbox 100)",
         "├── rooms (actor rooms, permanent, shutdown 30 s, mailbox 100)",
         "├── health-monitor (actor health-monitor, permanent, shutdown 5 s, mailbox 100)",
         "└── failure-log (actor failure-log, permanent, shutdown 5 s, mailbox 100)",

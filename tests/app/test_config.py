@@ -183,7 +183,10 @@ def test_shipped_default_config_loads() -> None:
     cfg = load_config(None, default_kinds())
     assert cfg.source == "<default>"
     assert cfg.root == "daz"
-    assert cfg.supervisors["daz"].children == ("storage", "rooms", "health-monitor", "failure-log")
+    assert cfg.supervisors["daz"].children == (
+        "storage", "plugins", "rooms", "health-monitor", "failure-log",
+    )  # fmt: skip
+    assert cfg.actors["plugins"].kind == "plugins"
     assert cfg.actor_params["rooms"].channels == ("daz-actors",)
     assert cfg.supervisors["storage"].children == ("sql-gateway", "retry")
     assert cfg.supervisors["storage"].strategy is Strategy.REST_FOR_ONE

@@ -23,6 +23,7 @@ import trio
 from click.testing import CliRunner
 
 from daz_actors.app.cli import main
+from daz_actors.app.demo import BOT_NAME
 from daz_actors.storage.embedded_pg import start_embedded
 from daz_actors.testing import wait_until
 
@@ -31,16 +32,20 @@ FAULTS = 7  # websocket drop, killed router, killed gateway, database stop and s
 # chat server killed
 
 
-async def read_database(url: str) -> tuple[Counter[str], Counter[tuple[str, str]]]:
+async def read_database(url: str) -> tuple[Counter[str], Counter[tuple[str, str]], Counter[str]]:
+    """The chatters' lines, the queue, and the bot's lines (its replies, tells, reminders)."""
     conn: Any = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT message FROM daz_chat_messages WHERE channel = 'demo'")
+        rows = await conn.fetch(
+            "SELECT message, username FROM daz_chat_messages WHERE channel = 'demo'"
+        )
         queue = await conn.fetch("SELECT status, event_type FROM daz_retry_queue")
     finally:
         await conn.close()
     return (
-        Counter(r["message"] for r in rows),
+        Counter(r["message"] for r in rows if r["username"] != BOT_NAME),
         Counter((q["status"], q["event_type"]) for q in queue),
+        Counter(r["message"] for r in rows if r["username"] == BOT_NAME),
     )
 
 
@@ -58,7 +63,9 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "every invariant held: nothing was lost" in result.stdout
-    assert result.stdout.count("[ok  ]") == 11, output
+    assert result.stdout.count("[ok  ]") == 13, output
+    assert "[ok  ] every !tell was delivered exactly once: 1 asked, 1 said once" in result.stdout
+    assert "[ok  ] every !remind fired exactly once: 1 asked, 1 said once" in result.stdout
     assert "FAIL" not in result.stdout
     assert re.search(r"dashboard http://127\.0\.0\.1:\d+/", result.stdout), output
 
@@ -71,7 +78,7 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
 
     server = start_embedded(work / "data")
     try:
-        stored, queue = asyncio.run(read_database(server.url))
+        stored, queue, bot = asyncio.run(read_database(server.url))
     finally:
         server.stop()
     assert {line: stored[line] for line in confirmed} == dict.fromkeys(confirmed, 1)
@@ -79,6 +86,10 @@ def test_the_demo_holds_its_invariants_and_the_database_agrees(tmp_path: Path):
     assert queue[("dead_letter", "command.run")] == 1
     assert not [key for key in queue if key[0] in ("pending", "processing")], queue
     assert sum(n for (status, _), n in queue.items() if status == "dead_letter") == 1
+    # the tell and the reminder asked before the faults: each said exactly once
+    note = "visitor1, alice asked me to tell you: cycle 1 note for visitor1"
+    assert bot[note] == 1, bot
+    assert [n for line, n in bot.items() if line.startswith("alice: reminder: cycle 1")] == [1]
 
 
 def test_bad_demo_options_are_refused_with_the_reason(tmp_path: Path):

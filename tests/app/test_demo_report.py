@@ -12,6 +12,7 @@ from daz_actors.app.demo_report import (
     ChaosStep,
     ChatLedger,
     Findings,
+    SaidOnce,
     check_invariants,
     render_screen,
     render_status_line,
@@ -23,6 +24,10 @@ from daz_actors.ops.metrics import ConnectionSnapshot, Snapshot
 from daz_actors.storage.queue_types import QueueStats, RetryStatus
 
 DEAD, PENDING, DONE = RetryStatus.DEAD_LETTER, RetryStatus.PENDING, RetryStatus.COMPLETED
+
+
+GOOD_TELL = SaidOnce(asked="a note", stored=True, delivered=True, echoes=1)
+GOOD_REMINDER = SaidOnce(asked="a reminder", stored=True, delivered=True, echoes=1)
 
 
 def ledger() -> ChatLedger:
@@ -44,6 +49,8 @@ def healthy(**changes: object) -> Findings:
         not_running=(),
         faults_planned=7,
         faults_done=7,
+        tells=(GOOD_TELL,),
+        reminders=(GOOD_REMINDER,),
     )
     return attrs.evolve(found, **changes)
 
@@ -54,7 +61,7 @@ def broken(found: Findings) -> list[str]:
 
 def test_a_healthy_run_holds_every_invariant():
     invariants = check_invariants(ledger(), healthy())
-    assert len(invariants) == 11
+    assert len(invariants) == 13
     assert all(inv.held for inv in invariants), invariants
     summary = render_summary(invariants, ledger())
     assert "every invariant held" in summary
@@ -99,6 +106,26 @@ def test_an_uncertain_line_may_be_stored_or_not():
         ({"not_running": ("retry",)}, "every actor is running"),
         ({"breaker": BreakerState.OPEN}, "the database is back and the breaker closed"),
         ({"database_connected": False}, "the database is back and the breaker closed"),
+        (
+            {"tells": (attrs.evolve(GOOD_TELL, echoes=2),)},
+            "every !tell was delivered exactly once",
+        ),
+        (
+            {"tells": (attrs.evolve(GOOD_TELL, delivered=False, echoes=0),)},
+            "every !tell was delivered exactly once",
+        ),
+        (
+            {"tells": (attrs.evolve(GOOD_TELL, stored=False),)},
+            "every !tell was delivered exactly once",
+        ),
+        (
+            {"reminders": (attrs.evolve(GOOD_REMINDER, echoes=0),)},
+            "every !remind fired exactly once",
+        ),
+        (
+            {"reminders": (attrs.evolve(GOOD_REMINDER, echoes=2),)},
+            "every !remind fired exactly once",
+        ),
     ],
 )
 def test_each_invariant_breaks_alone(changes, expected):

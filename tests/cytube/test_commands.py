@@ -200,6 +200,28 @@ def test_cooldown_is_per_user_per_command():
     assert not cooldowns.allow("ann", "uptime", 104.0)  # the new run restarted it
 
 
+def test_a_command_may_bring_its_own_cooldown():
+    """A command's own cooldown (a plugin's) replaces the room's for that command only;
+    a registry refuses a negative one."""
+    cooldowns = Cooldowns(3.0)
+    assert cooldowns.allow("ann", "tell", 100.0, seconds=30.0)
+    assert not cooldowns.allow("ann", "tell", 120.0, seconds=30.0)
+    assert cooldowns.allow("ann", "tell", 130.0, seconds=30.0)
+    assert cooldowns.allow("ann", "remind", 100.0, seconds=0.0)
+    assert cooldowns.allow("ann", "remind", 100.0, seconds=0.0)
+    assert cooldowns.allow("ann", "uptime", 100.0)
+    assert not cooldowns.allow("ann", "uptime", 102.0)  # the room's 3 s
+    registry = CommandRegistry()
+
+    async def fn(ctx: Any) -> str:
+        return "x"
+
+    registry.add("slow", fn, description="d", cooldown=30)
+    assert registry.get("slow").cooldown == 30.0  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="cooldown must be"):
+        registry.add("bad", fn, description="d", cooldown=-1)
+
+
 def test_a_zero_cooldown_allows_everything_and_bad_ones_are_refused():
     """Cooldown 0 never blocks; negative or infinite cooldowns are errors."""
     cooldowns = Cooldowns(0)

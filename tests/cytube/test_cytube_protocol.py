@@ -25,15 +25,27 @@ from daz_actors.cytube.events import (
     UserList,
     UserRank,
 )
-from daz_actors.cytube.protocol import split_message, to_typed_event
+from daz_actors.cytube.protocol import SEPARATOR, split_message, to_typed_event
 
 
 @given(st.text(min_size=1, max_size=2000).filter(lambda t: t.strip()))
 def test_split_parts_fit_the_limit_and_keep_every_word(text):
-    """Every part is at most 320 characters and no non-space character is lost."""
+    """Every part is at most 320 characters and no non-space character is lost (but the
+    " | " separators a list was cut at)."""
     parts = split_message(text)
     assert all(0 < len(p) <= 320 for p in parts)
-    assert "".join("".join(parts).split()) == "".join(text.split())
+    kept, full = "".join("".join(parts).split()), "".join(text.split())
+    if SEPARATOR in text:
+        kept, full = kept.replace("|", ""), full.replace("|", "")
+    assert kept == full
+
+
+def test_split_cuts_a_list_between_its_entries():
+    """A long " | " list (the !help answer) is cut between entries, the separator dropped."""
+    entries = [f"!command{n}: does thing number {n} for you" for n in range(20)]
+    parts = split_message(SEPARATOR.join(entries))
+    assert len(parts) > 1
+    assert [e for p in parts for e in p.split(SEPARATOR)] == entries
 
 
 def test_split_prefers_spaces():

@@ -191,7 +191,14 @@ def test_two_migrate_processes_apply_each_migration_once(pg_empty: Any) -> None:
     results = asyncio.run(hold_lock_and_start())
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     outputs = sorted(r.stdout for r in results)
-    assert outputs[0].strip() == "\n".join(f"applied {m.up_file}" for m in load_migrations())
+    # the core's, then the plugins the shipped config enables (each once, too)
+    plugins = [
+        "applied plugin remind: 0001_reminders.up.sql",
+        "applied plugin tell: 0001_tells.up.sql",
+    ]
+    assert outputs[0].strip() == "\n".join(
+        [*(f"applied {m.up_file}" for m in load_migrations()), *plugins]
+    )
     assert outputs[1].strip() == "nothing to apply: the schema is up to date"
 
 
@@ -282,6 +289,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (6, "0006_documents_contract.up.sql", "0006_documents_contract.down.sql"),
         (7, "0007_chat_text.up.sql", "0007_chat_text.down.sql"),
         (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
+        (11, "0011_plugin_migrations.up.sql", "0011_plugin_migrations.down.sql"),
         (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
     ]
