@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from daz_actors.app.build import build_tree
 from daz_actors.app.builtin_kinds import CLUSTER_NODE, default_kinds
 from daz_actors.app.config import default_config_text, parse_config
 from daz_actors.cluster.keeper import KEEPER_NAME
 from daz_actors.cluster.node import ClusterNode
 from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.errors import ConfigError
+from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import Supervisor
 
 
 def rooms_children(resources: dict[str, object], extra: str = "") -> list[str]:
-    config = parse_config(default_config_text() + extra, default_kinds())
-    root = build_tree(
-        config,
-        default_kinds(),
+    """The children the ``rooms`` kind's factory starts with, for the shipped config."""
+    kinds = default_kinds()
+    config = parse_config(default_config_text() + extra, kinds)
+    name = next(n for n, actor in config.actors.items() if actor.kind == "rooms")
+    ctx = BuildContext(
+        name=name,
+        config=config,
         registry=Registry(),
         bus=EventBus(),
         resources={"database_url": "postgresql://x@/y", **resources},
     )
-    rooms = root.owner_of("room:daz-actors") or root.owner_of(KEEPER_NAME)
-    assert rooms is not None
+    rooms = kinds.get("rooms").build(config.actor_params[name], ctx)
+    assert isinstance(rooms, Supervisor)
     return [info.name for info in rooms.which_children()]
 
 

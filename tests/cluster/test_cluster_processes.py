@@ -119,134 +119,147 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
     try:
         async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
             conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
-            for node in nodes[:3]:
-                await node.start(nursery)
-            for node in nodes[:3]:
-                await node.wait_for(r"cluster node \S+", timeout=60)
+            try:
+                for node in nodes[:3]:
+                    await node.start(nursery)
+                for node in nodes[:3]:
+                    await node.wait_for(r"cluster node \S+", timeout=60)
 
-            # --- every channel joined exactly once, two per node
-            async def spread() -> dict[str, list[str]] | None:
-                held = by_holder(await leases(conn))
-                counts = sorted(len(v) for v in held.values())
-                if counts == [2, 2, 2] and await each_joined_once(peer, CHANNELS):
-                    return held
-                return None
+                # --- every channel joined exactly once, two per node
+                async def spread() -> dict[str, list[str]] | None:
+                    held = by_holder(await leases(conn))
+                    counts = sorted(len(v) for v in held.values())
+                    if counts == [2, 2, 2] and await each_joined_once(peer, CHANNELS):
+                        return held
+                    return None
 
-            held = await poll(spread, timeout=60, interval=0.1)
-            assert set(held) == {n.node_id for n in nodes[:3]}
+                held = await poll(spread, timeout=60, interval=0.1)
+                assert set(held) == {n.node_id for n in nodes[:3]}
 
-            # --- `daz-actors nodes --json` and /metrics say the same
-            report = await nodes_json(config, pg.dsn)
-            assert {n["node_id"]: n["channels"] for n in report["nodes"]} == {
-                k: sorted(v) for k, v in held.items()
-            }
-            assert {n["state"] for n in report["nodes"]} == {"live"}
-            assert report["unheld_channels"] == []
-            cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
-            assert len(cleaner) == 1, report  # the queue cleanup runs on one node
-            metrics = await scrape(nodes[1])
-            for node_id, channels in held.items():
-                assert f'daz_cluster_node_channels{{node="{node_id}"}} {len(channels)}.0' in metrics
-
-            # --- SIGKILL one node (the one running the cleanup); lines said meanwhile
-            victim = next(n for n in nodes[:3] if n.node_id == cleaner[0]["node_id"])
-            lost = held[victim.node_id]
-            tokens_before = await leases(conn)
-            victim.send(signal.SIGKILL)
-            await victim.wait()
-            killed_at = trio.current_time()
-            gap_lines = {c: [f"{c} gap line {i}" for i in range(3)] for c in lost}
-            for channel, lines in gap_lines.items():
-                for line in lines:
-                    await trio.to_thread.run_sync(peer.say, channel, "carol", line)
-
-            state = await poll(lambda: each_joined_once(peer, CHANNELS), timeout=30)
-            rejoined_after = trio.current_time() - killed_at
-            print(f"SIGKILL: channels rejoined {rejoined_after:.2f} s after the kill (ttl {TTL})")
-            assert rejoined_after < TTL + 5, rejoined_after
-            tokens_after = await leases(conn)
-            for channel in lost:
-                assert tokens_after[channel][1] > tokens_before[channel][1]
-                assert tokens_after[channel][0] != victim.node_id
-
-            async def stored_once() -> bool:
-                for lines in gap_lines.values():
-                    for line in lines:
-                        count = await trio_asyncio.aio_as_trio(conn.fetchval)(
-                            "SELECT count(*) FROM daz_chat_messages WHERE message = $1", line
-                        )
-                        if count != 1:
-                            return False
-                return True
-
-            assert await poll(stored_once, timeout=20)
-            history = await trio_asyncio.aio_as_trio(conn.fetchval)(
-                "SELECT bool_and(is_history) FROM daz_chat_messages WHERE message LIKE '%gap line%'"
-            )
-            assert history is True
-            report = await nodes_json(config, pg.dsn)
-            cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
-            assert len(cleaner) == 1, report
-            assert cleaner[0]["node_id"] != victim.node_id  # taken over
-            assert cleaner[0]["state"] == "live"
-
-            # --- SIGTERM one node: its channels are taken over within 2 s
-            survivors = [n for n in nodes[:3] if n is not victim]
-            leaving = next(n for n in survivors if n.node_id != cleaner[0]["node_id"])
-            staying = next(n for n in survivors if n is not leaving)
-            held = by_holder(await leases(conn))
-            handed = held[leaving.node_id]
-            before = await server_state(peer)
-            old_sids = {c: bot_sessions(before, c)[0] for c in handed}
-            leaving.send(signal.SIGTERM)
-            assert await leaving.wait() == 0, leaving.log()
-
-            async def taken_over() -> dict[str, Any] | None:
-                state = await each_joined_once(peer, CHANNELS)
-                if state and all(bot_sessions(state, c)[0] != old_sids[c] for c in handed):
-                    return state
-                return None
-
-            state = await poll(taken_over, timeout=30)
-            for channel in handed:
-                left = leave_of(state, old_sids[channel])
-                join = joins_after(state, channel, left["time"])[0]
-                print(f"SIGTERM: {channel} handed over in {(join['time'] - left['time']) / 1000} s")
-                assert (join["time"] - left["time"]) / 1000 < 2.0, (
-                    left,
-                    join,
-                    leaving.log(),
-                    nodes[2].log(),
-                )
-
-            # --- a new node: it takes its share (half) from the one node left
-            newcomer = nodes[3]
-            await newcomer.start(nursery)
-            await newcomer.wait_for(r"cluster node \S+", timeout=60)
-
-            async def rebalanced() -> dict[str, list[str]] | None:
-                held = by_holder(await leases(conn))
-                if len(held.get(newcomer.node_id or "", [])) == 3 and await each_joined_once(
-                    peer, CHANNELS
-                ):
-                    return held
-                return None
-
-            held = await poll(rebalanced, timeout=60)
-            state = await server_state(peer)
-            for channel in held[newcomer.node_id or ""]:
-                # the previous session left, then the newcomer's joined: one rejoin apart
-                joins = [p for p in state["presence"] if p["channel"] == channel]
-                last_join = [p for p in joins if p["event"] == "join"][-1]
-                leaves = [
-                    p for p in joins if p["event"] == "leave" and p["time"] <= last_join["time"]
+                # --- `daz-actors nodes --json` and /metrics say the same
+                report = await nodes_json(config, pg.dsn)
+                assert {n["node_id"]: n["channels"] for n in report["nodes"]} == {
+                    k: sorted(v) for k, v in held.items()
+                }
+                assert {n["state"] for n in report["nodes"]} == {"live"}
+                assert report["unheld_channels"] == []
+                cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
+                assert len(cleaner) == 1, report  # the queue cleanup runs on one node
+                expected = [
+                    f'daz_cluster_node_channels{{node="{node_id}"}} {len(channels)}.0'
+                    for node_id, channels in held.items()
                 ]
-                gap = (last_join["time"] - leaves[-1]["time"]) / 1000
-                print(f"rebalance: {channel} moved with {gap} s out")
-                assert gap < RENEW + 2.0, (channel, gap)
 
-            assert state["overlaps"] == [], state["overlaps"]
-            await trio_asyncio.aio_as_trio(conn.close)()
+                async def metrics_agree() -> bool:  # as of that node's last heartbeat
+                    metrics = await scrape(nodes[1])
+                    return all(line in metrics for line in expected)
+
+                await poll(metrics_agree, timeout=10, interval=0.2)
+
+                # --- SIGKILL one node (the one running the cleanup); lines said meanwhile
+                victim = next(n for n in nodes[:3] if n.node_id == cleaner[0]["node_id"])
+                lost = held[victim.node_id]
+                tokens_before = await leases(conn)
+                victim.send(signal.SIGKILL)
+                await victim.wait()
+                killed_at = trio.current_time()
+                gap_lines = {c: [f"{c} gap line {i}" for i in range(3)] for c in lost}
+                for channel, lines in gap_lines.items():
+                    for line in lines:
+                        await trio.to_thread.run_sync(peer.say, channel, "carol", line)
+
+                state = await poll(lambda: each_joined_once(peer, CHANNELS), timeout=30)
+                rejoined_after = trio.current_time() - killed_at
+                print(
+                    f"SIGKILL: channels rejoined {rejoined_after:.2f} s after the kill (ttl {TTL})"
+                )
+                assert rejoined_after < TTL + 5, rejoined_after
+                tokens_after = await leases(conn)
+                for channel in lost:
+                    assert tokens_after[channel][1] > tokens_before[channel][1]
+                    assert tokens_after[channel][0] != victim.node_id
+
+                async def stored_once() -> bool:
+                    for lines in gap_lines.values():
+                        for line in lines:
+                            count = await trio_asyncio.aio_as_trio(conn.fetchval)(
+                                "SELECT count(*) FROM daz_chat_messages WHERE message = $1", line
+                            )
+                            if count != 1:
+                                return False
+                    return True
+
+                assert await poll(stored_once, timeout=20)
+                history = await trio_asyncio.aio_as_trio(conn.fetchval)(
+                    "SELECT bool_and(is_history) FROM daz_chat_messages"
+                    " WHERE message LIKE '%gap line%'"
+                )
+                assert history is True
+                report = await nodes_json(config, pg.dsn)
+                cleaner = [n for n in report["nodes"] if n["singletons"] == ["retry.cleanup"]]
+                assert len(cleaner) == 1, report
+                assert cleaner[0]["node_id"] != victim.node_id  # taken over
+                assert cleaner[0]["state"] == "live"
+
+                # --- SIGTERM one node: its channels are taken over within 2 s
+                survivors = [n for n in nodes[:3] if n is not victim]
+                leaving = next(n for n in survivors if n.node_id != cleaner[0]["node_id"])
+                staying = next(n for n in survivors if n is not leaving)
+                held = by_holder(await leases(conn))
+                handed = held[leaving.node_id]
+                before = await server_state(peer)
+                old_sids = {c: bot_sessions(before, c)[0] for c in handed}
+                leaving.send(signal.SIGTERM)
+                assert await leaving.wait() == 0, leaving.log()
+
+                async def taken_over() -> dict[str, Any] | None:
+                    state = await each_joined_once(peer, CHANNELS)
+                    if state and all(bot_sessions(state, c)[0] != old_sids[c] for c in handed):
+                        return state
+                    return None
+
+                state = await poll(taken_over, timeout=30)
+                for channel in handed:
+                    left = leave_of(state, old_sids[channel])
+                    join = joins_after(state, channel, left["time"])[0]
+                    took = (join["time"] - left["time"]) / 1000
+                    print(f"SIGTERM: {channel} handed over in {took} s")
+                    assert (join["time"] - left["time"]) / 1000 < 2.0, (
+                        left,
+                        join,
+                        leaving.log(),
+                        nodes[2].log(),
+                    )
+
+                # --- a new node: it takes its share (half) from the one node left
+                newcomer = nodes[3]
+                await newcomer.start(nursery)
+                await newcomer.wait_for(r"cluster node \S+", timeout=60)
+
+                async def rebalanced() -> dict[str, list[str]] | None:
+                    held = by_holder(await leases(conn))
+                    if len(held.get(newcomer.node_id or "", [])) == 3 and await each_joined_once(
+                        peer, CHANNELS
+                    ):
+                        return held
+                    return None
+
+                held = await poll(rebalanced, timeout=60)
+                state = await server_state(peer)
+                for channel in held[newcomer.node_id or ""]:
+                    # the previous session left, then the newcomer's joined: one rejoin apart
+                    joins = [p for p in state["presence"] if p["channel"] == channel]
+                    last_join = [p for p in joins if p["event"] == "join"][-1]
+                    leaves = [
+                        p for p in joins if p["event"] == "leave" and p["time"] <= last_join["time"]
+                    ]
+                    gap = (last_join["time"] - leaves[-1]["time"]) / 1000
+                    print(f"rebalance: {channel} moved with {gap} s out")
+                    assert gap < RENEW + 2.0, (channel, gap)
+
+                assert state["overlaps"] == [], state["overlaps"]
+            finally:
+                await trio_asyncio.aio_as_trio(conn.close)()
             for node in (staying, newcomer):
                 node.send(signal.SIGTERM)
             for node in (staying, newcomer):
