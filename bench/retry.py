@@ -6,17 +6,27 @@ Throughput (jobs/s, no-op handler) for 1 and 4 workers with batch 10 and 50, thr
 against the same PostgreSQL (embedded by default, default durability: fsync on):
 
 - ``daz end to end``: the REAL retry subtree (`build_retry`: capture, dispatcher with its
-  LISTEN connection, workers) beside the SQL gateway actor, in one ``trio.run``; the items
+  LISTEN connection, workers) beside the SQL gateway actor, in one ``trio.run``, with a
+  metrics registry as the application gives them (attempt and call histograms); the items
   are made due all at once and announced with one NOTIFY; the clock stops when the
   workers' completions of every item have been written.
-- ``project SQL on asyncio``: plain asyncpg on asyncio running the project's own SQL
-  functions (``acquire_retry_items`` then ``complete_retry_items``), one pool connection
-  per worker, rows read but not built into `QueueItem`.
+- ``project SQL on asyncio``: plain asyncpg on asyncio running the project's own SQL, one
+  pool connection per worker, rows read but not built into `QueueItem`, two ways: the call
+  the workers make (``daz_complete_and_acquire``: the completions of a batch with the claim
+  of the next, one round trip and one commit per batch; column ``proj 1call``), and the
+  two separate functions (``acquire_retry_items`` then ``complete_retry_items``; column
+  ``proj 2call``, the baseline of the first figures in bench/README.md).
 - ``minimal queue on asyncio``: plain asyncpg on asyncio, a two-column queue table: claim
   with ``FOR UPDATE SKIP LOCKED`` in a materialized CTE, then one batched ``UPDATE ... done``.
 
-Each figure is the best of ``--rounds`` rounds; the three sides alternate within a round so
+Each figure is the best of ``--rounds`` rounds; the sides alternate within a round so
 they see the same machine noise. Ratios are daz / baseline.
+
+CPU per job, each side's least over the rounds: this process's (the client: asyncpg, and
+for daz the actors, trio and the bridge) and PostgreSQL's (every process of the server's
+postmaster, read from /proc over the timed window: only for a server on this machine).
+On a shared 2-core machine the throughput follows the other load; CPU per job much less,
+and when the cores are the bottleneck the throughput ratio tends to the CPU ratio.
 
 Wake-up latency: the subtree idle (4 workers, default batch), one item enqueued at a time
 from another connection; the time from the enqueue's commit (its INSERT returned) to the
@@ -43,6 +53,7 @@ import asyncpg
 import attrs
 import trio
 import trio_asyncio
+from prometheus_client import CollectorRegistry
 
 from bench.queue import make_items, raw_columns, setup, teardown
 from daz_actors.app.builtin_kinds import default_kinds
@@ -85,7 +96,103 @@ RETURNING j.id, j.payload
 """
 MINIMAL_DONE = "UPDATE bench_minimal_jobs SET status = 'done' WHERE id = ANY($1::bigint[])"
 ACQUIRE_SQL = "SELECT * FROM acquire_retry_items($1, $2, $3)"
+COMPLETE_AND_ACQUIRE_SQL = (
+    "SELECT completed_ids, item FROM daz_complete_and_acquire($1, $2, $3, $4, $5)"
+)
 COMPLETE_SQL = "SELECT complete_retry_items($1::bigint[], $2, $3::uuid[]) AS id"
+
+
+# ---- measuring --------------------------------------------------------------------------
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state first)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()
+
+
+@attrs.frozen
+class ServerCpu:
+    """CPU seconds used by one local PostgreSQL server's processes, read from /proc."""
+
+    postmaster: int  # pid of the server's postmaster
+
+    @classmethod
+    async def find(cls, dsn: str) -> ServerCpu | None:
+        """The server behind `dsn` if it runs on this machine and /proc shows it, else None."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            return cls(postmaster=int(_proc_stat(backend)[1]))  # while the backend lives
+        except (OSError, ValueError, IndexError):
+            return None
+        finally:
+            await conn.close()
+
+    def snapshot(self) -> dict[int, float]:
+        """CPU seconds so far of each live process of the server (postmaster, backends,
+        WAL writer, ...)."""
+        seen: dict[int, float] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = _proc_stat(int(entry.name))
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+            if int(entry.name) == self.postmaster or int(fields[1]) == self.postmaster:
+                seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+        return seen
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU seconds between two snapshots (a process started between them counts whole;
+        one that ended between them is missed)."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+@attrs.frozen
+class Run:
+    """One timed run of one side."""
+
+    jobs: int
+    seconds: float
+    client_cpu: float  # this process's CPU seconds in the window
+    server_cpu: float | None  # PostgreSQL's, None when not measurable
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds
+
+
+class Window:
+    """Wall time and CPU (this process, the server) between `start` and `stop`."""
+
+    def __init__(self, server: ServerCpu | None) -> None:
+        self.server = server
+
+    def start(self) -> None:
+        self._server0 = self.server.snapshot() if self.server is not None else {}
+        self._cpu0 = _process_cpu()
+        self._t0 = time.perf_counter()
+
+    def stop(self, jobs: int) -> Run:
+        seconds = time.perf_counter() - self._t0
+        client = _process_cpu() - self._cpu0
+        server = (
+            ServerCpu.used(self._server0, self.server.snapshot())
+            if self.server is not None
+            else None
+        )
+        return Run(jobs=jobs, seconds=seconds, client_cpu=client, server_cpu=server)
 
 
 # ---- preparing the tables ------------------------------------------------------------------
@@ -138,21 +245,25 @@ async def _reset_minimal(dsn: str, count: int) -> None:
 # ---- baselines: asyncpg on asyncio ---------------------------------------------------------
 
 
-def _aio_workers(dsn: str, workers: int, loop_body: Callable[[Any, int], Any]) -> float:
-    async def main() -> float:
+def _aio_workers(
+    dsn: str, workers: int, loop_body: Callable[[Any, int], Any], server: ServerCpu | None
+) -> Run:
+    async def main() -> Run:
         pool = await asyncpg.create_pool(dsn, min_size=workers, max_size=workers)
         try:
-            start = time.perf_counter()
+            window = Window(server)
+            window.start()
             done = await asyncio.gather(*(loop_body(pool, n) for n in range(workers)))
-            elapsed = time.perf_counter() - start
-            return sum(done) / elapsed
+            return window.stop(sum(done))
         finally:
             await pool.close()
 
     return asyncio.run(main())
 
 
-def minimal_rate(dsn: str, workers: int, batch: int, count: int) -> float:
+def minimal_rate(
+    dsn: str, workers: int, batch: int, count: int, server: ServerCpu | None = None
+) -> Run:
     asyncio.run(_reset_minimal(dsn, count))
 
     async def body(pool: Any, _n: int) -> int:
@@ -165,10 +276,13 @@ def minimal_rate(dsn: str, workers: int, batch: int, count: int) -> float:
                 done += len(rows)
         return done
 
-    return _aio_workers(dsn, workers, body)
+    return _aio_workers(dsn, workers, body, server)
 
 
-def project_sql_rate(dsn: str, workers: int, batch: int, count: int) -> float:
+def project_sql_rate(
+    dsn: str, workers: int, batch: int, count: int, server: ServerCpu | None = None
+) -> Run:
+    """The project's two functions, one call each per batch (two round trips, two commits)."""
     asyncio.run(_reset_queue(dsn, count, due=False))
     asyncio.run(_make_due(dsn))  # the same table state as the end-to-end run
 
@@ -185,7 +299,36 @@ def project_sql_rate(dsn: str, workers: int, batch: int, count: int) -> float:
                 done += len(rows)
         return done
 
-    return _aio_workers(dsn, workers, body)
+    return _aio_workers(dsn, workers, body, server)
+
+
+def project_call_rate(
+    dsn: str, workers: int, batch: int, count: int, server: ServerCpu | None = None
+) -> Run:
+    """The call the workers make: a batch's completions with the next claim, one round trip."""
+    asyncio.run(_reset_queue(dsn, count, due=False))
+    asyncio.run(_make_due(dsn))
+
+    async def body(pool: Any, n: int) -> int:
+        done = 0
+        worker = f"aio-{n}"
+        ids: list[int] = []
+        tokens: list[Any] = []
+        async with pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(
+                    COMPLETE_AND_ACQUIRE_SQL, worker, ids, tokens, batch, LOCK_TIMEOUT
+                )
+                done += len(rows[0]["completed_ids"]) if rows else 0
+                items = [item for row in rows if (item := row["item"]) is not None]
+                if not items:
+                    return done
+                for item in items:
+                    _ = item["event_data"]
+                ids = [item["id"] for item in items]
+                tokens = [item["lock_token"] for item in items]
+
+    return _aio_workers(dsn, workers, body, server)
 
 
 # ---- the project: the retry subtree --------------------------------------------------------
@@ -196,12 +339,15 @@ def _subtree(
 ) -> tuple[Supervisor, list[RetryWorker]]:
     config = attrs.evolve(load_config(None, default_kinds()), data_dir=data_dir)
     registry, bus = Registry(), EventBus()
+    # as the application runs them: the workers observe each attempt's duration and the
+    # gateway each call's (`app/runner.py` passes its registry the same way)
+    metrics = CollectorRegistry()
     context = BuildContext(
         name="retry",
         config=config,
         registry=registry,
         bus=bus,
-        resources={"database_url": dsn, "retry_handlers": handlers},
+        resources={"database_url": dsn, "retry_handlers": handlers, "metrics_registry": metrics},
     )
     # a long poll interval: the NOTIFY is what starts the work (as for enqueued items)
     params = RetryParams(
@@ -211,7 +357,9 @@ def _subtree(
     root = Supervisor(
         "storage",
         [
-            ChildSpec(name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn)),
+            ChildSpec(
+                name="sql-gateway", start=SqlGateway(SqlGatewayParams(), dsn, metrics=metrics)
+            ),
             ChildSpec(name="retry", start=retry, shutdown_timeout=None),
         ],
         policy=SupervisorPolicy(strategy=Strategy.REST_FOR_ONE),
@@ -222,13 +370,20 @@ def _subtree(
     return root, found
 
 
-async def _until(predicate: Callable[[], bool], timeout: float) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float, every: float = 0.001) -> None:
     with trio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - polling a counter with a deadline
-            await trio.sleep(0.001)
+            await trio.sleep(every)
 
 
-def daz_rate(dsn: str, workers: int, batch: int, count: int, data_dir: Path) -> float:
+def daz_rate(
+    dsn: str,
+    workers: int,
+    batch: int,
+    count: int,
+    data_dir: Path,
+    server: ServerCpu | None = None,
+) -> Run:
     asyncio.run(_reset_queue(dsn, count, due=False))
     handlers = HandlerRegistry()
 
@@ -238,18 +393,21 @@ def daz_rate(dsn: str, workers: int, batch: int, count: int, data_dir: Path) -> 
 
     root, found = _subtree(dsn, handlers, workers, batch, data_dir)
 
-    async def main() -> float:
+    async def main() -> Run:
         async with trio_asyncio.open_loop(), open_tree(root):
             dispatcher = next(s for s in root.startables() if hasattr(s, "listening"))
             await _until(lambda: bool(dispatcher.listening), 30)
             await trio.sleep(0.2)  # let the start-up wake find nothing due and go idle
             await trio_asyncio.aio_as_trio(_make_due)(dsn)
-            start = time.perf_counter()
+            window = Window(server)
+            window.start()
             conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
             await trio_asyncio.aio_as_trio(conn.execute)(f"NOTIFY {queue.NOTIFY_CHANNEL}, '1'")
             await trio_asyncio.aio_as_trio(conn.close)()
-            await _until(lambda: sum(w.stats.completed for w in found) >= count, 600)
-            return count / (time.perf_counter() - start)
+            # polled every 5 ms: a finer poll costs this process CPU (counted as the daz
+            # side's) for a gain in precision the seconds-long run does not need
+            await _until(lambda: sum(w.stats.completed for w in found) >= count, 600, 0.005)
+            return window.stop(count)
 
     return trio.run(main)
 
@@ -291,9 +449,55 @@ def wakeup_latency(dsn: str, samples: int, data_dir: Path) -> list[float]:
 # ---- output -------------------------------------------------------------------------------
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+SIDES = ("minimal", "proj 2call", "proj 1call", "daz e2e")
+
+
+def _us(seconds: float | None, jobs: int) -> str:
+    return "-" if seconds is None else f"{seconds / jobs * 1e6:,.0f}"
+
+
+def throughput(
+    dsn: str, data_dir: Path, args: argparse.Namespace, server: ServerCpu | None
+) -> None:
+    """The throughput table, then the CPU per job of each side."""
+    print(
+        f"\nthroughput, {args.items} no-op items, best of {args.rounds} rounds (jobs/s)\n"
+        f"{'workers':>7} {'batch':>5}" + "".join(f" {side:>10}" for side in SIDES)
+        + f" {'daz/minimal':>11} {'daz/2call':>9} {'daz/1call':>9}"
+    )  # fmt: skip
+    cpu_lines = []
+    for workers in args.workers:
+        for batch in args.batches:
+            runs: dict[str, list[Run]] = {side: [] for side in SIDES}
+            for _ in range(args.rounds):
+                runs["minimal"].append(minimal_rate(dsn, workers, batch, args.items, server))
+                runs["proj 2call"].append(
+                    project_sql_rate(dsn, workers, batch, args.items, server)
+                )
+                runs["proj 1call"].append(
+                    project_call_rate(dsn, workers, batch, args.items, server)
+                )
+                runs["daz e2e"].append(
+                    daz_rate(dsn, workers, batch, args.items, data_dir, server)
+                )
+            m, p2, p1, d = (max(r.rate for r in runs[side]) for side in SIDES)
+            print(
+                f"{workers:>7} {batch:>5} {m:>10,.0f} {p2:>10,.0f} {p1:>10,.0f} {d:>10,.0f}"
+                f" {d / m:>11.2f} {d / p2:>9.2f} {d / p1:>9.2f}",
+                flush=True,
+            )
+            cells = []
+            for side in SIDES:
+                client = min(r.client_cpu / r.jobs for r in runs[side])
+                servers = [r.server_cpu / r.jobs for r in runs[side] if r.server_cpu is not None]
+                server_us = f"{min(servers) * 1e6:,.0f}" if servers else "-"
+                cells.append(f" {client * 1e6:>5,.0f} {server_us:>5}")
+            cpu_lines.append(f"{workers:>7} {batch:>5}" + "".join(cells))
+    print(
+        "\nCPU per job, least of the rounds (us): client (this process) and PostgreSQL\n"
+        f"{'workers':>7} {'batch':>5}" + "".join(f" {side:>11}" for side in SIDES)
+    )  # fmt: skip
+    print("\n".join(cpu_lines))
 
 
 def main() -> None:
@@ -306,6 +510,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="wake-up latency samples")
     parser.add_argument("--quick", action="store_true", help="smoke run: too small for figures")
     parser.add_argument("--only", choices=("throughput", "latency"), default=None)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=list(WORKERS), help="worker counts to run"
+    )
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=list(BATCHES), help="batch sizes to run"
+    )
     args = parser.parse_args()
     if args.quick:
         args.items, args.rounds, args.samples = 500, 1, 30
@@ -313,7 +523,7 @@ def main() -> None:
 
     logging.getLogger("daz_actors").setLevel(logging.CRITICAL)
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
-    wall, cpu = time.perf_counter(), _cpu()
+    wall, cpu = time.perf_counter(), _process_cpu()
     with (
         tempfile.TemporaryDirectory(prefix="daz-bench-") as tmp,
         open_database(args.database_url, data_dir=Path(tmp) / "pg") as db,
@@ -321,27 +531,9 @@ def main() -> None:
         print(f"database: {redact_dsn(db.url)} ({db.source.value})")
         dsn = asyncio.run(setup(db.url))
         data_dir = Path(tmp) / "data"
+        server = asyncio.run(ServerCpu.find(dsn))
         if args.only in (None, "throughput"):
-            print(
-                f"\nthroughput, {args.items} no-op items, best of {args.rounds} rounds (jobs/s)\n"
-                f"{'workers':>7} {'batch':>5} {'minimal':>9} {'proj SQL':>9} {'daz e2e':>9}"
-                f" {'daz/minimal':>11} {'daz/projSQL':>11}"
-            )
-            for workers in WORKERS:
-                for batch in BATCHES:
-                    best = [0.0, 0.0, 0.0]
-                    for _ in range(args.rounds):
-                        best[0] = max(best[0], minimal_rate(dsn, workers, batch, args.items))
-                        best[1] = max(best[1], project_sql_rate(dsn, workers, batch, args.items))
-                        best[2] = max(
-                            best[2], daz_rate(dsn, workers, batch, args.items, data_dir)
-                        )
-                    m, p, d = best
-                    print(
-                        f"{workers:>7} {batch:>5} {m:>9,.0f} {p:>9,.0f} {d:>9,.0f}"
-                        f" {d / m:>11.2f} {d / p:>11.2f}",
-                        flush=True,
-                    )
+            throughput(dsn, data_dir, args, server)
         if args.only in (None, "latency"):
             lat = sorted(wakeup_latency(dsn, args.samples, data_dir))
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -351,7 +543,7 @@ def main() -> None:
                 f"p99 {p99 * 1000:.2f} ms (targets: 3 ms, 10 ms)"
             )
         asyncio.run(teardown(db.url))
-    share = (_cpu() - cpu) / (time.perf_counter() - wall)
+    share = (_process_cpu() - cpu) / (time.perf_counter() - wall)
     print(
         f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
         f"this process used {share:.0%} of one core (PostgreSQL runs in its own processes)"

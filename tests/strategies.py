@@ -18,6 +18,8 @@ __all__ = [
     "TreeShape",
     "attempts",
     "backoff_policies",
+    "chat_batches",
+    "chat_lines",
     "huge_attempts",
     "jitters",
     "node_names",
@@ -148,3 +150,30 @@ def tree_shapes(draw: st.DrawFn, *, max_depth: int = 3, max_children: int = 3) -
     root = pool.pop()
     build(root, 0)
     return TreeShape(root=root, supervisors=supervisors, strategies=strategies, actors=actors)
+
+
+# ---------------------------------------------------------------------------- chat logs
+
+#: One chat line as the core logs it: (channel, user name, minute from a fixed start, text);
+#: few channels and names (in any case), so that counts add up per key.
+chat_lines = st.tuples(
+    st.sampled_from(["lobby", "den"]),
+    st.sampled_from(["ann", "Ann", "bob", "bot", "cat"]),
+    st.integers(min_value=0, max_value=3 * 24 * 60),
+    st.sampled_from(["hi", "!cmd", "text"]),
+)
+
+
+@st.composite
+def chat_batches(draw: st.DrawFn) -> list[list[tuple[int, str, str, int, str]]]:
+    """Chat lines, each with its event id (an int), cut into INSERT statements of one or
+    more rows, a few statements repeated (lines logged twice, as a retried write does)."""
+    lines = [(i, *line) for i, line in enumerate(draw(st.lists(chat_lines, max_size=60)))]
+    batches: list[list[tuple[int, str, str, int, str]]] = []
+    i = 0
+    while i < len(lines):
+        size = draw(st.integers(min_value=1, max_value=8))
+        batches.append(lines[i : i + size])
+        i += size
+    repeats = draw(st.lists(st.sampled_from(batches), max_size=3)) if batches else []
+    return batches + repeats

@@ -13,6 +13,8 @@ line     `ChatMessage`    a live chat line (never a line the server replays on j
 media    `MediaChanged`   something new plays
 rank     `UserRank`       a user's channel rank (after ``addUser``, on promotion/demotion)
 users    `UserList`       everyone present, when the bot (re)joins
+queue    `PlaylistQueued` the playlist when the bot (re)joins (``full``), or one item added:
+                          who queued what
 ======== ================ ===============================================================
 
 Subscribe with ``bus.subscribe(channel_topic("lobby", ChannelEventKind.JOIN), ref)`` or,
@@ -27,6 +29,7 @@ import enum
 from daz_actors.cytube.events import (
     ChatMessage,
     MediaChanged,
+    PlaylistQueued,
     UserJoined,
     UserLeft,
     UserList,
@@ -41,7 +44,9 @@ __all__ = [
     "topic_of",
 ]
 
-ChannelEvent = UserJoined | UserLeft | ChatMessage | MediaChanged | UserRank | UserList
+ChannelEvent = (
+    UserJoined | UserLeft | ChatMessage | MediaChanged | UserRank | UserList | PlaylistQueued
+)
 
 
 class ChannelEventKind(enum.Enum):
@@ -53,6 +58,7 @@ class ChannelEventKind(enum.Enum):
     MEDIA = "media"
     RANK = "rank"
     USERS = "users"
+    QUEUE = "queue"
 
 
 _KINDS: dict[type, ChannelEventKind] = {
@@ -62,6 +68,7 @@ _KINDS: dict[type, ChannelEventKind] = {
     MediaChanged: ChannelEventKind.MEDIA,
     UserRank: ChannelEventKind.RANK,
     UserList: ChannelEventKind.USERS,
+    PlaylistQueued: ChannelEventKind.QUEUE,
 }
 
 

@@ -32,7 +32,9 @@ __all__ = [
     "OwnRank",
     "PasswordAccepted",
     "PasswordRequest",
+    "PlaylistQueued",
     "PrivateMessage",
+    "QueuedMedia",
     "SendChat",
     "SendPrivate",
     "User",
@@ -184,6 +186,28 @@ class MediaChanged:
     media_type: str
     seconds: float
     received_at: float = attrs.field(factory=time.time, eq=False)  # as UserJoined's
+
+
+@attrs.frozen(kw_only=True)
+class QueuedMedia:
+    """One item of the channel's playlist (``playlist`` and ``queue`` carry them)."""
+
+    uid: int  # the playlist item's id in the server
+    media_id: str
+    media_type: str
+    title: str
+    seconds: float
+    queued_by: str  # "" when the server does not say
+
+
+@attrs.frozen(kw_only=True)
+class PlaylistQueued:
+    """``playlist`` (the whole playlist, when the bot joins: `full`) or ``queue`` (one item
+    added): who queued what, for the plugins that want to know (mediatracker)."""
+
+    channel: str
+    items: tuple[QueuedMedia, ...]
+    full: bool
 
 
 @attrs.frozen(kw_only=True)

@@ -141,6 +141,21 @@ def _user_entry(event: str, entry: object, flags: set[str]) -> dict[str, Any]:
     return user.data
 
 
+def _playlist_item(event: str, entry: object, flags: set[str]) -> dict[str, Any]:
+    """``{media: {id, title, seconds, type}, uid, queueby}``: media id and type required."""
+    item = _Fields(event, entry, flags)
+    media = _Fields(event, item.data.get("media"), flags)
+    media.text("id", TITLE_LIMIT)
+    media.text("type", NAME_LIMIT)
+    if "title" in media.data:
+        media.text("title", TITLE_LIMIT)
+    media.number("seconds", required=False)
+    item.number("uid", required=False)
+    if "queueby" in item.data:
+        item.text("queueby", NAME_LIMIT)
+    return {**item.data, "media": media.data}
+
+
 def check_event(name: str, args: tuple[Any, ...], *, received_ms: int) -> Checked:
     """`args` of event `name` checked and made safe; `MalformedEvent` if unusable."""
     flags: set[str] = set()
@@ -175,6 +190,14 @@ def check_event(name: str, args: tuple[Any, ...], *, received_ms: int) -> Checke
         fields.text("id", TITLE_LIMIT)
         fields.text("type", NAME_LIMIT)
         fields.number("seconds")
+        first = fields.data
+    elif name == "playlist":
+        if not isinstance(first, list):
+            raise MalformedEvent(name, "not_an_array")
+        first = [_playlist_item(name, item, flags) for item in first]
+    elif name == "queue":
+        fields = _Fields(name, first, flags)
+        fields.data["item"] = _playlist_item(name, fields.data.get("item"), flags)
         first = fields.data
     elif name == "mediaUpdate":
         fields = _Fields(name, first, flags)

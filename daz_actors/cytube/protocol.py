@@ -20,7 +20,9 @@ from daz_actors.cytube.events import (
     OwnRank,
     PasswordAccepted,
     PasswordRequest,
+    PlaylistQueued,
     PrivateMessage,
+    QueuedMedia,
     User,
     UserJoined,
     UserLeft,
@@ -76,6 +78,20 @@ def _user(data: dict[str, Any]) -> User:
     return User(name=_str(data.get("name")), rank=_num(data.get("rank")))
 
 
+def _queued(item: Any) -> QueuedMedia:
+    """A playlist item ``{media: {id, title, seconds, type}, uid, queueby}``."""
+    d = _dict(item)
+    media = _dict(d.get("media"))
+    return QueuedMedia(
+        uid=int(_num(d.get("uid"))),
+        media_id=_str(media.get("id")),
+        media_type=_str(media.get("type")),
+        title=_str(media.get("title")),
+        seconds=_num(media.get("seconds")),
+        queued_by=_str(d.get("queueby")),
+    )
+
+
 def to_typed_event(channel: str, name: str, args: tuple[Any, ...], *, history: bool) -> object:
     """The typed event for Socket.IO event `name`, or None for events the bot ignores."""
     data = args[0] if args else None
@@ -112,6 +128,11 @@ def to_typed_event(channel: str, name: str, args: tuple[Any, ...], *, history: b
             media_type=_str(d.get("type")),
             seconds=_num(d.get("seconds")),
         )
+    if name == "playlist":
+        items = data if isinstance(data, list) else []
+        return PlaylistQueued(channel=channel, items=tuple(_queued(i) for i in items), full=True)
+    if name == "queue":
+        return PlaylistQueued(channel=channel, items=(_queued(d.get("item")),), full=False)
     if name == "mediaUpdate":
         return MediaUpdate(
             channel=channel,

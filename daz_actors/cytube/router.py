@@ -81,6 +81,7 @@ from daz_actors.cytube.events import (
     OwnRank,
     PasswordAccepted,
     PasswordRequest,
+    PlaylistQueued,
     PrivateMessage,
     SendChat,
     SendPrivate,
@@ -271,6 +272,8 @@ class EventRouter(Actor):
                 self._set_rank(user.name, user.rank)
         elif isinstance(message, MediaUpdate):
             pass  # every few seconds while playing: not worth a row
+        elif isinstance(message, PlaylistQueued):
+            pass  # not logged; published for the plugins (mediatracker: who queued what)
         elif isinstance(message, ConnectionState):
             self.can_speak = message.can_speak
         elif isinstance(message, LoginResult | ErrorMessage | Kicked):

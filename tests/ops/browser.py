@@ -67,13 +67,19 @@ class Browser:
         await self.call(lambda: self.driver.get(self.base + path))
 
     async def wait_for(self, condition: Callable[[Any], Any], what: str) -> Any:
-        """Wait (up to `WAIT` s) until `condition(driver)` is truthy; its value."""
+        """Wait (up to `WAIT` s) until `condition(driver)` is truthy; its value. An element
+        gone stale (the page was replaced between finding it and reading it, as when a
+        click's navigation lands) counts as not yet: the next poll looks again."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
         return await self.call(
-            lambda: WebDriverWait(self.driver, WAIT, poll_frequency=0.1).until(
-                condition, f"waited {WAIT} s for {what}"
-            )
+            lambda: WebDriverWait(
+                self.driver,
+                WAIT,
+                poll_frequency=0.1,
+                ignored_exceptions=(StaleElementReferenceException,),
+            ).until(condition, f"waited {WAIT} s for {what}")
         )
 
     async def text(self, css: str) -> str:

@@ -292,6 +292,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (11, "0011_plugin_migrations.up.sql", "0011_plugin_migrations.down.sql"),
         (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
+        (14, "0014_retry_lean_claim.up.sql", "0014_retry_lean_claim.down.sql"),
     ]
 
 
@@ -401,5 +402,37 @@ def test_0005_rewrites_queued_items_as_intents_and_back(pg_empty: Any) -> None:
         assert json.loads(back_data["args"][7]) == {"x": 1}  # the same JSON, spaced by jsonb
         assert back["pm"] == legacy["pm"]
         assert back["command"] == legacy["command"]
+
+    pg_empty.run(body)
+
+
+def test_0014_drops_the_history_key_and_its_rollback_restores_it(pg_empty: Any) -> None:
+    """Under 0014 a history row needs no key check (one written by hand for a missing item
+    is taken); rolling back removes such rows and brings the key, and its cascade, back."""
+
+    async def body(conn: Any) -> None:
+        await migrate(conn)
+        keys = (
+            "SELECT count(*) FROM pg_constraint"
+            " WHERE conrelid = 'daz_retry_history'::regclass AND contype = 'f'"
+        )
+        assert await conn.fetchval(keys) == 0
+        item_id = await conn.fetchval(
+            "INSERT INTO daz_retry_queue (event_id, event_type) VALUES ('e', 't') RETURNING id"
+        )
+        for n, target in enumerate((item_id, item_id + 1000)):  # the second: no such item
+            await conn.execute(
+                "INSERT INTO daz_retry_history (item_id, event_id, attempt, worker_id, "
+                "lock_token, finished_at, outcome) VALUES ($1, 'e', 1, 'w', $2, now(), "
+                "'completed')",
+                target,
+                f"00000000-0000-0000-0000-00000000000{n}",
+            )
+        await rollback(conn, 8)
+        assert await conn.fetchval(keys) == 1
+        rows = await conn.fetch("SELECT item_id FROM daz_retry_history")
+        assert [r["item_id"] for r in rows] == [item_id]
+        await conn.execute("DELETE FROM daz_retry_queue")
+        assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
 
     pg_empty.run(body)

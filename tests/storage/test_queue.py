@@ -611,3 +611,26 @@ def test_an_attempt_claimed_before_0008_is_closed_not_doubled(pg: Any) -> None:
         assert [(r.attempt, r.outcome) for r in history] == [(1, "completed")]
 
     pg.run(body)
+
+
+def test_an_items_history_goes_with_it_on_delete_and_truncate(pg: Any) -> None:
+    """Deleting items deletes their history rows (and only theirs), in one statement or
+    many; truncating the queue empties the history."""
+
+    async def body(conn: Any) -> None:
+        await queue.enqueue_many(conn, [item("gone-1"), item("gone-2"), item("kept")])
+        leased = {i.event_id: i for i in await queue.acquire(conn, "w", batch_size=3)}
+        await queue.complete_many(conn, [leased["gone-1"].lease, leased["kept"].lease])
+        await queue.fail(conn, leased["gone-2"].lease, error="x", retryable=True)
+        await conn.execute("DELETE FROM daz_retry_queue WHERE event_id IN ('gone-1', 'gone-2')")
+        rows = await conn.fetch("SELECT event_id, outcome FROM daz_retry_history")
+        assert [(r["event_id"], r["outcome"]) for r in rows] == [("kept", "completed")]
+        await conn.execute("TRUNCATE daz_retry_queue")
+        assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
+        # both together, as before (when the key refused the queue alone)
+        await queue.enqueue(conn, item("again"))
+        await queue.complete(conn, (await acquire_one(conn)).lease)
+        await conn.execute("TRUNCATE daz_retry_queue, daz_retry_history RESTART IDENTITY")
+        assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
+
+    pg.run(body)

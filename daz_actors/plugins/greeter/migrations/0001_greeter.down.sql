@@ -1,0 +1,1 @@
+DROP TABLE daz_greeter_users;

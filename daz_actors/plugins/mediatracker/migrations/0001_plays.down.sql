@@ -1,0 +1,2 @@
+DROP TABLE daz_mediatracker_media;
+DROP TABLE daz_mediatracker_plays;

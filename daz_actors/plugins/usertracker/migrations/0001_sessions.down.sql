@@ -1,0 +1,2 @@
+DROP TABLE daz_usertracker_sessions;
+DROP TABLE daz_usertracker_users;
