@@ -19,7 +19,9 @@ from daz_actors.storage.gateway_params import SqlGatewayParams
 if TYPE_CHECKING:
     from daz_actors.runtime.actor import Startable
 
-__all__ = ["default_kinds"]
+CLUSTER_NODE = "cluster_node"  # the resource holding this process's `ClusterNode`, if any
+
+__all__ = ["CLUSTER_NODE", "default_kinds"]
 
 
 def build_failure_log(params: FailureLogParams, ctx: BuildContext) -> Startable:
@@ -41,6 +43,16 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Startable:
 
 
 def build_rooms(params: RoomsParams, ctx: BuildContext) -> Startable:
+    """Every configured channel in a single process; on a cluster node (the
+    ``cluster_node`` resource), those whose lease this node holds (cluster/rooms.py)."""
+    node = ctx.resources.get(CLUSTER_NODE)
+    if node is not None:
+        from daz_actors.cluster.node import ClusterNode
+        from daz_actors.cluster.rooms import build_clustered_rooms
+
+        if not isinstance(node, ClusterNode):
+            raise TypeError(f"the {CLUSTER_NODE!r} resource must be a ClusterNode")
+        return build_clustered_rooms(params, node, ctx)
     from daz_actors.cytube.rooms import build_rooms
 
     return build_rooms(params, ctx)

@@ -12,6 +12,7 @@ import click
 
 from daz_actors.app.cli_config import CONFIG_ARG, load_cli_config
 from daz_actors.app.cli_db import migrate_command
+from daz_actors.app.cli_nodes import nodes_command
 from daz_actors.app.cli_plugins import plugins_command
 from daz_actors.app.cli_queue import queue_group
 from daz_actors.ops.logging import configure_logging
@@ -130,12 +131,20 @@ def with_channels(cfg: Config, channels: tuple[str, ...]) -> Config:
     "(90s, 30m, 2h, 1h30m), with new chatters every cycle; after each cycle the invariants "
     "are checked and the process's figures written to soak.csv (see docs/operating.md).",
 )
+@click.option(
+    "--nodes",
+    type=int,
+    default=None,
+    help="Run N (2-6) `daz-actors run` processes as cluster nodes on one PostgreSQL, six "
+    "channels, with a node killed and one stopped in order (docs/operating.md).",
+)
 def demo(
     duration: float,
     chatters: int,
     live: bool | None,
     work_dir: Path | None,
     soak: str | None,
+    nodes: int | None,
 ) -> None:
     """Run everything on this machine under a schedule of faults, and check nothing was lost.
 
@@ -145,6 +154,13 @@ def demo(
     server is killed. Exits 0 when every chat line sent was stored once, the poison was
     dead-lettered and everything recovered; 3 when an invariant broke.
     """
+    if nodes is not None:
+        from daz_actors.app.demo_cluster import run_cluster_demo
+
+        try:
+            sys.exit(run_cluster_demo(nodes, duration, work_dir))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--nodes") from None
     from daz_actors.app.demo import DemoFailed, DemoOptions, run_demo
     from daz_actors.app.soak import parse_duration
 
@@ -167,6 +183,7 @@ def demo(
 
 main.add_command(migrate_command)
 main.add_command(queue_group)
+main.add_command(nodes_command)
 main.add_command(plugins_command)
 
 

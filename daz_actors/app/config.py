@@ -11,6 +11,7 @@ Layout::
     [actors.NAME]                    # kind = "...", restart, shutdown_timeout, [params]
     [retry_policies.NAME]            # per operation type; merged over the built-in table
     [retention]  chat_days, private_days, events_days   # optional; none: rows kept forever
+    [cluster]    enabled, ttl, ...   # several processes on one PostgreSQL (docs/operating.md)
     [plugins.NAME]                   # enabled, channels, and the plugin's params
 
 Every error is a `ConfigError` whose message starts with the key path.
@@ -27,6 +28,7 @@ from typing import Any
 
 import attrs
 
+from daz_actors.cluster.settings import ClusterSettings
 from daz_actors.plugins.discovery import InstalledPlugin, installed_plugins
 from daz_actors.plugins.names import PLUGINS_KIND
 from daz_actors.plugins.settings import PluginSettings, read_plugin_settings
@@ -44,6 +46,7 @@ from daz_actors.storage.retention import MAX_RETENTION_DAYS, TableRetention
 __all__ = [
     "DEFAULT_RETRY_POLICIES",
     "ActorConfig",
+    "ClusterSettings",
     "Config",
     "DatabaseConfig",
     "RetentionConfig",
@@ -180,6 +183,7 @@ class _RawConfig:
     actors: dict[str, ActorConfig] = attrs.field(factory=dict)
     retry_policies: dict[str, Any] = attrs.field(factory=dict)
     retention: RetentionConfig = RetentionConfig()
+    cluster: ClusterSettings = ClusterSettings()
     plugins: dict[str, Any] = attrs.field(factory=dict)
 
 
@@ -197,6 +201,7 @@ class Config:
     actor_params: Mapping[str, Any]  # actor name -> its kind's params object
     retry_policies: Mapping[str, RetryPolicy]
     retention: RetentionConfig = RetentionConfig()  # chat and event rows kept (all: forever)
+    cluster: ClusterSettings = ClusterSettings()  # several processes on one database
     # the enabled plugins, by name ([plugins.NAME]; docs/plugins.md)
     plugins: Mapping[str, PluginSettings] = attrs.field(factory=dict)
 
@@ -286,6 +291,7 @@ def parse_config(
         actor_params=params,
         retry_policies=policies,
         retention=raw.retention,
+        cluster=raw.cluster,
         plugins=plugins,
     )
 

@@ -15,8 +15,10 @@ import attrs
 import trio
 
 from daz_actors.app.build import build_tree
+from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
+from daz_actors.cluster.node import ClusterNode
 from daz_actors.cytube.commands import CommandRegistry
 from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.dashboard import Dashboard, DashboardRefused, DashboardSettings, check_exposure
@@ -147,6 +149,7 @@ async def _run(
     *,
     handle_signals: bool,
     alongside: Alongside | None = None,
+    cluster: ClusterNode | None = None,
 ) -> None:
     """The tree, the health and metrics endpoints while it runs, and `alongside`."""
     gave_up: list[SupervisorGaveUp | StopForced] = []
@@ -166,7 +169,9 @@ async def _run(
         nursery.start_soon(tree_task)
         await ready.event.wait()
         if ready.tree is not None:  # None: the root gave up before it was ready
-            await _serve_alongside(nursery, ready.tree, registry, http, metrics, alongside, failed)
+            await _serve_alongside(
+                nursery, ready.tree, registry, http, metrics, alongside, failed, cluster
+            )
     if gave_up:
         raise gave_up[0]
     if failed:
@@ -181,9 +186,17 @@ async def _serve_alongside(
     metrics: Metrics,
     alongside: Alongside | None,
     failed: list[Exception],
+    cluster: ClusterNode | None = None,
 ) -> None:
     """Start the endpoints and `alongside` in `nursery`, beside the running tree."""
-    sources = _sources(tree, registry)
+    sources = _sources(tree, registry, cluster)
+    if cluster is not None:  # a node leaves its channels as soon as the shutdown begins
+
+        async def leave_when_stopping() -> None:
+            await tree.wait_stopping()
+            cluster.stopping.set()
+
+        nursery.start_soon(leave_when_stopping)
     port: int | None = None
     if http.enabled:
         try:
@@ -264,17 +277,17 @@ def _dashboard(http: HttpConfig, registry: Registry) -> Dashboard | None:
     return Dashboard(database=database, settings=dashboard_settings(http))
 
 
-def _sources(tree: Tree, registry: Registry) -> Sources:
+def _sources(tree: Tree, registry: Registry, cluster: ClusterNode | None = None) -> Sources:
     gateway = registry.get(GATEWAY_NAME)
     if gateway is None:
-        return Sources(tree=tree)
+        return Sources(tree=tree, cluster=cluster)
     db = SqlClient(gateway, default_timeout=2.0)
 
     async def queue_stats() -> Sequence[QueueStats]:
         stats: Sequence[QueueStats] = await db.run(queue.stats, name="health.queue_stats")
         return stats
 
-    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats)
+    return Sources(tree=tree, gateway_status=db.status, queue_stats=queue_stats, cluster=cluster)
 
 
 def run_config(
@@ -340,6 +353,12 @@ def _run_locked(
             log.info("applied migration %s", name)
         tree: list[Any] = []  # the root, once built: `!debug` reports its state
         metrics = Metrics()
+        node = ClusterNode(config.cluster) if config.cluster.enabled else None
+        if node is not None:
+            log.info("cluster node %s (lease ttl %g s)", node.node_id, config.cluster.ttl)
+        cluster: Mapping[str, Any] = (
+            {CLUSTER_NODE: node, "singleton_gate": node.may_run} if node is not None else {}
+        )
         registry, bus = Registry(), EventBus()
         extra = dict(extra_resources or {})
         resources: Mapping[str, Any] = {
@@ -348,6 +367,7 @@ def _run_locked(
             "tree_state": lambda: tree[0].which_children() if tree else [],
             "root_supervisor": lambda: tree[0] if tree else None,
             "retry_handlers": default_handlers(),  # every layer's built-in handlers
+            **cluster,
             **extra,
             # the plugins' commands and handlers beside the given ones
             **_plugin_resources(config, registry, bus, extra),
@@ -365,6 +385,7 @@ def _run_locked(
                     metrics,
                     handle_signals=handle_signals,
                     alongside=alongside,
+                    cluster=node,
                 )
             )
         except SupervisorGaveUp as exc:

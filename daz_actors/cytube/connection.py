@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
 import ssl
@@ -77,6 +78,7 @@ from daz_actors.cytube.events import (
     SendPrivate,
     UserList,
 )
+from daz_actors.cytube.fence import OPEN, Fence
 from daz_actors.cytube.inbound import MalformedEvent, check_event
 from daz_actors.cytube.intents import SAY, Say
 from daz_actors.cytube.login import judge_login_error
@@ -103,6 +105,11 @@ class SessionEnded(DazActorsError, ConnectionError):
     """The session with the server ended; the connection reconnects with backoff."""
 
 
+class LeaseLost(SessionEnded):
+    """The room's fence closed (its process no longer holds the channel): the session ends
+    and no other one starts."""
+
+
 class Lockout(SessionEnded):
     """The session ended for a reason that will not pass soon (a wrong channel password, a
     duplicate login): the next try waits long."""
@@ -111,6 +118,14 @@ class Lockout(SessionEnded):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every connection of the process: making one loads the system's
+    certificates (about 45 ms of CPU here), which, per session, stalled the event loop for
+    seconds when many rooms (re)connected at once."""
+    return ssl.create_default_context()
 
 
 @contextlib.asynccontextmanager
@@ -128,7 +143,7 @@ async def _open_websocket(url: str, timeout: float) -> AsyncIterator[WebSocketCo
     with trio.fail_after(timeout):
         if secure:
             stream: Any = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=ssl.create_default_context()
+                host, port, ssl_context=_tls()
             )
         else:
             stream = await trio.open_tcp_stream(host, port)
@@ -184,8 +199,10 @@ _OCCURRENCE_WINDOW_MS = 60_000  # keys older than this (server time) are pruned
 class CytubeConnection:
     """A `Startable` holding one channel's connection; state survives incarnations."""
 
-    def __init__(self, params: ConnectionParams) -> None:
+    def __init__(self, params: ConnectionParams, *, fence: Fence = OPEN) -> None:
         self.params = params
+        self.fence = fence  # closed: say nothing, pass nothing on, leave the channel
+        self.dropped_fenced = 0  # events received after the fence closed (not passed on)
         self.status = ConnectionStatus.DISCONNECTED
         self.status_reason = ""  # why it is in that status
         self.status_since = time.time()  # wall-clock time of the last change of status
@@ -212,6 +229,7 @@ class CytubeConnection:
         self.flagged: collections.Counter[tuple[str, str]] = collections.Counter()
         # (event, flag) -> events stored changed: text replaced or cut, time replaced
         self._ws: Any = None
+        self._in_session = False  # between the start of a session and the end of it
         self._joined_once = False
         self._new_session()
 
@@ -238,6 +256,7 @@ class CytubeConnection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._serve_requests, ctx)
             nursery.start_soon(self.sender.run)
+            nursery.start_soon(self._vacate_when_fenced)
             task_status.started()
             await self._keep_connected(ctx)
 
@@ -248,10 +267,15 @@ class CytubeConnection:
         while True:
             # a restarted incarnation still waits out a lockout
             await trio.sleep_until(max(self.not_before, trio.current_time()))
+            if not self.fence.is_open():  # the lease is gone: stay out until stopped
+                self.sender.set_speaking(False, "this process no longer holds the channel")
+                await self._set_status(ConnectionStatus.DISCONNECTED, "lease lost", quiet=True)
+                await trio.sleep_forever()
             self._joined_once = False
             reason = "the server closed the session"
             lockout: Lockout | None = None
             try:
+                self._in_session = True
                 await self._session(ctx)
             except* _SESSION_ERRORS as group:
                 error = _first_leaf(group)
@@ -262,7 +286,10 @@ class CytubeConnection:
                     self.rejected[("frame", "frame_error")] += 1
             finally:
                 self._ws = None
+                self._in_session = False
                 self.sender.set_session(None)
+                if not self.fence.is_open():  # the websocket is closed: out of the channel
+                    self.fence.vacated()
             if lockout is not None:
                 delay = self.params.lockout_backoff().delay(self.lockouts)
                 self.lockouts += 1
@@ -290,7 +317,7 @@ class CytubeConnection:
     async def _discover(self) -> str:
         """The websocket URL of the channel's server, from /socketconfig/<channel>.json."""
         url = f"{self.params.server.rstrip('/')}/socketconfig/{self.params.channel}.json"
-        async with httpx.AsyncClient(timeout=self.params.connect_timeout) as client:
+        async with httpx.AsyncClient(timeout=self.params.connect_timeout, verify=_tls()) as client:
             response = await client.get(url)
         response.raise_for_status()
         servers = response.json().get("servers", [])
@@ -309,8 +336,39 @@ class CytubeConnection:
         await self._set_status(ConnectionStatus.CONNECTING, "")
         with trio.fail_after(self.params.connect_timeout):
             ws_url = await self._discover()
-        async with _open_websocket(ws_url, self.params.connect_timeout) as ws:
+        async with (
+            _open_websocket(ws_url, self.params.connect_timeout) as ws,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._leave_when_fenced)
             await self._run_session(ctx, ws)
+            nursery.cancel_scope.cancel()
+
+    async def _vacate_when_fenced(self) -> None:
+        """Tell the fence the room is out once it closes between sessions (a session in
+        progress tells it when it ends)."""
+        await self.fence.wait_closed()
+        if not self._in_session:
+            self.fence.vacated()
+
+    async def _leave_when_fenced(self) -> None:
+        """End the session (closing the websocket) as soon as the fence closes."""
+        await self.fence.wait_closed()
+        log.warning(
+            "room %s: this process no longer holds the channel; leaving it", self.params.channel
+        )
+        raise LeaseLost("the channel's lease was lost")
+
+    def _fenced(self, send: Any) -> Any:
+        """`send`, refusing every frame once the fence is closed (checked at the write)."""
+        fence = self.fence
+
+        async def fenced_send(frame: str) -> None:
+            if not fence.is_open():
+                raise LeaseLost("the channel's lease was lost: not said")
+            await send(frame)
+
+        return fenced_send
 
     async def _login(self, ws: WebSocketConnection) -> None:
         login: dict[str, str] = {"name": self.params.name}
@@ -332,7 +390,7 @@ class CytubeConnection:
         silence = (opened.ping_interval_ms + opened.ping_timeout_ms) / 1000
         self._ws = ws
         self.last_media_update = None  # a new session: nothing seen yet
-        self.sender.set_session(ws.send_message)
+        self.sender.set_session(self._fenced(ws.send_message))
         await ws.send_message(encode_event("joinChannel", {"name": self.params.channel}))
         if self.params.name:
             await self._login(ws)
@@ -376,6 +434,9 @@ class CytubeConnection:
         """Handle one server event: update the state, forward it to the router."""
         channel = self.params.channel
         self._warnings.flush_due()  # the count of a burst of warnings that is over
+        if not self.fence.is_open():  # received after the lease may have moved: not ours
+            self.dropped_fenced += 1
+            raise LeaseLost("the channel's lease was lost")
         try:
             checked = check_event(packet.name, packet.args, received_ms=int(time.time() * 1000))
         except MalformedEvent as exc:

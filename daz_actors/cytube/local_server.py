@@ -18,7 +18,8 @@ options. It serves, on one loopback port:
   one guest login per IP per ``--guest-login-delay`` seconds), with CyTube's error texts;
   channel ranks (``--channel-rank``): ``addUser`` with the global rank, then ``setUserRank``
   with the channel rank, and ``rank`` to the user; a duplicate login kicks the older socket
-  (``Duplicate login``); ``chatMsg`` HTML-escaped, links made ``<a>`` tags, cut at 320
+  (``Duplicate login``; ``--duplicate-kick false`` keeps it, to test a client with a stale
+  session); ``chatMsg`` HTML-escaped, links made ``<a>`` tags, cut at 320
   characters, echoed to everyone; one rate limiter per socket shared by chat and PMs
   (``newRateLimiter``: burst 20, 10/s, or the anti-flood parameters below rank 2) answering
   ``cooldown`` with the bare number 1000 / sustained; ``spamFiltered`` for
@@ -26,6 +27,10 @@ options. It serves, on one loopback port:
   ``usercount``, ``changeMedia`` and a periodic ``mediaUpdate``, and a per-IP connection
   budget (5, one more every 10 s) refusing the Socket.IO connect with
   ``44{"message":"Rate limit exceeded"}``;
+* a record of who is in each channel: every logged-in session entering or leaving a
+  channel (``presence``), and every moment a second session of the same account entered a
+  channel its first one had not left yet (``overlaps``: what a cluster of bots sharing an
+  account must never cause; CyTube then kicks the older one for ``Duplicate login``);
 * a JSON control API under ``/_control/`` (``GET state``; ``POST say``, ``pm``, ``kick``,
   ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``, ``set_rank``,
   ``set_password``, ``set_opts``, ``burn_limiter``) for tests.
@@ -187,6 +192,9 @@ class Options:
     chat_burst: int = 20  # the minimum limiter (MIN_ANTIFLOOD): everyone, every PM
     chat_rate: float = 10.0  # messages a second after the burst
     antiflood: bool = False  # channel option chat_antiflood of new channels
+    # CyTube kicks the older session of an account that joins a channel again; off only to
+    # test a client that must behave with a stale session still open (recorded as overlap)
+    duplicate_kick: bool = True
     antiflood_params: Json = field(default_factory=lambda: dict(ANTIFLOOD_PARAMS))
     guest_login_delay: float = 60.0  # seconds between guest logins from one IP; 0: none
     channel_passwords: dict[str, str] = field(default_factory=dict)  # channel -> password
@@ -318,6 +326,10 @@ class CytubePeer:
         self.pm_received: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.logins: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.kicks: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        # logged-in sessions entering ("join") and leaving ("leave") channels, in order
+        self.presence: deque[Json] = deque(maxlen=RECORDS_KEPT)
+        # a session of an account entered a channel where another of its sessions still was
+        self.overlaps: deque[Json] = deque(maxlen=RECORDS_KEPT)
         self.started = time.time()
         self.guest_logins: dict[str, float] = {}  # ip -> monotonic time of its last guest login
         events = ("connect", "disconnect", "joinChannel", "channelPassword", "login", "chatMsg")
@@ -418,9 +430,34 @@ class CytubePeer:
             # Wake the websocket writer so it closes the websocket now, not after a ping cycle.
             eio_socket.queue.put_nowait(None)
 
+    def record_arrival(self, session: Session) -> None:
+        """A logged-in session is now in its channel: note it, and any older session of
+        the same account still there (an overlap)."""
+        assert session.channel is not None
+        assert session.name is not None
+        at = now_ms()
+        others = [
+            other.sid
+            for other in self.members(session.channel)
+            if other.sid != session.sid
+            and other.logged_in
+            and other.name is not None
+            and other.name.lower() == session.name.lower()
+        ]
+        entry = {"event": "join", "channel": session.channel, "name": session.name}
+        self.presence.append({**entry, "sid": session.sid, "time": at})
+        if others:
+            self.overlaps.append(
+                {"channel": session.channel, "name": session.name, "sid": session.sid,
+                 "others": others, "time": at}
+            )  # fmt: skip
+
     async def kick_duplicates(self, session: Session) -> None:
         """CyTube kicks an older socket of the same account when it joins again."""
         if session.channel is None or not session.logged_in or session.name is None:
+            return
+        self.record_arrival(session)
+        if not self.options.duplicate_kick:
             return
         for other in self.members(session.channel):
             if (
@@ -459,6 +496,11 @@ class CytubePeer:
         if session is None or session.channel is None:
             return
         channel = session.channel
+        if session.logged_in:
+            self.presence.append(
+                {"event": "leave", "channel": channel, "name": session.name, "sid": sid,
+                 "time": now_ms()}
+            )  # fmt: skip
         await self.sio.leave_room(sid, channel)
         if session.logged_in and not self.name_taken(channel, session.name or ""):
             await self.emit("userLeave", {"name": session.name}, room=channel)
@@ -795,6 +837,7 @@ class CytubePeer:
                 "chat_burst": self.options.chat_burst,
                 "chat_rate": self.options.chat_rate,
                 "antiflood": self.options.antiflood,
+                "duplicate_kick": self.options.duplicate_kick,
                 "guest_login_delay": self.options.guest_login_delay,
                 "media_update_interval": self.options.media_update_interval,
             },
@@ -819,6 +862,8 @@ class CytubePeer:
             "pm_received": list(self.pm_received),
             "logins": list(self.logins),
             "kicks": list(self.kicks),
+            "presence": list(self.presence),
+            "overlaps": list(self.overlaps),
         }
 
     async def control_say(
@@ -1021,6 +1066,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="channel option chat_antiflood of new channels (true/false)",
     )
     p.add_argument(
+        "--duplicate-kick",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=d.duplicate_kick,
+        help="kick the older session of an account joining a channel again (true/false)",
+    )
+    p.add_argument(
         "--antiflood-params",
         type=json.loads,
         default=d.antiflood_params,
@@ -1115,6 +1166,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         chat_burst=args.chat_burst,
         chat_rate=args.chat_rate,
         antiflood=args.antiflood,
+        duplicate_kick=args.duplicate_kick,
         antiflood_params=args.antiflood_params,
         guest_login_delay=args.guest_login_delay,
         channel_passwords=passwords,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 from daz_actors.cytube.connection import CytubeConnection
+from daz_actors.cytube.fence import OPEN, Fence
 from daz_actors.cytube.names import CONNECTION, ROUTER, room_name, router_name
 from daz_actors.cytube.room_params import RoomsParams as RoomsParams
 from daz_actors.cytube.router import build_router
@@ -21,14 +22,22 @@ from daz_actors.runtime.supervisor import ChildSpec, Supervisor
 __all__ = ["RoomsParams", "build_rooms", "room_spec"]
 
 
-def room_spec(channel: str, params: RoomsParams, ctx: BuildContext) -> ChildSpec:
-    """The ``room:<channel>`` child: a one_for_all supervisor of connection and router."""
+def room_spec(
+    channel: str, params: RoomsParams, ctx: BuildContext, *, fence: Fence = OPEN
+) -> ChildSpec:
+    """The ``room:<channel>`` child: a one_for_all supervisor of connection and router.
+
+    `fence` (daz_actors/cytube/fence.py) says whether the room may act in its channel: a
+    single process's rooms always may; a cluster node's only while it holds the lease.
+    """
     name = room_name(channel)
     router_ctx = attrs.evolve(ctx, name=router_name(channel))
     room = Supervisor(
         name,
         [
-            ChildSpec(name=CONNECTION, start=CytubeConnection(params.connection(channel))),
+            ChildSpec(
+                name=CONNECTION, start=CytubeConnection(params.connection(channel), fence=fence)
+            ),
             ChildSpec(
                 name=ROUTER,
                 start=build_router(params.router(channel), router_ctx),

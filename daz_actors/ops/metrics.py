@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from daz_actors.cluster.node import ClusterNode
 from daz_actors.cytube.connection import CytubeConnection
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.router import routers_in
@@ -31,6 +32,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ActorSnapshot",
     "ChatLogSnapshot",
+    "ClusterSnapshot",
     "ConnectionSnapshot",
     "Metrics",
     "Snapshot",
@@ -54,6 +56,7 @@ class Sources:
     # the rooms' connections; None finds them in the tree (`connections_in(tree.root)`)
     connections: Callable[[], Sequence[CytubeConnection]] | None = None
     probe_timeout: float = 2.0  # seconds each async source may take before it counts as down
+    cluster: ClusterNode | None = None  # this process as a cluster node, if it is one
 
 
 @attrs.frozen(kw_only=True)
@@ -123,6 +126,46 @@ class ChatLogSnapshot:
 
 
 @attrs.frozen(kw_only=True)
+class ClusterSnapshot:
+    """This node's counters and its last view of the cluster (from its last heartbeat)."""
+
+    node_id: str
+    held: tuple[str, ...]  # channels this node holds now
+    singletons: tuple[str, ...]  # once-per-database jobs this node runs now
+    renewals: int
+    claims: int
+    losses: int
+    releases: int
+    ticks_failed: int
+    # (node id, heartbeat age in seconds at the view, channels held, live) per node
+    nodes: tuple[tuple[str, float, tuple[str, ...], bool], ...]
+    view_age: float | None  # seconds since that view was read
+
+
+def cluster_snapshot(node: ClusterNode) -> ClusterSnapshot:
+    """What /metrics shows of the cluster, read from `node` (no I/O)."""
+    view = node.view
+    rows: list[tuple[str, float, tuple[str, ...], bool]] = []
+    if view is not None:
+        ttl = node.settings.ttl
+        for n in view.nodes:
+            held = tuple(view.held_by(n.node_id))
+            rows.append((n.node_id, n.heartbeat_age, held, n.live(ttl)))
+    return ClusterSnapshot(
+        node_id=node.node_id,
+        held=tuple(node.held_channels()),
+        singletons=tuple(sorted(j for j in node.singletons if node.may_run(j))),
+        renewals=node.renewals,
+        claims=node.claims,
+        losses=node.losses,
+        releases=node.releases,
+        ticks_failed=node.ticks_failed,
+        nodes=tuple(rows),
+        view_age=None if node.view_at is None else trio.current_time() - node.view_at,
+    )
+
+
+@attrs.frozen(kw_only=True)
 class Snapshot:
     """The state of everything at one moment; rendering and probes only read this."""
 
@@ -138,6 +181,7 @@ class Snapshot:
     connections: tuple[ConnectionSnapshot, ...]
     retry: WorkerStats | None = None  # the retry workers' counters, added up
     chat_logs: tuple[ChatLogSnapshot, ...] = ()  # the rooms' chat log buffers
+    cluster: ClusterSnapshot | None = None  # this process as a cluster node, if it is one
 
 
 def workers_in(root: Supervisor) -> list[RetryWorker]:
@@ -262,6 +306,7 @@ async def snapshot(sources: Sources) -> Snapshot:
             )
             for r in (routers_in(tree.root) if tree is not None else ())
         ),
+        cluster=None if sources.cluster is None else cluster_snapshot(sources.cluster),
     )
 
 
@@ -481,7 +526,6 @@ class _SnapshotCollector(Collector):
             yield sent
             yield rejected
             yield flagged
-
         if snap.chat_logs:
             pending = GaugeMetricFamily(
                 "daz_chat_log_pending",
@@ -508,6 +552,59 @@ class _SnapshotCollector(Collector):
             yield pending
             yield rows
             yield full
+        if snap.cluster is not None:
+            yield from _cluster_metrics(snap.cluster)
+
+
+def _cluster_metrics(c: ClusterSnapshot) -> Iterator[Metric]:
+    """The cluster's series: every node as this node last saw it, and this node's counters."""
+    age = GaugeMetricFamily(
+        "daz_cluster_node_heartbeat_age_seconds",
+        "Seconds since each node's last heartbeat, as of this node's last view of the"
+        " cluster (add daz_cluster_view_age_seconds for now).",
+        labels=["node"],
+    )
+    live = GaugeMetricFamily(
+        "daz_cluster_node_live", "1 for a node heard from within the lease TTL.", labels=["node"]
+    )
+    channels = GaugeMetricFamily(
+        "daz_cluster_node_channels", "Channels each node holds the lease of.", labels=["node"]
+    )
+    holder = GaugeMetricFamily(
+        "daz_cluster_channel_held",
+        "1 for each channel and the node holding its lease.",
+        labels=["channel", "node"],
+    )
+    for node_id, heartbeat_age, held, is_live in c.nodes:
+        age.add_metric([node_id], heartbeat_age)
+        live.add_metric([node_id], 1.0 if is_live else 0.0)
+        channels.add_metric([node_id], len(held))
+        for channel in held:
+            holder.add_metric([channel, node_id], 1.0)
+    yield age
+    yield live
+    yield channels
+    yield holder
+    if c.view_age is not None:
+        yield GaugeMetricFamily(
+            "daz_cluster_view_age_seconds",
+            "Seconds since this node last read the cluster (its last heartbeat).",
+            value=c.view_age,
+        )
+    yield GaugeMetricFamily(
+        "daz_cluster_leases_held", "Channel leases this node holds now.", value=len(c.held)
+    )
+    for name, help_text, value in (
+        ("daz_cluster_lease_renewals", "Leases this node renewed.", c.renewals),
+        ("daz_cluster_lease_claims", "Leases this node won.", c.claims),
+        ("daz_cluster_lease_losses", "Leases this node lost while it held them.", c.losses),
+        ("daz_cluster_lease_releases", "Leases this node gave back.", c.releases),
+        ("daz_cluster_heartbeats_failed", "Heartbeats that did not reach the database.",
+         c.ticks_failed),
+    ):  # fmt: skip
+        counter = CounterMetricFamily(name, help_text, labels=["node"])
+        counter.add_metric([c.node_id], value)
+        yield counter
 
 
 class Metrics:

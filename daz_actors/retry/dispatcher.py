@@ -7,13 +7,14 @@ workers as its new items need (its payload is their number: one worker per batch
 turns, so one enqueued item does not send every idle worker to race for it; a poll wakes
 them all. Every ``cleanup_interval`` seconds it runs a pass of the periodic cleanup
 (`daz_actors.retry.cleanup.Cleanup`: the queue's finished items, then the chat and event
-tables under a retention).
+tables under a retention); where several processes share the database, only the one its
+`gate` lets (the holder of the cleanup's singleton lease).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,8 @@ __all__ = ["RetryDispatcher"]
 
 log = logging.getLogger("daz_actors.retry")
 
+CLEANUP_JOB = "retry.cleanup"  # its name for the gate (a singleton lease in a cluster)
+
 LISTEN_BACKOFF = BackoffPolicy(initial=0.2, multiplier=2.0, max_delay=30.0, jitter=Jitter.FULL)
 
 
@@ -50,8 +53,12 @@ class RetryDispatcher:
         cleanup: Cleanup,
         capture: str,
         batch_size: int = 10,
+        gate: Callable[[str], bool] | None = None,
     ) -> None:
         self.capture = capture
+        # may this process run a once-per-database job now? None: always (one process)
+        self.gate = gate
+        self.cleanups_skipped = 0  # cleanups left to the process that holds the job
         self._dsn = dsn
         self.workers = tuple(workers)
         self.gateway = gateway
@@ -137,5 +144,8 @@ class RetryDispatcher:
     async def _cleanup_periodically(self, db: SqlClient) -> None:
         while True:
             await trio.sleep(self.cleanup_interval)
+            if self.gate is not None and not self.gate(CLEANUP_JOB):
+                self.cleanups_skipped += 1  # another process runs it
+                continue
             await self.cleanup.run(db)  # logs what it removed, and what failed
             self.cleanups += 1

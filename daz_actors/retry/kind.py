@@ -51,6 +51,8 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     gives every layer's built-in ones), else none (every item then dead-letters). With a
     ``metrics_registry`` resource (a `CollectorRegistry`) the workers observe each attempt's
     duration there, and the capture counts the items it schedules and drains from the spool.
+    With a ``singleton_gate`` resource (``gate(job) -> bool``), the periodic cleanup runs only
+    while the gate says this process may run ``retry.cleanup`` (one process per database).
     """
     try:
         dsn = ctx.resources["database_url"]
@@ -63,6 +65,9 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
     metrics = ctx.resources.get("metrics_registry")
     if metrics is not None and not isinstance(metrics, CollectorRegistry):
         raise TypeError("the 'metrics_registry' resource must be a CollectorRegistry")
+    gate = ctx.resources.get("singleton_gate")  # a cluster node: once-per-database jobs
+    if gate is not None and not callable(gate):
+        raise TypeError("the 'singleton_gate' resource must be a callable (job name) -> bool")
     settings: RetrySettings = ctx.config
     classifier = params.classifier()
     workers = [f"retry-worker-{n}" for n in range(1, params.worker_count + 1)]
@@ -111,6 +116,7 @@ def build_retry(params: RetryParams, ctx: BuildContext) -> Supervisor:
                 ),
                 capture=CAPTURE_NAME,
                 batch_size=params.batch_size,
+                gate=gate,
             ),
         ),
     ]

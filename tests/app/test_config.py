@@ -576,7 +576,7 @@ BAD_FILES = [
     pytest.param(
         base_with(top='colour = "blue"'),
         "colour",
-        "unknown key; expected one of actors, data_dir, database",
+        "unknown key; expected one of actors, cluster, data_dir, database",
         id="unknown-top-level-key",
     ),
     pytest.param(

@@ -48,6 +48,8 @@ def retry_tree(
     resources = {"database_url": params.pop("listen_dsn", dsn), "retry_handlers": handlers}
     if (metrics := params.pop("metrics_registry", None)) is not None:
         resources["metrics_registry"] = metrics
+    if (gate := params.pop("singleton_gate", None)) is not None:
+        resources["singleton_gate"] = gate
     context = BuildContext(
         name="retry",
         config=config,

@@ -506,6 +506,40 @@ async def test_periodic_cleanup_removes_finished_items_past_the_retention(pg):
         assert await item(db, "new") is not None
 
 
+async def test_the_cleanup_runs_only_while_the_singleton_gate_lets_this_process(pg):
+    """Where several processes share the database, the cleanup runs only in the one its
+    gate lets run ``retry.cleanup`` (the holder of that singleton lease): here it skips
+    runs while the gate says no, and cleans once it says yes."""
+    allowed: list[str] = []
+    asked: list[str] = []
+
+    def gate(job: str) -> bool:
+        asked.append(job)
+        return job in allowed
+
+    tree = retry_tree(
+        pg.dsn, HandlerRegistry(), cleanup_interval=0.05, retention_days=1.0, singleton_gate=gate
+    )
+    async with pg.trio_connection() as db:
+        await db.call(queue.enqueue, NewItem(event_id="old", event_type="t"))
+        await fetchval(
+            db,
+            "UPDATE daz_retry_queue SET status = 'completed', completed_at = now() - $1::interval,"
+            " updated_at = now() - $1::interval RETURNING 1",
+            datetime.timedelta(days=2),
+        )
+        async with open_tree(tree.sup):
+
+            async def skipped_a_few() -> bool:
+                return len(asked) >= 5
+
+            await poll(skipped_a_few, timeout=30)
+            assert set(asked) == {"retry.cleanup"}
+            assert await item(db, "old") is not None
+            allowed.append("retry.cleanup")
+            await poll(lambda: gone(db, "old"), timeout=30)
+
+
 async def test_a_failed_gateway_write_is_reported_to_its_caller_and_not_queued(pg):
     """The gateway queues nothing behind its caller's back: a write that fails retryably
     raises to its caller and publishes an event for observation, with no intent, so the

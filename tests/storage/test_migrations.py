@@ -291,6 +291,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (8, "0008_retry_fast_path.up.sql", "0008_retry_fast_path.down.sql"),
         (10, "0010_retention.up.sql", "0010_retention.down.sql"),
         (11, "0011_plugin_migrations.up.sql", "0011_plugin_migrations.down.sql"),
+        (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
         (14, "0014_retry_lean_claim.up.sql", "0014_retry_lean_claim.down.sql"),
     ]
