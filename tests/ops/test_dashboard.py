@@ -440,3 +440,44 @@ async def test_a_bulk_action_past_its_limit_says_so_and_takes_the_oldest(pg, mon
             count, reply = await confirm_and_post(client, "action=requeue")
             assert count == 1
         assert (await db.call(queue.get, ids[2])).status.value == "pending"
+
+
+async def test_the_overview_lists_the_cluster_nodes_and_what_each_holds(pg):
+    """With nodes registered (several processes on one database) the overview lists each,
+    with the channels and singleton jobs whose valid lease it holds; an expired lease is not
+    shown as held. Without nodes (one process) there is no Nodes section."""
+    from daz_actors.cluster import sql as cluster_sql
+
+    async with pg.trio_connection() as db:
+        async with serving(OneConnection(db)) as client:
+            alone = await client.get("/")
+        for node_id, name in [("n-a", "alpha"), ("n-b", "beta")]:
+            node = cluster_sql.NodeInfo(
+                node_id=node_id, name=name, host="h1", pid=41, version="9.9",
+                weight=1.0, channels=("lobby", "den", "attic"),
+            )  # fmt: skip
+            await db.call(lambda c, n=node: cluster_sql.heartbeat_and_renew(c, node=n, ttl=30))
+        for kind, lease, node_id, ttl in [
+            (cluster_sql.CHANNEL, "lobby", "n-a", 30),
+            (cluster_sql.CHANNEL, "den", "n-b", 30),
+            (cluster_sql.SINGLETON, "retry.cleanup", "n-b", 30),
+            (cluster_sql.CHANNEL, "attic", "n-a", 0.001),  # expires at once
+        ]:
+            token = await db.call(
+                lambda c, k=kind, n=lease, i=node_id, t=ttl: cluster_sql.claim(
+                    c, kind=k, name=n, node_id=i, ttl=t
+                )
+            )
+            assert token is not None
+        async with serving(OneConnection(db)) as client:
+            page = await client.get("/")
+    assert 'id="nodes"' not in alone.text
+    assert page.status_code == 200
+    rows = {
+        name: page.text.split(f'data-node="{name}"', 1)[1].split("</tr>", 1)[0]
+        for name in ("alpha", "beta")
+    }
+    assert '<td class="node-channels">lobby</td>' in rows["alpha"]  # not the expired attic
+    assert '<td class="node-channels">den</td>' in rows["beta"]
+    assert "retry.cleanup" in rows["beta"]
+    assert "retry.cleanup" not in rows["alpha"]

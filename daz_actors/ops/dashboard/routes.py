@@ -31,6 +31,7 @@ from daz_actors.ops.dashboard.forms import (
     read_int,
     read_limit,
 )
+from daz_actors.ops.dashboard.nodes import cluster_nodes
 from daz_actors.ops.dashboard.security import CSRF_FIELD, SESSION_COOKIE, Guard
 from daz_actors.ops.dashboard.settings import Dashboard
 from daz_actors.ops.dashboard.views import iso, live_state, pretty_json
@@ -234,6 +235,7 @@ class _Pages:
     async def overview(self, request: Request) -> Response:
         data = await self.overview_data()
         actions = await self.db(queue_browse.recent_actions, "actions")
+        nodes = await self.db(cluster_nodes, "cluster_nodes")
         return self.render(
             request,
             "overview.html",
@@ -241,6 +243,7 @@ class _Pages:
             data=data,
             data_json=_script_json(data),
             actions=actions,
+            nodes=nodes,
         )
 
     async def overview_api(self, request: Request) -> Response:
