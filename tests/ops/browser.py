@@ -67,10 +67,11 @@ class Browser:
         await self.call(lambda: self.driver.get(self.base + path))
 
     async def wait_for(self, condition: Callable[[Any], Any], what: str) -> Any:
-        """Wait (up to `WAIT` s) until `condition(driver)` is truthy; its value. An element
-        gone stale (the page was replaced between finding it and reading it, as when a
-        click's navigation lands) counts as not yet: the next poll looks again."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        """Wait (up to `WAIT` s) until `condition(driver)` is truthy; its value. A poll that
+        meets the page mid-navigation (an element gone stale, or a node no longer in the
+        document: a click's navigation landing between finding and reading it) counts as
+        not yet: the next poll looks again, and the deadline still holds."""
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         return await self.call(
@@ -78,7 +79,7 @@ class Browser:
                 self.driver,
                 WAIT,
                 poll_frequency=0.1,
-                ignored_exceptions=(StaleElementReferenceException,),
+                ignored_exceptions=(WebDriverException,),
             ).until(condition, f"waited {WAIT} s for {what}")
         )
 
@@ -89,11 +90,15 @@ class Browser:
 
     async def wait_text(self, css: str, wanted: str) -> None:
         """Wait until the element `css` exists and its text contains `wanted`."""
-        from selenium.webdriver.common.by import By
 
         def shown(driver: Any) -> bool:
-            found = driver.find_elements(By.CSS_SELECTOR, css)
-            return bool(found) and wanted in found[0].text
+            # found and read in one script: no element reference to go stale in between
+            text = driver.execute_script(
+                "const e = document.querySelector(arguments[0]);"
+                " return e === null ? null : e.innerText;",
+                css,
+            )
+            return text is not None and wanted in text
 
         await self.wait_for(shown, f"{css!r} to show {wanted!r}")
 
