@@ -655,7 +655,13 @@ async def test_retry_metrics_move_when_attempts_happen(pg):
         await tree.gateway.connected.wait()
         await tree.bus.publish(event.topic, event)
         await item_in(db, event.event_id, RetryStatus.COMPLETED)
-        after = await values()
+
+        # the completion commits before the worker counts its success: wait for the count
+        async def counted() -> dict[str, float] | None:
+            now = await values()
+            return now if now["daz_retry_succeeded_total"] >= 1 else None
+
+        after = await poll(counted)
     assert before["daz_retry_attempts_total"] == 0
     assert after["daz_retry_attempts_total"] == 3
     assert after["daz_retry_failed_total"] == 2
