@@ -29,6 +29,25 @@ from daz_actors.app.runner import (
 DAZ = [sys.executable, "-m", "daz_actors.app.cli"]
 
 
+def gateway_tree_config(dsn: str, kinds: Any) -> Any:
+    """A tree of the SQL gateway alone on `dsn`, its HTTP endpoints on any free port."""
+    return parse_config(
+        f"""
+        [database]
+        url = "{dsn}"
+        [http]
+        port = 0
+        [tree]
+        root = "daz"
+        [supervisors.daz]
+        children = ["sql-gateway"]
+        [actors.sql-gateway]
+        kind = "sql-gateway"
+        """,
+        kinds,
+    )
+
+
 async def wait_for_line(process: trio.Process, text: str, seen: list[str]) -> None:
     """Read the process's stderr until a line contains `text` (all lines go to `seen`)."""
     assert process.stderr is not None
@@ -151,21 +170,7 @@ def test_an_alongside_task_sees_the_running_tree_and_its_return_stops_it(pg, tmp
     port; when it returns the tree stops in order and run_config returns 0."""
     monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
     kinds = default_kinds()
-    config = parse_config(
-        f"""
-        [database]
-        url = "{pg.dsn}"
-        [http]
-        port = 0
-        [tree]
-        root = "daz"
-        [supervisors.daz]
-        children = ["sql-gateway"]
-        [actors.sql-gateway]
-        kind = "sql-gateway"
-        """,
-        kinds,
-    )
+    config = gateway_tree_config(pg.dsn, kinds)
     seen: list[Any] = []
 
     async def alongside(system: RunningSystem) -> None:
@@ -265,21 +270,7 @@ def test_run_serves_the_dashboard_and_hands_its_address_alongside(pg, tmp_path, 
     `alongside` gets its address."""
     monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
     kinds = default_kinds()
-    config = parse_config(
-        f"""
-        [database]
-        url = "{pg.dsn}"
-        [http]
-        port = 0
-        [tree]
-        root = "daz"
-        [supervisors.daz]
-        children = ["sql-gateway"]
-        [actors.sql-gateway]
-        kind = "sql-gateway"
-        """,
-        kinds,
-    )
+    config = gateway_tree_config(pg.dsn, kinds)
     seen: dict[str, Any] = {}
 
     async def alongside(system: RunningSystem) -> None:
@@ -299,21 +290,7 @@ def test_an_open_tree_event_stream_does_not_hold_up_the_stop(pg, tmp_path, monke
     stopping in order."""
     monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
     kinds = default_kinds()
-    config = parse_config(
-        f"""
-        [database]
-        url = "{pg.dsn}"
-        [http]
-        port = 0
-        [tree]
-        root = "daz"
-        [supervisors.daz]
-        children = ["sql-gateway"]
-        [actors.sql-gateway]
-        kind = "sql-gateway"
-        """,
-        kinds,
-    )
+    config = gateway_tree_config(pg.dsn, kinds)
     import socket
 
     streams: list[socket.socket] = []
