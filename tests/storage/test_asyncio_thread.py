@@ -144,7 +144,7 @@ async def test_the_thread_stops_with_the_context_and_its_leftover_tasks_are_canc
     for crash in (False, True):
         cleaned = threading.Event()
 
-        async def lingers() -> None:
+        async def lingers(cleaned: threading.Event = cleaned) -> None:
             try:
                 await asyncio.sleep(3600)
             finally:
