@@ -118,6 +118,7 @@ class SqlGateway:
         self.params = params
         self._latency: Histogram | None = None
         self._errors: Counter | None = None
+        self._latency_by_kind: dict[type, Any] = {}  # the histogram's child per request type
         if metrics is not None:  # shared by every gateway built on this registry
             self._latency = metric_once(
                 metrics,
@@ -335,8 +336,13 @@ class SqlGateway:
         finally:
             self.in_flight -= 1
             if self._latency is not None:
-                kind = type(request).__name__.lower()
-                self._latency.labels(kind).observe(trio.current_time() - started)
+                kind = type(request)
+                child = self._latency_by_kind.get(kind)
+                if child is None:  # `labels()` takes a lock and builds a key: once per kind
+                    child = self._latency_by_kind[kind] = self._latency.labels(
+                        kind.__name__.lower()
+                    )
+                child.observe(trio.current_time() - started)
         if error.retryable:
             self.breaker.record_failure(trio.current_time())
         else:  # the database answered: it is healthy, the request was wrong
