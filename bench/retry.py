@@ -21,8 +21,8 @@ against the same PostgreSQL (embedded by default, default durability: fsync on):
 
 The baselines run on asyncio's own selector loop (`bench.plain_asyncio`: once trio-asyncio
 is imported, ``asyncio.run`` would run them on trio-asyncio's loop, as it did before issue
-15's fourth session). Each figure is the best of ``--rounds`` rounds; the sides alternate within a round so
-they see the same machine noise. Ratios are daz / baseline.
+15's fourth session). Each figure is the best of ``--rounds`` rounds; the sides alternate
+within a round so they see the same machine noise. Ratios are daz / baseline.
 
 CPU per job, each side's least over the rounds: this process's (the client: asyncpg, and
 for daz the actors, trio and the bridge) and PostgreSQL's (every process of the server's
