@@ -481,10 +481,10 @@ def test_0015_pages_every_status_through_an_index_and_keeps_hot_rows_out(pg_empt
         )
         await conn.execute("ANALYZE daz_retry_queue")
         used = {}
-        for status in ("pending", "processing", "completed", "failed", "dead_letter"):
-            found = scans(await conn.fetchval(page, status))
-            assert all(kind != "Seq Scan" for kind, _ in found), (status, found)
-            used[status] = {name for _, name in found}
+        for state in ("pending", "processing", "completed", "failed", "dead_letter"):
+            found = scans(await conn.fetchval(page, state))
+            assert all(kind != "Seq Scan" for kind, _ in found), (state, found)
+            used[state] = {name for _, name in found}
         assert used["dead_letter"] == used["failed"] == {"daz_retry_queue_status_id_idx"}
         assert "daz_retry_queue_status_id_idx" not in used["completed"] | used["pending"]
         predicate = (
@@ -492,8 +492,8 @@ def test_0015_pages_every_status_through_an_index_and_keeps_hot_rows_out(pg_empt
             " WHERE indexrelid = 'daz_retry_queue_status_id_idx'::regclass"
         )
         where = await conn.fetchval(predicate)
-        for status in ("failed", "dead_letter"):
-            assert f"'{status}'" in where
+        for rare in ("failed", "dead_letter"):
+            assert f"'{rare}'" in where
         for hot in ("pending", "processing", "completed"):
             assert f"'{hot}'" not in where
         await rollback(conn, 14)
