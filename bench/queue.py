@@ -85,6 +85,7 @@ def plain_row(i: NewItem, *, tags_as_json: bool = False) -> tuple[Any, ...]:
         json.dumps(list(i.tags)) if tags_as_json else list(i.tags),
         None if i.checkpoint is None else json.dumps(i.checkpoint),
         i.expires_at,
+        i.jitter.value,  # (missing from the first version after the jitter column came)
     )
 
 
@@ -216,9 +217,7 @@ def bench_enqueue_batch(dsn: str, callers: int, count: int) -> tuple[float, floa
 
 
 def bench_claim(dsn: str, callers: int, count: int) -> tuple[float, float]:
-    from datetime import timedelta
-
-    lock_timeout = timedelta(minutes=5)
+    lock_timeout = 300.0  # seconds (the SQL function takes a number since 0008)
 
     async def aio_work(pool: Any, n: int) -> int:
         done = 0
