@@ -35,6 +35,10 @@ from another connection; the time from the enqueue's commit (its INSERT returned
 handler starting, median and p99; the next item is enqueued once the previous one's
 completion was written.
 
+The `daz_actors` loggers are silenced (CRITICAL) on every side: `daz-actors run` logs at
+INFO, where the workers write one line per success, which costs about as much client CPU
+again as the rest of the pipeline (bench/README.md, issue 15's fourth session).
+
 The last lines give the machine's load average and the share of one core this process got.
 """
 
