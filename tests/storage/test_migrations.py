@@ -294,6 +294,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
         (14, "0014_retry_lean_claim.up.sql", "0014_retry_lean_claim.down.sql"),
+        (16, "0016_cluster_hand_over.up.sql", "0016_cluster_hand_over.down.sql"),
     ]
 
 
