@@ -163,8 +163,8 @@ class HandOverWaker:
         fence = self.node.fences.get(channel)
         if fence is None or not fence.is_open():
             return  # not ours: the holder's workers take it
-        # just after it is due (the database's clock and this one's start a round trip apart)
-        self._due.append((trio.current_time() + delay + 0.05, channel))
+        # due at most `delay` after the commit that sent this (now(): the transaction start)
+        self._due.append((trio.current_time() + delay + 0.01, channel))
         self._changed.set()
 
     async def run(self) -> None:
