@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,86 @@ async def test_a_failed_reply_and_command_claimed_by_a_node_without_the_channel_
                 assert len(new) == 2, new  # the line, then the answer: once each
                 assert new[0] == text, new
                 assert bot_lines(state, "room2") == said["room2"]
+            finally:
+                await trio_asyncio.aio_as_trio(raw.close)()
+            for node in nodes:
+                node.send(signal.SIGTERM)
+            for node in nodes:
+                assert await node.wait() == 0, node.log()
+    finally:
+        for node in nodes:
+            node.kill_now()
+
+
+async def test_plugins_on_two_nodes_answer_once_and_deliver_a_tell_and_a_reminder_once(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """The built-in plugins run on both nodes: ``!tell`` and ``!remind`` in room1 are
+    answered once (by its holder); the tell is said once when its recipient joins; the
+    reminder, due while its holder is paused, is claimed by the other node, handed back
+    without an attempt, and said once by the holder. Nothing is said in room2."""
+    peer = start_peer(cytube_peer_factory)
+    nodes: list[NodeProcess] = []
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            try:
+                holder, other, nodes = await two_nodes_one_channel_each(
+                    nursery, Conn(raw, pg.dsn), peer, tmp_path, plugins=True
+                )
+                room2_before = bot_lines(await server_state(peer), "room2")
+
+                async def said(text: str) -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    return state if text in bot_lines(state, "room1") else None
+
+                # --- a tell: answered once, said once when erin joins
+                await trio.to_thread.run_sync(peer.say, "room1", "dave", "!tell erin hi there")
+                await poll(
+                    partial(said, "ok dave, I will tell erin when they are next here"), timeout=20
+                )
+                await trio.to_thread.run_sync(peer.add_user, "room1", "erin")
+                told = "erin, dave asked me to tell you: hi there"
+                await poll(partial(said, told), timeout=30)
+
+                async def tell_done() -> Any:
+                    row = await trio_asyncio.aio_as_trio(raw.fetchrow)(
+                        "SELECT status, retry_count FROM daz_retry_queue"
+                        " WHERE event_type = 'tell.deliver'"
+                    )
+                    return row if row is not None and row["status"] == "completed" else None
+
+                row = await poll(tell_done, timeout=30)
+                assert row["retry_count"] == 0
+
+                # --- a reminder falling due while the holder is paused
+                await trio.to_thread.run_sync(peer.say, "room1", "dave", "!remind 2s stretch")
+                await poll(partial(said, "ok dave, I will remind you in 2s"), timeout=20)
+                holder.send(signal.SIGSTOP)
+                reminder_id = await trio_asyncio.aio_as_trio(raw.fetchval)(
+                    "SELECT id FROM daz_reminders WHERE text = 'stretch'"
+                )
+                steps = await handed_back_then_done(raw, f"remind:{reminder_id}", holder, other)
+                assert steps[-1][1] == "completed", steps
+                assert of(holder)(steps[-1][0]), steps
+                assert all(of(other)(w) and o == "released" for w, o in steps[:-1]), steps
+                assert (await item_row(raw, f"remind:{reminder_id}"))["retry_count"] == 0
+                state = await poll(partial(said, "dave: reminder: stretch"), timeout=10)
+
+                lines = bot_lines(state, "room1")
+                for text in (
+                    "ok dave, I will tell erin when they are next here",
+                    told,
+                    "ok dave, I will remind you in 2s",
+                    "dave: reminder: stretch",
+                ):
+                    assert lines.count(text) == 1, (text, lines)
+                assert bot_lines(state, "room2") == room2_before
+                delivered = await trio_asyncio.aio_as_trio(raw.fetchval)(
+                    "SELECT (SELECT count(*) FROM daz_tells WHERE delivered_at IS NOT NULL)"
+                    " + (SELECT count(*) FROM daz_reminders WHERE delivered_at IS NOT NULL)"
+                )
+                assert delivered == 2
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
             for node in nodes:
