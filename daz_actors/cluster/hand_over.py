@@ -96,7 +96,6 @@ class ClusterElsewhere:
     def __init__(self, node: ClusterNode, *, max_hand_overs: int = MAX_HAND_OVERS) -> None:
         self.node = node
         self.max_hand_overs = max_hand_overs
-        self.handed_over = 0  # items this node's workers handed over
 
     async def hand_over(
         self, channel: str, ctx: AttemptContext, *, only_elsewhere: bool = False
@@ -122,7 +121,7 @@ class ClusterElsewhere:
             name="cluster.hand_over",
         )
         if result.verdict is HandOver.HANDED_OVER:
-            self.handed_over += 1
+            self.node.retry_handed_over += 1
         return result
 
 
@@ -146,7 +145,6 @@ class HandOverWaker:
         self.node = node
         self.wake = wake
         self.received = 0  # hand-over notifications received
-        self.wakes = 0  # times the workers were woken for one
         self._due: list[tuple[float, str]] = []  # (trio time, channel)
         self._changed = trio.Event()
 
@@ -180,5 +178,5 @@ class HandOverWaker:
             now = trio.current_time()
             if any(t <= now for t, _ in self._due):
                 self._due = [(t, c) for t, c in self._due if t > now]
-                self.wakes += 1
+                self.node.retry_hand_over_wakes += 1
                 self.wake()

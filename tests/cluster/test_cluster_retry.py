@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import trio
 import trio_asyncio
 from cluster_nodes import BOT, BOT_PASSWORD, NodeProcess, bot_sessions, node_config
@@ -81,6 +82,18 @@ async def item_row(conn: Any, event_id: str) -> Any:
         " FROM daz_retry_queue WHERE event_id = $1",
         event_id,
     )
+
+
+async def counter(node: NodeProcess, name: str) -> float:
+    """The value of counter `name` in the node's /metrics (0 when absent)."""
+    await node.wait_for(r"http://127\.0\.0\.1:\d+")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}") as client:
+        response = await client.get("/metrics")
+    response.raise_for_status()
+    for line in response.text.splitlines():
+        if line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def of(node: NodeProcess) -> Callable[[str], bool]:
@@ -231,6 +244,14 @@ async def test_a_failed_reply_and_command_claimed_by_a_node_without_the_channel_
                 assert len(new) == 2, new  # the line, then the answer: once each
                 assert new[0] == text, new
                 assert bot_lines(state, "room2") == said["room2"]
+
+                # /metrics: the other node handed both over; the holder was woken for them
+                async def counted() -> bool:
+                    handed = await counter(other, "daz_cluster_retry_handed_over_total")
+                    woken = await counter(holder, "daz_cluster_retry_hand_over_wakes_total")
+                    return handed >= 2 and woken >= 1
+
+                await poll(counted, timeout=10)
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
             for node in nodes:
