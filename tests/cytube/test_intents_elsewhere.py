@@ -8,13 +8,20 @@ import uuid
 from typing import Any, cast
 
 import pytest
+import trio
 
 from daz_actors.cytube.elsewhere import HandOver, HandOverResult, NotHeldHere
 from daz_actors.cytube.intents import CommandRun, Say, command_run_intent, say_intent
+from daz_actors.cytube.sender import CannotSpeak
 from daz_actors.retry.handlers import AttemptContext, Checkpoint, PermanentError
 from daz_actors.retry.intents import intent_data
+from daz_actors.runtime.actor import ActorContext
+from daz_actors.runtime.bus import EventBus
+from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.registry import Registry
+from daz_actors.runtime.supervisor import ChildSpec, Supervisor
 from daz_actors.storage.queue_types import Lease, QueueItem, RetryStatus
+from daz_actors.testing import fast_policy, open_tree
 
 
 class FakeElsewhere:
@@ -51,7 +58,7 @@ class _FakeItem:
         self.__dict__.update(fields)
 
 
-def _attempt() -> AttemptContext:
+def _attempt(registry: Registry | None = None) -> AttemptContext:
     async def save(_checkpoint: dict[str, Any]) -> bool:
         return True
 
@@ -61,7 +68,7 @@ def _attempt() -> AttemptContext:
         attempt=1,
         lease=Lease(item_id=7, worker_id="b:1:1", lock_token=uuid.uuid4()),
         checkpoint=Checkpoint(None, save),
-        registry=Registry(),  # no room here
+        registry=registry or Registry(),  # none: no room here
         db=cast(Any, None),  # not reached: the fake hands over
     )
 
@@ -110,3 +117,43 @@ async def test_an_unserved_channel_dead_letters_and_an_exhausted_item_fails_retr
         with pytest.raises(NotHeldHere, match=r"held by node-a.* 3 hand-overs") as caught:
             await exhausted(_item(event_type, args, exhausted), _attempt())
         assert caught.value.retryable is True
+
+
+async def _mute_connection(
+    ctx: ActorContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A room's connection that cannot speak (its fence closed): every ask fails so."""
+    task_status.started()
+    while True:
+        message = await ctx.mailbox.get()
+        if isinstance(message, Ask):
+            message.fail(CannotSpeak("the bot cannot speak in room1: the lease was lost"))
+
+
+@pytest.mark.parametrize(
+    ("verdict", "offered"),
+    [(None, False), (HandOver.STAY, True), (HandOver.HANDED_OVER, True)],
+)
+async def test_a_line_the_room_here_cannot_say_goes_to_another_holder_or_is_dropped(
+    verdict, offered
+):
+    """The room is here but cannot speak: in one process the line is dropped; on a cluster
+    node it is offered only to another holder (`only_elsewhere`): handed over when one
+    holds the channel, else (stay) dropped as in one process. Either way the attempt ends
+    without an error."""
+    registry = Registry()
+    room = Supervisor(
+        "room:room1",
+        [ChildSpec(name="connection", start=_mute_connection)],
+        policy=fast_policy(),
+        registry=registry,
+        bus=EventBus(),
+        prefix="room:room1/",
+    )
+    elsewhere = FakeElsewhere(verdict) if verdict is not None else None
+    say = say_intent(elsewhere)
+    with trio.fail_after(10):
+        async with open_tree(room):
+            await say(_item("cytube.say", SAY_ARGS, say), _attempt(registry))
+    if elsewhere is not None:
+        assert elsewhere.offers == ([("room1", 7, True)] if offered else [])
