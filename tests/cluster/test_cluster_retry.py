@@ -341,3 +341,73 @@ async def test_plugins_on_two_nodes_answer_once_and_deliver_a_tell_and_a_reminde
     finally:
         for node in nodes:
             node.kill_now()
+
+
+async def test_a_reply_the_server_refused_is_said_once_in_its_channel_whichever_node_claims_it(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """The server refuses the holder's answer to ``!about`` (spamFiltered): the failed
+    reply is queued and retried by whichever node's worker claims it; a claim by the node
+    without room1 is a hand-back ('released', no attempt); once the server accepts the
+    bot's lines again the answer is said once, in room1, by the holder."""
+    peer = start_peer(cytube_peer_factory)
+    nodes: list[NodeProcess] = []
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            try:
+                holder, other, nodes = await two_nodes_one_channel_each(
+                    nursery, Conn(raw, pg.dsn), peer, tmp_path
+                )
+                before = await server_state(peer)
+                said = {c: bot_lines(before, c) for c in CHANNELS}
+                await trio.to_thread.run_sync(peer.spam_filter, BOT)
+                await trio.to_thread.run_sync(peer.say, "room1", "dave", "!about")
+
+                async def queued() -> str | None:
+                    event_id: str | None = await trio_asyncio.aio_as_trio(raw.fetchval)(
+                        "SELECT event_id FROM daz_retry_queue"
+                        " WHERE event_type = 'cytube.say' AND channel_name = 'room1'"
+                    )
+                    return event_id
+
+                event_id = await poll(queued, timeout=20, interval=0.05)
+                await trio.to_thread.run_sync(partial(peer.spam_filter, BOT, on=False))
+
+                async def completed() -> bool:
+                    row = await item_row(raw, event_id)
+                    return row["status"] == "completed"
+
+                await poll(completed, timeout=30, interval=0.1)
+                steps = await history(raw, event_id)
+                row = await item_row(raw, event_id)
+                assert steps[-1][1] == "completed", steps
+                assert of(holder)(steps[-1][0]), steps
+                for worker, outcome in steps[:-1]:  # the other's claims cost no attempt
+                    assert outcome == ("released" if of(other)(worker) else "failed"), steps
+                assert row["retry_count"] == sum(o == "failed" for _, o in steps)
+
+                async def answered() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    new = bot_lines(state, "room1")[len(said["room1"]) :]
+                    return state if new else None
+
+                state = await poll(answered, timeout=10)
+                assert len(bot_lines(state, "room1")) == len(said["room1"]) + 1
+                assert bot_lines(state, "room2") == said["room2"]
+                refused = [
+                    c
+                    for c in state["chat_received"]
+                    if c.get("username") == BOT and c.get("outcome") == "spam_filtered"
+                ]
+                assert refused, "the server did not refuse the first answer"
+                assert {c["channel"] for c in refused} == {"room1"}
+            finally:
+                await trio_asyncio.aio_as_trio(raw.close)()
+            for node in nodes:
+                node.send(signal.SIGTERM)
+            for node in nodes:
+                assert await node.wait() == 0, node.log()
+    finally:
+        for node in nodes:
+            node.kill_now()
