@@ -11,10 +11,11 @@
 -- only poll), take it next. The claim itself is unchanged.
 --
 -- Verdicts (nothing is changed but for 'handed_over'):
---   handed_over  released, due after p_delay_held (a valid lease is held: by another
---                node, or by this one while its room is still starting) or after
---                p_delay_unheld (no valid lease, but a live node lists the channel in its
---                config: a failover or a handover is under way)
+--   handed_over  released, due after p_delay_held (a valid lease is held by a live node:
+--                another one, or this one while its room is still starting) or after
+--                p_delay_unheld (a failover or a handover is under way: no valid lease but
+--                a live node lists the channel in its config, or the lease's holder is no
+--                longer heard from, its lease not yet run out)
 --   stay         p_only_elsewhere and no other node holds a valid lease: the caller keeps
 --                the item (what it does in a single process)
 --   unserved     no valid lease and no live node (heard from within p_live, not stopped)
@@ -40,6 +41,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_holder text;
+    v_holder_live boolean;
     v_count integer;
     v_delay interval;
 BEGIN
@@ -51,7 +53,10 @@ BEGIN
         RAISE EXCEPTION 'daz_retry_hand_over: max hand-overs must be >= 0, got %',
             p_max_hand_overs USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT l.holder INTO v_holder FROM daz_leases l
+    SELECT l.holder, n.node_id IS NOT NULL INTO v_holder, v_holder_live
+    FROM daz_leases l
+    LEFT JOIN daz_cluster_nodes n
+        ON n.node_id = l.holder AND n.stopped_at IS NULL AND n.heartbeat_at > now() - p_live
     WHERE l.kind = 'channel' AND l.name = p_channel
       AND l.holder IS NOT NULL AND l.expires_at > now();
     IF p_only_elsewhere AND (v_holder IS NULL OR v_holder = p_node) THEN
@@ -84,7 +89,7 @@ BEGIN
         RETURN QUERY SELECT 'lost'::text, v_holder, NULL::integer;
         RETURN;
     END IF;
-    v_delay := CASE WHEN v_holder IS NULL THEN p_delay_unheld ELSE p_delay_held END;
+    v_delay := CASE WHEN v_holder_live THEN p_delay_held ELSE p_delay_unheld END;
     UPDATE daz_retry_queue q
     SET next_retry_at = now() + v_delay,
         event_metadata = jsonb_set(

@@ -86,8 +86,9 @@ def test_an_item_for_a_channel_another_node_holds_is_handed_over_without_an_atte
 def test_the_verdicts_stay_unserved_exhausted_and_a_channel_between_holders(pg):
     """Only-elsewhere offers stay with the node holding the channel (or when nobody
     does); a channel no node holds or lists is unserved (nothing changed); one listed by a
-    live node but held by none (a failover under way) is handed over with the longer
-    delay; past the bound an offer is exhausted and the item stays claimed."""
+    live node but held by none, or held by a node no longer heard from (a failover under
+    way), is handed over with the longer delay; past the bound an offer is exhausted and
+    the item stays claimed."""
 
     async def check(conn: Any) -> None:
         await sql.heartbeat_and_renew(conn, node=NODE_A, ttl=30)
@@ -122,5 +123,21 @@ def test_the_verdicts_stay_unserved_exhausted_and_a_channel_between_holders(pg):
         item = await queue.get(conn, x.id)
         assert item is not None
         assert (item.status.value, item.retry_count) == ("processing", 0)
+        # its holder no longer heard from (the lease not run out yet): a failover is under
+        # way, so the longer delay
+        await conn.execute(
+            "UPDATE daz_cluster_nodes SET heartbeat_at = now() - interval '1 minute'"
+        )
+        await queue.enqueue(conn, _item("e9", "x"))
+        orphan = await _claim(conn, "b:1:1")
+        assert orphan.event_id == "e9"
+        result = await _offer(conn, orphan, "x")
+        assert (result.verdict, result.holder) == (HandOver.HANDED_OVER, "a-1")
+        due_in = await conn.fetchval(
+            "SELECT extract(epoch FROM next_retry_at - now())::float8 FROM daz_retry_queue"
+            " WHERE id = $1",
+            orphan.id,
+        )
+        assert 4.5 < due_in <= 5.0
 
     pg.run(check)
