@@ -104,13 +104,20 @@ def of(node: NodeProcess) -> Callable[[str], bool]:
 
 
 async def two_nodes_one_channel_each(
-    nursery: trio.Nursery, conn: Any, peer: Any, tmp_path: Path, *, plugins: bool = False
+    nursery: trio.Nursery,
+    conn: Any,
+    peer: Any,
+    tmp_path: Path,
+    *,
+    plugins: bool = False,
+    timings: tuple[float, float, float] = (TTL, RENEW, MARGIN),
 ) -> tuple[NodeProcess, NodeProcess, list[NodeProcess]]:
     """Start two nodes; once each holds one channel and is in it: (holder of room1, the
     other, both)."""
+    ttl, renew, margin = timings
     config = node_config(
-        tmp_path / "node.toml", server=peer.url, channels=CHANNELS, ttl=TTL, renew=RENEW,
-        margin=MARGIN, settle=1.0, plugins=plugins,
+        tmp_path / "node.toml", server=peer.url, channels=CHANNELS, ttl=ttl, renew=renew,
+        margin=margin, settle=1.0, plugins=plugins,
     )  # fmt: skip
     nodes = [NodeProcess(f"node{n}", config, conn.dsn, tmp_path / f"node{n}") for n in (1, 2)]
     for node in nodes:
@@ -408,6 +415,68 @@ async def test_a_reply_the_server_refused_is_said_once_in_its_channel_whichever_
                 node.send(signal.SIGTERM)
             for node in nodes:
                 assert await node.wait() == 0, node.log()
+    finally:
+        for node in nodes:
+            node.kill_now()
+
+
+async def test_a_failed_reply_for_a_channel_whose_node_died_is_said_once_by_the_next_holder(
+    pg, tmp_path: Path, cytube_peer_factory
+):
+    """room1's node is killed with a failed reply for room1 in the queue: the other node's
+    worker hands it back while the dead node's lease runs out and while no node holds the
+    channel (no attempt counted), takes room1 over, and says the line once, there."""
+    peer = start_peer(cytube_peer_factory)
+    nodes: list[NodeProcess] = []
+    try:
+        async with trio.open_nursery() as nursery, trio_asyncio.open_loop():
+            raw = await trio_asyncio.aio_as_trio(asyncpg.connect)(pg.dsn)
+            try:
+                holder, other, nodes = await two_nodes_one_channel_each(
+                    nursery, Conn(raw, pg.dsn), peer, tmp_path, timings=(4.0, 0.5, 1.0)
+                )
+                before = await server_state(peer)
+                said = {c: bot_lines(before, c) for c in CHANNELS}
+                holder.send(signal.SIGKILL)
+                await holder.wait()
+                text = "said by the node that took room1 over"
+                say = NewItem(
+                    event_id="say-orphan",
+                    event_type=SAY.name,
+                    event_data=intent_data(SAY.intent(Say(channel="room1", msg=text))),
+                    channel="room1",
+                    operation_type="cytube_command",
+                    max_retries=5,
+                    retry_delay=0.2,
+                    attempt_timeout=4.5,
+                )
+                await trio_asyncio.aio_as_trio(queue.enqueue)(raw, say)
+
+                async def completed() -> bool:
+                    row = await item_row(raw, "say-orphan")
+                    return row["status"] == "completed"
+
+                await poll(completed, timeout=40, interval=0.1)
+                steps = await history(raw, "say-orphan")
+                assert all(of(other)(w) for w, _ in steps), steps
+                assert [o for _, o in steps] == ["released"] * (len(steps) - 1) + ["completed"]
+                assert len(steps) >= 2, steps  # handed back at least once while room1 moved
+                row = await item_row(raw, "say-orphan")
+                assert row["retry_count"] == 0
+                assert int(row["hand_overs"]) == len(steps) - 1
+
+                async def line_seen() -> dict[str, Any] | None:
+                    state = await server_state(peer)
+                    return state if text in bot_lines(state, "room1") else None
+
+                state = await poll(line_seen, timeout=10)
+                assert bot_lines(state, "room1").count(text) == 1
+                assert bot_lines(state, "room2") == said["room2"]
+                assert (await holders(raw))["room1"] == other.node_id
+            finally:
+                await trio_asyncio.aio_as_trio(raw.close)()
+            other.send(signal.SIGTERM)
+            assert await other.wait() == 0, other.log()
     finally:
         for node in nodes:
             node.kill_now()
