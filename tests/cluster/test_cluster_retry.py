@@ -259,6 +259,30 @@ async def test_a_failed_reply_and_command_claimed_by_a_node_without_the_channel_
                     return handed >= 2 and woken >= 1
 
                 await poll(counted, timeout=10)
+
+                # --- a line for a channel no node serves: a dead letter saying so, at once
+                nowhere = NewItem(
+                    event_id="say-nowhere",
+                    event_type=SAY.name,
+                    event_data=intent_data(SAY.intent(Say(channel="room9", msg="lost"))),
+                    channel="room9",
+                    operation_type="cytube_command",
+                    max_retries=5,
+                    retry_delay=0.2,
+                    attempt_timeout=4.5,
+                )
+                await trio_asyncio.aio_as_trio(queue.enqueue)(raw, nowhere)
+
+                async def dead() -> Any:
+                    row = await trio_asyncio.aio_as_trio(raw.fetchrow)(
+                        "SELECT status, retry_count, last_error FROM daz_retry_queue"
+                        " WHERE event_id = 'say-nowhere'"
+                    )
+                    return row if row["status"] == "dead_letter" else None
+
+                row = await poll(dead, timeout=20)
+                assert row["retry_count"] == 1  # its one attempt
+                assert "no node serves channel 'room9'" in row["last_error"]
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
             for node in nodes:
