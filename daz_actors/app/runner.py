@@ -18,8 +18,10 @@ from daz_actors.app.build import build_tree
 from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
+from daz_actors.cluster.hand_over import ClusterElsewhere
 from daz_actors.cluster.node import ClusterNode
 from daz_actors.cytube.commands import CommandRegistry
+from daz_actors.cytube.elsewhere import Elsewhere
 from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.dashboard import Dashboard, DashboardRefused, DashboardSettings, check_exposure
 from daz_actors.ops.http import serve_http
@@ -91,7 +93,11 @@ def _bot_names(config: Config) -> dict[str, str]:
 
 
 def _plugin_resources(
-    config: Config, registry: Registry, bus: EventBus, extra: Mapping[str, Any]
+    config: Config,
+    registry: Registry,
+    bus: EventBus,
+    extra: Mapping[str, Any],
+    elsewhere: Elsewhere | None = None,
 ) -> dict[str, Any]:
     """The plugin host and what it adds: its commands per channel, its retry handlers."""
     host = PluginHost(
@@ -100,8 +106,9 @@ def _plugin_resources(
         bus=bus,
         bot_names=_bot_names(config),
         retry_policies=config.retry_policies,
+        elsewhere=elsewhere,
     )
-    handlers = extra.get("retry_handlers") or default_handlers()
+    handlers = extra.get("retry_handlers") or default_handlers(elsewhere=elsewhere)
     resources: dict[str, Any] = {
         PLUGIN_HOST_RESOURCE: host,
         "retry_handlers": host.register_handlers(handlers),
@@ -359,6 +366,8 @@ def _run_locked(
         cluster: Mapping[str, Any] = (
             {CLUSTER_NODE: node, "singleton_gate": node.may_run} if node is not None else {}
         )
+        # a cluster node hands retry items for channels other nodes hold over to them
+        elsewhere = ClusterElsewhere(node) if node is not None else None
         registry, bus = Registry(), EventBus()
         extra = dict(extra_resources or {})
         resources: Mapping[str, Any] = {
@@ -366,11 +375,12 @@ def _run_locked(
             "database_url": database.url,
             "tree_state": lambda: tree[0].which_children() if tree else [],
             "root_supervisor": lambda: tree[0] if tree else None,
-            "retry_handlers": default_handlers(),  # every layer's built-in handlers
+            # every layer's built-in handlers
+            "retry_handlers": default_handlers(elsewhere=elsewhere),
             **cluster,
             **extra,
             # the plugins' commands and handlers beside the given ones
-            **_plugin_resources(config, registry, bus, extra),
+            **_plugin_resources(config, registry, bus, extra, elsewhere),
         }
         root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
         tree.append(root)

@@ -295,6 +295,7 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
         (14, "0014_retry_lean_claim.up.sql", "0014_retry_lean_claim.down.sql"),
         (15, "0015_dashboard_status_index.up.sql", "0015_dashboard_status_index.down.sql"),
+        (16, "0016_cluster_hand_over.up.sql", "0016_cluster_hand_over.down.sql"),
     ]
 
 
