@@ -26,7 +26,12 @@ from daz_actors.cytube.elsewhere import Elsewhere, HandOver, HandOverResult, Not
 from daz_actors.cytube.events import SendChat, SendPrivate
 from daz_actors.cytube.names import connection_name, router_name
 from daz_actors.cytube.sender import CannotSpeak
-from daz_actors.retry.handlers import AttemptContext, HandlerRegistry, PermanentError
+from daz_actors.retry.handlers import (
+    AttemptContext,
+    HandlerRegistry,
+    ItemReleased,
+    PermanentError,
+)
 from daz_actors.retry.intents import IntentType
 from daz_actors.runtime.errors import DazActorsError
 
@@ -70,19 +75,19 @@ class Say:
 HOLD_SHARE = 0.5  # of the attempt's timeout, spent waiting for the bot to be able to speak
 
 
-def _handed(channel: str, what: str, result: HandOverResult) -> bool:
-    """Log a hand-over that settled the item (True), or raise for one that must fail it;
-    False for `HandOver.STAY` (the caller goes on as in a single process)."""
+def _handed(channel: str, what: str, result: HandOverResult) -> None:
+    """Raise what settles the attempt after a hand-over: `ItemReleased` when the item was
+    handed over (or this worker's lease on it is gone: another worker has it), an error
+    that fails it otherwise; return for `HandOver.STAY` (the caller goes on as in a single
+    process)."""
     verdict = result.verdict
     if verdict is HandOver.HANDED_OVER:
-        log.info(
-            "%s: %s handed over to the node holding it (%s; hand-over %s)",
-            channel, what, result.holder or "none yet", result.hand_overs,
-        )  # fmt: skip
-        return True
+        raise ItemReleased(
+            f"{channel}: {what} handed over to the node holding it"
+            f" ({result.holder or 'none yet'}; hand-over {result.hand_overs})"
+        )
     if verdict is HandOver.LOST:
-        log.info("%s: %s not handed over: its lease on the item is gone", channel, what)
-        return True
+        raise ItemReleased(f"{channel}: {what} not handed over: its lease on the item is gone")
     if verdict is HandOver.UNSERVED:
         raise PermanentError(
             f"no node serves channel {channel!r}: no node holds it or lists it in its config"
@@ -92,7 +97,6 @@ def _handed(channel: str, what: str, result: HandOverResult) -> bool:
             f"channel {channel!r} is held by {result.holder or 'no node'}, whose workers did"
             f" not take this item in {result.hand_overs} hand-overs"
         )
-    return False
 
 
 def make_say_again(elsewhere: Elsewhere | None) -> Callable[[Say, AttemptContext], Awaitable[None]]:
@@ -113,10 +117,8 @@ def make_say_again(elsewhere: Elsewhere | None) -> Callable[[Say, AttemptContext
         name = say.connection or connection_name(say.channel)
         ref = ctx.registry.get(name)
         if ref is None:
-            if elsewhere is not None and _handed(
-                say.channel, "line", await elsewhere.hand_over(say.channel, ctx)
-            ):
-                return
+            if elsewhere is not None:
+                _handed(say.channel, "line", await elsewhere.hand_over(say.channel, ctx))
             log.warning("%s: not said again: no connection %r in this process", say.channel, name)
             return
         request = say.request(event_id=ctx.event_id, correlation_id=ctx.correlation_id)
@@ -127,8 +129,7 @@ def make_say_again(elsewhere: Elsewhere | None) -> Callable[[Say, AttemptContext
             if elsewhere is not None:
                 result = await elsewhere.hand_over(say.channel, ctx, only_elsewhere=True)
                 if result.verdict in (HandOver.HANDED_OVER, HandOver.LOST):
-                    _handed(say.channel, "line", result)
-                    return
+                    _handed(say.channel, "line", result)  # raises ItemReleased
             log.warning("%s: not said again (%s); dropped", say.channel, exc)
 
     return say_again
@@ -215,10 +216,9 @@ def make_run_again(
         """
         ref = ctx.registry.get(router_name(run.channel))
         if ref is None:
-            if elsewhere is not None and _handed(
-                run.channel, f"command {run.command!r}", await elsewhere.hand_over(run.channel, ctx)
-            ):
-                return
+            if elsewhere is not None:
+                what = f"command {run.command!r}"
+                _handed(run.channel, what, await elsewhere.hand_over(run.channel, ctx))
             raise PermanentError(f"no room for channel {run.channel!r} in this process")
         pending: PendingCommand = await ref.ask(run)  # the router runs it again
         outcome = await pending.outcome()

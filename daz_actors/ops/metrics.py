@@ -445,7 +445,12 @@ class _SnapshotCollector(Collector):
                     "Items moved to dead letter.",
                     snap.retry.dead_lettered,
                 ),
-                ("daz_retry_handed_back", "Items handed back on stop.", snap.retry.handed_back),
+                (
+                    "daz_retry_handed_back",
+                    "Items handed back unfinished (a stop, a lease about to expire, or"
+                    " released by their handler).",
+                    snap.retry.handed_back,
+                ),
             ):
                 yield CounterMetricFamily(name, help_text, value=value)
 

@@ -38,7 +38,7 @@ import attrs
 from daz_actors.cytube.elsewhere import HandOver
 from daz_actors.cytube.sender import CannotSpeak, SendFailed
 from daz_actors.plugins.api import NotConnected, PluginContext
-from daz_actors.retry.handlers import AttemptContext
+from daz_actors.retry.handlers import AttemptContext, ItemReleased
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.errors import DazActorsError
 
@@ -80,8 +80,8 @@ class Unsaid(DazActorsError, RuntimeError):
 class Outcome:
     """How an attempt ended."""
 
-    # "said", "echoed-before", "delivered-before", "gone", "handed-over" (to the node
-    # holding the channel, on a cluster: the item is due again there)
+    # "said", "echoed-before", "delivered-before", "gone" (an item handed over to the
+    # node holding the channel, on a cluster, raises `ItemReleased` instead)
     state: str
     text: str = ""
 
@@ -195,11 +195,14 @@ async def say_once(
                 channel, attempt, only_elsewhere=isinstance(exc, CannotSpeak)
             )
             if result.verdict in (HandOver.HANDED_OVER, HandOver.LOST):
-                log.info(
-                    "%s %d: handed over to the node holding %s (%s)",
-                    table, row_id, channel, result.holder or "none yet",
-                )  # fmt: skip
-                return Outcome(state="handed-over")
+                # the item is the holder's now (or another worker's): the worker writes
+                # nothing for this attempt
+                raise ItemReleased(
+                    f"{table} {row_id}: handed over to the node holding {channel}"
+                    f" ({result.holder or 'none yet'})"
+                    if result.verdict is HandOver.HANDED_OVER
+                    else f"{table} {row_id}: this worker's lease on the item is gone"
+                ) from exc
         raise Unsaid(f"{table} {row_id} not said now: {exc}") from exc
     except SendFailed:
         await _release(attempt, table, row_id)

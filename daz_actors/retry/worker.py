@@ -26,6 +26,7 @@ from daz_actors.retry.handlers import (
     AttemptContext,
     Checkpoint,
     HandlerRegistry,
+    ItemReleased,
     PermanentError,
     UnknownEventType,
 )
@@ -87,6 +88,13 @@ class _Failure:
     error: str
     code: str | None
     retryable: bool
+
+
+class _Released:
+    """An attempt whose handler released its item itself (`ItemReleased`)."""
+
+
+RELEASED = _Released()
 
 
 @attrs.frozen
@@ -206,9 +214,12 @@ class RetryWorker:
                             # too: hand the rest back (released at once), acquire afresh
                             expiring = True
                             break
-                        failed = await self._attempt(db, item, timer)
+                        ended = await self._attempt(db, item, timer)
                         unfinished.pop(0)
-                        if failed is not None:
+                        if isinstance(ended, _Released):  # its handler released it
+                            continue
+                        if ended is not None:
+                            failed = ended
                             break
                         done.append(item)
                 if timer.cancelled_caught:  # the handler of unfinished[0] ran out of time
@@ -254,9 +265,10 @@ class RetryWorker:
 
     async def _attempt(
         self, db: SqlClient, item: QueueItem, timer: trio.CancelScope
-    ) -> _Failure | None:
+    ) -> _Failure | _Released | None:
         """Run one attempt under `timer` (its deadline set for the attempt); None if it
-        succeeded (its completion is written with the batch), else its failure, to write.
+        succeeded (its completion is written with the batch), `RELEASED` if its handler
+        released the item itself (`ItemReleased`), else its failure, to write.
 
         A handler that runs past the deadline is cancelled: `trio.Cancelled` leaves this
         method and `timer` catches it (the caller then records the timeout)."""
@@ -285,10 +297,14 @@ class RetryWorker:
             attempt_timeout=item.attempt_timeout,
         )
         failure: _Failure | None = None
+        released = False
         self._started = started = trio.current_time()
         timer.deadline = started + item.attempt_timeout
         try:
             await handler(item, context)
+        except ItemReleased as exc:
+            released = True
+            reason = str(exc)
         except Exception as exc:  # one classification (a PermanentError says so)
             verdict = self.classifier.classify(exc)
             error = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
@@ -296,6 +312,15 @@ class RetryWorker:
         timer.deadline = math.inf  # (a Cancelled, from the timer or a stop, passed above)
         if timer.cancel_called:  # the handler swallowed the timer's cancellation
             return self._timed_out(item)
+        if released:
+            self._observe(item, "released")
+            self.stats.handed_back += 1
+            log.info(
+                "%s: item %d (%s) released by its handler on attempt %d: %s, correlation %s",
+                self.worker_id, item.id, item.event_type, item.retry_count + 1,
+                reason or "no reason given", item.correlation_id, extra=self._fields(item),
+            )  # fmt: skip
+            return RELEASED
         self._observe(item, "succeeded" if failure is None else "failed")
         if failure is None and log.isEnabledFor(logging.INFO):
             log.info(

@@ -13,7 +13,7 @@ import trio
 from daz_actors.cytube.elsewhere import HandOver, HandOverResult, NotHeldHere
 from daz_actors.cytube.intents import CommandRun, Say, command_run_intent, say_intent
 from daz_actors.cytube.sender import CannotSpeak
-from daz_actors.retry.handlers import AttemptContext, Checkpoint, PermanentError
+from daz_actors.retry.handlers import AttemptContext, Checkpoint, ItemReleased, PermanentError
 from daz_actors.retry.intents import intent_data
 from daz_actors.runtime.actor import ActorContext
 from daz_actors.runtime.bus import EventBus
@@ -90,16 +90,18 @@ async def test_in_a_single_process_a_line_with_no_room_is_dropped_and_a_command_
 
 
 @pytest.mark.parametrize("verdict", [HandOver.HANDED_OVER, HandOver.LOST])
-async def test_an_item_handed_over_or_taken_elsewhere_ends_this_attempt_quietly(verdict):
-    """Handed over (or its lease gone already), the attempt returns: the item is due again
-    for the holder (or another worker has it), and nothing is said or run here."""
+async def test_an_item_handed_over_or_taken_elsewhere_ends_this_attempt_released(verdict):
+    """Handed over (or its lease gone already), the attempt raises `ItemReleased`: the
+    worker writes nothing for it (the item is due again for the holder, or another worker
+    has it), and nothing is said or run here."""
     for make, event_type, args in (
         (say_intent, "cytube.say", SAY_ARGS),
         (command_run_intent, "command.run", RUN_ARGS),
     ):
         elsewhere = FakeElsewhere(verdict)
         handler = make(elsewhere)
-        await handler(_item(event_type, args, handler), _attempt())
+        with pytest.raises(ItemReleased, match="room1"):
+            await handler(_item(event_type, args, handler), _attempt())
         assert elsewhere.offers == [("room1", 7, False)]
 
 
@@ -138,9 +140,9 @@ async def test_a_line_the_room_here_cannot_say_goes_to_another_holder_or_is_drop
     verdict, offered
 ):
     """The room is here but cannot speak: in one process the line is dropped; on a cluster
-    node it is offered only to another holder (`only_elsewhere`): handed over when one
-    holds the channel, else (stay) dropped as in one process. Either way the attempt ends
-    without an error."""
+    node it is offered only to another holder (`only_elsewhere`): handed over (the attempt
+    raises `ItemReleased`) when one holds the channel, else (stay) dropped as in one
+    process, the attempt ending without an error."""
     registry = Registry()
     room = Supervisor(
         "room:room1",
@@ -154,6 +156,10 @@ async def test_a_line_the_room_here_cannot_say_goes_to_another_holder_or_is_drop
     say = say_intent(elsewhere)
     with trio.fail_after(10):
         async with open_tree(room):
-            await say(_item("cytube.say", SAY_ARGS, say), _attempt(registry))
+            if verdict is HandOver.HANDED_OVER:
+                with pytest.raises(ItemReleased, match="handed over"):
+                    await say(_item("cytube.say", SAY_ARGS, say), _attempt(registry))
+            else:
+                await say(_item("cytube.say", SAY_ARGS, say), _attempt(registry))
     if elsewhere is not None:
         assert elsewhere.offers == ([("room1", 7, True)] if offered else [])

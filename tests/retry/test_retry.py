@@ -25,6 +25,7 @@ from daz_actors.retry.capture import DrainSpool, ScheduleRetry
 from daz_actors.retry.handlers import (
     AttemptContext,
     HandlerRegistry,
+    ItemReleased,
     PermanentError,
 )
 from daz_actors.runtime.events import Intent
@@ -847,3 +848,48 @@ async def test_one_batch_mixing_timeouts_failures_and_successes(pg):
 
     assert (observed("timed_out"), observed("failed"), observed("succeeded")) == (2, 1, 7)
 
+
+
+async def test_an_item_its_handler_released_gets_no_outcome_from_the_worker(pg, caplog):
+    """A handler that released its item itself (as a cluster node hands an item over to the
+    channel's holder) raises `ItemReleased`: the worker writes nothing for that attempt (no
+    completion refused, no failure, no attempt counted), counts it as handed back, and runs
+    the rest of the batch; the item is taken again and completes."""
+    from functools import partial
+
+    from daz_actors.ops.metrics import Metrics, workers_in
+
+    metrics = Metrics()
+    handlers = HandlerRegistry()
+    released: list[str] = []
+
+    @handlers.register("test.release")
+    async def release_once(item: QueueItem, ctx: AttemptContext) -> None:
+        if item.event_data["kind"] == "release" and not released:
+            await ctx.db.run(partial(queue.release_many, leases=[ctx.lease]), name="test.release")
+            released.append(item.event_id)
+            raise ItemReleased("handed to the test")
+
+    items = [
+        NewItem(event_id=f"rel-{n}", event_type="test.release", event_data={"kind": kind})
+        for n, kind in enumerate(["ok", "release", "ok"])
+    ]
+    tree = retry_tree(
+        pg.dsn, handlers, worker_count=1, batch_size=10, metrics_registry=metrics.registry
+    )
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await db.call(queue.enqueue_many, items)  # one statement: claimed as one batch
+        rows = [await item_in(db, i.event_id, RetryStatus.COMPLETED) for i in items]
+        history = await db.call(queue.history, rows[1].id)
+    assert released == ["rel-1"]
+    assert [r.retry_count for r in rows] == [0, 0, 0]
+    assert [h.outcome for h in history] == ["released", "completed"]
+    (worker,) = workers_in(tree.sup)
+    assert (worker.stats.handed_back, worker.stats.completed, worker.stats.failed) == (1, 3, 0)
+    refused = [r for r in caplog.records if "completions refused" in r.getMessage()]
+    assert refused == []
+    assert metrics.registry.get_sample_value(
+        "daz_retry_attempt_duration_seconds_count",
+        {"event_type": "test.release", "outcome": "released"},
+    ) == 1

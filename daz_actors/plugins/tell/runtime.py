@@ -220,8 +220,6 @@ def setup(ctx: PluginContext[TellParams]) -> PluginParts:
                 ctx, attempt, table="daz_tells", row_id=row["id"], compose=compose, said=said
             )
             log.info("tell %d for %s: %s", row["id"], args.target, outcome.state)
-            if outcome.state == "handed-over":  # the item is the holder's now
-                return
         remaining = await attempt.db.query_value(
             "SELECT max(id) FROM daz_tells WHERE channel = $1 AND lower(target) = $2"
             " AND delivered_at IS NULL",
