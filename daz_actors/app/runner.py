@@ -40,7 +40,7 @@ from daz_actors.runtime.tree import Tree, run_tree
 from daz_actors.storage import queue
 from daz_actors.storage.data_dir_lock import DataDirInUse, lock_data_dir
 from daz_actors.storage.embedded_pg import open_database
-from daz_actors.storage.migrations import migrate
+from daz_actors.storage.migrations import migrate, migration_lock
 from daz_actors.storage.queue_types import QueueStats
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
@@ -76,8 +76,9 @@ async def _apply_migrations(url: str, plugins: Iterable[Plugin[Any]] = ()) -> li
     """The core migrations, then each enabled plugin's; the files applied."""
     conn: Any = await asyncpg.connect(url)
     try:
-        applied = [m.up_file for m in await migrate(conn)]
-        applied += [f"{name}/{m.up_file}" for name, m in await migrate_plugins(conn, plugins)]
+        async with migration_lock(conn):  # the core's and the plugins' as one run
+            applied = [m.up_file for m in await migrate(conn)]
+            applied += [f"{name}/{m.up_file}" for name, m in await migrate_plugins(conn, plugins)]
         return applied
     finally:
         await conn.close()
