@@ -174,6 +174,16 @@ async def _handle_messages(
 ) -> None:
     while not stop.is_set() and not ctx._finish:
         message = await get()
+        scope = ctx._cancel_scope
+        if scope is not None and scope.cancel_called and type(message) is not Ask:
+            # trio handed the tell to this task, but a stop or kill came before the task
+            # ran (it was still idle, so it was cancelled): the tell was not begun, and
+            # the handler would die at its first checkpoint with it. It goes back to the
+            # front of the mailbox, for the next incarnation (a crash-free re-delivery:
+            # not counted by `ChildSpec.redeliver`). An ask fails below as before.
+            ctx.mailbox.redeliver(message)
+            await trio.lowlevel.checkpoint()  # raises the stop's (or the kill's) Cancelled
+            continue
         ctx.idle = False
         ctx.current_message = message
         if type(message) is Ask:
