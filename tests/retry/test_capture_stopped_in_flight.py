@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import trio
 from retry_trees import retry_tree
 
 from daz_actors.cytube.chat_log import ChatLine
@@ -45,7 +44,8 @@ def stop_now(sup: Any, name: str) -> None:
     """What `Supervisor._stop` does first when the supervisor's task runs before the
     child it just handed a message to (no checkpoint here)."""
     ctx = sup._slot(name).ctx
-    assert ctx is not None and ctx.idle, "the capture must be waiting for a message"
+    assert ctx is not None
+    assert ctx.idle, "the capture must be waiting for a message"
     ctx._request_stop()
 
 
@@ -71,7 +71,8 @@ async def test_a_row_handed_over_as_the_gateway_dies_and_the_capture_stops_is_st
         await writer.write_batch()  # hands the row over: the idle capture is handed the batch
         tree.sup.kill_child("sql-gateway", "test: the demo's chaos")  # the gateway dies...
         stop_now(tree.retry, CAPTURE_NAME)  # ...and storage's rest_for_one stops the capture
-        assert buffer.handed_over == 1 and len(buffer) == 0  # the writer let go of it
+        assert buffer.handed_over == 1  # the writer let go of it
+        assert len(buffer) == 0
         await db.call(lambda conn: conn.execute("COMMIT"))
 
         async def stored() -> int:
@@ -91,10 +92,13 @@ async def test_a_row_handed_over_as_the_gateway_dies_and_the_capture_stops_is_st
             )
         )
         assert queued == "completed"
-        with trio.fail_after(30):  # nothing else left behind: the queue is drained
-            while await db.call(
+
+        async def drained() -> bool:  # nothing else left behind in the queue
+            left = await db.call(
                 lambda conn: conn.fetchval(
                     "SELECT count(*) FROM daz_retry_queue WHERE status <> 'completed'"
                 )
-            ):
-                await trio.sleep(0.1)
+            )
+            return left == 0
+
+        assert await poll(drained, timeout=30)

@@ -59,7 +59,8 @@ def recorder(seen: list[tuple[str, int]], stopped: list[int], redeliver: int) ->
 def request_stop(sup: Any, name: str) -> None:
     """What `Supervisor._stop` does first, at this very moment (no checkpoint)."""
     ctx = sup._slot(name).ctx
-    assert ctx is not None and ctx.idle  # waiting in Mailbox.get
+    assert ctx is not None
+    assert ctx.idle  # waiting in Mailbox.get
     ctx._request_stop()
 
 
