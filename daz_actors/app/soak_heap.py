@@ -1,0 +1,239 @@
+"""``daz-actors demo --soak DURATION --trace-heap``: where the soak's memory goes.
+
+A diagnostic, off by default (tracing every allocation costs memory and time of its
+own). `HeapProbe` starts `tracemalloc` when the soak starts and, after each cycle, writes:
+
+- ``heap.csv``: one row per cycle with the process's RSS, the Python heap `tracemalloc`
+  traces (and what tracemalloc itself uses), glibc's own view of its heap (``mallinfo2``:
+  bytes handed out, bytes free but kept, bytes in mmap'ed blocks), the number of threads,
+  and, with ``malloc_trim``, the RSS again after ``malloc_trim(0)`` gave the free heap back
+  to the system. Python objects that leak show as a traced total that grows; RSS that
+  grows while the traced total stays flat is the allocator (free memory kept in glibc's
+  arenas or pymalloc's, fragmentation), which ``malloc_trim`` tells apart: what it gives
+  back was free, not leaked.
+- ``heap-growth.txt``: per cycle after the first, the allocation sites (file and line, and
+  the full traceback of the largest) and the object types that grew most since the end of
+  the first cycle (the baseline), and since the cycle before.
+
+The soak harness runs in the same process as the bot (the demo's chatters, chaos schedule
+and ledger), so its own allocations are traced too; they are named by their site
+(``daz_actors/app/demo*.py``, ``soak*.py``), which tells them from the bot's.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import ctypes.util
+import gc
+import os
+import tracemalloc
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["HEAP_COLUMNS", "HeapProbe", "MallocInfo", "malloc_info", "malloc_trim"]
+
+HEAP_COLUMNS = (
+    "cycle",
+    "elapsed_s",
+    "rss_kb",
+    "traced_kb",
+    "traced_peak_kb",
+    "tracemalloc_overhead_kb",
+    "malloc_arena_kb",
+    "malloc_in_use_kb",
+    "malloc_free_kb",
+    "malloc_mmap_kb",
+    "threads",
+    "gc_objects",
+    "rss_before_trim_kb",
+    "rss_after_trim_kb",
+)
+TOP_SITES = 15  # allocation sites listed per cycle
+TOP_TYPES = 15  # object types listed per cycle
+TRACEBACKS = 3  # sites whose full traceback is written
+# frames not worth counting: tracemalloc's own bookkeeping and the import machinery
+_IGNORED = (
+    tracemalloc.Filter(False, tracemalloc.__file__),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+    tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+    tracemalloc.Filter(False, "<unknown>"),
+)
+
+
+class MallocInfo(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later): sizes in bytes."""
+
+    _fields_ = [
+        ("arena", ctypes.c_size_t),  # non-mmapped space allocated from the system
+        ("ordblks", ctypes.c_size_t),  # free chunks
+        ("smblks", ctypes.c_size_t),
+        ("hblks", ctypes.c_size_t),  # mmapped regions
+        ("hblkhd", ctypes.c_size_t),  # space in mmapped regions
+        ("usmblks", ctypes.c_size_t),
+        ("fsmblks", ctypes.c_size_t),
+        ("uordblks", ctypes.c_size_t),  # allocated (in use)
+        ("fordblks", ctypes.c_size_t),  # free (kept by the allocator)
+        ("keepcost", ctypes.c_size_t),
+    ]
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def malloc_info() -> MallocInfo | None:
+    """glibc's heap figures over all its arenas; None when not glibc 2.33+."""
+    if _LIBC is None or not hasattr(_LIBC, "mallinfo2"):
+        return None
+    fn = _LIBC.mallinfo2
+    fn.restype = MallocInfo
+    fn.argtypes = []
+    info: MallocInfo = fn()
+    return info
+
+
+def malloc_trim() -> bool:
+    """Give glibc's free heap back to the system (``malloc_trim(0)``); False if not glibc."""
+    if _LIBC is None or not hasattr(_LIBC, "malloc_trim"):
+        return False
+    fn = _LIBC.malloc_trim
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    fn(0)
+    return True
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def _types() -> Counter[str]:
+    return Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+    )
+
+
+class HeapProbe:
+    """Traces the heap from `start` on and writes what it finds after each cycle."""
+
+    def __init__(self, work: Path, *, frames: int = 10, trim: bool = False) -> None:
+        if frames < 1:
+            raise ValueError(f"tracemalloc needs at least 1 frame, got {frames}")
+        self.csv_path = work / "heap.csv"
+        self.report_path = work / "heap-growth.txt"
+        self.frames = frames
+        self.trim = trim
+        self.baseline: tracemalloc.Snapshot | None = None
+        self.previous: tracemalloc.Snapshot | None = None
+        self.baseline_types: Counter[str] = Counter()
+        self.previous_types: Counter[str] = Counter()
+        self.rows: list[dict[str, float]] = []
+
+    def start(self) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(self.frames)
+
+    def stop(self) -> None:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+
+    def after_cycle(self, cycle: int, elapsed_s: float) -> Mapping[str, float]:
+        """Measure, compare with the first cycle's end, write both files; the row."""
+        gc.collect()
+        row: dict[str, float] = {"cycle": cycle, "elapsed_s": round(elapsed_s, 1)}
+        row["rss_kb"] = _rss_kb()
+        traced, peak = tracemalloc.get_traced_memory() if tracemalloc.is_tracing() else (-1, -1)
+        row["traced_kb"] = traced // 1024 if traced >= 0 else -1
+        row["traced_peak_kb"] = peak // 1024 if peak >= 0 else -1
+        row["tracemalloc_overhead_kb"] = tracemalloc.get_tracemalloc_memory() // 1024
+        info = malloc_info()
+        row["malloc_arena_kb"] = info.arena // 1024 if info else -1
+        row["malloc_in_use_kb"] = info.uordblks // 1024 if info else -1
+        row["malloc_free_kb"] = info.fordblks // 1024 if info else -1
+        row["malloc_mmap_kb"] = info.hblkhd // 1024 if info else -1
+        row["threads"] = len(os.listdir("/proc/self/task"))
+        types = _types()
+        row["gc_objects"] = sum(types.values())
+        snapshot = (
+            tracemalloc.take_snapshot().filter_traces(_IGNORED)
+            if tracemalloc.is_tracing()
+            else None
+        )
+        row["rss_before_trim_kb"] = _rss_kb()  # the snapshot and the type count weigh too
+        row["rss_after_trim_kb"] = _rss_kb() if self.trim and malloc_trim() else -1
+        self._write_row(row)
+        with self.report_path.open("a", encoding="utf-8") as out:
+            self._report(out, cycle, row, snapshot, types)
+        if self.baseline is None:
+            self.baseline, self.baseline_types = snapshot, types
+        self.previous, self.previous_types = snapshot, types
+        self.rows.append(row)
+        return row
+
+    def _write_row(self, row: Mapping[str, float]) -> None:
+        first = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=HEAP_COLUMNS)
+            if first:
+                writer.writeheader()
+            writer.writerow({c: row.get(c, -1) for c in HEAP_COLUMNS})
+
+    def _report(
+        self,
+        out: TextIO,
+        cycle: int,
+        row: Mapping[str, float],
+        snapshot: tracemalloc.Snapshot | None,
+        types: Counter[str],
+    ) -> None:
+        figures = ", ".join(f"{k} {v:g}" for k, v in row.items() if k != "cycle")
+        out.write(f"=== cycle {cycle}: {figures}\n")
+        if self.baseline is None or snapshot is None:
+            out.write("(baseline: the end of this cycle)\n\n")
+            return
+        for label, base, base_types in (
+            ("since cycle 1", self.baseline, self.baseline_types),
+            ("since the cycle before", self.previous, self.previous_types),
+        ):
+            assert base is not None
+            stats = snapshot.compare_to(base, "lineno")
+            total = sum(s.size_diff for s in stats)
+            out.write(f"--- allocation sites {label} (traced total {total / 1024:+.1f} KiB)\n")
+            for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:TOP_SITES]:
+                frame = stat.traceback[0]
+                out.write(
+                    f"  {stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks "
+                    f"(now {stat.size / 1024:.1f} KiB)  {frame.filename}:{frame.lineno}\n"
+                )
+            grown = {t: n - base_types.get(t, 0) for t, n in types.items()}
+            top = sorted(grown.items(), key=lambda kv: kv[1], reverse=True)[:TOP_TYPES]
+            out.write(f"--- object types {label}\n")
+            for name, diff in top:
+                if diff > 0:
+                    out.write(f"  {diff:+8d} (now {types[name]})  {name}\n")
+        stats = snapshot.compare_to(self.baseline, "traceback")
+        for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:TRACEBACKS]:
+            if stat.size_diff <= 0:
+                break
+            out.write(
+                f"--- traceback of {stat.size_diff / 1024:+.1f} KiB "
+                f"({stat.count_diff:+d} blocks) since cycle 1:\n"
+            )
+            for line in stat.traceback.format():
+                out.write(f"    {line}\n")
+        out.write("\n")
