@@ -144,6 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in its work directory (a diagnostic: slower, bigger)",
     )
     parser.add_argument(
+        "--heap-stats",
+        action="store_true",
+        help="write heap.csv (the allocators' figures) without tracemalloc (a diagnostic)",
+    )
+    parser.add_argument(
         "--malloc-trim",
         action="store_true",
         help="give glibc's free heap back after each cycle's figures (a diagnostic)",
@@ -164,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration", f"{args.cycle:g}", "--chatters", str(args.chatters), "--no-live",
         "--work-dir", str(demo_dir),
         *(["--trace-heap"] if args.trace_heap else []),
+        *(["--heap-stats"] if args.heap_stats else []),
         *(["--malloc-trim"] if args.malloc_trim else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "DAZ_DATABASE_URL"}

@@ -139,6 +139,12 @@ def with_channels(cfg: Config, channels: tuple[str, ...]) -> Config:
     "to the work directory after each cycle; a diagnostic, slower and bigger.",
 )
 @click.option(
+    "--heap-stats",
+    is_flag=True,
+    help="With --soak: write heap.csv (glibc's and pymalloc's heap figures, threads, "
+    "objects) after each cycle, without tracemalloc's cost; a diagnostic.",
+)
+@click.option(
     "--malloc-trim",
     is_flag=True,
     help="With --soak: after each cycle's figures, give glibc's free heap back to the "
@@ -158,6 +164,7 @@ def demo(
     work_dir: Path | None,
     soak: str | None,
     trace_heap: bool,
+    heap_stats: bool,
     malloc_trim: bool,
     nodes: int | None,
 ) -> None:
@@ -187,6 +194,7 @@ def demo(
             work_dir=work_dir,
             soak=None if soak is None else parse_duration(soak),
             trace_heap=trace_heap,
+            heap_stats=heap_stats,
             malloc_trim=malloc_trim,
         )
     except ValueError as exc:

@@ -129,6 +129,7 @@ class DemoOptions:
     # heap.csv / heap-growth.txt after each cycle; with malloc_trim, glibc's free heap given
     # back after each cycle's figures were taken (what RSS falls to tells what was free)
     trace_heap: bool = False
+    heap_stats: bool = False  # heap.csv's allocator figures alone, without tracemalloc
     malloc_trim: bool = False
 
 
@@ -200,9 +201,10 @@ class Demo:
         self.cycle = 0
         self.work = work
         self.recorder = SoakRecorder(work / "soak.csv") if work and options.soak else None
+        diagnose = options.trace_heap or options.heap_stats or options.malloc_trim
         self.heap = (
-            HeapProbe(work, trim=options.malloc_trim)
-            if work and options.soak and (options.trace_heap or options.malloc_trim)
+            HeapProbe(work, trace=options.trace_heap, trim=options.malloc_trim)
+            if work and options.soak and diagnose
             else None
         )
         self.cycles_held: list[bool] = []
@@ -249,7 +251,7 @@ class Demo:
         )
         self._say_line(self.header)
         soak = self.options.soak
-        if self.heap is not None and self.options.trace_heap:
+        if self.heap is not None:
             self.heap.start()
         try:
             async with trio.open_nursery() as view:

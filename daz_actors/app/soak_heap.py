@@ -27,6 +27,9 @@ import ctypes
 import ctypes.util
 import gc
 import os
+import re
+import sys
+import tempfile
 import tracemalloc
 from collections import Counter
 from collections.abc import Mapping
@@ -41,11 +44,16 @@ HEAP_COLUMNS = (
     "rss_kb",
     "traced_kb",
     "traced_peak_kb",
+    "traced_bot_kb",
     "tracemalloc_overhead_kb",
     "malloc_arena_kb",
     "malloc_in_use_kb",
     "malloc_free_kb",
     "malloc_mmap_kb",
+    "pymalloc_arenas",
+    "pymalloc_arenas_total",
+    "pymalloc_in_use_kb",
+    "pymalloc_free_kb",
     "threads",
     "gc_objects",
     "rss_before_trim_kb",
@@ -54,9 +62,11 @@ HEAP_COLUMNS = (
 TOP_SITES = 15  # allocation sites listed per cycle
 TOP_TYPES = 15  # object types listed per cycle
 TRACEBACKS = 3  # sites whose full traceback is written
-# frames not worth counting: tracemalloc's own bookkeeping and the import machinery
+# frames not worth counting: this probe's own work (the type counts it keeps, the source
+# lines read to format a traceback), tracemalloc's bookkeeping and the import machinery
 _IGNORED = (
-    tracemalloc.Filter(False, tracemalloc.__file__),
+    tracemalloc.Filter(False, __file__, all_frames=True),
+    tracemalloc.Filter(False, tracemalloc.__file__, all_frames=True),
     tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
     tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
     tracemalloc.Filter(False, "<unknown>"),
@@ -115,6 +125,44 @@ def malloc_trim() -> bool:
     return True
 
 
+_PYMALLOC = {
+    "# arenas allocated current": "pymalloc_arenas",
+    "# arenas allocated total": "pymalloc_arenas_total",
+    "# bytes in allocated blocks": "pymalloc_in_use_bytes",
+    "# bytes in available blocks": "pymalloc_available_bytes",
+}
+_UNUSED_POOLS = re.compile(r"^(\d+) unused pools \* (\d+) bytes")
+
+
+def pymalloc_stats() -> dict[str, int]:
+    """CPython's small-object allocator (``sys._debugmallocstats``, which writes to the C
+    stderr: read back through a temporary file put on fd 2 meanwhile): its arenas now and
+    ever, and the bytes in blocks in use and free in its pools (free blocks and unused
+    pools: memory pymalloc keeps for reuse, counted in RSS). Empty when not CPython."""
+    if not hasattr(sys, "_debugmallocstats"):
+        return {}
+    with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = _PYMALLOC.get(key.strip())
+        if name is not None:
+            found[name] = int(value.strip().replace(",", ""))
+        elif unused := _UNUSED_POOLS.match(line):
+            found["pymalloc_unused_pool_bytes"] = int(unused[1]) * int(unused[2])
+    return found
+
+
 def _rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -131,12 +179,16 @@ def _types() -> Counter[str]:
 class HeapProbe:
     """Traces the heap from `start` on and writes what it finds after each cycle."""
 
-    def __init__(self, work: Path, *, frames: int = 10, trim: bool = False) -> None:
+    def __init__(
+        self, work: Path, *, trace: bool = True, frames: int = 10, trim: bool = False
+    ) -> None:
         if frames < 1:
             raise ValueError(f"tracemalloc needs at least 1 frame, got {frames}")
         self.csv_path = work / "heap.csv"
         self.report_path = work / "heap-growth.txt"
         self.frames = frames
+        self.trace = trace  # False: the figures only (cheap), no tracemalloc
+        self.tracing = False  # tracemalloc started by this probe (and not stopped yet)
         self.trim = trim
         self.baseline: tracemalloc.Snapshot | None = None
         self.previous: tracemalloc.Snapshot | None = None
@@ -145,12 +197,14 @@ class HeapProbe:
         self.rows: list[dict[str, float]] = []
 
     def start(self) -> None:
-        if not tracemalloc.is_tracing():
+        if self.trace and not tracemalloc.is_tracing():
             tracemalloc.start(self.frames)
+            self.tracing = True
 
     def stop(self) -> None:
-        if tracemalloc.is_tracing():
+        if self.tracing:
             tracemalloc.stop()
+            self.tracing = False
 
     def after_cycle(self, cycle: int, elapsed_s: float) -> Mapping[str, float]:
         """Measure, compare with the first cycle's end, write both files; the row."""
@@ -166,6 +220,13 @@ class HeapProbe:
         row["malloc_in_use_kb"] = info.uordblks // 1024 if info else -1
         row["malloc_free_kb"] = info.fordblks // 1024 if info else -1
         row["malloc_mmap_kb"] = info.hblkhd // 1024 if info else -1
+        pym = pymalloc_stats()
+        row["pymalloc_arenas"] = pym.get("pymalloc_arenas", -1)
+        row["pymalloc_arenas_total"] = pym.get("pymalloc_arenas_total", -1)
+        row["pymalloc_in_use_kb"] = pym.get("pymalloc_in_use_bytes", -1024) // 1024
+        row["pymalloc_free_kb"] = (
+            pym.get("pymalloc_available_bytes", 0) + pym.get("pymalloc_unused_pool_bytes", 0)
+        ) // 1024
         row["threads"] = len(os.listdir("/proc/self/task"))
         types = _types()
         row["gc_objects"] = sum(types.values())
@@ -173,6 +234,10 @@ class HeapProbe:
             tracemalloc.take_snapshot().filter_traces(_IGNORED)
             if tracemalloc.is_tracing()
             else None
+        )
+        # the traced heap without this probe's own (what the bot and the harness hold)
+        row["traced_bot_kb"] = (
+            sum(t.size for t in snapshot.traces) // 1024 if snapshot is not None else -1
         )
         row["rss_before_trim_kb"] = _rss_kb()  # the snapshot and the type count weigh too
         row["rss_after_trim_kb"] = _rss_kb() if self.trim and malloc_trim() else -1
