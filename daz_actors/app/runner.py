@@ -14,6 +14,7 @@ import asyncpg
 import attrs
 import trio
 
+from daz_actors.app.allocator import tune_malloc
 from daz_actors.app.build import build_tree
 from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
@@ -312,6 +313,7 @@ def run_config(
         except DashboardRefused as exc:
             log.critical("%s", exc)
             return EXIT_DASHBOARD_REFUSED
+    tune_malloc()  # a process that runs for months: freed buffers go back to the system
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(lock_data_dir(config.data_dir))
