@@ -23,8 +23,6 @@ and ledger), so its own allocations are traced too; they are named by their site
 from __future__ import annotations
 
 import csv
-import ctypes
-import ctypes.util
 import gc
 import os
 import re
@@ -36,7 +34,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["HEAP_COLUMNS", "HeapProbe", "MallocInfo", "malloc_info", "malloc_trim"]
+from daz_actors.app.allocator import malloc_info, malloc_trim
+
+__all__ = ["HEAP_COLUMNS", "HeapProbe", "pymalloc_stats"]
 
 HEAP_COLUMNS = (
     "cycle",
@@ -71,58 +71,6 @@ _IGNORED = (
     tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
     tracemalloc.Filter(False, "<unknown>"),
 )
-
-
-class MallocInfo(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (glibc 2.33 and later): sizes in bytes."""
-
-    _fields_ = [
-        ("arena", ctypes.c_size_t),  # non-mmapped space allocated from the system
-        ("ordblks", ctypes.c_size_t),  # free chunks
-        ("smblks", ctypes.c_size_t),
-        ("hblks", ctypes.c_size_t),  # mmapped regions
-        ("hblkhd", ctypes.c_size_t),  # space in mmapped regions
-        ("usmblks", ctypes.c_size_t),
-        ("fsmblks", ctypes.c_size_t),
-        ("uordblks", ctypes.c_size_t),  # allocated (in use)
-        ("fordblks", ctypes.c_size_t),  # free (kept by the allocator)
-        ("keepcost", ctypes.c_size_t),
-    ]
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
-
-
-def malloc_info() -> MallocInfo | None:
-    """glibc's heap figures over all its arenas; None when not glibc 2.33+."""
-    if _LIBC is None or not hasattr(_LIBC, "mallinfo2"):
-        return None
-    fn = _LIBC.mallinfo2
-    fn.restype = MallocInfo
-    fn.argtypes = []
-    info: MallocInfo = fn()
-    return info
-
-
-def malloc_trim() -> bool:
-    """Give glibc's free heap back to the system (``malloc_trim(0)``); False if not glibc."""
-    if _LIBC is None or not hasattr(_LIBC, "malloc_trim"):
-        return False
-    fn = _LIBC.malloc_trim
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    fn(0)
-    return True
 
 
 _PYMALLOC = {

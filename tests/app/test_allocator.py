@@ -7,18 +7,20 @@ glibc's settings are the process's: the effect is measured in a fresh interprete
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import trio
 
-from daz_actors.app.allocator import tune_malloc
-from daz_actors.app.soak_heap import malloc_info
+from daz_actors.app.allocator import Tuning, malloc_info, trim_malloc_every, tune_malloc
+from daz_actors.testing import wait_until
 
 PROGRAM = """
 import json, sys
-from daz_actors.app.allocator import tune_malloc
-from daz_actors.app.soak_heap import malloc_info
+from daz_actors.app.allocator import malloc_info, tune_malloc
 if sys.argv[1] == "tuned":
     tune_malloc({})
 big = bytearray(4 * 1024 * 1024)  # served by mmap (over the 128 KiB starting threshold)
@@ -55,9 +57,35 @@ def test_tuned_a_buffer_after_a_freed_bigger_one_is_still_its_own_mapping() -> N
 def test_the_operators_settings_win() -> None:
     """glibc's own variables, or DAZ_MALLOC_TUNING=off, leave glibc alone (and say so)."""
     said = tune_malloc({"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"})
-    assert said == (
+    assert not said.tuned
+    assert said.said == (
         "glibc malloc left as the environment sets it (MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_)"
     )
-    assert tune_malloc({"DAZ_MALLOC_TUNING": "off"}) == (
-        "glibc malloc left at its defaults (DAZ_MALLOC_TUNING=off)"
+    assert tune_malloc({"DAZ_MALLOC_TUNING": "off"}) == Tuning(
+        tuned=False, said="glibc malloc left at its defaults (DAZ_MALLOC_TUNING=off)"
     )
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def test_the_periodic_trim_gives_the_heaps_holes_back() -> None:
+    """Blocks of 8 to 16 KiB (under the mmap threshold: carved from the heap), three in
+    four freed: holes between the kept ones, that glibc keeps resident. The trim task
+    gives their pages back: the resident size falls by most of the 36 MiB or so freed."""
+    rng = random.Random(7)
+    kept, freed = [], []
+    for n in range(4000):
+        (kept if n % 4 == 0 else freed).append(bytearray(rng.randint(8000, 16000)))
+    del freed
+    before = rss_kb()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trim_malloc_every, 0.05)
+        # the trim ran: 16 MiB went back at least
+        await wait_until(lambda: before - rss_kb() >= 16 * 1024, timeout=20, interval=0.05)
+        nursery.cancel_scope.cancel()
+    assert len(kept) == 1000

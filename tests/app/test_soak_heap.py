@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from daz_actors.app.soak_heap import HEAP_COLUMNS, HeapProbe, malloc_info, pymalloc_stats
+from daz_actors.app.allocator import malloc_info
+from daz_actors.app.soak_heap import HEAP_COLUMNS, HeapProbe, pymalloc_stats
 
 HOARD_LINE = "hoard.extend(Kept() for _ in range(600))"
 
