@@ -42,6 +42,8 @@ HEAP_COLUMNS = (
     "cycle",
     "elapsed_s",
     "rss_kb",
+    "rss_anon_kb",
+    "rss_file_kb",
     "traced_kb",
     "traced_peak_kb",
     "traced_bot_kb",
@@ -111,9 +113,11 @@ def pymalloc_stats() -> dict[str, int]:
     return found
 
 
-def _rss_kb() -> int:
+def _rss_kb(field: str = "VmRSS") -> int:
+    """A figure of /proc/self/status in KiB: VmRSS, or its parts RssAnon (the heaps,
+    stacks) and RssFile (mapped files: the code of Python and its libraries as it is run)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return -1
 
@@ -159,6 +163,8 @@ class HeapProbe:
         gc.collect()
         row: dict[str, float] = {"cycle": cycle, "elapsed_s": round(elapsed_s, 1)}
         row["rss_kb"] = _rss_kb()
+        row["rss_anon_kb"] = _rss_kb("RssAnon")
+        row["rss_file_kb"] = _rss_kb("RssFile")
         traced, peak = tracemalloc.get_traced_memory() if tracemalloc.is_tracing() else (-1, -1)
         row["traced_kb"] = traced // 1024 if traced >= 0 else -1
         row["traced_peak_kb"] = peak // 1024 if peak >= 0 else -1
