@@ -10,9 +10,11 @@ It is not what users get; ``python -m bench.retry`` measures the retry pipeline 
 Against one PostgreSQL in one run (embedded by default, default durability settings) it
 measures single-row enqueue, batch enqueue (100 per call) and acquire(10)+complete cycles,
 with 1, 2 and 4 concurrent callers. The project side calls `daz_actors.storage.queue` from trio
-through trio-asyncio, one bridge crossing per operation (an acquire+complete cycle is one
-coroutine). The baseline runs the same SQL with plain asyncpg on asyncio, arguments prepared
-in advance. Prints absolute rates and the ratio project / baseline.
+through the SQL gateway's bridge (`daz_actors.storage.asyncio_thread`: an asyncio loop in a
+thread of its own), one crossing per operation (an acquire+complete cycle is one
+coroutine). The baseline runs the same SQL with plain asyncpg on asyncio (asyncio's own
+loop, `bench.plain_asyncio`), arguments prepared in advance. Prints absolute rates and the
+ratio project / baseline.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import json
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import trio
-import trio_asyncio
 
+from bench.plain_asyncio import run_plain
 from daz_actors.storage import queue
+from daz_actors.storage.asyncio_thread import open_asyncio_thread
 from daz_actors.storage.embedded_pg import open_database, redact_dsn
 from daz_actors.storage.migrations import migrate
 from daz_actors.storage.queue_types import NewItem
@@ -81,6 +85,7 @@ def plain_row(i: NewItem, *, tags_as_json: bool = False) -> tuple[Any, ...]:
         json.dumps(list(i.tags)) if tags_as_json else list(i.tags),
         None if i.checkpoint is None else json.dumps(i.checkpoint),
         i.expires_at,
+        i.jitter.value,  # (missing from the first version after the jitter column came)
     )
 
 
@@ -132,33 +137,35 @@ def aio_run(
         finally:
             await pool.close()
 
-    return asyncio.run(main())
+    return run_plain(main())
 
 
-# ---- project: daz_actors.storage.queue from trio via trio-asyncio ----------------------------
+# ---- project: daz_actors.storage.queue from trio via the gateway's bridge ------------------
+
+Cross = Callable[..., Awaitable[Any]]  # runs an asyncio coroutine function from trio
 
 
 def trio_run(
-    dsn: str, callers: int, work: Callable[[Any, int], Awaitable[int]]
+    dsn: str, callers: int, work: Callable[[Cross, Any, int], Awaitable[int]]
 ) -> tuple[int, float]:
     async def main() -> tuple[int, float]:
-        async with trio_asyncio.open_loop():
-            pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                dsn, min_size=callers, max_size=callers
+        async with open_asyncio_thread(name="bench") as bridge:
+            pool = await bridge.run(
+                partial(asyncpg.create_pool, dsn, min_size=callers, max_size=callers)
             )
             totals: list[int] = []
             try:
                 start = time.perf_counter()
 
                 async def one(n: int) -> None:
-                    totals.append(await work(pool, n))
+                    totals.append(await work(bridge.run, pool, n))
 
                 async with trio.open_nursery() as nursery:
                     for n in range(callers):
                         nursery.start_soon(one, n)
                 return sum(totals), time.perf_counter() - start
             finally:
-                await trio_asyncio.aio_as_trio(pool.close)()
+                await bridge.run(pool.close)
 
     return trio.run(main)
 
@@ -176,10 +183,9 @@ def bench_enqueue_single(dsn: str, callers: int, count: int) -> tuple[float, flo
     asyncio.run(reset(dsn))
     item_chunks = split(make_items("t", count), callers)
 
-    async def trio_work(pool: Any, n: int) -> int:
-        enqueue = trio_asyncio.aio_as_trio(queue.enqueue)
+    async def trio_work(cross: Cross, pool: Any, n: int) -> int:
         for item in item_chunks[n]:
-            await enqueue(pool, item)
+            await cross(queue.enqueue, pool, item)
         return len(item_chunks[n])
 
     ours = trio_run(dsn, callers, trio_work)
@@ -201,10 +207,9 @@ def bench_enqueue_batch(dsn: str, callers: int, count: int) -> tuple[float, floa
     items = make_items("t", count)
     item_chunks = split([items[i : i + BATCH] for i in range(0, count, BATCH)], callers)
 
-    async def trio_work(pool: Any, n: int) -> int:
-        enqueue_many = trio_asyncio.aio_as_trio(queue.enqueue_many)
+    async def trio_work(cross: Cross, pool: Any, n: int) -> int:
         for batch in item_chunks[n]:
-            await enqueue_many(pool, batch)
+            await cross(queue.enqueue_many, pool, batch)
         return len(item_chunks[n]) * BATCH
 
     ours = trio_run(dsn, callers, trio_work)
@@ -212,9 +217,7 @@ def bench_enqueue_batch(dsn: str, callers: int, count: int) -> tuple[float, floa
 
 
 def bench_claim(dsn: str, callers: int, count: int) -> tuple[float, float]:
-    from datetime import timedelta
-
-    lock_timeout = timedelta(minutes=5)
+    lock_timeout = 300.0  # seconds (the SQL function takes a number since 0008)
 
     async def aio_work(pool: Any, n: int) -> int:
         done = 0
@@ -240,10 +243,9 @@ def bench_claim(dsn: str, callers: int, count: int) -> tuple[float, float]:
                 await queue.complete_many(conn, [i.lease for i in items])
         return len(items)
 
-    async def trio_work(pool: Any, n: int) -> int:
-        run_cycle = trio_asyncio.aio_as_trio(cycle)
+    async def trio_work(cross: Cross, pool: Any, n: int) -> int:
         done = 0
-        while got := await run_cycle(pool, f"trio-{n}"):
+        while got := await cross(cycle, pool, f"trio-{n}"):
             done += got
         return done
 

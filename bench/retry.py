@@ -19,8 +19,10 @@ against the same PostgreSQL (embedded by default, default durability: fsync on):
 - ``minimal queue on asyncio``: plain asyncpg on asyncio, a two-column queue table: claim
   with ``FOR UPDATE SKIP LOCKED`` in a materialized CTE, then one batched ``UPDATE ... done``.
 
-Each figure is the best of ``--rounds`` rounds; the sides alternate within a round so
-they see the same machine noise. Ratios are daz / baseline.
+The baselines run on asyncio's own selector loop (`bench.plain_asyncio`: once trio-asyncio
+is imported, ``asyncio.run`` would run them on trio-asyncio's loop, as it did before issue
+15's fourth session). Each figure is the best of ``--rounds`` rounds; the sides alternate
+within a round so they see the same machine noise. Ratios are daz / baseline.
 
 CPU per job, each side's least over the rounds: this process's (the client: asyncpg, and
 for daz the actors, trio and the bridge) and PostgreSQL's (every process of the server's
@@ -32,6 +34,10 @@ Wake-up latency: the subtree idle (4 workers, default batch), one item enqueued 
 from another connection; the time from the enqueue's commit (its INSERT returned) to the
 handler starting, median and p99; the next item is enqueued once the previous one's
 completion was written.
+
+The `daz_actors` loggers are silenced (CRITICAL) on every side: `daz-actors run` logs at
+INFO, where the workers write one line per success, which costs about as much client CPU
+again as the rest of the pipeline (bench/README.md, issue 15's fourth session).
 
 The last lines give the machine's load average and the share of one core this process got.
 """
@@ -55,6 +61,7 @@ import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry
 
+from bench.plain_asyncio import run_plain
 from bench.queue import make_items, raw_columns, setup, teardown
 from daz_actors.app.builtin_kinds import default_kinds
 from daz_actors.app.config import load_config
@@ -258,7 +265,7 @@ def _aio_workers(
         finally:
             await pool.close()
 
-    return asyncio.run(main())
+    return run_plain(main())
 
 
 def minimal_rate(
@@ -404,9 +411,10 @@ def daz_rate(
             conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn)
             await trio_asyncio.aio_as_trio(conn.execute)(f"NOTIFY {queue.NOTIFY_CHANNEL}, '1'")
             await trio_asyncio.aio_as_trio(conn.close)()
-            # polled every 5 ms: a finer poll costs this process CPU (counted as the daz
-            # side's) for a gain in precision the seconds-long run does not need
-            await _until(lambda: sum(w.stats.completed for w in found) >= count, 600, 0.005)
+            # polled every 20 ms: a finer poll costs this process CPU (counted as the daz
+            # side's: at 5 ms, sampled, about 8% of the trio thread's time) for a precision
+            # the seconds-long run does not need
+            await _until(lambda: sum(w.stats.completed for w in found) >= count, 600, 0.02)
             return window.stop(count)
 
     return trio.run(main)

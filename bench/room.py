@@ -46,6 +46,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from bench.plain_asyncio import run_plain
 from bench.queue import setup, teardown
 from daz_actors.cytube.chat_log import CHAT_SQL, LogRow, batch_statements, chat_write
 from daz_actors.cytube.events import ChatMessage
@@ -248,7 +249,7 @@ def asyncpg_run(
             await asyncio.gather(*(room(lines) for lines in work))
             return _result(offered, stored, began, time.perf_counter())
 
-    result = asyncio.run(main())
+    result = run_plain(main())  # asyncio's own loop, not trio-asyncio's (bench.plain_asyncio)
     if asyncio.run(_count(dsn)) != rooms * count:
         raise SystemExit("asyncpg: the table does not hold every line once")
     return result

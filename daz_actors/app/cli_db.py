@@ -48,7 +48,13 @@ async def _run(
     import asyncpg
 
     from daz_actors.plugins.migrations import plugin_migrations
-    from daz_actors.storage.migrations import load_migrations, migrate, rollback, status
+    from daz_actors.storage.migrations import (
+        load_migrations,
+        migrate,
+        migration_lock,
+        rollback,
+        status,
+    )
 
     conn: Any = await asyncpg.connect(url)
     try:
@@ -69,16 +75,17 @@ async def _run(
                     f"{label}nothing to roll back: already at or below version {rollback_to}"
                 )
         else:
-            done = await migrate(conn, to, migrations=known, plugin=scope)
-            for migration in done:
-                click.echo(f"applied {label}{migration.up_file}")
-            if one is None and to is None:  # then every enabled plugin's sequence
-                for plugin in plugins:
-                    for migration in await migrate(
-                        conn, migrations=plugin_migrations(plugin), plugin=plugin.name
-                    ):
-                        done.append(migration)
-                        click.echo(f"applied plugin {plugin.name}: {migration.up_file}")
+            async with migration_lock(conn):  # the core's and the plugins' as one run
+                done = await migrate(conn, to, migrations=known, plugin=scope)
+                for migration in done:
+                    click.echo(f"applied {label}{migration.up_file}")
+                if one is None and to is None:  # then every enabled plugin's sequence
+                    for plugin in plugins:
+                        for migration in await migrate(
+                            conn, migrations=plugin_migrations(plugin), plugin=plugin.name
+                        ):
+                            done.append(migration)
+                            click.echo(f"applied plugin {plugin.name}: {migration.up_file}")
             if not done:
                 click.echo(f"{label}nothing to apply: the schema is up to date")
     finally:

@@ -19,8 +19,10 @@ from daz_actors.app.build import build_tree
 from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
 from daz_actors.app.handlers import default_handlers
+from daz_actors.cluster.hand_over import ClusterElsewhere
 from daz_actors.cluster.node import ClusterNode
 from daz_actors.cytube.commands import CommandRegistry
+from daz_actors.cytube.elsewhere import Elsewhere
 from daz_actors.cytube.room_params import RoomsParams
 from daz_actors.ops.dashboard import Dashboard, DashboardRefused, DashboardSettings, check_exposure
 from daz_actors.ops.http import serve_http
@@ -39,7 +41,7 @@ from daz_actors.runtime.tree import Tree, run_tree
 from daz_actors.storage import queue
 from daz_actors.storage.data_dir_lock import DataDirInUse, lock_data_dir
 from daz_actors.storage.embedded_pg import open_database
-from daz_actors.storage.migrations import migrate
+from daz_actors.storage.migrations import migrate, migration_lock
 from daz_actors.storage.queue_types import QueueStats
 from daz_actors.storage.sql_gateway import GATEWAY_NAME
 from daz_actors.storage.sql_messages import SqlClient
@@ -75,8 +77,9 @@ async def _apply_migrations(url: str, plugins: Iterable[Plugin[Any]] = ()) -> li
     """The core migrations, then each enabled plugin's; the files applied."""
     conn: Any = await asyncpg.connect(url)
     try:
-        applied = [m.up_file for m in await migrate(conn)]
-        applied += [f"{name}/{m.up_file}" for name, m in await migrate_plugins(conn, plugins)]
+        async with migration_lock(conn):  # the core's and the plugins' as one run
+            applied = [m.up_file for m in await migrate(conn)]
+            applied += [f"{name}/{m.up_file}" for name, m in await migrate_plugins(conn, plugins)]
         return applied
     finally:
         await conn.close()
@@ -92,7 +95,11 @@ def _bot_names(config: Config) -> dict[str, str]:
 
 
 def _plugin_resources(
-    config: Config, registry: Registry, bus: EventBus, extra: Mapping[str, Any]
+    config: Config,
+    registry: Registry,
+    bus: EventBus,
+    extra: Mapping[str, Any],
+    elsewhere: Elsewhere | None = None,
 ) -> dict[str, Any]:
     """The plugin host and what it adds: its commands per channel, its retry handlers."""
     host = PluginHost(
@@ -101,8 +108,9 @@ def _plugin_resources(
         bus=bus,
         bot_names=_bot_names(config),
         retry_policies=config.retry_policies,
+        elsewhere=elsewhere,
     )
-    handlers = extra.get("retry_handlers") or default_handlers()
+    handlers = extra.get("retry_handlers") or default_handlers(elsewhere=elsewhere)
     resources: dict[str, Any] = {
         PLUGIN_HOST_RESOURCE: host,
         "retry_handlers": host.register_handlers(handlers),
@@ -368,6 +376,8 @@ def _run_locked(
         cluster: Mapping[str, Any] = (
             {CLUSTER_NODE: node, "singleton_gate": node.may_run} if node is not None else {}
         )
+        # a cluster node hands retry items for channels other nodes hold over to them
+        elsewhere = ClusterElsewhere(node) if node is not None else None
         registry, bus = Registry(), EventBus()
         extra = dict(extra_resources or {})
         resources: Mapping[str, Any] = {
@@ -375,11 +385,12 @@ def _run_locked(
             "database_url": database.url,
             "tree_state": lambda: tree[0].which_children() if tree else [],
             "root_supervisor": lambda: tree[0] if tree else None,
-            "retry_handlers": default_handlers(),  # every layer's built-in handlers
+            # every layer's built-in handlers
+            "retry_handlers": default_handlers(elsewhere=elsewhere),
             **cluster,
             **extra,
             # the plugins' commands and handlers beside the given ones
-            **_plugin_resources(config, registry, bus, extra),
+            **_plugin_resources(config, registry, bus, extra, elsewhere),
         }
         root = build_tree(config, kinds, registry=registry, bus=bus, resources=resources)
         tree.append(root)

@@ -37,6 +37,7 @@ import trio_asyncio
 
 from daz_actors.cluster import sql
 from daz_actors.cluster.db import DB_FAILED, ClusterDb
+from daz_actors.cluster.hand_over import HANDED_OVER_CHANNEL, HandOverWaker
 from daz_actors.cluster.node import SINGLETON_JOBS, ClusterNode, LeaseFence
 from daz_actors.cluster.placement import NodeView, place
 from daz_actors.runtime.actor import ActorContext
@@ -74,10 +75,13 @@ class LeaseKeeper:
         rooms: RoomControl,
         *,
         dsn: str,
+        waker: HandOverWaker | None = None,
     ) -> None:
         self.node = node
         self.rooms = rooms
         self.dsn = dsn  # the keeper's own connections: renewals, claims, LISTEN
+        # wakes this node's retry workers for items handed over to it (schema 0016)
+        self.waker = waker
         self.notifications = 0  # leases-given-back notifications received
         self._busy: set[str] = set()  # channels whose room is starting, running or stopping
         self._registered = False  # a first heartbeat went through (this incarnation)
@@ -105,6 +109,8 @@ class LeaseKeeper:
                     nursery.start_soon(self._ticks, db, nursery)
                     nursery.start_soon(self._on_stopping, db)
                     nursery.start_soon(self._listen, self.dsn)
+                    if self.waker is not None:
+                        nursery.start_soon(self.waker.run)
                     await ctx.stop_requested.wait()
                     stopped = True
                     self.node.stopping.set()
@@ -157,7 +163,8 @@ class LeaseKeeper:
 
     async def _listen(self, dsn: str) -> None:
         """Tick at once when a lease is given back anywhere (LISTEN daz_leases): a
-        handover then takes one claim, not up to a renewal interval."""
+        handover then takes one claim, not up to a renewal interval. On the same
+        connection, LISTEN daz_retry_handed_over feeds the `waker`."""
         attempt = 0
         while True:
             lost = trio.Event()
@@ -166,6 +173,10 @@ class LeaseKeeper:
                 conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(dsn, timeout=10)
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await trio_asyncio.aio_as_trio(conn.add_listener)(NOTIFY_CHANNEL, self._notified)
+                if self.waker is not None:
+                    await trio_asyncio.aio_as_trio(conn.add_listener)(
+                        HANDED_OVER_CHANNEL, self._handed_over
+                    )
                 attempt = 0
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
@@ -184,6 +195,10 @@ class LeaseKeeper:
     def _notified(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
         self.notifications += 1
         self._wake.set()
+
+    def _handed_over(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self.waker is not None:
+            self.waker.notified(payload)
 
     async def _stop_stale(self, channel: str) -> None:
         try:

@@ -107,6 +107,8 @@ class ClusterNode:
         self.losses = 0  # leases lost (expired or taken) while held
         self.releases = 0  # leases given back
         self.ticks_failed = 0  # heartbeats that did not reach the database
+        self.retry_handed_over = 0  # retry items this node's workers handed to a holder
+        self.retry_hand_over_wakes = 0  # retry workers woken for items handed to this node
 
     def info(self) -> NodeInfo:
         return NodeInfo(

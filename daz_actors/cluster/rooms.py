@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from functools import partial
 
+from daz_actors.cluster.hand_over import HandOverWaker, wake_retry_workers
 from daz_actors.cluster.keeper import KEEPER_NAME, LeaseKeeper
 from daz_actors.cluster.node import ClusterNode, LeaseFence
 from daz_actors.cytube.names import room_name
@@ -65,7 +67,12 @@ def build_clustered_rooms(params: RoomsParams, node: ClusterNode, ctx: BuildCont
         [
             ChildSpec(
                 name=KEEPER_NAME,
-                start=LeaseKeeper(node, rooms, dsn=dsn),
+                start=LeaseKeeper(
+                    node,
+                    rooms,
+                    dsn=dsn,
+                    waker=HandOverWaker(node, partial(wake_retry_workers, ctx.registry)),
+                ),
                 shutdown_timeout=10.0,
             )
         ],

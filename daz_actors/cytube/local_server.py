@@ -33,7 +33,7 @@ options. It serves, on one loopback port:
   account must never cause; CyTube then kicks the older one for ``Duplicate login``);
 * a JSON control API under ``/_control/`` (``GET state``; ``POST say``, ``pm``, ``kick``,
   ``media``, ``add_user``, ``remove_user``, ``add_account``, ``reset_budget``, ``set_rank``,
-  ``set_password``, ``set_opts``, ``burn_limiter``) for tests.
+  ``set_password``, ``set_opts``, ``burn_limiter``, ``spam_filter``) for tests.
 
 A dead server is simulated from outside, by stopping the process with SIGSTOP: the kernel
 keeps the TCP connection open while no frame (and no ping) comes, as with a hung server.
@@ -996,6 +996,14 @@ class CytubePeer:
                 session.limiter.last_time = now_ms()
                 burned += 1
         return {"burned": burned}
+
+    async def control_spam_filter(self, name: str, on: bool = True) -> Json:
+        """Treat `name` as a new account (its chat is ``spamFiltered``) or not any more."""
+        if on:
+            self.options.new_accounts.add(name)
+        else:
+            self.options.new_accounts.discard(name)
+        return {"new_accounts": sorted(self.options.new_accounts)}
 
     async def control_reset_budget(self, ip: str | None = None) -> Json:
         """Refill the per-IP connection budget (one IP, or all)."""

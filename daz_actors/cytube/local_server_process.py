@@ -309,6 +309,10 @@ class CytubeServerProcess:
         burst: its next lines are refused (``cooldown``) until the limiter allows again."""
         self._control("burn_limiter", name=name)
 
+    def spam_filter(self, name: str, on: bool = True) -> None:
+        """Filter `name`'s chat as a new account's (``spamFiltered``), or stop (`on` False)."""
+        self._control("spam_filter", name=name, on=on)
+
     def reset_budget(self) -> None:
         """Refill every IP's connection budget."""
         self._control("reset_budget")

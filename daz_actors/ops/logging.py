@@ -33,7 +33,12 @@ __all__ = [
 # the structured fields, in output order, before any other extra
 FIELDS = ("actor", "correlation_id", "event_id", "channel", "error_type", "error")
 # every attribute of a plain LogRecord: whatever else a record holds came from ``extra``
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "daz_redacted",  # set by `RedactingFilter`: its extras are clean already
+}
 _MAX_DEPTH = 8
 
 
@@ -86,6 +91,7 @@ class RedactingFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD:
                 record.__dict__[key] = _clean(value)
+        record.daz_redacted = True  # the formatter need not clean the extras again
         return True
 
 
@@ -106,7 +112,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        doc.update((k, _clean(v)) for k, v in _extras(record).items() if k not in doc)
+        extras = _extras(record)
+        if record.__dict__.get("daz_redacted"):  # cleaned by `RedactingFilter` already
+            doc.update((k, v) for k, v in extras.items() if k not in doc)
+        else:  # a record that did not pass our filter (another handler's use of this class)
+            doc.update((k, _clean(v)) for k, v in extras.items() if k not in doc)
         if record.exc_text:
             doc["exc"] = record.exc_text
         if record.stack_info:

@@ -137,6 +137,8 @@ class ClusterSnapshot:
     losses: int
     releases: int
     ticks_failed: int
+    retry_handed_over: int = 0  # retry items this node's workers handed to a holder
+    retry_hand_over_wakes: int = 0  # its workers woken for items handed to it
     # (node id, heartbeat age in seconds at the view, channels held, live) per node
     nodes: tuple[tuple[str, float, tuple[str, ...], bool], ...]
     view_age: float | None  # seconds since that view was read
@@ -160,6 +162,8 @@ def cluster_snapshot(node: ClusterNode) -> ClusterSnapshot:
         losses=node.losses,
         releases=node.releases,
         ticks_failed=node.ticks_failed,
+        retry_handed_over=node.retry_handed_over,
+        retry_hand_over_wakes=node.retry_hand_over_wakes,
         nodes=tuple(rows),
         view_age=None if node.view_at is None else trio.current_time() - node.view_at,
     )
@@ -441,7 +445,12 @@ class _SnapshotCollector(Collector):
                     "Items moved to dead letter.",
                     snap.retry.dead_lettered,
                 ),
-                ("daz_retry_handed_back", "Items handed back on stop.", snap.retry.handed_back),
+                (
+                    "daz_retry_handed_back",
+                    "Items handed back unfinished (a stop, a lease about to expire, or"
+                    " released by their handler).",
+                    snap.retry.handed_back,
+                ),
             ):
                 yield CounterMetricFamily(name, help_text, value=value)
 
@@ -601,6 +610,12 @@ def _cluster_metrics(c: ClusterSnapshot) -> Iterator[Metric]:
         ("daz_cluster_lease_releases", "Leases this node gave back.", c.releases),
         ("daz_cluster_heartbeats_failed", "Heartbeats that did not reach the database.",
          c.ticks_failed),
+        ("daz_cluster_retry_handed_over",
+         "Retry items this node's workers handed to the node holding their channel.",
+         c.retry_handed_over),
+        ("daz_cluster_retry_hand_over_wakes",
+         "Times this node woke its retry workers for items handed over to it.",
+         c.retry_hand_over_wakes),
     ):  # fmt: skip
         counter = CounterMetricFamily(name, help_text, labels=["node"])
         counter.add_metric([c.node_id], value)

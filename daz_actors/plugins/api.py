@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from daz_actors.cytube.channel_events import ChannelEventKind, channel_pattern, channel_topic
+from daz_actors.cytube.elsewhere import Elsewhere
 from daz_actors.cytube.events import Delivered, SendChat, SendPrivate
 from daz_actors.cytube.names import connection_name
 from daz_actors.plugins.names import plugin_actor_name
@@ -75,6 +76,8 @@ class PluginContext(Generic[P]):
     bot_names: Mapping[str, str] = attrs.field(factory=dict)  # channel -> the bot's account
     retry_policies: Mapping[str, RetryPolicy] = attrs.field(factory=dict)  # [retry_policies]
     gateway: str = GATEWAY_NAME  # the SQL gateway's registered name
+    # on a cluster node: hands a delivery for a channel another node holds over to it
+    elsewhere: Elsewhere | None = None
 
     def active_in(self, channel: str) -> bool:
         """Whether the plugin is enabled in `channel`."""

@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from daz_actors.cytube.commands import CommandRegistry
+from daz_actors.cytube.elsewhere import Elsewhere
 from daz_actors.plugins.api import PluginContext
 from daz_actors.plugins.declaration import PluginParts
 from daz_actors.plugins.names import plugin_actor_name
@@ -81,6 +82,7 @@ class PluginHost:
         bus: EventBus,
         bot_names: Mapping[str, str] | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
+        elsewhere: Elsewhere | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -95,6 +97,7 @@ class PluginHost:
                 bus=bus,
                 bot_names=dict(bot_names or {}),
                 retry_policies=dict(retry_policies or {}),
+                elsewhere=elsewhere,
             )
             parts = setting.plugin.setup(context)
             if not isinstance(parts, PluginParts):

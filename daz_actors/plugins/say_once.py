@@ -14,6 +14,11 @@ succeeds; each attempt:
    without the connection's own retry (``requeue=False``), and marks the row delivered
    once the server echoed it. A failed or unconfirmed send fails the attempt retryably.
 
+On a cluster node (`PluginContext.elsewhere`) a row for a channel this node does not
+hold is handed over to the node that does (the item released without counting an
+attempt: schema 0016), unclaimed and with its text fixed, so the holder's attempt goes on
+from step 2.
+
 What this gives: a crash, a SIGKILL, a database outage or a chat server kill between any
 two steps leaves the row undelivered (said again later) or delivered (never again), and a
 line whose echo the bot saw is never said twice. The one gap: a line the server showed
@@ -30,9 +35,10 @@ from typing import Any
 
 import attrs
 
+from daz_actors.cytube.elsewhere import HandOver
 from daz_actors.cytube.sender import CannotSpeak, SendFailed
 from daz_actors.plugins.api import NotConnected, PluginContext
-from daz_actors.retry.handlers import AttemptContext
+from daz_actors.retry.handlers import AttemptContext, ItemReleased
 from daz_actors.retry.policies import RetryPolicy
 from daz_actors.runtime.errors import DazActorsError
 
@@ -74,7 +80,9 @@ class Unsaid(DazActorsError, RuntimeError):
 class Outcome:
     """How an attempt ended."""
 
-    state: str  # "said", "echoed-before", "delivered-before", "gone"
+    # "said", "echoed-before", "delivered-before", "gone" (an item handed over to the
+    # node holding the channel, on a cluster, raises `ItemReleased` instead)
+    state: str
     text: str = ""
 
 
@@ -182,6 +190,19 @@ async def say_once(
         )  # fmt: skip
     except (NotConnected, CannotSpeak) as exc:
         await _release(attempt, table, row_id)
+        if plugin.elsewhere is not None:  # a cluster node: the channel's holder says it
+            result = await plugin.elsewhere.hand_over(
+                channel, attempt, only_elsewhere=isinstance(exc, CannotSpeak)
+            )
+            if result.verdict in (HandOver.HANDED_OVER, HandOver.LOST):
+                # the item is the holder's now (or another worker's): the worker writes
+                # nothing for this attempt
+                raise ItemReleased(
+                    f"{table} {row_id}: handed over to the node holding {channel}"
+                    f" ({result.holder or 'none yet'})"
+                    if result.verdict is HandOver.HANDED_OVER
+                    else f"{table} {row_id}: this worker's lease on the item is gone"
+                ) from exc
         raise Unsaid(f"{table} {row_id} not said now: {exc}") from exc
     except SendFailed:
         await _release(attempt, table, row_id)

@@ -29,6 +29,7 @@ __all__ = [
     "Checkpoint",
     "Handler",
     "HandlerRegistry",
+    "ItemReleased",
     "PermanentError",
     "UnknownEventType",
 ]
@@ -45,6 +46,13 @@ class NotRequeueable(PermanentError):
     """A dead letter kept for inspection only: requeueing it dead-letters it again."""
 
     code = "not_requeueable"
+
+
+class ItemReleased(Exception):
+    """Raised by a handler that has released its item itself, e.g. handed it over to the
+    node holding its channel (``release_retry_items`` or a function built on it: no attempt
+    counted, the history row closed as 'released'). The worker writes no outcome for it
+    (no completion, no failure), counts it as handed back, and goes on with the batch."""
 
 
 class UnknownEventType(DazActorsError, LookupError):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import importlib.resources
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "default_source",
     "load_migrations",
     "migrate",
+    "migration_lock",
     "rollback",
     "split_sql",
     "status",
@@ -312,6 +314,22 @@ async def _run_script(conn: Any, file: str, script: str) -> None:
                 statement_number=number,
                 statement=statement,
             ) from exc
+
+
+@asynccontextmanager
+async def migration_lock(conn: Any) -> AsyncIterator[None]:
+    """Hold the migration advisory lock across several `migrate` / `rollback` calls (the
+    core's, then each plugin's), so another process's run sees all of them or none.
+
+    Session advisory locks stack: the calls inside take it again and give back only their
+    own hold."""
+    if conn.is_in_transaction():
+        raise MigrationError("migrations need a connection that is not inside a transaction")
+    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
 
 
 class _Locked:

@@ -1,10 +1,11 @@
 """A typed API over the durable retry queue (schema in ``schema/0001`` and ``0002``).
 
 Every function is one asyncio coroutine taking an asyncpg connection or pool and making one
-round trip (``complete_many`` one per worker id), so a trio caller crosses the trio-asyncio
-bridge once per operation::
+round trip (``complete_many`` one per worker id), so a trio caller crosses the bridge to
+asyncio once per operation, through the SQL gateway (whose pool runs on an asyncio loop in
+a thread of its own, `daz_actors.storage.asyncio_thread`)::
 
-    new = await trio_asyncio.aio_as_trio(queue.enqueue)(pool, item)
+    new = await SqlClient(ref).run(partial(queue.enqueue, item=item))
 
 Inputs are checked before anything is written; a bad one raises `QueueInputError` (a
 `ValueError`) naming the field and the reason.

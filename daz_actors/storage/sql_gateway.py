@@ -1,4 +1,4 @@
-"""The SQL gateway actor: one asyncpg pool on trio (through trio-asyncio) for the process.
+"""The SQL gateway actor: one asyncpg pool for the process, on an asyncio loop of its own.
 
 It serves `Query`, `Execute`, `ExecuteMany`, `Transaction` and `RunWithPool` requests
 concurrently (bounded), each with a timeout; classifies errors as retryable or permanent;
@@ -6,18 +6,21 @@ publishes ``sql.query.failed`` / ``sql.exec.failed`` failure events (for observa
 queues nothing; a caller that wants a write retried says so with an intent); keeps a circuit
 breaker; and connects (and reconnects) with the shared backoff in the background, so the
 gateway reports ready at once and nothing has to restart when PostgreSQL goes away.
-Every request crosses the trio/asyncio bridge once, however many statements it runs.
+Every request crosses the trio/asyncio bridge once, however many statements it runs: the
+pool lives on a dedicated asyncio loop in a thread of the gateway's incarnation
+(`daz_actors.storage.asyncio_thread`; issue 15 measured it cheaper than trio-asyncio's
+hosted loop, see bench/README.md "The bridge"). The functions of `Transaction` and
+`RunWithPool` requests run in that thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 import asyncpg
 import trio
-import trio_asyncio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from daz_actors.runtime.actor import ActorContext
@@ -28,6 +31,7 @@ from daz_actors.runtime.kinds import BuildContext
 from daz_actors.runtime.log_summary import RepeatedWarnings
 from daz_actors.runtime.mailbox import Ask
 from daz_actors.runtime.metric_once import metric_once
+from daz_actors.storage.asyncio_thread import AsyncioThread, open_asyncio_thread
 from daz_actors.storage.embedded_pg import redact_dsn
 from daz_actors.storage.errors import CircuitOpen, DatabaseUnavailable, SqlError
 from daz_actors.storage.gateway_params import GATEWAY_NAME as GATEWAY_NAME
@@ -114,6 +118,7 @@ class SqlGateway:
         self.params = params
         self._latency: Histogram | None = None
         self._errors: Counter | None = None
+        self._latency_by_kind: dict[type, Any] = {}  # the histogram's child per request type
         if metrics is not None:  # shared by every gateway built on this registry
             self._latency = metric_once(
                 metrics,
@@ -146,15 +151,13 @@ class SqlGateway:
         self.connected = trio.Event()  # set once a pool exists (per incarnation)
         self._bus: EventBus | None = None  # where failure events go (the incarnation's)
         self._background: trio.Nursery | None = None  # where they are published from
-        self._loop: asyncio.AbstractEventLoop | None = None  # the bridge's, while it runs
+        self._bridge: AsyncioThread | None = None  # the pool's loop, while it runs
         self._name = GATEWAY_NAME
 
     def asyncio_tasks(self) -> int:
-        """Tasks on this incarnation's asyncio loop (the trio-asyncio bridge); 0 if none."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return 0
-        return len(asyncio.all_tasks(loop))
+        """Tasks on this incarnation's asyncio loop (the pool's); 0 if none."""
+        bridge = self._bridge
+        return 0 if bridge is None else bridge.tasks()
 
     def status(self) -> GatewayStatus:
         """A snapshot of the gateway's state."""
@@ -176,10 +179,13 @@ class SqlGateway:
         self._bus, self._name = ctx.bus, ctx.name
         self.connected = trio.Event()
         limiter = trio.CapacityLimiter(self.params.max_concurrent_calls)
-        async with trio_asyncio.open_loop() as loop, trio.open_nursery() as background:
-            self._loop = loop
+        async with (
+            open_asyncio_thread(name=ctx.name) as bridge,
+            trio.open_nursery() as background,
+        ):
+            self._bridge = bridge
             first_attempt = trio.Event()
-            background.start_soon(self._keep_connected, first_attempt)
+            background.start_soon(self._keep_connected, bridge, first_attempt)
             # ready once the first connection attempt is over, whatever its outcome: the
             # actors started after this one find a pool if the database is up
             await first_attempt.wait()
@@ -206,19 +212,22 @@ class SqlGateway:
         await ctx.stop_requested.wait()
         scope.cancel()
 
-    async def _keep_connected(self, first_attempt: trio.Event) -> None:
+    async def _keep_connected(self, bridge: AsyncioThread, first_attempt: trio.Event) -> None:
         backoff = self.params.reconnect_backoff()
         attempt = 0
         try:
             while self._pool is None:
                 try:
                     with trio.fail_after(self.params.connect_timeout * 2):
-                        self._pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                            self._dsn,
-                            min_size=self.params.pool_min_size,
-                            max_size=self.params.pool_max_size,
-                            timeout=self.params.connect_timeout,
-                            reset=_no_session_reset,
+                        self._pool = await bridge.run(
+                            partial(
+                                asyncpg.create_pool,
+                                self._dsn,
+                                min_size=self.params.pool_min_size,
+                                max_size=self.params.pool_max_size,
+                                timeout=self.params.connect_timeout,
+                                reset=_no_session_reset,
+                            )
                         )
                 except Exception as exc:  # includes trio.TooSlowError
                     first_attempt.set()
@@ -240,9 +249,9 @@ class SqlGateway:
             pool, self._pool = self._pool, None
             if pool is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(POOL_CLOSE_TIMEOUT) as cs:
-                    await trio_asyncio.aio_as_trio(pool.close)()
-                if cs.cancelled_caught:
-                    pool.terminate()
+                    await bridge.run(pool.close)
+                if cs.cancelled_caught:  # on the pool's loop, before the loop stops
+                    bridge.loop.call_soon_threadsafe(pool.terminate)
 
     async def _serve(
         self, ctx: ActorContext, item: Any, limiter: trio.CapacityLimiter, slot: object
@@ -285,8 +294,8 @@ class SqlGateway:
             )
             self._failed(request, topic, operation, error)
             raise error
-        pool = self._pool
-        if pool is None:
+        pool, bridge = self._pool, self._bridge
+        if pool is None or bridge is None:
             self.breaker.record_failure(now)
             error = DatabaseUnavailable(f"{operation} failed: not connected to {self.database}")
             self._failed(request, topic, operation, error)
@@ -295,7 +304,7 @@ class SqlGateway:
         started = trio.current_time()
         try:
             with trio.fail_after(timeout):
-                result = await trio_asyncio.aio_as_trio(_run_on_pool)(pool, request)
+                result = await bridge.run(_run_on_pool, pool, request)
         except trio.TooSlowError:
             error = SqlError(
                 f"{operation} timed out after {timeout:g} s", retryable=True, code="timeout"
@@ -327,8 +336,13 @@ class SqlGateway:
         finally:
             self.in_flight -= 1
             if self._latency is not None:
-                kind = type(request).__name__.lower()
-                self._latency.labels(kind).observe(trio.current_time() - started)
+                kind = type(request)
+                child = self._latency_by_kind.get(kind)
+                if child is None:  # `labels()` takes a lock and builds a key: once per kind
+                    child = self._latency_by_kind[kind] = self._latency.labels(
+                        kind.__name__.lower()
+                    )
+                child.observe(trio.current_time() - started)
         if error.retryable:
             self.breaker.record_failure(trio.current_time())
         else:  # the database answered: it is healthy, the request was wrong

@@ -29,7 +29,7 @@ port = 0
 root = "daz"
 
 [supervisors.daz]
-children = ["storage", "rooms", "failure-log"]
+children = ["storage", {plugins_child}"rooms", "failure-log"]
 
 [supervisors.storage]
 strategy = "rest_for_one"
@@ -65,7 +65,7 @@ command_cooldown = 0.0
 
 [actors.failure-log]
 kind = "failure-log"
-
+{plugins_actor}
 [cluster]
 enabled = true
 ttl = {ttl}
@@ -91,6 +91,12 @@ attempt_timeout = 4.5
 attempt_timeout = 4.5
 """
 
+PLUGINS_ACTOR = """
+[actors.plugins]
+kind = "plugins"
+shutdown_timeout = 15
+"""
+
 
 def node_config(
     path: Path,
@@ -102,8 +108,10 @@ def node_config(
     margin: float,
     settle: float,
     cleanup_interval: float = 0.5,
+    plugins: bool = False,
 ) -> Path:
-    """Write the shared node config to `path`; return it."""
+    """Write the shared node config to `path`; return it. With `plugins`, the tree has
+    the plugins' actors (the built-in plugins are on by default)."""
     quoted = "[" + ", ".join(f'"{c}"' for c in channels) + "]"
     path.write_text(
         CONFIG.format(
@@ -115,6 +123,8 @@ def node_config(
             margin=margin,
             settle=settle,
             cleanup_interval=cleanup_interval,
+            plugins_child='"plugins", ' if plugins else "",
+            plugins_actor=PLUGINS_ACTOR if plugins else "",
         )
     )
     return path

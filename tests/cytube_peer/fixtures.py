@@ -10,9 +10,10 @@
 The handle (`PeerProcess`) has ``.url`` (``http://127.0.0.1:PORT``), ``.port``,
 ``.ws_url``, ``socketconfig_url(channel)``, blocking control helpers over HTTP (``say``,
 ``pm``, ``kick``, ``set_media``, ``stop_media``, ``add_user``, ``remove_user``,
-``add_account``, ``reset_budget``, ``state``; each takes well under a millisecond of server
-time, so calling them from a trio test is fine), ``await wait_state(predicate)`` to poll
-the state with a deadline without blocking trio, and process control: ``restart()``
+``add_account``, ``spam_filter``, ``reset_budget``, ``state``; each takes well under a
+millisecond of server time, so calling them from a trio test is fine),
+``await wait_state(predicate)`` to poll the state with a deadline without blocking trio,
+and process control: ``restart()``
 (SIGKILL, then a new process on the same port, ready when it returns; accounts added with
 ``add_account`` are kept), ``stop()``, ``start()``, ``freeze()`` / ``thaw()`` (SIGSTOP /
 SIGCONT: the dead server a client's ping timeout must detect).

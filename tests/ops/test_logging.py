@@ -252,7 +252,7 @@ def test_registered_secret_in_extras_and_nested_structures_is_redacted() -> None
     assert "sekr1t" not in stream.getvalue()
     assert rec["event"] == "login {'pw': '***'}"
     assert rec["error"] == "bad ***"
-    assert rec["ctx"] == {"***": [["a", "x***x"]], "c": "Creds(password=***"}
+    assert rec["ctx"] == {"***": [["a", "x***x"]], "c": "Creds(password=***)"}  # redacted once
 
 
 def test_registered_secret_is_redacted_in_its_quoted_forms() -> None:
@@ -322,3 +322,17 @@ def test_a_subprocess_never_writes_a_registered_secret() -> None:
         json.loads(line)
     assert token not in done.stderr
     assert done.stderr.count("***") >= 10
+
+
+def test_the_json_formatter_alone_redacts_extras() -> None:
+    """Without `RedactingFilter` (another handler using `JsonFormatter`) the formatter
+    redacts the extras itself; after the filter its marker is not an extra."""
+    register_secret("f0rmatter-only")
+    fields = {"msg": "plain", "levelno": logging.INFO, "levelname": "INFO"}
+    record = logging.makeLogRecord({**fields, "ctx": "x f0rmatter-only"})
+    assert json.loads(_logging.JsonFormatter().format(record))["ctx"] == "x ***"
+    filtered = logging.makeLogRecord({**fields, "ctx": "y f0rmatter-only"})
+    assert _logging.RedactingFilter().filter(filtered)
+    doc = json.loads(_logging.JsonFormatter().format(filtered))
+    assert doc["ctx"] == "y ***"
+    assert "daz_redacted" not in doc

@@ -25,6 +25,7 @@ from daz_actors.retry.capture import DrainSpool, ScheduleRetry
 from daz_actors.retry.handlers import (
     AttemptContext,
     HandlerRegistry,
+    ItemReleased,
     PermanentError,
 )
 from daz_actors.runtime.events import Intent
@@ -771,3 +772,124 @@ async def test_a_poison_dead_letter_says_it_cannot_be_requeued_and_stays_so(pg):
         await poll(lambda: fetchval(db, "SELECT count(*) FROM (" + dead + ") d"), timeout=30)
         again = await db.call(lambda conn: conn.fetchrow(dead))
     assert again["last_error_code"] == "not_requeueable"
+
+
+async def test_one_batch_mixing_timeouts_failures_and_successes(pg):
+    """The attempts of one batch share a timer (issue 15): each gets its own attempt
+    timeout, a timeout or a failure ends only its own attempt (the next item's handler runs
+    whole, with a fresh deadline), a handler that swallows its cancellation still counts as
+    timed out, and every outcome is recorded under the right item."""
+    from daz_actors.ops.metrics import Metrics
+
+    metrics = Metrics()
+    handlers = HandlerRegistry()
+    ran: list[tuple[str, int, str]] = []  # (event id, attempt, how it ended)
+
+    @handlers.register("test.mixed")
+    async def mixed(item: QueueItem, ctx: AttemptContext) -> None:
+        kind = item.event_data["kind"]
+        if ctx.attempt == 1 and kind == "slow":
+            try:
+                await trio.sleep_forever()
+            finally:
+                ran.append((item.event_id, 1, "cancelled"))
+        if ctx.attempt == 1 and kind == "swallow":
+            with trio.CancelScope() as inner:  # leaves the timer's cancellation pending
+                inner.shield = True
+                await trio.sleep(item.attempt_timeout * 2)
+            ran.append((item.event_id, 1, "swallowed"))
+            return
+        if ctx.attempt == 1 and kind == "boom":
+            ran.append((item.event_id, 1, "raised"))
+            raise ConnectionError("not yet")
+        if kind == "ok":  # longer than the slow ones' timeout: a stale deadline would cut it
+            await trio.sleep(0.4)
+        ran.append((item.event_id, ctx.attempt, "ok"))
+
+    kinds = ["ok", "slow", "ok", "boom", "ok", "swallow", "ok"]
+    items = [
+        NewItem(
+            event_id=f"mixed-{n}",
+            event_type="test.mixed",
+            event_data={"kind": kind},
+            attempt_timeout=0.2 if kind in ("slow", "swallow") else 30,
+            retry_delay=0.05,
+        )
+        for n, kind in enumerate(kinds)
+    ]
+    tree = retry_tree(
+        pg.dsn, handlers, worker_count=1, batch_size=10, metrics_registry=metrics.registry
+    )
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await db.call(queue.enqueue_many, items)  # one statement: claimed as one batch
+        rows = [await item_in(db, i.event_id, RetryStatus.COMPLETED) for i in items]
+        histories = [await db.call(queue.history, row.id) for row in rows]
+    first = [r for r in ran if r[1] == 1]
+    assert first == [
+        ("mixed-0", 1, "ok"),
+        ("mixed-1", 1, "cancelled"),
+        ("mixed-2", 1, "ok"),
+        ("mixed-3", 1, "raised"),
+        ("mixed-4", 1, "ok"),
+        ("mixed-5", 1, "swallowed"),
+        ("mixed-6", 1, "ok"),
+    ]
+    assert [r.retry_count for r in rows] == [0, 1, 0, 1, 0, 1, 0]
+    assert [h[-1].outcome for h in histories] == ["completed"] * len(items)
+    codes = [[h.error_code for h in history[:-1]] for history in histories]
+    assert codes == [[], ["attempt_timeout"], [], ["ConnectionError"], [], ["attempt_timeout"], []]
+
+    def observed(outcome: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "daz_retry_attempt_duration_seconds_count",
+            {"event_type": "test.mixed", "outcome": outcome},
+        )
+
+    assert (observed("timed_out"), observed("failed"), observed("succeeded")) == (2, 1, 7)
+
+
+
+async def test_an_item_its_handler_released_gets_no_outcome_from_the_worker(pg, caplog):
+    """A handler that released its item itself (as a cluster node hands an item over to the
+    channel's holder) raises `ItemReleased`: the worker writes nothing for that attempt (no
+    completion refused, no failure, no attempt counted), counts it as handed back, and runs
+    the rest of the batch; the item is taken again and completes."""
+    from functools import partial
+
+    from daz_actors.ops.metrics import Metrics, workers_in
+
+    metrics = Metrics()
+    handlers = HandlerRegistry()
+    released: list[str] = []
+
+    @handlers.register("test.release")
+    async def release_once(item: QueueItem, ctx: AttemptContext) -> None:
+        if item.event_data["kind"] == "release" and not released:
+            await ctx.db.run(partial(queue.release_many, leases=[ctx.lease]), name="test.release")
+            released.append(item.event_id)
+            raise ItemReleased("handed to the test")
+
+    items = [
+        NewItem(event_id=f"rel-{n}", event_type="test.release", event_data={"kind": kind})
+        for n, kind in enumerate(["ok", "release", "ok"])
+    ]
+    tree = retry_tree(
+        pg.dsn, handlers, worker_count=1, batch_size=10, metrics_registry=metrics.registry
+    )
+    async with pg.trio_connection() as db, open_tree(tree.sup):
+        await tree.gateway.connected.wait()
+        await db.call(queue.enqueue_many, items)  # one statement: claimed as one batch
+        rows = [await item_in(db, i.event_id, RetryStatus.COMPLETED) for i in items]
+        history = await db.call(queue.history, rows[1].id)
+    assert released == ["rel-1"]
+    assert [r.retry_count for r in rows] == [0, 0, 0]
+    assert [h.outcome for h in history] == ["released", "completed"]
+    (worker,) = workers_in(tree.sup)
+    assert (worker.stats.handed_back, worker.stats.completed, worker.stats.failed) == (1, 3, 0)
+    refused = [r for r in caplog.records if "completions refused" in r.getMessage()]
+    assert refused == []
+    assert metrics.registry.get_sample_value(
+        "daz_retry_attempt_duration_seconds_count",
+        {"event_type": "test.release", "outcome": "released"},
+    ) == 1

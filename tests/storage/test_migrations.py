@@ -294,6 +294,8 @@ def test_default_source_is_the_repository_schema_folder() -> None:
         (12, "0012_cluster.up.sql", "0012_cluster.down.sql"),
         (13, "0013_dashboard.up.sql", "0013_dashboard.down.sql"),
         (14, "0014_retry_lean_claim.up.sql", "0014_retry_lean_claim.down.sql"),
+        (15, "0015_dashboard_status_index.up.sql", "0015_dashboard_status_index.down.sql"),
+        (16, "0016_cluster_hand_over.up.sql", "0016_cluster_hand_over.down.sql"),
     ]
 
 
@@ -435,5 +437,67 @@ def test_0014_drops_the_history_key_and_its_rollback_restores_it(pg_empty: Any) 
         assert [r["item_id"] for r in rows] == [item_id]
         await conn.execute("DELETE FROM daz_retry_queue")
         assert await conn.fetchval("SELECT count(*) FROM daz_retry_history") == 0
+
+    pg_empty.run(body)
+
+
+def test_0015_pages_every_status_through_an_index_and_keeps_hot_rows_out(pg_empty: Any) -> None:
+    """Under 0015 the dashboard's (status, id) index holds only failed items and dead
+    letters, rows no worker writes in its steady state (a claimed or completed row is not
+    entered there); a status filter's newest page is still read through an index for every
+    status (the primary key backwards, the processing index, or that one for the rare
+    statuses), never a sequential scan of the table. Rolling back restores the full index."""
+    page = (
+        "EXPLAIN (FORMAT JSON) SELECT id FROM daz_retry_queue WHERE status = $1"
+        " ORDER BY id DESC LIMIT 51"
+    )
+
+    def scans(plan: Any) -> list[tuple[str, str | None]]:
+        found = []
+        stack = [json.loads(plan)[0]["Plan"]]
+        while stack:
+            node = stack.pop()
+            if "Scan" in node["Node Type"]:
+                found.append((node["Node Type"], node.get("Index Name")))
+            stack.extend(node.get("Plans", []))
+        return found
+
+    async def body(conn: Any) -> None:
+        await migrate(conn)
+        await conn.execute(
+            """
+            INSERT INTO daz_retry_queue (event_id, event_type, status, locked_by, locked_at,
+                                         lock_token)
+            SELECT 'e' || g, 't', s,
+                   CASE WHEN s = 'processing' THEN 'w' END,
+                   CASE WHEN s = 'processing' THEN now() END,
+                   CASE WHEN s = 'processing' THEN gen_random_uuid() END
+            FROM generate_series(1, 60000) g,
+                 LATERAL (SELECT CASE WHEN g % 1000 = 0 THEN 'processing'
+                                      WHEN g % 1000 < 3 THEN 'dead_letter'
+                                      WHEN g % 1000 = 3 THEN 'failed'
+                                      WHEN g % 100 < 85 THEN 'completed'
+                                      ELSE 'pending' END AS s) x
+            """
+        )
+        await conn.execute("ANALYZE daz_retry_queue")
+        used = {}
+        for state in ("pending", "processing", "completed", "failed", "dead_letter"):
+            found = scans(await conn.fetchval(page, state))
+            assert all(kind != "Seq Scan" for kind, _ in found), (state, found)
+            used[state] = {name for _, name in found}
+        assert used["dead_letter"] == used["failed"] == {"daz_retry_queue_status_id_idx"}
+        assert "daz_retry_queue_status_id_idx" not in used["completed"] | used["pending"]
+        predicate = (
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index"
+            " WHERE indexrelid = 'daz_retry_queue_status_id_idx'::regclass"
+        )
+        where = await conn.fetchval(predicate)
+        for rare in ("failed", "dead_letter"):
+            assert f"'{rare}'" in where
+        for hot in ("pending", "processing", "completed"):
+            assert f"'{hot}'" not in where
+        await rollback(conn, 14)
+        assert await conn.fetchval(predicate) is None  # the full index of 0013 again
 
     pg_empty.run(body)

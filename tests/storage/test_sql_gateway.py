@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -104,7 +105,41 @@ async def test_a_call_past_its_timeout_fails_as_retryable(pg):
             await db.query("SELECT pg_sleep(60)", timeout=0.2)
         assert caught.value.retryable
         assert caught.value.code == "timeout"
+        # the cancelled call's asyncio task has ended before the caller got the error, and
+        # the statement was cancelled on the server, not left running
+        assert gateway.asyncio_tasks() == 0
+        running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+        with trio.fail_after(10):
+            while await db.query_value(running + " AND state = 'active'"):  # noqa: ASYNC110
+                await trio.sleep(0.01)  # the server takes the cancel request asynchronously
         assert await db.query_value("SELECT 41 + 1") == 42
+
+
+def gateway_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "asyncio:sql-gateway"]
+
+
+async def test_the_pool_loop_thread_lives_and_dies_with_the_gateway(pg, tmp_path):
+    """The gateway runs its pool on an asyncio loop in a thread of its own: one while it
+    runs, none once the tree has stopped (none leaked), and none left after a start whose
+    connection attempts failed either."""
+    assert gateway_threads() == []
+    sup, _bus, gateway = gateway_tree(pg.dsn)
+    async with open_tree(sup):
+        await gateway.connected.wait()
+        assert len(gateway_threads()) == 1
+        db = SqlClient(sup.ref("sql-gateway"))
+        assert await db.query_value("SELECT 1") == 1
+    assert gateway_threads() == []
+    assert gateway.asyncio_tasks() == 0
+    unreachable = f"postgresql://postgres@/postgres?host={tmp_path}&port=1"
+    sup, _bus, gateway = gateway_tree(unreachable, reconnect_initial=0.05, connect_timeout=1)
+    async with open_tree(sup):
+        db = SqlClient(sup.ref("sql-gateway"))
+        with pytest.raises(SqlError):
+            await db.query("SELECT 1")
+        assert len(gateway_threads()) == 1
+    assert gateway_threads() == []
 
 
 async def test_gateway_is_ready_before_the_database_is_reachable(tmp_path):
