@@ -47,6 +47,7 @@ TARGETS: dict[str, float | None] = {
 SHOWN = (*TARGETS, "spool_bytes", "rows:daz_chat_messages", "rows:daz_retry_queue")
 CYCLE_LINE = re.compile(r"^\[cycle (\d+)\] invariants (held|BROKEN)")
 INVARIANT_LINE = re.compile(r"^\s+\[(ok  |FAIL)\] ([^:]+):")
+HEAP_LINE = re.compile(r"^\[cycle \d+\] heap: ")
 METRICS_URL = re.compile(r"metrics (http://\S+/metrics)")
 EXIT_INVARIANT, EXIT_TARGET = 1, 2
 
@@ -136,6 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--work-dir", type=Path, help="new or empty directory for the run (default: a temp one)"
     )
+    parser.add_argument(
+        "--trace-heap",
+        action="store_true",
+        help="trace the demo's Python heap (tracemalloc): heap.csv and heap-growth.txt "
+        "in its work directory (a diagnostic: slower, bigger)",
+    )
+    parser.add_argument(
+        "--heap-stats",
+        action="store_true",
+        help="write heap.csv (the allocators' figures) without tracemalloc (a diagnostic)",
+    )
+    parser.add_argument(
+        "--malloc-trim",
+        action="store_true",
+        help="give glibc's free heap back after each cycle's figures (a diagnostic)",
+    )
     args = parser.parse_args(argv)
     try:
         seconds = parse_duration(args.duration)
@@ -151,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.executable, "-m", "daz_actors.app.cli", "demo", "--soak", f"{seconds:g}",
         "--duration", f"{args.cycle:g}", "--chatters", str(args.chatters), "--no-live",
         "--work-dir", str(demo_dir),
+        *(["--trace-heap"] if args.trace_heap else []),
+        *(["--heap-stats"] if args.heap_stats else []),
+        *(["--malloc-trim"] if args.malloc_trim else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "DAZ_DATABASE_URL"}
     print(f"soak of {seconds:g} s in cycles of {args.cycle:g} s, {args.chatters} chatters")
@@ -187,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if seen and now - seen:  # what made the series grow, named
                     print(f"  new series since cycle {cycle - 1}: {sorted(now - seen)}")
                 seen = now or seen
+            elif HEAP_LINE.match(line):
+                print(f"  {line.strip()}", flush=True)
             elif cycle and (found := INVARIANT_LINE.match(line)) and found[1] == "FAIL":
                 failed_now.append(found[2].strip())
                 broken[cycle] = failed_now

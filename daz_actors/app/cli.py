@@ -132,6 +132,25 @@ def with_channels(cfg: Config, channels: tuple[str, ...]) -> Config:
     "are checked and the process's figures written to soak.csv (see docs/operating.md).",
 )
 @click.option(
+    "--trace-heap",
+    is_flag=True,
+    help="With --soak: trace the Python heap (tracemalloc) and write heap.csv and "
+    "heap-growth.txt (the allocation sites and object types grown since the first cycle) "
+    "to the work directory after each cycle; a diagnostic, slower and bigger.",
+)
+@click.option(
+    "--heap-stats",
+    is_flag=True,
+    help="With --soak: write heap.csv (glibc's and pymalloc's heap figures, threads, "
+    "objects) after each cycle, without tracemalloc's cost; a diagnostic.",
+)
+@click.option(
+    "--malloc-trim",
+    is_flag=True,
+    help="With --soak: after each cycle's figures, give glibc's free heap back to the "
+    "system (malloc_trim) and record the RSS after it in heap.csv; a diagnostic.",
+)
+@click.option(
     "--nodes",
     type=int,
     default=None,
@@ -144,6 +163,9 @@ def demo(
     live: bool | None,
     work_dir: Path | None,
     soak: str | None,
+    trace_heap: bool,
+    heap_stats: bool,
+    malloc_trim: bool,
     nodes: int | None,
 ) -> None:
     """Run everything on this machine under a schedule of faults, and check nothing was lost.
@@ -171,6 +193,9 @@ def demo(
             live=live,
             work_dir=work_dir,
             soak=None if soak is None else parse_duration(soak),
+            trace_heap=trace_heap,
+            heap_stats=heap_stats,
+            malloc_trim=malloc_trim,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -52,6 +52,10 @@ _LIVE = frozenset({RetryStatus.PENDING, RetryStatus.PROCESSING})
 # default for `queue cleanup --retention-days`
 DEFAULT_RETENTION_DAYS = 7.0
 
+# `queue cleanup --batch-size`: the periodic cleanup's default and ceiling
+DEFAULT_CLEANUP_BATCH = 5000
+MAX_CLEANUP_BATCH = 1_000_000
+
 # the longest retention or age a command takes (100 years): PostgreSQL's intervals and
 # timestamps overflow long before Python's floats do
 MAX_DAYS = 36_500
@@ -766,27 +770,51 @@ def purge_command(
     default=None,
     help="Also delete dead letters older than this [default: keep them].",
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1, max=MAX_CLEANUP_BATCH),
+    default=DEFAULT_CLEANUP_BATCH,
+    show_default=True,
+    help="Items deleted per statement: each batch is a short transaction of its own, so a "
+    "large backlog never holds its locks long.",
+)
 @_common_options
 def cleanup_command(
     retention_days: float,
     dead_letter_retention_days: float | None,
+    batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete finished items past the retention period (what the periodic cleanup does)."""
-    from daz_actors.storage import queue
+    """Delete finished items past the retention period, in batches (what the periodic
+    cleanup does)."""
+    from daz_actors.retry.cleanup import prune_queue
+
+    batches: list[int] = []  # each committed batch's count, as it commits
 
     async def run(conn: Any) -> int:
-        return await queue.cleanup(
+        return await prune_queue(
             conn,
             retention_days=retention_days,
             dead_letter_retention_days=dead_letter_retention_days,
+            batch_size=batch_size,
+            on_batch=batches.append,
         )
 
-    deleted = _with_connection(run)
+    try:
+        deleted = _with_connection(run)
+    except click.ClickException as exc:
+        if sum(batches):  # what committed before the failure is gone: say so
+            raise click.ClickException(
+                f"{exc.message} (the cleanup had deleted {sum(batches)} item(s) in "
+                f"{len(batches)} batch(es) before it stopped; run it again to go on)"
+            ) from None
+        raise
     if as_json:
         _print_json(
             {
                 "deleted": deleted,
+                "batches": len(batches),
+                "batch_size": batch_size,
                 "retention_days": retention_days,
                 "dead_letter_retention_days": dead_letter_retention_days,
             }
@@ -797,9 +825,10 @@ def cleanup_command(
         if dead_letter_retention_days is None
         else f", dead letters older than {dead_letter_retention_days:g} days"
     )
+    in_batches = f" in {len(batches)} batches of at most {batch_size}" if len(batches) > 1 else ""
     click.echo(
-        f"deleted {deleted} item{'s' if deleted != 1 else ''}: completed and expired items "
-        f"older than {retention_days:g} days{dead}"
+        f"deleted {deleted} item{'s' if deleted != 1 else ''}{in_batches}: completed and "
+        f"expired items older than {retention_days:g} days{dead}"
     )
 
 

@@ -48,6 +48,7 @@ from daz_actors.app.demo_report import (
 )
 from daz_actors.app.runner import RunningSystem, run_config
 from daz_actors.app.soak import SoakRecorder, measure, render_verdicts, soak_passed, summarise
+from daz_actors.app.soak_heap import HeapProbe
 from daz_actors.cytube.commands import CommandContext, CommandRegistry
 from daz_actors.cytube.events import ConnectionStatus
 from daz_actors.cytube.local_server_process import CytubeServerError, CytubeServerProcess
@@ -124,6 +125,12 @@ class DemoOptions:
     # None: one pass; else seconds of cycles of `duration` each (a new cycle starts while
     # the soak has time left), measured after each one (see `daz_actors.app.soak`)
     soak: float | None = attrs.field(default=None, converter=_soak)
+    # a soak's diagnostics (see `daz_actors.app.soak_heap`): tracemalloc from the start and
+    # heap.csv / heap-growth.txt after each cycle; with malloc_trim, glibc's free heap given
+    # back after each cycle's figures were taken (what RSS falls to tells what was free)
+    trace_heap: bool = False
+    heap_stats: bool = False  # heap.csv's allocator figures alone, without tracemalloc
+    malloc_trim: bool = False
 
 
 class DemoFailed(DazActorsError, RuntimeError):
@@ -194,6 +201,12 @@ class Demo:
         self.cycle = 0
         self.work = work
         self.recorder = SoakRecorder(work / "soak.csv") if work and options.soak else None
+        diagnose = options.trace_heap or options.heap_stats or options.malloc_trim
+        self.heap = (
+            HeapProbe(work, trace=options.trace_heap, trim=options.malloc_trim)
+            if work and options.soak and diagnose
+            else None
+        )
         self.cycles_held: list[bool] = []
         self.soak_ok: bool | None = None  # the soak's verdict, once it ended
         self.ledger = ChatLedger()
@@ -238,15 +251,21 @@ class Demo:
         )
         self._say_line(self.header)
         soak = self.options.soak
-        async with trio.open_nursery() as view:
-            view.start_soon(self._view)
-            await self._wait_joined()
-            while True:
-                invariants = await self._cycle()
-                if soak is None or trio.current_time() - self.run_started >= soak:
-                    break
-                self._say_line(render_summary(invariants, self.ledger))
-            view.cancel_scope.cancel()
+        if self.heap is not None:
+            self.heap.start()
+        try:
+            async with trio.open_nursery() as view:
+                view.start_soon(self._view)
+                await self._wait_joined()
+                while True:
+                    invariants = await self._cycle()
+                    if soak is None or trio.current_time() - self.run_started >= soak:
+                        break
+                    self._say_line(render_summary(invariants, self.ledger))
+                view.cancel_scope.cancel()
+        finally:
+            if self.heap is not None:
+                self.heap.stop()
         await self._draw(final=True)
         self._say_line(render_summary(invariants, self.ledger))
         if self.recorder is not None:
@@ -294,6 +313,12 @@ class Demo:
                 f"[cycle {self.cycle}] invariants {'held' if held else 'BROKEN'}; "
                 + ", ".join(f"{k} {v:g}" for k, v in sample.figures.items())
             )
+            if self.heap is not None:
+                row = self.heap.after_cycle(self.cycle, trio.current_time() - self.run_started)
+                self._say_line(
+                    f"[cycle {self.cycle}] heap: "
+                    + ", ".join(f"{k} {v:g}" for k, v in row.items() if k != "cycle")
+                )
         return invariants
 
     def _write_summary(self, path: Path, invariants: list[Invariant]) -> None:

@@ -14,6 +14,7 @@ import asyncpg
 import attrs
 import trio
 
+from daz_actors.app.allocator import TRIM_INTERVAL, trim_malloc_every, tune_malloc
 from daz_actors.app.build import build_tree
 from daz_actors.app.builtin_kinds import CLUSTER_NODE
 from daz_actors.app.config import Config, HttpConfig
@@ -158,8 +159,10 @@ async def _run(
     handle_signals: bool,
     alongside: Alongside | None = None,
     cluster: ClusterNode | None = None,
+    trim_every: float | None = None,
 ) -> None:
-    """The tree, the health and metrics endpoints while it runs, and `alongside`."""
+    """The tree, the health and metrics endpoints while it runs, and `alongside`; with
+    `trim_every`, glibc's free heap given back that often (`allocator.trim_malloc_every`)."""
     gave_up: list[SupervisorGaveUp | StopForced] = []
     failed: list[Exception] = []  # what `alongside` raised
     ready = _ReadyTree()
@@ -175,6 +178,8 @@ async def _run(
                 nursery.cancel_scope.cancel()  # the endpoints end with the tree
 
         nursery.start_soon(tree_task)
+        if trim_every is not None:
+            nursery.start_soon(trim_malloc_every, trim_every)
         await ready.event.wait()
         if ready.tree is not None:  # None: the root gave up before it was ready
             await _serve_alongside(
@@ -320,6 +325,8 @@ def run_config(
         except DashboardRefused as exc:
             log.critical("%s", exc)
             return EXIT_DASHBOARD_REFUSED
+    # a process that runs for months: freed buffers go back to the system
+    trim_every = TRIM_INTERVAL if tune_malloc().tuned else None
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(lock_data_dir(config.data_dir))
@@ -335,6 +342,7 @@ def run_config(
             handle_signals=handle_signals,
             extra_resources=extra_resources,
             alongside=alongside,
+            trim_every=trim_every,
         )
 
 
@@ -345,6 +353,7 @@ def _run_locked(
     handle_signals: bool,
     extra_resources: Mapping[str, Any] | None,
     alongside: Alongside | None,
+    trim_every: float | None = None,
 ) -> int:
     """`run_config` once this process holds the data directory."""
     if config.database.url:
@@ -397,6 +406,7 @@ def _run_locked(
                     handle_signals=handle_signals,
                     alongside=alongside,
                     cluster=node,
+                    trim_every=trim_every,
                 )
             )
         except SupervisorGaveUp as exc:

@@ -10,6 +10,9 @@ takes one long lock and the gateway's other callers get their turn between batch
 batch that fails ends that table's pruning for this pass (logged); the next pass tries
 again. The retry dispatcher runs a pass every ``cleanup_interval`` seconds: this is the
 one thing to wrap to run the cleanup once per database when several processes share it.
+
+`prune_queue` is the same rule for the queue's items on one connection of its own (the
+``daz-actors queue cleanup`` command): batches, each its own statement and transaction.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from daz_actors.storage import queue, retention
 from daz_actors.storage.retention import TableRetention
 from daz_actors.storage.sql_messages import CALL_FAILED, SqlClient
 
-__all__ = ["QUEUE", "Cleanup"]
+__all__ = ["BATCH_SIZE", "MAX_BATCH_SIZE", "QUEUE", "Cleanup", "prune_queue"]
 
 log = logging.getLogger("daz_actors.retry")
 
 QUEUE = "daz_retry_queue"  # the report's key for the queue's own items
 BATCH_TIMEOUT = 60.0  # seconds one batch may take before the gateway gives up on it
+BATCH_SIZE = 5000  # rows deleted per statement, by default
+MAX_BATCH_SIZE = 1_000_000
 
 
 @attrs.frozen(kw_only=True)
@@ -44,7 +49,9 @@ class Cleanup:
         default=None, validator=non_negative
     )  # None: dead letters stay until an operator acts
     tables: tuple[TableRetention, ...] = ()  # chat and event tables under a retention
-    batch_size: int = attrs.field(default=5000, validator=[positive, at_most(1_000_000)])
+    batch_size: int = attrs.field(
+        default=BATCH_SIZE, validator=[positive, at_most(MAX_BATCH_SIZE)]
+    )
 
     async def run(self, db: SqlClient) -> Mapping[str, int]:
         """One pass; rows deleted per table (the queue's items under `QUEUE`)."""
@@ -83,3 +90,32 @@ class Cleanup:
             if count < self.batch_size:
                 return total
             await trio.lowlevel.checkpoint()  # the gateway's other callers go between
+
+
+async def prune_queue(
+    conn: Any,
+    *,
+    retention_days: float,
+    dead_letter_retention_days: float | None = None,
+    batch_size: int = BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """The queue's finished items past their retention, deleted in batches of at most
+    `batch_size` on `conn` (an asyncpg connection outside a transaction: each batch is a
+    statement and a short transaction of its own, so a backlog of millions never holds its
+    locks, or one transaction's dead rows, all at once); the items deleted. `on_batch` is
+    told each batch's count as it commits (what was deleted before a failure stays
+    deleted). Stops at the first batch that comes back short."""
+    total = 0
+    while True:
+        count = await queue.prune_batch(
+            conn,
+            retention_days=retention_days,
+            dead_letter_retention_days=dead_letter_retention_days,
+            batch_size=batch_size,
+        )
+        total += count
+        if on_batch is not None:
+            on_batch(count)
+        if count < batch_size:
+            return total

@@ -554,8 +554,131 @@ def test_cleanup_table_and_json(pg: Any, items: dict[str, int]) -> None:
             pg, "cleanup", "--retention-days", "1", "--dead-letter-retention-days", "9", "--json"
         )
     )
-    assert data == {"deleted": 1, "retention_days": 1.0, "dead_letter_retention_days": 9.0}
+    assert data == {
+        "deleted": 1,
+        "batches": 1,
+        "batch_size": 5000,
+        "retention_days": 1.0,
+        "dead_letter_retention_days": 9.0,
+    }
     assert set(statuses(pg)) == {"p1", "d2", "d3"}
+
+
+async def finished_backlog(conn: Any, count: int) -> None:
+    """`count` completed items last changed 10 days ago (a backlog for the cleanup), a
+    completed one of today and a pending one; and a log of which transaction deleted
+    each item (``deleted_by``: a row trigger beside the queue's own)."""
+    names = [f"old-{n}" for n in range(count)] + ["new", "pending"]
+    await queue.enqueue_many(conn, [NewItem(event_id=n, event_type="t") for n in names])
+    for item in await queue.acquire(conn, "w", batch_size=count + 1):
+        if item.event_id != "pending":
+            assert await queue.complete(conn, item.lease)
+    await conn.execute(
+        "UPDATE daz_retry_queue SET updated_at = now() - interval '10 days'"
+        " WHERE event_id LIKE 'old-%'"
+    )
+    await conn.execute(
+        """
+        CREATE TABLE deleted_by (event_id text, xid bigint);
+        CREATE FUNCTION log_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO deleted_by VALUES (OLD.event_id, txid_current());
+            RETURN OLD;
+        END $$;
+        CREATE TRIGGER log_delete AFTER DELETE ON daz_retry_queue
+            FOR EACH ROW EXECUTE FUNCTION log_delete();
+        """
+    )
+
+
+async def deletions(conn: Any) -> list[int]:
+    """Items deleted per transaction, in the order of the transactions."""
+    rows = await conn.fetch("SELECT count(*) FROM deleted_by GROUP BY xid ORDER BY xid")
+    return [r[0] for r in rows]
+
+
+def test_cleanup_deletes_a_backlog_in_batches_each_its_own_transaction(pg: Any) -> None:
+    """A backlog of 25 old finished items goes in batches of at most --batch-size, each
+    deleted by a transaction of its own (10, 10 and 5 items, as a trigger logging the
+    deleting transaction shows), not in one statement; the new and the pending items
+    stay."""
+    pg.run(lambda conn: finished_backlog(conn, 25))
+    data = ok_json(run_cli(pg, "cleanup", "--batch-size", "10", "--json"))
+    assert data == {
+        "deleted": 25,
+        "batches": 3,
+        "batch_size": 10,
+        "retention_days": 7.0,
+        "dead_letter_retention_days": None,
+    }
+    assert pg.run(deletions) == [10, 10, 5]
+    assert set(statuses(pg)) == {"new", "pending"}
+    again = run_cli(pg, "cleanup", "--batch-size", "10")
+    assert again.stdout.startswith("deleted 0 items:"), again.output
+
+
+def test_cleanup_text_names_its_batches(pg: Any) -> None:
+    """The plain output says how many batches a cleanup of several took."""
+    pg.run(lambda conn: finished_backlog(conn, 5))
+    result = run_cli(pg, "cleanup", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "deleted 5 items in 3 batches of at most 2: completed and expired items older than "
+        "7 days (dead letters kept)\n"
+    )
+    assert pg.run(deletions) == [2, 2, 1]
+
+
+def test_cleanup_failing_midway_says_what_it_had_deleted(pg: Any) -> None:
+    """A batch that fails (here: a trigger refusing the third deleting transaction) ends
+    the command with an error that says how many items the batches before it deleted
+    (they committed: gone), and the rest are still there for the next run."""
+
+    async def refuse_third(conn: Any) -> None:
+        await finished_backlog(conn, 7)
+        await conn.execute(
+            """
+            CREATE FUNCTION refuse_third() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF (SELECT count(DISTINCT xid) FROM deleted_by
+                    WHERE xid <> txid_current()) >= 2 THEN
+                    RAISE EXCEPTION 'refused by the test';
+                END IF;
+                RETURN OLD;
+            END $$;
+            CREATE TRIGGER refuse_third BEFORE DELETE ON daz_retry_queue
+                FOR EACH ROW EXECUTE FUNCTION refuse_third();
+            """
+        )
+
+    pg.run(refuse_third)
+    result = CliRunner().invoke(
+        cli, ["queue", "cleanup", "--batch-size", "3", "--database-url", pg.dsn]
+    )
+    assert result.exit_code == 1, result.output
+    assert "refused by the test" in result.output
+    assert "had deleted 6 item(s) in 2 batch(es) before it stopped" in result.output
+    assert pg.run(deletions) == [3, 3]
+    assert len([n for n in statuses(pg) if n.startswith("old-")]) == 1
+
+
+def test_cleanup_batch_size_must_be_positive(pg: Any) -> None:
+    """--batch-size 0 is a usage error naming the option; nothing is deleted."""
+    pg.run(lambda conn: finished_backlog(conn, 2))
+    result = run_cli(pg, "cleanup", "--batch-size", "0")
+    assert result.exit_code == 2
+    assert "--batch-size" in result.output
+    assert pg.run(deletions) == []
+
+
+def test_cleanup_defaults_match_the_periodic_cleanup() -> None:
+    """The command's batch size default and ceiling are the periodic cleanup's (kept apart
+    so that the CLI's start imports no driver)."""
+    from daz_actors.app import cli_queue
+    from daz_actors.retry import cleanup
+
+    assert cli_queue.DEFAULT_CLEANUP_BATCH == cleanup.BATCH_SIZE
+    assert cli_queue.MAX_CLEANUP_BATCH == cleanup.MAX_BATCH_SIZE
 
 
 def test_cleanup_rejects_negative_retention(pg: Any) -> None:

@@ -312,3 +312,35 @@ def test_an_open_tree_event_stream_does_not_hold_up_the_stop(pg, tmp_path, monke
     finally:
         for stream in streams:
             stream.close()
+
+
+def _task_names() -> list[str]:
+    names, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:
+            continue
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return names
+
+
+def test_run_gives_the_free_heap_back_while_the_tree_runs(pg, tmp_path, monkeypatch):
+    """With glibc's thresholds fixed at start-up (app/allocator.py), a task gives the free
+    heap back every 60 s while the tree runs; with DAZ_MALLOC_TUNING=off there is none."""
+    monkeypatch.setenv("DAZ_DATA_DIR", str(tmp_path))
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                 "MALLOC_MMAP_MAX_", "DAZ_MALLOC_TUNING"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    kinds = default_kinds()
+    config = gateway_tree_config(pg.dsn, kinds)
+    seen: list[int] = []
+
+    async def alongside(system: RunningSystem) -> None:
+        seen.append(sum(1 for n in _task_names() if n.endswith("trim_malloc_every")))
+
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    monkeypatch.setenv("DAZ_MALLOC_TUNING", "off")
+    assert run_config(config, kinds, handle_signals=False, alongside=alongside) == 0
+    assert seen == [1, 0]

@@ -46,11 +46,16 @@ async def usernames(url: str) -> set[str]:
 
 
 def test_a_short_soak_records_every_cycle_and_its_invariants(tmp_path: Path):
+    """Two cycles with --heap-stats (the allocators' figures in heap.csv as well)."""
     work = tmp_path / "soak"
-    env = {k: v for k, v in os.environ.items() if k != "DAZ_DATABASE_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DAZ_DATABASE_URL" and not k.startswith(("MALLOC_", "DAZ_MALLOC"))
+    }
     result = subprocess.run(
         [*DAZ, "demo", "--soak", "30s", "--duration", "20", "--chatters", "2", "--no-live",
-         "--work-dir", str(work)],
+         "--heap-stats", "--work-dir", str(work)],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
     output = result.stdout + result.stderr
@@ -76,6 +81,16 @@ def test_a_short_soak_records_every_cycle_and_its_invariants(tmp_path: Path):
         assert int(row["trio_tasks"]) > 0
         assert int(row["metric_series"]) > 0
     assert int(rows[1]["rows:daz_chat_messages"]) > int(rows[0]["rows:daz_chat_messages"])
+
+    with (work / "heap.csv").open(newline="") as file:
+        heap = list(csv.DictReader(file))
+    assert [row["cycle"] for row in heap] == ["1", "2"]
+    for row in heap:
+        assert int(row["pymalloc_arenas"]) > 0, row
+        assert int(row["rss_kb"]) > 0, row
+        assert row["traced_kb"] == "-1", row  # --heap-stats: no tracemalloc
+    # the process fixed glibc's thresholds at start-up (daz_actors/app/allocator.py)
+    assert "mmap threshold fixed at 128 KiB" in (work / "daz-actors.log").read_text()
 
     server = start_embedded(work / "data")
     try:
