@@ -257,9 +257,17 @@ class LogWriter:
                     event_id=f"log-{row.event_id}",
                 )
             )
-        await self.bus.publish(
+        reached = await self.bus.publish(
             LOG_FAILED_TOPIC, FailureBatch(topic=LOG_FAILED_TOPIC, events=tuple(events))
         )
+        if not reached:  # no retry capture in this tree: nothing will store them
+            log.error(
+                "room %s: %d rows not stored: writing failed (%s) and no retry capture"
+                " subscribes to %s",
+                self.channel, len(rows), code, LOG_FAILED_TOPIC,
+            )  # fmt: skip
+            self.buffer.settle(len(rows), "refused")
+            return
         self.buffer.settle(len(rows), "handed_over")
         self.handed_over += len(rows)
 

@@ -111,3 +111,29 @@ async def test_a_row_handed_over_as_the_gateway_dies_and_the_capture_stops_is_st
             return left == 0
 
         assert await poll(drained, timeout=30)
+
+
+async def test_rows_a_failed_write_cannot_hand_to_any_capture_are_counted_refused(caplog):
+    """A tree without a retry capture (nothing subscribes to ``chat.log.failed``): the rows
+    of a failed write are not counted as handed over (nothing would store them); they are
+    counted refused and an error names them."""
+    from daz_actors.runtime.bus import EventBus
+
+    buffer = LogBuffer(10)
+    await buffer.add(LINE)
+    dead = Mailbox("sql-gateway (down)", 10)
+    dead.mark_down(lambda: ActorCrashed("actor 'sql-gateway' crashed handling the message"))
+    writer = LogWriter(
+        buffer,
+        db=SqlClient(ActorRef(dead)),
+        bus=EventBus(),
+        source="room:demo/event-router",
+        channel="demo",
+        timeout=5.0,
+        batch=50,
+    )
+    with trio.fail_after(10):
+        await writer.write_batch()
+    assert (buffer.handed_over, buffer.refused, len(buffer)) == (0, 1, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("1 rows not stored" in e and "no retry capture" in e for e in errors), errors
