@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,13 +53,12 @@ STOP_TIMEOUT = 5.0  # seconds the exit waits for the loop's thread to end
 class _Call:
     """One coroutine in flight: where its outcome goes."""
 
-    __slots__ = ("args", "fn", "result", "started", "task", "waiter")
+    __slots__ = ("args", "fn", "result", "task", "waiter")
 
     def __init__(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         self.fn = fn
         self.args = args
-        self.task: asyncio.Task[Any] | None = None  # set on the loop's thread
-        self.started = False  # the task's body runs (it will send the outcome)
+        self.task: asyncio.Task[outcome.Outcome[Any]] | None = None  # on the loop's thread
         self.result: outcome.Outcome[Any] | None = None  # set on trio's thread
         self.waiter: Any = None  # the trio task waiting for `result`, if any
 
@@ -131,22 +131,28 @@ class AsyncioThread:
 
     def _start(self, call: _Call) -> None:
         call.task = self.loop.create_task(self._body(call))
+        # the outcome goes back once the task has ended (not from inside it), so a caller
+        # that has its outcome never sees the task still among the loop's tasks
+        call.task.add_done_callback(functools.partial(self._finished, call))
 
-    async def _body(self, call: _Call) -> None:
-        """The task: await the call's coroutine and send its outcome back to trio."""
-        call.started = True
-        result: outcome.Outcome[Any]
+    async def _body(self, call: _Call) -> outcome.Outcome[Any]:
+        """The task: await the call's coroutine; its outcome."""
         try:
-            result = outcome.Value(await call.fn(*call.args))
+            return outcome.Value(await call.fn(*call.args))
         except BaseException as exc:  # incl. CancelledError: the trio side decides
-            result = outcome.Error(exc)
-        self._send(call, result)
+            return outcome.Error(exc)
+
+    def _finished(self, call: _Call, task: asyncio.Task[outcome.Outcome[Any]]) -> None:
+        """The task ended: send its outcome to trio (cancelled before its first step, its
+        body never ran: a CancelledError)."""
+        if task.cancelled():
+            self._send(call, outcome.Error(asyncio.CancelledError()))
+        else:
+            self._send(call, task.result())
 
     def _cancel(self, call: _Call) -> None:
         assert call.task is not None  # `_start` ran first: the loop keeps their order
         call.task.cancel()
-        if not call.started:  # cancelled before its first step: its body never runs
-            self._send(call, outcome.Error(asyncio.CancelledError()))
 
     def _send(self, call: _Call, result: outcome.Outcome[Any]) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # trio is gone: nobody waits

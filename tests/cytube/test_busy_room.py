@@ -163,10 +163,11 @@ async def test_an_orderly_stop_writes_what_the_buffer_still_holds(pg):
     assert stored == 2000
 
 
-async def test_the_chat_log_metrics_count_rows_across_router_restarts(pg):
+async def test_the_chat_log_metrics_count_rows_across_router_restarts(pg, tmp_path):
     """`/metrics` shows each room's rows stored, queued for retry and waiting, counted by
-    the room's buffer: a router restart does not reset them."""
-    async with open_room(pg.dsn, log_timeout=0.3) as room:
+    the room's buffer: a router restart does not reset them. (With the retry subtree: rows
+    that no retry capture receives are counted refused, not queued.)"""
+    async with open_room(pg.dsn, log_timeout=0.3, retry_in=tmp_path) as room:
         view = SimpleNamespace(
             root=room.root, stopping=False, which_children=room.root.which_children
         )
