@@ -219,3 +219,11 @@ def bot_sessions(state: dict[str, Any], channel: str) -> list[str]:
         for s in state["sessions"]
         if s["channel"] == channel and s["logged_in"] and (s["name"] or "").lower() == BOT
     ]
+
+
+async def stop_all(nodes: list[NodeProcess]) -> None:
+    """SIGTERM every node at once, then each must exit 0 (its log in the failure)."""
+    for node in nodes:
+        node.send(signal.SIGTERM)
+    for node in nodes:
+        assert await node.wait() == 0, node.log()

@@ -18,7 +18,14 @@ import asyncpg
 import httpx
 import trio
 import trio_asyncio
-from cluster_nodes import BOT, BOT_PASSWORD, NodeProcess, bot_sessions, node_config
+from cluster_nodes import (
+    BOT,
+    BOT_PASSWORD,
+    NodeProcess,
+    bot_sessions,
+    node_config,
+    stop_all,
+)
 from cytube_peer import fixtures
 
 from daz_actors.testing import poll
@@ -260,10 +267,7 @@ async def test_three_nodes_share_six_channels_fail_over_hand_over_and_rebalance(
                 assert state["overlaps"] == [], state["overlaps"]
             finally:
                 await trio_asyncio.aio_as_trio(conn.close)()
-            for node in (staying, newcomer):
-                node.send(signal.SIGTERM)
-            for node in (staying, newcomer):
-                assert await node.wait() == 0, node.log()
+            await stop_all([staying, newcomer])
     finally:
         for node in nodes:
             node.kill_now()
@@ -388,10 +392,7 @@ async def test_a_node_paused_past_its_ttl_says_nothing_on_waking_and_rejoins_lat
                 } == dict.fromkeys(channels, 1)
             finally:
                 await trio_asyncio.aio_as_trio(conn.close)()
-            for node in nodes:
-                node.send(signal.SIGTERM)
-            for node in nodes:
-                assert await node.wait() == 0, node.log()
+            await stop_all(nodes)
     finally:
         for node in nodes:
             node.kill_now()

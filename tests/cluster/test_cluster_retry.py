@@ -20,7 +20,14 @@ import asyncpg
 import httpx
 import trio
 import trio_asyncio
-from cluster_nodes import BOT, BOT_PASSWORD, NodeProcess, bot_sessions, node_config
+from cluster_nodes import (
+    BOT,
+    BOT_PASSWORD,
+    NodeProcess,
+    bot_sessions,
+    node_config,
+    stop_all,
+)
 from cytube_peer import fixtures
 
 from daz_actors.cytube.intents import COMMAND_RUN, SAY, CommandRun, Say
@@ -285,10 +292,7 @@ async def test_a_failed_reply_and_command_claimed_by_a_node_without_the_channel_
                 assert "no node serves channel 'room9'" in row["last_error"]
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
-            for node in nodes:
-                node.send(signal.SIGTERM)
-            for node in nodes:
-                assert await node.wait() == 0, node.log()
+            await stop_all(nodes)
     finally:
         for node in nodes:
             node.kill_now()
@@ -365,10 +369,7 @@ async def test_plugins_on_two_nodes_answer_once_and_deliver_a_tell_and_a_reminde
                 assert delivered == 2
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
-            for node in nodes:
-                node.send(signal.SIGTERM)
-            for node in nodes:
-                assert await node.wait() == 0, node.log()
+            await stop_all(nodes)
     finally:
         for node in nodes:
             node.kill_now()
@@ -435,10 +436,7 @@ async def test_a_reply_the_server_refused_is_said_once_in_its_channel_whichever_
                 assert {c["channel"] for c in refused} == {"room1"}
             finally:
                 await trio_asyncio.aio_as_trio(raw.close)()
-            for node in nodes:
-                node.send(signal.SIGTERM)
-            for node in nodes:
-                assert await node.wait() == 0, node.log()
+            await stop_all(nodes)
     finally:
         for node in nodes:
             node.kill_now()
