@@ -69,6 +69,21 @@ async def _no_session_reset(_conn: Any) -> None:
     """
 
 
+class GatewayRecord(asyncpg.Record):  # type: ignore[misc]
+    """The rows the gateway's pool returns: an `asyncpg.Record` in all but its type.
+
+    asyncpg keeps freed records on a free list per thread (up to 2,000 of each length
+    under 20) and takes new ones from the free list of the thread that builds them. The
+    pool's rows are built on the gateway's asyncio thread and freed on trio's, so trio's
+    list only fills and the asyncio thread's stays empty: up to some 5 MB of records kept
+    for nothing, and each ended thread's list is lost with it (the soak's growth, see
+    bench/README.md "Soak"). asyncpg uses the free lists for its own class only; rows of a
+    subclass are allocated and freed like any object.
+    """
+
+    __slots__ = ()
+
+
 def _describe(request: SqlRequest) -> tuple[str, str]:
     """(topic, operation label) of a request, for failure events and logs."""
     if isinstance(request, Query):
@@ -227,6 +242,7 @@ class SqlGateway:
                                 max_size=self.params.pool_max_size,
                                 timeout=self.params.connect_timeout,
                                 reset=_no_session_reset,
+                                record_class=GatewayRecord,
                             )
                         )
                 except Exception as exc:  # includes trio.TooSlowError
