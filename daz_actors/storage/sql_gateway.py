@@ -55,6 +55,28 @@ failed_calls = RepeatedWarnings(log)
 
 POOL_CLOSE_TIMEOUT = 5.0
 
+# the `error_class` label of daz_sql_errors_total: a closed set, every series at 0 from
+# the start (a label taken from whatever the driver raised added a series the first time
+# each kind of error was seen, which a soak's flat series count cannot tell from a leak)
+SQLSTATE_CLASSES = ("08", "22", "23", "40", "42", "53", "55", "57")  # counted apart
+GATEWAY_CODES = ("timeout", "circuit_open", "database_unavailable")  # the gateway's own
+ERROR_CLASSES = (*SQLSTATE_CLASSES, "sqlstate_other", *GATEWAY_CODES, "client", "unknown")
+
+
+def error_class(code: str | None) -> str:
+    """The `error_class` label of a failed call's code: its SQLSTATE class when one of
+    `SQLSTATE_CLASSES`, ``sqlstate_other`` for another SQLSTATE, the gateway's own code
+    (timed out, breaker open, not connected), ``client`` for an error of the client side
+    named by its type (a lost connection, asyncpg's protocol or interface errors) and
+    ``unknown`` for none."""
+    if code is None:
+        return "unknown"
+    if code in GATEWAY_CODES:
+        return code
+    if len(code) == 5 and code.isalnum() and code.upper() == code:
+        return code[:2] if code[:2] in SQLSTATE_CLASSES else "sqlstate_other"
+    return "client"
+
 
 async def _no_session_reset(_conn: Any) -> None:
     """The pool's reset on release: nothing beyond what asyncpg always does.
@@ -82,6 +104,19 @@ class GatewayRecord(asyncpg.Record):  # type: ignore[misc]
     """
 
     __slots__ = ()
+
+
+def _errors_counter(metrics: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "daz_sql_errors",
+        "Failed SQL gateway calls by error class (see ERROR_CLASSES) and retryability.",
+        ["error_class", "retryable"],
+        registry=metrics,
+    )
+    for name in ERROR_CLASSES:
+        for retryable in ("true", "false"):
+            counter.labels(name, retryable)
+    return counter
 
 
 def _describe(request: SqlRequest) -> tuple[str, str]:
@@ -145,16 +180,7 @@ class SqlGateway:
                     registry=metrics,
                 ),
             )
-            self._errors = metric_once(
-                metrics,
-                "daz_sql_errors",
-                lambda: Counter(
-                    "daz_sql_errors",
-                    "Failed SQL gateway calls by error class (SQLSTATE class or error type).",
-                    ["error_class", "retryable"],
-                    registry=metrics,
-                ),
-            )
+            self._errors = metric_once(metrics, "daz_sql_errors", partial(_errors_counter, metrics))
         self._dsn = dsn
         self.database = redact_dsn(dsn)
         self.classifier = params.classifier()
@@ -367,15 +393,14 @@ class SqlGateway:
         raise error
 
     def _failed(self, request: SqlRequest, topic: str, operation: str, error: SqlError) -> None:
-        if self._errors is not None:
-            code = error.code or "unknown"
-            error_class = code[:2] if len(code) == 5 and code[:2].isalnum() else code
-            self._errors.labels(error_class, str(error.retryable).lower()).inc()
-        """Log the failure and publish its event without delaying the caller's answer.
+        """Count and log the failure and publish its event without delaying the caller's
+        answer.
 
         (Publishing inline could wait on a full BLOCK subscriber, such as the retry capture,
         while that subscriber waits for this very answer.)
         """
+        if self._errors is not None:
+            self._errors.labels(error_class(error.code), str(error.retryable).lower()).inc()
         self.failures += 1
         failed_calls.warning(
             f"{operation} {error.code}",

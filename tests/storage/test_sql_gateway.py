@@ -22,7 +22,12 @@ from daz_actors import (
 from daz_actors.runtime.breaker import BreakerState
 from daz_actors.runtime.events import FailureEvent
 from daz_actors.storage.errors import CircuitOpen, SqlError
-from daz_actors.storage.sql_gateway import SqlGateway, SqlGatewayParams
+from daz_actors.storage.sql_gateway import (
+    ERROR_CLASSES,
+    SqlGateway,
+    SqlGatewayParams,
+    error_class,
+)
 from daz_actors.storage.sql_messages import SqlClient
 from daz_actors.testing import fast_policy, open_tree
 
@@ -38,7 +43,6 @@ def gateway_tree(dsn: str, **params: Any) -> tuple[Supervisor, EventBus, SqlGate
         bus=bus,
     )
     return sup, bus, gateway
-
 
 
 async def test_query_execute_executemany_and_transaction(pg):
@@ -250,7 +254,8 @@ async def test_outage_breaker_opens_and_closes_and_nothing_committed_is_lost(own
 
 async def test_call_latency_and_errors_by_class_are_measured(pg):
     """With a metrics registry, each call's duration is observed and errors are counted by
-    SQLSTATE class and retryability."""
+    a closed set of classes (SQLSTATE classes, the gateway's own codes, the client's side)
+    and retryability."""
     from prometheus_client import CollectorRegistry
 
     metrics = CollectorRegistry()
@@ -263,6 +268,15 @@ async def test_call_latency_and_errors_by_class_are_measured(pg):
         registry=Registry(),
         bus=bus,
     )
+
+    def errors(error_class: str, retryable: str) -> float | None:
+        labels = {"error_class": error_class, "retryable": retryable}
+        return metrics.get_sample_value("daz_sql_errors_total", labels)
+
+    # a closed set of classes, every series there (at 0) before any error
+    assert [errors(c, r) for c in ERROR_CLASSES for r in ("true", "false")] == [0.0] * (
+        2 * len(ERROR_CLASSES)
+    )
     async with open_tree(sup):
         await gateway.connected.wait()
         db = SqlClient(sup.ref("sql-gateway"))
@@ -270,13 +284,41 @@ async def test_call_latency_and_errors_by_class_are_measured(pg):
         await db.query("SELECT 2")
         with pytest.raises(SqlError):
             await db.execute("INSERTT nothing")
+        with pytest.raises(SqlError):  # the driver's own error: wrong number of arguments
+            await db.query("SELECT $1::int", 1, 2)
+        with pytest.raises(SqlError):  # SQLSTATE 2201E, class 22: counted apart
+            await db.query("SELECT ln(0)")
+        with pytest.raises(SqlError):  # SQLSTATE P0001 (a RAISE): class P0 is not
+            await db.execute("DO $$ BEGIN RAISE EXCEPTION 'no'; END $$")
     count = metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "query"})
-    assert count == 2
-    assert metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "execute"}) == 1
-    errors = metrics.get_sample_value(
-        "daz_sql_errors_total", {"error_class": "42", "retryable": "false"}
-    )
-    assert errors == 1
+    assert count == 4  # two and the failed two (the client's error is one too)
+    assert metrics.get_sample_value("daz_sql_call_seconds_count", {"kind": "execute"}) == 2
+    assert errors("42", "false") == 1
+    assert errors("client", "true") == 1
+    assert errors("22", "false") == 1
+    assert errors("sqlstate_other", "false") == 1
+    samples = [s for m in metrics.collect() if m.name == "daz_sql_errors" for s in m.samples]
+    assert {s.labels["error_class"] for s in samples} == set(ERROR_CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("code", "label"),
+    [
+        ("42P01", "42"),
+        ("08006", "08"),
+        ("57P01", "57"),
+        ("XX000", "sqlstate_other"),
+        ("timeout", "timeout"),
+        ("circuit_open", "circuit_open"),
+        ("database_unavailable", "database_unavailable"),
+        ("InterfaceError", "client"),
+        ("ConnectionRefusedError", "client"),
+        (None, "unknown"),
+    ],
+)
+def test_error_codes_map_to_the_closed_set_of_classes(code, label):
+    assert error_class(code) == label
+    assert label in ERROR_CLASSES
 
 
 async def test_a_broken_client_protocol_state_is_a_failed_call_not_a_crash(pg):
