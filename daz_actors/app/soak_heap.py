@@ -13,7 +13,11 @@ own). `HeapProbe` starts `tracemalloc` when the soak starts and, after each cycl
   back was free, not leaked.
 - ``heap-growth.txt``: per cycle after the first, the allocation sites (file and line, and
   the full traceback of the largest) and the object types that grew most since the end of
-  the first cycle (the baseline), and since the cycle before.
+  the first cycle (the baseline), and since the cycle before; for the site that grew
+  most, its live blocks by size and the objects that refer to them, with how many of its
+  blocks are objects so referred to (objects no object the collector sees refers to are
+  held from C: an extension's cache or free list, or a leaked reference; how issue 19's
+  soak found asyncpg's per-thread free lists of records).
 
 The soak harness runs in the same process as the bot (the demo's chatters, chaos schedule
 and ledger), so its own allocations are traced too; they are named by their site
@@ -64,6 +68,8 @@ HEAP_COLUMNS = (
 TOP_SITES = 15  # allocation sites listed per cycle
 TOP_TYPES = 15  # object types listed per cycle
 TRACEBACKS = 3  # sites whose full traceback is written
+TOP_HOLDERS = 8  # objects holding the fastest-growing site's blocks, listed per cycle
+TOP_SIZES = 10  # block sizes of that site listed per cycle
 # frames not worth counting: this probe's own work (the type counts it keeps, the source
 # lines read to format a traceback), tracemalloc's bookkeeping and the import machinery
 _IGNORED = (
@@ -123,9 +129,7 @@ def _rss_kb(field: str = "VmRSS") -> int:
 
 
 def _types() -> Counter[str]:
-    return Counter(
-        f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
-    )
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
 
 
 class HeapProbe:
@@ -245,6 +249,7 @@ class HeapProbe:
             for name, diff in top:
                 if diff > 0:
                     out.write(f"  {diff:+8d} (now {types[name]})  {name}\n")
+        self._report_holders(out, snapshot)
         stats = snapshot.compare_to(self.baseline, "traceback")
         for stat in sorted(stats, key=lambda s: s.size_diff, reverse=True)[:TRACEBACKS]:
             if stat.size_diff <= 0:
@@ -256,3 +261,53 @@ class HeapProbe:
             for line in stat.traceback.format():
                 out.write(f"    {line}\n")
         out.write("\n")
+
+    def _report_holders(self, out: TextIO, snapshot: tracemalloc.Snapshot) -> None:
+        """For the site that grew most since cycle 1: its live blocks by size, and which
+        objects the collector sees refer to them (looking one level into the containers
+        it does not track). Blocks no such object refers to are held from C: an
+        extension's cache or free list, or a leaked reference."""
+        assert self.baseline is not None
+        grown = max(snapshot.compare_to(self.baseline, "lineno"), key=lambda s: s.size_diff)
+        if grown.size_diff <= 0:
+            return
+        site = (grown.traceback[-1].filename, grown.traceback[-1].lineno)
+        sizes = Counter(t.size for t in snapshot.traces if _frame(t.traceback) == site)
+        out.write(f"--- blocks at {site[0]}:{site[1]} by size (bytes x blocks)\n")
+        out.write("  " + ", ".join(f"{b} x {n}" for b, n in sizes.most_common(TOP_SIZES)) + "\n")
+
+        def from_site(obj: object) -> bool:
+            traceback = tracemalloc.get_object_traceback(obj)
+            return traceback is not None and _frame(traceback) == site
+
+        holders: Counter[str] = Counter()
+        referred: set[int] = set()  # the blocks' objects referred to (by id)
+        for holder in gc.get_objects():
+            for ref in gc.get_referents(holder):
+                if from_site(ref):
+                    holders[_name(holder)] += 1
+                    referred.add(id(ref))
+                elif isinstance(ref, dict | list | tuple | set) and not gc.is_tracked(ref):
+                    inner = [r for r in gc.get_referents(ref) if from_site(r)]
+                    if inner:
+                        holders[f"{_name(ref)} (untracked) in {_name(holder)}"] += len(inner)
+                        referred.update(id(r) for r in inner)
+        seen = len(referred)
+        out.write(
+            f"--- what refers to them: {seen} of {sizes.total()} blocks are objects referred"
+            " to by objects the collector sees; the others are objects' own buffers (a"
+            " bytearray's bytes) or objects held from C (an extension's cache or free list,"
+            " a leaked reference)\n"
+        )
+        for name, count in holders.most_common(TOP_HOLDERS):
+            out.write(f"  {count:8d}  {name}\n")
+
+
+def _frame(traceback: tracemalloc.Traceback) -> tuple[str, int]:
+    """File and line of a traceback's most recent frame (the allocation site)."""
+    frame = traceback[-1]
+    return frame.filename, frame.lineno
+
+
+def _name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
