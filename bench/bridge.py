@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -40,9 +38,10 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from bench.machine_load import LoadReport
 from bench.plain_asyncio import run_plain
 from bench.queue import setup, teardown
-from bench.retry import Run, ServerCpu, Window, _process_cpu, _reset_queue
+from bench.retry import Run, ServerCpu, Window, _reset_queue
 from daz_actors.storage import queue
 from daz_actors.storage.asyncio_thread import open_asyncio_thread
 from daz_actors.storage.embedded_pg import open_database, redact_dsn
@@ -213,8 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.items, args.rounds, args.crossings = 1000, 1, 2000
-    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
-    wall, cpu = time.perf_counter(), _process_cpu()
+    load = LoadReport()
 
     print(f"\nbare crossing: an empty coroutine, {args.crossings} calls, best of {args.rounds}")
     print(f"{'callers':>7} {'side':<13} {'calls/s':>10} {'us/call':>8}")
@@ -259,11 +257,7 @@ def main() -> None:
                     flush=True,
                 )
         asyncio.run(teardown(db.url))
-    share = (_process_cpu() - cpu) / (time.perf_counter() - wall)
-    print(
-        f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
-        f"this process used {share:.0%} of one core (PostgreSQL runs in its own processes)"
-    )
+    load.end()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -61,6 +60,7 @@ import trio
 import trio_asyncio
 from prometheus_client import CollectorRegistry
 
+from bench.machine_load import LoadReport, process_cpu
 from bench.plain_asyncio import run_plain
 from bench.queue import make_items, raw_columns, setup, teardown
 from daz_actors.app.builtin_kinds import default_kinds
@@ -110,11 +110,6 @@ COMPLETE_SQL = "SELECT complete_retry_items($1::bigint[], $2, $3::uuid[]) AS id"
 
 
 # ---- measuring --------------------------------------------------------------------------
-
-
-def _process_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -188,12 +183,12 @@ class Window:
 
     def start(self) -> None:
         self._server0 = self.server.snapshot() if self.server is not None else {}
-        self._cpu0 = _process_cpu()
+        self._cpu0 = process_cpu()
         self._t0 = time.perf_counter()
 
     def stop(self, jobs: int) -> Run:
         seconds = time.perf_counter() - self._t0
-        client = _process_cpu() - self._cpu0
+        client = process_cpu() - self._cpu0
         server = (
             ServerCpu.used(self._server0, self.server.snapshot())
             if self.server is not None
@@ -210,9 +205,7 @@ async def _reset_queue(dsn: str, count: int, *, due: bool) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("TRUNCATE daz_retry_queue, daz_retry_history RESTART IDENTITY")
-        items = [
-            attrs.evolve(i, event_type=EVENT_TYPE) for i in make_items("r", count)
-        ]
+        items = [attrs.evolve(i, event_type=EVENT_TYPE) for i in make_items("r", count)]
         for start in range(0, count, 1000):
             await conn.fetch(queue._ENQUEUE_MANY, *raw_columns(items[start : start + 1000]))
         if not due:
@@ -479,15 +472,11 @@ def throughput(
             runs: dict[str, list[Run]] = {side: [] for side in SIDES}
             for _ in range(args.rounds):
                 runs["minimal"].append(minimal_rate(dsn, workers, batch, args.items, server))
-                runs["proj 2call"].append(
-                    project_sql_rate(dsn, workers, batch, args.items, server)
-                )
+                runs["proj 2call"].append(project_sql_rate(dsn, workers, batch, args.items, server))
                 runs["proj 1call"].append(
                     project_call_rate(dsn, workers, batch, args.items, server)
                 )
-                runs["daz e2e"].append(
-                    daz_rate(dsn, workers, batch, args.items, data_dir, server)
-                )
+                runs["daz e2e"].append(daz_rate(dsn, workers, batch, args.items, data_dir, server))
             m, p2, p1, d = (max(r.rate for r in runs[side]) for side in SIDES)
             print(
                 f"{workers:>7} {batch:>5} {m:>10,.0f} {p2:>10,.0f} {p1:>10,.0f} {d:>10,.0f}"
@@ -530,8 +519,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("daz_actors").setLevel(logging.CRITICAL)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
-    wall, cpu = time.perf_counter(), _process_cpu()
+    load = LoadReport()
     with (
         tempfile.TemporaryDirectory(prefix="daz-bench-") as tmp,
         open_database(args.database_url, data_dir=Path(tmp) / "pg") as db,
@@ -551,11 +539,7 @@ def main() -> None:
                 f"p99 {p99 * 1000:.2f} ms (targets: 3 ms, 10 ms)"
             )
         asyncio.run(teardown(db.url))
-    share = (_process_cpu() - cpu) / (time.perf_counter() - wall)
-    print(
-        f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
-        f"this process used {share:.0%} of one core (PostgreSQL runs in its own processes)"
-    )
+    load.end()
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import resource
 import statistics
 import tempfile
 import time
@@ -46,6 +44,7 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from bench.machine_load import LoadReport
 from bench.plain_asyncio import run_plain
 from bench.queue import setup, teardown
 from daz_actors.cytube.chat_log import CHAT_SQL, LogRow, batch_statements, chat_write
@@ -258,11 +257,6 @@ def asyncpg_run(
 # ---- output ---------------------------------------------------------------------------------
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -276,8 +270,7 @@ def main() -> None:
     if args.quick:
         args.lines, args.seconds, args.rounds = 2000, 1.0, 1
     logging.getLogger("daz_actors").setLevel(logging.CRITICAL)
-    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
-    wall, cpu = time.perf_counter(), _cpu()
+    load = LoadReport()
     runs = iter(range(10**6))
     with (
         tempfile.TemporaryDirectory(prefix="daz-bench-") as tmp,
@@ -337,11 +330,7 @@ def main() -> None:
                     flush=True,
                 )
         asyncio.run(teardown(db.url))
-    share = (_cpu() - cpu) / (time.perf_counter() - wall)
-    print(
-        f"\nload average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
-        f"this process used {share:.0%} of one core (PostgreSQL runs in its own processes)"
-    )
+    load.end()
 
 
 if __name__ == "__main__":
