@@ -27,6 +27,7 @@ from daz_actors.cytube.log_writer import LogBuffer, LogWriter
 from daz_actors.cytube.retry_handlers import register_cytube_handlers
 from daz_actors.retry.capture import CAPTURE_NAME
 from daz_actors.retry.handlers import HandlerRegistry
+from daz_actors.runtime.bus import EventBus
 from daz_actors.runtime.mailbox import Mailbox
 from daz_actors.runtime.ref import ActorRef
 from daz_actors.storage.sql_messages import SqlClient
@@ -45,6 +46,25 @@ LINE = ChatLine(
 )
 
 
+async def writer_to_a_crashed_gateway(bus: EventBus) -> tuple[LogBuffer, LogWriter]:
+    """A room's chat-log buffer holding LINE, and its writer, whose gateway has crashed:
+    each call fails at once with ActorCrashed."""
+    buffer = LogBuffer(10)
+    await buffer.add(LINE)
+    dead = Mailbox("sql-gateway (crashed)", 10)
+    dead.mark_down(lambda: ActorCrashed("actor 'sql-gateway' crashed handling the message"))
+    writer = LogWriter(
+        buffer,
+        db=SqlClient(ActorRef(dead)),
+        bus=bus,
+        source="room:demo/event-router",
+        channel="demo",
+        timeout=5.0,
+        batch=50,
+    )
+    return buffer, writer
+
+
 def stop_now(sup: Any, name: str) -> None:
     """What `Supervisor._stop` does first when the supervisor's task runs before the
     child it just handed a message to (no checkpoint here)."""
@@ -59,22 +79,10 @@ async def test_a_row_handed_over_as_the_gateway_dies_and_the_capture_stops_is_st
     handlers = register_cytube_handlers(HandlerRegistry())
     # a long poll: no DrainSpool from the dispatcher in the capture's mailbox meanwhile
     tree = retry_tree(pg.dsn, handlers, poll_interval=30)
-    buffer = LogBuffer(10)
-    await buffer.add(LINE)
     # what the room's writer saw: its call to the killed gateway failed at once with
     # ActorCrashed (`storage` marks a crashed child's mailbox down while it restarts the
     # group); the retry path itself uses the real gateway, restarted
-    dead = Mailbox("sql-gateway (killed)", 10)
-    dead.mark_down(lambda: ActorCrashed("actor 'sql-gateway' crashed handling the message"))
-    writer = LogWriter(
-        buffer,
-        db=SqlClient(ActorRef(dead)),
-        bus=tree.bus,
-        source="room:demo/event-router",
-        channel="demo",
-        timeout=5.0,
-        batch=50,
-    )
+    buffer, writer = await writer_to_a_crashed_gateway(tree.bus)
     async with pg.trio_connection() as db, open_tree(tree.sup):
         with trio.fail_after(30):
             await trio.testing.wait_all_tasks_blocked(0.05)  # the capture waits for a message
@@ -117,21 +125,7 @@ async def test_rows_a_failed_write_cannot_hand_to_any_capture_are_counted_refuse
     """A tree without a retry capture (nothing subscribes to ``chat.log.failed``): the rows
     of a failed write are not counted as handed over (nothing would store them); they are
     counted refused and an error names them."""
-    from daz_actors.runtime.bus import EventBus
-
-    buffer = LogBuffer(10)
-    await buffer.add(LINE)
-    dead = Mailbox("sql-gateway (down)", 10)
-    dead.mark_down(lambda: ActorCrashed("actor 'sql-gateway' crashed handling the message"))
-    writer = LogWriter(
-        buffer,
-        db=SqlClient(ActorRef(dead)),
-        bus=EventBus(),
-        source="room:demo/event-router",
-        channel="demo",
-        timeout=5.0,
-        batch=50,
-    )
+    buffer, writer = await writer_to_a_crashed_gateway(EventBus())
     with trio.fail_after(10):
         await writer.write_batch()
     assert (buffer.handed_over, buffer.refused, len(buffer)) == (0, 1, 0)
